@@ -1,0 +1,37 @@
+"""Products of a store's catalog."""
+
+from django.contrib.postgres.fields import ArrayField
+from django.contrib.postgres.indexes import GinIndex
+from django.db import models
+
+from core.models import BaseModel
+from tenants.models import Store
+
+
+class Product(BaseModel):
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+")
+    external_id = models.CharField(max_length=256)
+    title = models.CharField(max_length=1000)
+    description = models.TextField(blank=True, default="")
+    category_path = ArrayField(models.CharField(max_length=200), default=list, blank=True)
+    brand = models.CharField(max_length=200, blank=True, default="")
+    gtin = models.CharField(max_length=14, blank=True, default="")
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    currency = models.CharField(max_length=3, blank=True, default="")
+    in_stock = models.BooleanField(default=True)
+    attributes = models.JSONField(default=dict, blank=True)
+    image_url = models.CharField(max_length=2048, blank=True, default="")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "external_id"], name="product_store_external_id_uniq"),
+            models.CheckConstraint(condition=models.Q(price__gte=0), name="product_price_non_negative"),
+        ]
+        indexes = [
+            models.Index(fields=["store", "updated_at"], name="product_store_updated_idx"),
+            GinIndex(fields=["category_path"], name="product_category_gin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.external_id}: {self.title[:60]}"

@@ -1,0 +1,320 @@
+"""Writes to the catalog: set-based bulk upsert (COPY into a temporary table, then one UPDATE and one
+INSERT), single-product replace/patch, and soft delete."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from django.db import connection, transaction
+from django.utils import timezone
+
+from catalog.models import Product
+from core.errors import ApiError, NotFound
+from core.validation import RowError, check_no_nul, clean_bool, clean_money, clean_string
+from tenants.models import Store
+
+MAX_ATTRIBUTES_BYTES = 64 * 1024
+
+# API field -> column. Order matters: bit i of a row's mask says "field i was sent".
+FIELDS: tuple[str, ...] = (
+    "title",
+    "description",
+    "category_path",
+    "brand",
+    "gtin",
+    "price",
+    "currency",
+    "in_stock",
+    "attributes",
+    "image_url",
+    "active",
+)
+COLUMNS = {name: ("is_active" if name == "active" else name) for name in FIELDS}
+DEFAULTS: dict[str, Any] = {
+    "title": "",
+    "description": "",
+    "category_path": [],
+    "brand": "",
+    "gtin": "",
+    "price": None,
+    "currency": "",
+    "in_stock": True,
+    "attributes": {},
+    "image_url": "",
+    "active": True,
+}
+ALL_FIELDS_MASK = (1 << len(FIELDS)) - 1
+
+
+@dataclass
+class BulkResult:
+    created: int = 0
+    updated: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len({error["index"] for error in self.errors})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "created": self.created,
+            "updated": self.updated,
+            "rejected": self.rejected,
+            "errors": self.errors,
+        }
+
+
+def _clean_category_path(value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(">") if part.strip()]
+    if not isinstance(value, list) or len(value) > 10:
+        raise RowError("category_path", "invalid_type", "category_path must be a list of at most 10 strings")
+    return [clean_string(part, "category_path", max_length=200) for part in value]
+
+
+def _clean_attributes(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise RowError("attributes", "invalid_type", "attributes must be a JSON object")
+    check_no_nul(value, "attributes")
+    if len(orjson.dumps(value)) > MAX_ATTRIBUTES_BYTES:
+        raise RowError("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes")
+    return value
+
+
+def _clean_currency(value: Any) -> str:
+    currency = clean_string(value, "currency", max_length=3, required=False, empty_ok=True)
+    if currency and (len(currency) != 3 or not currency.isalpha()):
+        raise RowError("currency", "invalid_currency", "currency must be a three-letter ISO 4217 code")
+    return currency.upper()
+
+
+def _clean_gtin(value: Any) -> str:
+    gtin = clean_string(value, "gtin", max_length=14, required=False, empty_ok=True)
+    if gtin and not gtin.isdigit():
+        raise RowError("gtin", "invalid_gtin", "gtin must be 8 to 14 digits")
+    return gtin
+
+
+def _clean_image_url(value: Any) -> str:
+    url = clean_string(value, "image_url", max_length=2048, required=False, empty_ok=True)
+    if url and not url.startswith(("http://", "https://")):
+        raise RowError("image_url", "invalid_url", "image_url must be an http(s) URL")
+    return url
+
+
+CLEANERS = {
+    "title": lambda v: clean_string(v, "title", max_length=1000),
+    "description": lambda v: clean_string(v, "description", max_length=100_000, required=False, empty_ok=True),
+    "category_path": _clean_category_path,
+    "brand": lambda v: clean_string(v, "brand", max_length=200, required=False, empty_ok=True),
+    "gtin": _clean_gtin,
+    "price": lambda v: clean_money(v, "price"),
+    "currency": _clean_currency,
+    "in_stock": lambda v: clean_bool(v, "in_stock"),
+    "attributes": _clean_attributes,
+    "image_url": _clean_image_url,
+    "active": lambda v: clean_bool(v, "active"),
+}
+
+
+@dataclass(frozen=True)
+class CleanRow:
+    index: int
+    external_id: str
+    values: dict[str, Any]  # only the fields that were sent
+    mask: int
+
+
+def product_row_clean(row: Any, index: int | None, *, replace: bool) -> CleanRow:
+    """Validate one product object. With `replace`, absent fields take their defaults."""
+    if not isinstance(row, dict):
+        raise RowError("", "invalid_type", "each product must be a JSON object")
+    unknown = set(row) - {"id", *FIELDS}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise RowError(name[:100], "unknown_field", f"unknown field {name[:100]!r}")
+    external_id = clean_string(row.get("id"), "id", max_length=256)
+    values: dict[str, Any] = {}
+    mask = 0
+    for bit, name in enumerate(FIELDS):
+        if name in row:
+            values[name] = CLEANERS[name](row[name])
+            mask |= 1 << bit
+        elif replace:
+            values[name] = DEFAULTS[name]
+            mask |= 1 << bit
+    if replace and "title" not in row:
+        raise RowError("title", "required", "title is required")
+    return CleanRow(index=index or 0, external_id=external_id, values=values, mask=mask)
+
+
+def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> BulkResult:
+    """Upsert up to MAX_BATCH_ROWS products. Valid rows are stored; invalid rows are reported with
+    their index. Fields a row leaves out keep their stored value (new products take defaults)."""
+    from django.conf import settings
+
+    if not isinstance(rows, list):
+        raise ApiError("invalid", "the body must be a JSON list of products (or {\"products\": [...]})")
+    if len(rows) > settings.MAX_BATCH_ROWS:
+        raise ApiError(
+            "batch_too_large", f"at most {settings.MAX_BATCH_ROWS} products a request; got {len(rows)}"
+        )
+    result = BulkResult()
+    cleaned: list[CleanRow] = []
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        try:
+            clean = product_row_clean(row, index, replace=replace)
+        except RowError as error:
+            result.errors.append(error.as_dict(index))
+            continue
+        if clean.external_id in seen:
+            result.errors.append(
+                RowError("id", "duplicate_id", "this id appears earlier in the same batch").as_dict(index)
+            )
+            continue
+        seen.add(clean.external_id)
+        cleaned.append(clean)
+    if not cleaned:
+        return result
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)",
+            [store.id, [row.external_id for row in cleaned]],
+        )
+        existing = {external_id for (external_id,) in cursor.fetchall()}
+        to_write: list[CleanRow] = []
+        for row in cleaned:
+            if row.external_id not in existing and "title" not in row.values:
+                result.errors.append(
+                    RowError("title", "required", "title is required for a new product").as_dict(row.index)
+                )
+            else:
+                to_write.append(row)
+        if not to_write:
+            return result
+        _copy_to_staging(cursor, to_write)
+        result.updated = _update_existing(cursor, store)
+        result.created = _insert_new(cursor, store)
+    result.errors.sort(key=lambda error: error["index"])
+    return result
+
+
+_STAGING_COLUMNS = (
+    "external_id text, mask int, title text, description text, category_path text[], brand text, gtin text, "
+    "price numeric, currency text, in_stock bool, attributes jsonb, image_url text, is_active bool"
+)
+
+
+def _copy_to_staging(cursor: Any, rows: list[CleanRow]) -> None:
+    cursor.execute(f"CREATE TEMPORARY TABLE product_staging ({_STAGING_COLUMNS}) ON COMMIT DROP")
+    with cursor.cursor.copy("COPY product_staging FROM STDIN") as copy:
+        for row in rows:
+            values = row.values
+            attributes = values.get("attributes")
+            copy.write_row(
+                (
+                    row.external_id,
+                    row.mask,
+                    *(values.get(name) for name in FIELDS[:8]),
+                    orjson.dumps(attributes).decode() if attributes is not None else None,
+                    values.get("image_url"),
+                    values.get("active"),
+                )
+            )
+
+
+def _update_existing(cursor: Any, store: Store) -> int:
+    assignments = ", ".join(_assignment(bit, name) for bit, name in enumerate(FIELDS))
+    cursor.execute(
+        f"""
+        UPDATE catalog_product AS p SET {assignments}, updated_at = now()
+        FROM product_staging AS s
+        WHERE p.store_id = %s AND p.external_id = s.external_id
+        """,
+        [store.id],
+    )
+    return cursor.rowcount
+
+
+def _assignment(bit: int, name: str) -> str:
+    column = COLUMNS[name]
+    # An upsert of a deleted product brings it back unless the row says `active: false`.
+    otherwise = "true" if name == "active" else f"p.{column}"
+    return f"{column} = CASE WHEN s.mask & {1 << bit} <> 0 THEN s.{column} ELSE {otherwise} END"
+
+
+def _insert_new(cursor: Any, store: Store) -> int:
+    columns = ", ".join(COLUMNS[name] for name in FIELDS)
+    defaults = {
+        "category_path": "'{}'::text[]",
+        "attributes": "'{}'::jsonb",
+        "in_stock": "true",
+        "is_active": "true",
+        "price": "NULL",
+    }
+    selected = ", ".join(
+        f"COALESCE(s.{COLUMNS[name]}, {defaults.get(COLUMNS[name], chr(39) * 2)})" for name in FIELDS
+    )
+    all_columns = ", ".join(f"{COLUMNS[name]} = EXCLUDED.{COLUMNS[name]}" for name in FIELDS)
+    cursor.execute(
+        f"""
+        INSERT INTO catalog_product (store_id, external_id, {columns}, created_at, updated_at)
+        SELECT %s, s.external_id, {selected}, now(), now()
+        FROM product_staging AS s
+        WHERE NOT EXISTS (
+            SELECT 1 FROM catalog_product AS p WHERE p.store_id = %s AND p.external_id = s.external_id
+        )
+        ON CONFLICT (store_id, external_id) DO UPDATE SET {all_columns}, updated_at = now()
+        """,
+        [store.id, store.id],
+    )
+    return cursor.rowcount
+
+
+def product_put(*, store: Store, external_id: str, data: Any) -> tuple[Product, bool]:
+    """Create or fully replace one product; answers (product, created)."""
+    row = _single_row(external_id, data)
+    result = product_bulk_upsert(store=store, rows=[row], replace=True)
+    _raise_single_row_error(result)
+    return Product.objects.get(store=store, external_id=external_id), result.created == 1
+
+
+def product_patch(*, store: Store, external_id: str, data: Any) -> Product:
+    if not Product.objects.filter(store=store, external_id=external_id).exists():
+        raise NotFound("no such product")
+    result = product_bulk_upsert(store=store, rows=[_single_row(external_id, data)])
+    _raise_single_row_error(result)
+    return Product.objects.get(store=store, external_id=external_id)
+
+
+def product_deactivate(*, store: Store, external_id: str) -> None:
+    """DELETE makes a product inactive: it stays for history and is never recommended."""
+    changed = Product.objects.filter(store=store, external_id=external_id).update(
+        is_active=False, updated_at=timezone.now()
+    )
+    if not changed:
+        raise NotFound("no such product")
+
+
+def _single_row(external_id: str, data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ApiError("invalid", "the body must be a JSON object")
+    if "id" in data and data["id"] != external_id:
+        raise ApiError("id_mismatch", "the id in the body differs from the id in the URL")
+    return {**data, "id": external_id}
+
+
+def _raise_single_row_error(result: BulkResult) -> None:
+    if result.errors:
+        first = result.errors[0]
+        raise ApiError(first["code"], first["message"], details=result.errors)
+
+
+def price_as_float(price: Decimal | None) -> float | None:
+    return float(price) if price is not None else None

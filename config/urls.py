@@ -1,0 +1,32 @@
+"""URL wiring: the admin and the v1 API."""
+
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
+from core.apis import HealthApi
+from events.apis import EventIngestApi
+from tenants.apis import StoreApi
+
+api_v1 = [
+    path("health", HealthApi.as_view(), name="health"),
+    path("store", StoreApi.as_view(), name="store"),
+    path("products", ProductListApi.as_view(), name="product-list"),
+    path("products/bulk", ProductBulkApi.as_view(), name="product-bulk"),
+    path("products/<str:product_id>", ProductDetailApi.as_view(), name="product-detail"),
+    path("events", EventIngestApi.as_view(), name="events"),
+    path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "docs/",
+        SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),
+        name="docs",
+    ),
+]
+
+urlpatterns = [
+    path("", RedirectView.as_view(url="/api/v1/docs/", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include(api_v1)),
+]

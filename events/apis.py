@@ -1,0 +1,30 @@
+"""POST /api/v1/events."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.errors import raise_all_rows_rejected
+from events import schemas
+from events.services import event_ingest
+from tenants.authentication import StoreScopedAPIView
+
+
+class EventIngestApi(StoreScopedAPIView):
+    @extend_schema(
+        request=PolymorphicProxySerializer(
+            component_name="EventOrEvents",
+            serializers=[schemas.EventInSerializer, schemas.EventInSerializer(many=True)],
+            resource_type_field_name=None,
+            many=False,
+        ),
+        responses=schemas.IngestResultSerializer,
+        summary="One event or a list of up to 10,000; duplicates (same event_id) are counted, not stored twice",
+    )
+    def post(self, request: Request) -> Response:
+        result = event_ingest(store=self.store, payload=request.data)
+        if result.errors and not (result.accepted or result.duplicate):
+            raise_all_rows_rejected(result.as_dict(), result.errors)
+        return Response(result.as_dict(), status=200)

@@ -1,0 +1,65 @@
+"""Shopper events. The hottest table: narrow rows, small-integer enums, product by internal id."""
+
+from django.contrib.postgres.indexes import BrinIndex
+from django.db import models
+
+from catalog.models import Product
+from tenants.models import Store
+
+
+class EventType(models.IntegerChoices):
+    VIEW = 1, "view"
+    CLICK = 2, "click"
+    ADD_TO_CART = 3, "add_to_cart"
+    REMOVE_FROM_CART = 4, "remove_from_cart"
+    ADD_TO_WISHLIST = 5, "add_to_wishlist"
+    PURCHASE = 6, "purchase"
+    RATING = 7, "rating"
+    RETURN = 8, "return"
+
+
+class Channel(models.IntegerChoices):
+    WEB = 1, "web"
+    APP = 2, "app"
+    IN_STORE = 3, "in_store"
+
+
+EVENT_TYPE_BY_NAME = {label: value for value, label in EventType.choices}
+CHANNEL_BY_NAME = {label: value for value, label in Channel.choices}
+
+
+class Event(models.Model):
+    """Primary key (store_id, id) at the database level (see migration), so the table can be
+    distributed by store_id; `product` is the internal product id, checked at ingestion."""
+
+    id = models.BigAutoField(primary_key=True)
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+")
+    user_id = models.CharField(max_length=256)
+    session_id = models.CharField(max_length=256, blank=True, default="")
+    product = models.ForeignKey(Product, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+")
+    type = models.PositiveSmallIntegerField(choices=EventType.choices)
+    quantity = models.IntegerField(default=1)
+    price = models.DecimalField(max_digits=14, decimal_places=4, null=True, blank=True)
+    rating = models.FloatField(null=True, blank=True)
+    channel = models.PositiveSmallIntegerField(choices=Channel.choices, default=Channel.WEB)
+    timestamp = models.DateTimeField()
+    event_id = models.CharField(max_length=128, null=True, blank=True)
+    recommendation_id = models.CharField(max_length=64, blank=True, default="")
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "event_id"],
+                condition=models.Q(event_id__isnull=False),
+                name="event_store_event_id_uniq",
+            )
+        ]
+        indexes = [
+            # per-user recent history (serving); training scans a store by the (store_id, id) primary key
+            models.Index(fields=["store", "user_id", "-timestamp"], name="event_store_user_time_idx"),
+            BrinIndex(fields=["timestamp"], name="event_time_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_type_display()} {self.user_id} -> {self.product_id}"

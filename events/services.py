@@ -1,0 +1,224 @@
+"""Event ingestion, the hottest write path: plain-code validation, one product lookup per batch,
+COPY into a temporary table, one INSERT ... ON CONFLICT DO NOTHING for idempotency by event_id."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from core.errors import ApiError
+from core.validation import RowError, clean_money, clean_string, clean_timestamp
+from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel
+from tenants.models import Store
+
+EVENT_FIELDS = frozenset(
+    {
+        "event_id",
+        "user_id",
+        "session_id",
+        "product_id",
+        "type",
+        "quantity",
+        "price",
+        "rating",
+        "channel",
+        "timestamp",
+        "recommendation_id",
+    }
+)
+MAX_FUTURE = timedelta(days=1)
+MAX_QUANTITY = 1_000_000
+
+
+@dataclass
+class IngestResult:
+    accepted: int = 0
+    duplicate: int = 0
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected(self) -> int:
+        return len(self.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "accepted": self.accepted,
+            "duplicate": self.duplicate,
+            "rejected": self.rejected,
+            "errors": self.errors,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CleanEvent:
+    index: int
+    user_id: str
+    session_id: str
+    product_id: str
+    type: int
+    quantity: int
+    price: Any
+    rating: float | None
+    channel: int
+    timestamp: datetime
+    event_id: str | None
+    recommendation_id: str
+
+
+def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
+    if not isinstance(row, dict):
+        raise RowError("", "invalid_type", "each event must be a JSON object")
+    if not EVENT_FIELDS.issuperset(row):
+        name = sorted(set(row) - EVENT_FIELDS)[0]
+        raise RowError(name[:100], "unknown_field", f"unknown field {name[:100]!r}")
+    event_type = row.get("type")
+    type_code = EVENT_TYPE_BY_NAME.get(event_type) if isinstance(event_type, str) else None
+    if type_code is None:
+        raise RowError(
+            "type", "unknown_type", f"type must be one of {', '.join(EVENT_TYPE_BY_NAME)}; got {event_type!r}"[:300]
+        )
+    channel = row.get("channel")
+    if channel is None:
+        channel_code = Channel.WEB
+    else:
+        channel_code = CHANNEL_BY_NAME.get(channel) if isinstance(channel, str) else None
+        if channel_code is None:
+            raise RowError("channel", "unknown_channel", f"channel must be one of {', '.join(CHANNEL_BY_NAME)}")
+    raw_time = row.get("timestamp")
+    timestamp = now if raw_time is None else clean_timestamp(raw_time, "timestamp")
+    if timestamp > now + MAX_FUTURE:
+        raise RowError("timestamp", "timestamp_in_future", "timestamp is more than a day in the future")
+    quantity = row.get("quantity", 1)
+    if quantity is None:
+        quantity = 1
+    if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
+        raise RowError("quantity", "invalid_quantity", f"quantity must be an integer from 1 to {MAX_QUANTITY}")
+    rating = row.get("rating")
+    if rating is not None and (
+        isinstance(rating, bool) or not isinstance(rating, int | float) or not math.isfinite(rating)
+        or not -1000 <= rating <= 1000
+    ):
+        raise RowError("rating", "invalid_rating", "rating must be a finite number")
+    event_id = row.get("event_id")
+    return CleanEvent(
+        index=index,
+        user_id=clean_string(row.get("user_id"), "user_id", max_length=256),
+        session_id=clean_string(row.get("session_id"), "session_id", max_length=256, required=False),
+        product_id=clean_string(row.get("product_id"), "product_id", max_length=256),
+        type=type_code,
+        quantity=quantity,
+        price=clean_money(row.get("price"), "price"),
+        rating=float(rating) if rating is not None else None,
+        channel=channel_code,
+        timestamp=timestamp,
+        event_id=None if event_id is None else clean_string(event_id, "event_id", max_length=128),
+        recommendation_id=clean_string(
+            row.get("recommendation_id"), "recommendation_id", max_length=64, required=False, empty_ok=True
+        ),
+    )
+
+
+def event_ingest(*, store: Store, payload: Any) -> IngestResult:
+    """Store one event or a list of up to MAX_BATCH_ROWS. Resends of an event_id count as duplicates."""
+    rows = payload if isinstance(payload, list) else [payload]
+    if isinstance(payload, dict) and set(payload) == {"events"}:
+        rows = payload["events"]
+        if not isinstance(rows, list):
+            raise ApiError("invalid", "events must be a list")
+    if len(rows) > settings.MAX_BATCH_ROWS:
+        raise ApiError("batch_too_large", f"at most {settings.MAX_BATCH_ROWS} events a request; got {len(rows)}")
+    if not rows:
+        raise ApiError("empty_batch", "send at least one event")
+    result = IngestResult()
+    now = datetime.now(tz=UTC)
+    cleaned: list[CleanEvent] = []
+    for index, row in enumerate(rows):
+        try:
+            cleaned.append(event_row_clean(row, index, now))
+        except RowError as error:
+            result.errors.append(error.as_dict(index))
+    if not cleaned:
+        return result
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id, id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)",
+            [store.id, list({event.product_id for event in cleaned})],
+        )
+        product_ids = dict(cursor.fetchall())
+        known: list[CleanEvent] = []
+        seen_event_ids: set[str] = set()
+        for event in cleaned:
+            if event.product_id not in product_ids:
+                result.errors.append(
+                    RowError("product_id", "unknown_product", f"no product {event.product_id[:256]!r} in this store")
+                    .as_dict(event.index)
+                )
+            elif event.event_id is not None and event.event_id in seen_event_ids:
+                result.duplicate += 1  # the same event twice in one batch
+            else:
+                if event.event_id is not None:
+                    seen_event_ids.add(event.event_id)
+                known.append(event)
+        if known:
+            result.accepted = _copy_events(cursor, store, known, product_ids)
+            result.duplicate += len(known) - result.accepted
+    result.errors.sort(key=lambda error: error["index"])
+    return result
+
+
+_COLUMNS = (
+    "store_id, user_id, session_id, product_id, type, quantity, price, rating, channel, timestamp, "
+    "event_id, recommendation_id"
+)
+
+
+def _copy_events(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:
+    """COPY straight into the table when no row carries an event_id; otherwise through a temporary
+    table, so that one INSERT ... ON CONFLICT DO NOTHING drops the resends. Answers rows stored."""
+    with_ids = any(event.event_id is not None for event in events)
+    target = "event_staging" if with_ids else "events_event"
+    if with_ids:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (store_id bigint, user_id text, "
+            "session_id text, product_id bigint, type smallint, quantity int, price numeric, rating float8, "
+            "channel smallint, timestamp timestamptz, event_id text, recommendation_id text, "
+            "received_at timestamptz) ON COMMIT DELETE ROWS"
+        )
+    store_id = store.id
+    with cursor.cursor.copy(f"COPY {target} ({_COLUMNS}, received_at) FROM STDIN") as copy:
+        now = datetime.now(tz=UTC)
+        write = copy.write_row
+        for event in events:
+            write(
+                (
+                    store_id,
+                    event.user_id,
+                    event.session_id,
+                    product_ids[event.product_id],
+                    event.type,
+                    event.quantity,
+                    event.price,
+                    event.rating,
+                    event.channel,
+                    event.timestamp,
+                    event.event_id,
+                    event.recommendation_id,
+                    now,
+                )
+            )
+    if not with_ids:
+        return len(events)
+    cursor.execute(
+        f"""
+        INSERT INTO events_event ({_COLUMNS}, received_at)
+        SELECT {_COLUMNS}, received_at FROM event_staging
+        ON CONFLICT (store_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
+        """
+    )
+    return cursor.rowcount

@@ -1,0 +1,79 @@
+"""Operator console: stores, their settings and keys. Creating a key shows it once; keys are revoked,
+never edited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from tenants.models import ApiKey, Store, StoreSettings
+from tenants.services import api_key_issue, api_key_revoke
+
+
+class StoreSettingsInline(admin.StackedInline):
+    model = StoreSettings
+    can_delete = False
+
+
+class ApiKeyInline(admin.TabularInline):
+    model = ApiKey
+    fields = ("prefix", "name", "scopes", "created_at", "last_used_at", "revoked_at")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Store)
+class StoreAdmin(admin.ModelAdmin):
+    list_display = ("slug", "name", "currency", "is_active", "created_at")
+    search_fields = ("slug", "name")
+    inlines = [StoreSettingsInline, ApiKeyInline]
+    actions = ["issue_api_key"]
+
+    def save_model(self, request: HttpRequest, obj: Store, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        StoreSettings.objects.get_or_create(store=obj)
+
+    @admin.action(description="Issue a new API key (read, write, admin)")
+    def issue_api_key(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:
+        for store in queryset:
+            issued = api_key_issue(store=store, name="admin-issued")
+            messages.warning(request, f"{store.slug}: new API key (shown once): {issued.raw_key}")
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin):
+    list_display = ("prefix", "store", "name", "scopes", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("store", ("revoked_at", admin.EmptyFieldListFilter))
+    search_fields = ("prefix", "name", "store__slug")
+    fields = ("store", "name", "scopes", "prefix", "created_at", "last_used_at", "revoked_at")
+    actions = ["revoke"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> tuple[str, ...]:
+        base = ("prefix", "created_at", "last_used_at", "revoked_at")
+        return base + ("store", "name", "scopes") if obj else base
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        issued = api_key_issue(store=obj.store, name=obj.name, scopes=list(obj.scopes) or None)
+        obj.pk = issued.api_key.pk
+        obj.prefix = issued.api_key.prefix
+        messages.warning(request, f"The new API key, shown this once: {issued.raw_key}")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        for key in queryset.select_related("store"):
+            api_key_revoke(store=key.store, api_key=key)
+        messages.success(request, f"Revoked {queryset.count()} key(s).")

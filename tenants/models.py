@@ -1,0 +1,70 @@
+"""Stores (tenants), their API keys and settings."""
+
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+
+from core.models import BaseModel
+
+
+class Store(BaseModel):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    currency = models.CharField(max_length=3, default="USD")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApiKeyScope(models.TextChoices):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class ApiKey(BaseModel):
+    """Only a SHA-256 of the secret is stored; `prefix` is the visible, indexed part of the key."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, default="default")
+    prefix = models.CharField(max_length=16, unique=True)
+    hashed_secret = models.CharField(max_length=64)
+    scopes = ArrayField(models.CharField(max_length=16, choices=ApiKeyScope.choices), default=list)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["store", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.name})"
+
+    @property
+    def is_revoked(self) -> bool:
+        return self.revoked_at is not None
+
+
+class StoreSettings(BaseModel):
+    """Per-store knobs read by ingestion, training and serving."""
+
+    store = models.OneToOneField(Store, on_delete=models.CASCADE, primary_key=True, related_name="settings")
+    share_network = models.BooleanField(default=False, help_text="contribute to and receive from the network")
+    include_purchased = models.BooleanField(
+        default=False, help_text="for-user answers may include items bought before (groceries)"
+    )
+    default_filters = models.JSONField(default=dict, blank=True)
+    diversity = models.JSONField(default=dict, blank=True)
+    blend_weights = models.JSONField(default=dict, blank=True)
+    pins = models.JSONField(default=dict, blank=True)
+    boosts = models.JSONField(default=dict, blank=True)
+    event_weights = models.JSONField(default=dict, blank=True)
+    retrain_interval_hours = models.PositiveIntegerField(default=24)
+
+    class Meta:
+        verbose_name_plural = "store settings"
+
+    def __str__(self) -> str:
+        return f"settings of {self.store_id}"

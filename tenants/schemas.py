@@ -1,0 +1,45 @@
+"""Serializers that only describe request and response shapes for the OpenAPI schema."""
+
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import serializers
+
+
+class ErrorSerializer(serializers.Serializer):
+    code = serializers.CharField()
+    message = serializers.CharField()
+    details = serializers.JSONField(allow_null=True)
+
+
+class StoreSettingsSerializer(serializers.Serializer):
+    share_network = serializers.BooleanField()
+    include_purchased = serializers.BooleanField()
+    default_filters = serializers.DictField()
+    diversity = serializers.DictField()
+    blend_weights = serializers.DictField()
+    pins = serializers.DictField()
+    boosts = serializers.DictField()
+    event_weights = serializers.DictField()
+    retrain_interval_hours = serializers.IntegerField(min_value=1, max_value=8760)
+
+
+class StoreSerializer(serializers.Serializer):
+    id = serializers.CharField(help_text="the store's slug")
+    name = serializers.CharField()
+    currency = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    settings = StoreSettingsSerializer()
+
+
+class StorePatchSerializer(serializers.Serializer):
+    name = serializers.CharField(required=False)
+    currency = serializers.CharField(required=False, min_length=3, max_length=3)
+    settings = StoreSettingsSerializer(required=False, partial=True)
+    share_network = serializers.BooleanField(required=False)
+
+
+class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
+    target_class = "tenants.authentication.ApiKeyAuthentication"
+    name = "ApiKey"
+
+    def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
+        return {"type": "http", "scheme": "bearer", "description": "the store's API key: `Bearer rk_...`"}

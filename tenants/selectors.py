@@ -1,0 +1,48 @@
+"""Reads for stores and keys."""
+
+from __future__ import annotations
+
+import hmac
+
+from tenants.models import ApiKey, Store, StoreSettings
+from tenants.services import hash_secret, split_raw_key
+
+
+def api_key_get_by_raw_key(*, raw_key: str) -> ApiKey | None:
+    """The live key for a raw bearer token, with its store loaded; None when unknown or revoked."""
+    parts = split_raw_key(raw_key)
+    if parts is None:
+        return None
+    prefix, secret = parts
+    key = ApiKey.objects.select_related("store").filter(prefix=prefix).first()
+    if key is None or key.revoked_at is not None or not key.store.is_active:
+        return None
+    if not hmac.compare_digest(key.hashed_secret, hash_secret(secret)):
+        return None
+    return key
+
+
+def store_settings_get(*, store: Store) -> StoreSettings:
+    settings, _ = StoreSettings.objects.get_or_create(store=store)
+    return settings
+
+
+def store_to_dict(*, store: Store) -> dict:
+    settings = store_settings_get(store=store)
+    return {
+        "id": store.slug,
+        "name": store.name,
+        "currency": store.currency,
+        "created_at": store.created_at,
+        "settings": {
+            "share_network": settings.share_network,
+            "include_purchased": settings.include_purchased,
+            "default_filters": settings.default_filters,
+            "diversity": settings.diversity,
+            "blend_weights": settings.blend_weights,
+            "pins": settings.pins,
+            "boosts": settings.boosts,
+            "event_weights": settings.event_weights,
+            "retrain_interval_hours": settings.retrain_interval_hours,
+        },
+    }

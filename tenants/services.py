@@ -1,0 +1,129 @@
+"""Writes for stores, API keys and settings."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from core.errors import ApiError
+from tenants.models import ApiKey, ApiKeyScope, Store, StoreSettings
+
+KEY_PREFIX = "rk_"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    api_key: ApiKey
+    raw_key: str  # shown once, never stored
+
+
+def hash_secret(secret: str) -> str:
+    # The secret is 32 random bytes, so a fast hash is enough (no dictionary to guess from).
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def split_raw_key(raw_key: str) -> tuple[str, str] | None:
+    """`rk_<prefix>_<secret>` -> (prefix, secret), or None when it is not shaped like a key."""
+    if not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 200:
+        return None
+    prefix, _, secret = raw_key[len(KEY_PREFIX) :].partition("_")
+    if len(prefix) != 12 or not secret:
+        return None
+    return prefix, secret
+
+
+def api_key_issue(*, store: Store, name: str = "default", scopes: list[str] | None = None) -> IssuedKey:
+    scopes = scopes or [ApiKeyScope.READ, ApiKeyScope.WRITE, ApiKeyScope.ADMIN]
+    unknown = set(scopes) - set(ApiKeyScope.values)
+    if unknown:
+        raise ApiError("invalid_scope", f"unknown scopes: {sorted(unknown)}")
+    prefix = secrets.token_hex(6)
+    secret = secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        store=store, name=name, prefix=prefix, hashed_secret=hash_secret(secret), scopes=list(scopes)
+    )
+    return IssuedKey(api_key=key, raw_key=f"{KEY_PREFIX}{prefix}_{secret}")
+
+
+def api_key_revoke(*, store: Store, api_key: ApiKey) -> ApiKey:
+    if api_key.store_id != store.id:
+        raise ApiError("not_found", "not found", status_code=404)
+    if api_key.revoked_at is None:
+        api_key.revoked_at = timezone.now()
+        api_key.save(update_fields=["revoked_at", "updated_at"])
+    return api_key
+
+
+def api_key_touch(*, api_key: ApiKey) -> None:
+    """Record use at most once a minute, so that reads do not turn into writes."""
+    now = timezone.now()
+    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
+        ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
+        api_key.last_used_at = now
+
+
+@transaction.atomic
+def store_create(*, slug: str, name: str | None = None, currency: str = "USD") -> tuple[Store, IssuedKey]:
+    """A store, its settings and its first (admin-scoped) API key."""
+    try:
+        with transaction.atomic():
+            store = Store.objects.create(slug=slug, name=name or slug, currency=currency)
+    except IntegrityError as exc:
+        raise ApiError("store_exists", f"a store with slug {slug!r} already exists") from exc
+    StoreSettings.objects.create(store=store)
+    return store, api_key_issue(store=store, name="initial")
+
+
+SETTINGS_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "share_network": bool,
+    "include_purchased": bool,
+    "default_filters": dict,
+    "diversity": dict,
+    "blend_weights": dict,
+    "pins": dict,
+    "boosts": dict,
+    "event_weights": dict,
+    "retrain_interval_hours": int,
+}
+
+
+def store_update(*, store: Store, data: dict[str, Any]) -> Store:
+    """PATCH semantics: `name`, `currency` and any key of `settings`; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ApiError("invalid", "the body must be a JSON object")
+    unknown = set(data) - {"name", "currency", "settings", *SETTINGS_FIELDS}
+    if unknown:
+        raise ApiError("unknown_field", f"unknown fields: {sorted(unknown)}", details=sorted(unknown))
+    settings_data = dict(data.get("settings") or {})
+    settings_data.update({k: v for k, v in data.items() if k in SETTINGS_FIELDS})
+    errors: dict[str, str] = {}
+    if "name" in data and (not isinstance(data["name"], str) or not 0 < len(data["name"]) <= 200):
+        errors["name"] = "must be a string of 1 to 200 characters"
+    if "currency" in data and (not isinstance(data["currency"], str) or len(data["currency"]) != 3):
+        errors["currency"] = "must be a three-letter ISO 4217 code"
+    for field, value in settings_data.items():
+        expected = SETTINGS_FIELDS.get(field)
+        if expected is None:
+            errors[field] = "unknown setting"
+        elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            errors[field] = f"must be of type {expected.__name__}"  # type: ignore[union-attr]
+        elif field == "retrain_interval_hours" and not 1 <= value <= 24 * 365:
+            errors[field] = "must be between 1 and 8760"
+    if errors:
+        raise ApiError("invalid", "invalid store settings", details=errors)
+    with transaction.atomic():
+        if "name" in data:
+            store.name = data["name"]
+        if "currency" in data:
+            store.currency = data["currency"].upper()
+        store.save()
+        store_settings, _ = StoreSettings.objects.get_or_create(store=store)
+        for field, value in settings_data.items():
+            setattr(store_settings, field, value)
+        store_settings.save()
+    return store
