@@ -16,6 +16,7 @@ from catalog.selectors import (
 )
 from catalog.services import product_bulk_upsert, product_deactivate, product_patch, product_put
 from core.errors import raise_all_rows_rejected
+from core.json import json_body
 from core.pagination import encode_cursor, page_request_from_query
 from tenants.authentication import StoreScopedAPIView
 
@@ -27,7 +28,7 @@ class ProductBulkApi(StoreScopedAPIView):
         summary="Upsert up to 10,000 products; valid rows are stored, invalid rows come back per index",
     )
     def post(self, request: Request) -> Response:
-        rows = request.data
+        rows = json_body(request)
         if isinstance(rows, dict) and set(rows) == {"products"}:
             rows = rows["products"]
         result = product_bulk_upsert(store=self.store, rows=rows)
@@ -76,7 +77,7 @@ class ProductDetailApi(StoreScopedAPIView):
         summary="Create or replace one product (fields left out take their defaults)",
     )
     def put(self, request: Request, product_id: str) -> Response:
-        product, created = product_put(store=self.store, external_id=product_id, data=request.data)
+        product, created = product_put(store=self.store, external_id=product_id, data=json_body(request))
         return Response(product_to_dict(product), status=201 if created else 200)
 
     @extend_schema(
@@ -85,7 +86,7 @@ class ProductDetailApi(StoreScopedAPIView):
         summary="Change some fields of one product",
     )
     def patch(self, request: Request, product_id: str) -> Response:
-        product = product_patch(store=self.store, external_id=product_id, data=request.data)
+        product = product_patch(store=self.store, external_id=product_id, data=json_body(request))
         return Response(product_to_dict(product))
 
     @extend_schema(responses={204: None}, summary="Deactivate a product: it is never recommended again")

@@ -12,7 +12,9 @@ class ProductInSerializer(serializers.Serializer):
     )
     brand = serializers.CharField(required=False, allow_blank=True)
     gtin = serializers.CharField(required=False, allow_blank=True, max_length=14)
-    price = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, allow_null=True, min_value=0)
+    price = serializers.DecimalField(
+        max_digits=14, decimal_places=4, required=False, allow_null=True, min_value=0
+    )
     currency = serializers.CharField(required=False, max_length=3)
     in_stock = serializers.BooleanField(required=False)
     attributes = serializers.DictField(required=False)

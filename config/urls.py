@@ -17,7 +17,9 @@ api_v1 = [
     path("products/bulk", ProductBulkApi.as_view(), name="product-bulk"),
     path("products/<str:product_id>", ProductDetailApi.as_view(), name="product-detail"),
     path("events", EventIngestApi.as_view(), name="events"),
-    path("schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"),
+    path(
+        "schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"
+    ),
     path(
         "docs/",
         SpectacularSwaggerView.as_view(url_name="schema", authentication_classes=[], permission_classes=[]),

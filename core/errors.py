@@ -76,4 +76,6 @@ def raise_all_rows_rejected(result: dict[str, Any], errors: list[dict[str, Any]]
     first = errors[0]
     if len(errors) == 1:
         raise ApiError(first["code"], first["message"], details=result)
-    raise ApiError("invalid_rows", f"all {len(errors)} rows were rejected; the first: {first['message']}", details=result)
+    raise ApiError(
+        "invalid_rows", f"all {len(errors)} rows were rejected; the first: {first['message']}", details=result
+    )

@@ -29,7 +29,9 @@ class OrjsonRenderer(BaseRenderer):
     format = "json"
     charset = None
 
-    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+    def render(
+        self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None
+    ) -> bytes:
         if data is None:
             return b""
         return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=_default)
@@ -43,3 +45,11 @@ def _default(value: Any) -> Any:
     if hasattr(value, "isoformat"):
         return value.isoformat()
     raise TypeError(f"cannot render {type(value).__name__}")
+
+
+def json_body(request: Any) -> Any:
+    """The parsed JSON body; an empty body is an error rather than an empty object."""
+    length = request.META.get("CONTENT_LENGTH")
+    if length in (None, "", "0"):
+        raise ApiError("empty_body", "the request body is empty; send JSON")
+    return request.data

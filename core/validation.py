@@ -20,7 +20,9 @@ class RowError(Exception):
         return {"index": index, "field": self.field, "code": self.code, "message": self.message}
 
 
-def clean_string(value: Any, field: str, *, max_length: int, required: bool = True, empty_ok: bool = False) -> str:
+def clean_string(
+    value: Any, field: str, *, max_length: int, required: bool = True, empty_ok: bool = False
+) -> str:
     if value is None:
         if required:
             raise RowError(field, "required", f"{field} is required")

@@ -7,6 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.errors import raise_all_rows_rejected
+from core.json import json_body
 from events import schemas
 from events.services import event_ingest
 from tenants.authentication import StoreScopedAPIView
@@ -21,10 +22,10 @@ class EventIngestApi(StoreScopedAPIView):
             many=False,
         ),
         responses=schemas.IngestResultSerializer,
-        summary="One event or a list of up to 10,000; duplicates (same event_id) are counted, not stored twice",
+        summary="One event or up to 10,000; a resent event_id is counted as duplicate, stored once",
     )
     def post(self, request: Request) -> Response:
-        result = event_ingest(store=self.store, payload=request.data)
+        result = event_ingest(store=self.store, payload=json_body(request))
         if result.errors and not (result.accepted or result.duplicate):
             raise_all_rows_rejected(result.as_dict(), result.errors)
         return Response(result.as_dict(), status=200)

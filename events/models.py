@@ -43,7 +43,8 @@ class Event(models.Model):
     rating = models.FloatField(null=True, blank=True)
     channel = models.PositiveSmallIntegerField(choices=Channel.choices, default=Channel.WEB)
     timestamp = models.DateTimeField()
-    event_id = models.CharField(max_length=128, null=True, blank=True)
+    # NULL, not "", for "no id": the partial unique index covers only events that carry one.
+    event_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     recommendation_id = models.CharField(max_length=64, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
 

@@ -80,7 +80,9 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
     type_code = EVENT_TYPE_BY_NAME.get(event_type) if isinstance(event_type, str) else None
     if type_code is None:
         raise RowError(
-            "type", "unknown_type", f"type must be one of {', '.join(EVENT_TYPE_BY_NAME)}; got {event_type!r}"[:300]
+            "type",
+            "unknown_type",
+            f"type must be one of {', '.join(EVENT_TYPE_BY_NAME)}; got {event_type!r}"[:300],
         )
     channel = row.get("channel")
     if channel is None:
@@ -88,7 +90,9 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
     else:
         channel_code = CHANNEL_BY_NAME.get(channel) if isinstance(channel, str) else None
         if channel_code is None:
-            raise RowError("channel", "unknown_channel", f"channel must be one of {', '.join(CHANNEL_BY_NAME)}")
+            raise RowError(
+                "channel", "unknown_channel", f"channel must be one of {', '.join(CHANNEL_BY_NAME)}"
+            )
     raw_time = row.get("timestamp")
     timestamp = now if raw_time is None else clean_timestamp(raw_time, "timestamp")
     if timestamp > now + MAX_FUTURE:
@@ -97,10 +101,14 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
     if quantity is None:
         quantity = 1
     if isinstance(quantity, bool) or not isinstance(quantity, int) or not 1 <= quantity <= MAX_QUANTITY:
-        raise RowError("quantity", "invalid_quantity", f"quantity must be an integer from 1 to {MAX_QUANTITY}")
+        raise RowError(
+            "quantity", "invalid_quantity", f"quantity must be an integer from 1 to {MAX_QUANTITY}"
+        )
     rating = row.get("rating")
     if rating is not None and (
-        isinstance(rating, bool) or not isinstance(rating, int | float) or not math.isfinite(rating)
+        isinstance(rating, bool)
+        or not isinstance(rating, int | float)
+        or not math.isfinite(rating)
         or not -1000 <= rating <= 1000
     ):
         raise RowError("rating", "invalid_rating", "rating must be a finite number")
@@ -131,7 +139,9 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
         if not isinstance(rows, list):
             raise ApiError("invalid", "events must be a list")
     if len(rows) > settings.MAX_BATCH_ROWS:
-        raise ApiError("batch_too_large", f"at most {settings.MAX_BATCH_ROWS} events a request; got {len(rows)}")
+        raise ApiError(
+            "batch_too_large", f"at most {settings.MAX_BATCH_ROWS} events a request; got {len(rows)}"
+        )
     if not rows:
         raise ApiError("empty_batch", "send at least one event")
     result = IngestResult()
@@ -156,8 +166,11 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
         for event in cleaned:
             if event.product_id not in product_ids:
                 result.errors.append(
-                    RowError("product_id", "unknown_product", f"no product {event.product_id[:256]!r} in this store")
-                    .as_dict(event.index)
+                    RowError(
+                        "product_id",
+                        "unknown_product",
+                        f"no product {event.product_id[:256]!r} in this store",
+                    ).as_dict(event.index)
                 )
             elif event.event_id is not None and event.event_id in seen_event_ids:
                 result.duplicate += 1  # the same event twice in one batch
@@ -190,6 +203,7 @@ def _copy_events(cursor: Any, store: Store, events: list[CleanEvent], product_id
             "channel smallint, timestamp timestamptz, event_id text, recommendation_id text, "
             "received_at timestamptz) ON COMMIT DELETE ROWS"
         )
+        cursor.execute("TRUNCATE event_staging")  # empty already, unless inside an outer transaction
     store_id = store.id
     with cursor.cursor.copy(f"COPY {target} ({_COLUMNS}, received_at) FROM STDIN") as copy:
         now = datetime.now(tz=UTC)

@@ -6,6 +6,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.json import json_body
 from tenants import schemas
 from tenants.authentication import StoreScopedAPIView
 from tenants.selectors import store_to_dict
@@ -25,5 +26,5 @@ class StoreApi(StoreScopedAPIView):
         summary="Change the store's name or settings (admin-scoped key)",
     )
     def patch(self, request: Request) -> Response:
-        store = store_update(store=self.store, data=request.data)
+        store = store_update(store=self.store, data=json_body(request))
         return Response(store_to_dict(store=store))

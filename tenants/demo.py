@@ -52,7 +52,12 @@ def demo_catalog(*, products: int, seed: int = 7) -> list[dict[str, Any]]:
 
 
 def demo_events(
-    *, catalog: list[dict[str, Any]], users: int, events_per_user: int, seed: int = 7, now: datetime | None = None
+    *,
+    catalog: list[dict[str, Any]],
+    users: int,
+    events_per_user: int,
+    seed: int = 7,
+    now: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """Each user prefers one or two top categories and a couple of brands; sessions of views lead to
     carts and purchases; some items are bought together (the same brand's line in one category)."""
@@ -69,7 +74,9 @@ def demo_events(
         liked = rng.choice(len(top_names), size=int(rng.integers(1, 3)), replace=False)
         start = now - timedelta(days=float(rng.uniform(1, 60)))
         for step in range(events_per_user):
-            name = top_names[int(rng.choice(liked))] if rng.random() < 0.85 else top_names[int(rng.integers(6))]
+            name = (
+                top_names[int(rng.choice(liked))] if rng.random() < 0.85 else top_names[int(rng.integers(6))]
+            )
             items = by_category[name]
             p = weights[name] / weights[name].sum()
             item = items[int(rng.choice(len(items), p=p))]

@@ -118,6 +118,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / ".local" / "staticfiles"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 
 # --- API ----------------------------------------------------------------------------------------
 MAX_BATCH_ROWS = 10_000

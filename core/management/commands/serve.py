@@ -30,7 +30,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--bind", default=os.environ.get("BIND", "127.0.0.1:8000"))
-        parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "0")) or None)
+        parser.add_argument(
+            "--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", "0")) or None
+        )
         parser.add_argument("--no-demo", action="store_true", help="do not create the demo store")
         parser.add_argument("--no-worker", action="store_true", help="do not start a Celery worker")
 
@@ -38,22 +40,49 @@ class Command(BaseCommand):
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         credentials = self._credentials(create_demo=not options["no_demo"])
-        environment = {**os.environ, "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.base")}
+        environment = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.base"),
+        }
         # Children reattach to the same embedded broker; pin its URL so they need not probe for it.
         environment.setdefault("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
         workers = options["workers"] or max(2, (os.cpu_count() or 1) * 2)
         children = [
             subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", options["bind"],
-                 "--workers", str(workers), "--access-logfile", "-", "--graceful-timeout", "10"],
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi:application",
+                    "--bind",
+                    options["bind"],
+                    "--workers",
+                    str(workers),
+                    "--access-logfile",
+                    "-",
+                    "--graceful-timeout",
+                    "10",
+                ],
                 env=environment,
             )
         ]
         if not options["no_worker"]:
             children.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "celery", "-A", "config", "worker", "--loglevel", "INFO",
-                     "--concurrency", "1", "-Q", "default"],
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "config",
+                        "worker",
+                        "--loglevel",
+                        "INFO",
+                        "--concurrency",
+                        "1",
+                        "-Q",
+                        "default",
+                    ],
                     env=environment,
                 )
             )
@@ -61,11 +90,15 @@ class Command(BaseCommand):
         self.stdout.write(self.style.SUCCESS(f"\nServing on {url}"))
         self.stdout.write(f"  API docs:  {url}/api/v1/docs/")
         self.stdout.write(f"  health:    {url}/api/v1/health")
-        self.stdout.write(f"  admin:     {url}/admin/  (user {credentials['admin_user']!r}, "
-                          f"password {credentials['admin_password']!r})")
+        self.stdout.write(
+            f"  admin:     {url}/admin/  (user {credentials['admin_user']!r}, "
+            f"password {credentials['admin_password']!r})"
+        )
         if credentials.get("api_key"):
             self.stdout.write(f"  demo store {credentials['store']!r}, API key: {credentials['api_key']}")
-            self.stdout.write(f"  try: curl -H 'Authorization: Bearer {credentials['api_key']}' {url}/api/v1/store")
+            self.stdout.write(
+                f"  try: curl -H 'Authorization: Bearer {credentials['api_key']}' {url}/api/v1/store"
+            )
         self.stdout.write("Press Ctrl-C to stop.\n")
         self._wait(children)
 
@@ -119,9 +152,9 @@ class Command(BaseCommand):
                     child.wait(timeout=max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     child.kill()
-            if settings.EMBEDDED_BROKER:
+            if settings.EMBEDDED_BROKER and embedded.started_here["broker"]:
                 embedded.stop_broker()
-            if settings.EMBEDDED_POSTGRES:
+            if settings.EMBEDDED_POSTGRES and embedded.started_here["postgres"]:
                 from django.db import connections
 
                 connections.close_all()

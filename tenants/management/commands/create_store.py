@@ -22,7 +22,9 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
-            store, issued = store_create(slug=options["slug"], name=options["name"], currency=options["currency"])
+            store, issued = store_create(
+                slug=options["slug"], name=options["name"], currency=options["currency"]
+            )
         except ApiError as exc:
             raise CommandError(exc.message) from exc
         if options["json"]:

@@ -1,0 +1,50 @@
+"""Health, the OpenAPI schema and the docs page."""
+
+from __future__ import annotations
+
+from django.test import Client
+
+from tests.test_isolation import scoped_routes
+
+
+def test_health_reports_database_and_broker(db):
+    response = Client().get("/api/v1/health")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["database"] == "ok"
+    assert body["broker"] == "ok"
+
+
+def test_health_reports_a_broker_that_is_down(db, settings):
+    settings.CELERY_BROKER_URL = "redis://127.0.0.1:1/0"
+    body = Client().get("/api/v1/health").json()
+    assert body["status"] == "degraded"
+    assert body["broker"].startswith("down")
+
+
+def test_schema_lists_every_v1_path_with_shapes(db):
+    response = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert response.status_code == 200
+    schema = response.json()
+    paths = schema["paths"]
+    expected = {
+        "/api/v1/" + route.removeprefix("api/v1/").replace("<str:product_id>", "{product_id}")
+        for route in scoped_routes()
+    } | {"/api/v1/health"}
+    assert expected <= set(paths)
+    assert set(paths["/api/v1/products/{product_id}"]) >= {"get", "put", "patch", "delete"}
+    bulk = paths["/api/v1/products/bulk"]["post"]
+    assert "requestBody" in bulk and "200" in bulk["responses"]
+    assert "ApiKey" in schema["components"]["securitySchemes"]
+    assert {"EventInRequest", "IngestResult", "ProductOut", "ProductBulkResult"} <= set(
+        schema["components"]["schemas"]
+    )
+
+
+def test_docs_page_is_served_without_a_cdn(db):
+    response = Client().get("/api/v1/docs/")
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "swagger" in html.lower()
+    assert "cdn.jsdelivr" not in html

@@ -1,0 +1,101 @@
+"""One store never sees or changes another's data. Every URL routed to StoreScopedAPIView must have a
+case here (the first test fails otherwise); each case creates data under store A with a sentinel and
+calls as store B."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.urls import URLPattern, URLResolver, get_resolver
+
+from catalog.models import Product
+from events.models import Event
+from tenants.authentication import StoreScopedAPIView
+from tenants.models import StoreSettings
+from tests.conftest import product
+
+SENTINEL = "SENTINEL-7f3a"
+
+
+def scoped_routes() -> set[str]:
+    found: set[str] = set()
+
+    def walk(patterns: list[Any], prefix: str) -> None:
+        for pattern in patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern.url_patterns, prefix + str(pattern.pattern))
+            elif isinstance(pattern, URLPattern):
+                view_class = getattr(pattern.callback, "view_class", None)
+                if view_class and issubclass(view_class, StoreScopedAPIView):
+                    found.add(prefix + str(pattern.pattern))
+
+    walk(get_resolver().url_patterns, "")
+    return found
+
+
+# route -> calls made by the other store: (method, path, body, expected status)
+CASES: dict[str, list[tuple[str, str, Any, int]]] = {
+    "api/v1/store": [("GET", "/api/v1/store", None, 200), ("PATCH", "/api/v1/store", {"name": "x"}, 200)],
+    "api/v1/products": [("GET", "/api/v1/products", None, 200)],
+    "api/v1/products/bulk": [("POST", "/api/v1/products/bulk", [{"id": "victim", "price": 0}], 400)],
+    "api/v1/products/<str:product_id>": [
+        ("GET", "/api/v1/products/victim", None, 404),
+        ("PATCH", "/api/v1/products/victim", {"title": "pwned"}, 404),
+        ("DELETE", "/api/v1/products/victim", None, 404),
+    ],
+    "api/v1/events": [
+        ("POST", "/api/v1/events", {"user_id": "u", "product_id": "victim", "type": "view"}, 400)
+    ],
+}
+
+
+def test_every_scoped_route_has_an_isolation_case():
+    assert scoped_routes() == set(CASES)
+
+
+@pytest.fixture
+def victim(api, store):
+    api.patch("/api/v1/store", {"name": SENTINEL, "share_network": False})
+    api.post(
+        "/api/v1/products/bulk",
+        [product("victim", title=SENTINEL, brand=SENTINEL, category_path=[SENTINEL], price=1)],
+    )
+    api.post("/api/v1/events", {"user_id": SENTINEL, "product_id": "victim", "type": "purchase"})
+    return store
+
+
+def snapshot(store) -> tuple:
+    store.refresh_from_db()
+    item = Product.objects.get(store=store, external_id="victim")
+    settings = StoreSettings.objects.get(store=store)
+    return (
+        item.title,
+        item.price,
+        item.is_active,
+        item.updated_at,
+        store.name,
+        settings.share_network,
+        Event.objects.filter(store=store).count(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"), [case for cases in CASES.values() for case in cases]
+)
+def test_other_store_cannot_see_or_change(victim, other_api, method, path, body, expected):
+    before = snapshot(victim)
+    response = other_api.request(method, path, body)
+    assert response.status_code == expected
+    assert SENTINEL not in response.content.decode()
+    if method == "GET" and path == "/api/v1/products":
+        assert response.json()["items"] == []
+    assert snapshot(victim) == before
+
+
+def test_other_stores_product_with_same_id_is_its_own(victim, other_api, api):
+    # the other store may use the same external id; it makes a separate product
+    response = other_api.post("/api/v1/products/bulk", [product("victim", title="theirs")])
+    assert response.json()["created"] == 1
+    assert api.get("/api/v1/products/victim").json()["title"] == SENTINEL
+    assert other_api.get("/api/v1/products/victim").json()["title"] == "theirs"
