@@ -9,7 +9,7 @@ from tenants.models import Store
 
 
 class Product(BaseModel):
-    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+")
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
     external_id = models.CharField(max_length=256)
     title = models.CharField(max_length=1000)
     description = models.TextField(blank=True, default="")

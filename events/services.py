@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
@@ -192,42 +193,28 @@ _COLUMNS = (
 
 
 def _copy_events(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:
-    """COPY straight into the table when no row carries an event_id; otherwise through a temporary
-    table, so that one INSERT ... ON CONFLICT DO NOTHING drops the resends. Answers rows stored."""
-    with_ids = any(event.event_id is not None for event in events)
-    target = "event_staging" if with_ids else "events_event"
-    if with_ids:
-        cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (store_id bigint, user_id text, "
-            "session_id text, product_id bigint, type smallint, quantity int, price numeric, rating float8, "
-            "channel smallint, timestamp timestamptz, event_id text, recommendation_id text, "
-            "received_at timestamptz) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute("TRUNCATE event_staging")  # empty already, unless inside an outer transaction
-    store_id = store.id
-    with cursor.cursor.copy(f"COPY {target} ({_COLUMNS}, received_at) FROM STDIN") as copy:
-        now = datetime.now(tz=UTC)
-        write = copy.write_row
-        for event in events:
-            write(
-                (
-                    store_id,
-                    event.user_id,
-                    event.session_id,
-                    product_ids[event.product_id],
-                    event.type,
-                    event.quantity,
-                    event.price,
-                    event.rating,
-                    event.channel,
-                    event.timestamp,
-                    event.event_id,
-                    event.recommendation_id,
-                    now,
-                )
-            )
-    if not with_ids:
-        return len(events)
+    """COPY straight into the table; resends are rare, so that is the common case. When a row's
+    event_id is already stored, the COPY fails whole and is rolled back to its savepoint, and the batch
+    goes through a temporary table so that INSERT ... ON CONFLICT DO NOTHING drops the resends.
+    Answers the number of rows stored."""
+    rows = _event_rows(store, events, product_ids)
+    if not any(event.event_id is not None for event in events):
+        _copy_rows(cursor, "events_event", rows)
+        return len(rows)
+    try:
+        with transaction.atomic():  # a savepoint
+            _copy_rows(cursor, "events_event", rows)
+        return len(rows)
+    except (IntegrityError, psycopg.errors.UniqueViolation):
+        pass  # rolled back to the savepoint; take the slow path
+    cursor.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (store_id bigint, user_id text, "
+        "session_id text, product_id bigint, type smallint, quantity int, price numeric, rating float8, "
+        "channel smallint, timestamp timestamptz, event_id text, recommendation_id text, "
+        "received_at timestamptz) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE event_staging")  # empty already, unless inside an outer transaction
+    _copy_rows(cursor, "event_staging", rows)
     cursor.execute(
         f"""
         INSERT INTO events_event ({_COLUMNS}, received_at)
@@ -236,3 +223,33 @@ def _copy_events(cursor: Any, store: Store, events: list[CleanEvent], product_id
         """
     )
     return cursor.rowcount
+
+
+def _event_rows(store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> list[tuple]:
+    now = datetime.now(tz=UTC)
+    store_id = store.id
+    return [
+        (
+            store_id,
+            event.user_id,
+            event.session_id,
+            product_ids[event.product_id],
+            event.type,
+            event.quantity,
+            event.price,
+            event.rating,
+            event.channel,
+            event.timestamp,
+            event.event_id,
+            event.recommendation_id,
+            now,
+        )
+        for event in events
+    ]
+
+
+def _copy_rows(cursor: Any, table: str, rows: list[tuple]) -> None:
+    with cursor.cursor.copy(f"COPY {table} ({_COLUMNS}, received_at) FROM STDIN") as copy:
+        write = copy.write_row
+        for row in rows:
+            write(row)

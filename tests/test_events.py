@@ -154,3 +154,17 @@ def test_ingest_is_set_based(api, catalog):
 def test_events_of_a_deactivated_product_are_still_recorded(api, store, catalog):
     api.delete("/api/v1/products/p1")
     assert api.post("/api/v1/events", event()).json()["accepted"] == 1
+
+
+def test_a_batch_mixing_new_and_resent_events_keeps_the_new_ones(api, store, catalog):
+    api.post("/api/v1/events", [event(event_id="e1"), event(event_id="e2")])
+    response = api.post("/api/v1/events", [event(event_id="e2"), event(event_id="e3"), event()])
+    assert response.json() == {"accepted": 2, "duplicate": 1, "rejected": 0, "errors": []}
+    assert sorted(
+        Event.objects.filter(store=store).values_list("event_id", flat=True), key=lambda v: v or "~"
+    ) == [
+        "e1",
+        "e2",
+        "e3",
+        None,
+    ]
