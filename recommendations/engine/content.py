@@ -1,0 +1,72 @@
+"""Content similarity for items with few or no events: TF-IDF over title, description, category,
+brand and attributes, reduced with TruncatedSVD to dense unit vectors."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.preprocessing import normalize
+
+
+class ContentEmbedding:
+    def __init__(self, *, dimensions: int = 64, max_features: int = 100_000, seed: int = 0):
+        self.dimensions = dimensions
+        self.max_features = max_features
+        self.seed = seed
+
+    def fit_transform(self, documents: list[str]) -> np.ndarray:
+        """Unit vectors (n_documents x dimensions, zero-padded when the corpus is small)."""
+        vectors = np.zeros((len(documents), self.dimensions), dtype=np.float32)
+        if len(documents) < 2 or not any(doc.strip() for doc in documents):
+            return vectors
+        vectorizer = TfidfVectorizer(
+            max_features=self.max_features, sublinear_tf=True, ngram_range=(1, 2), min_df=1, dtype=np.float32
+        )
+        try:
+            tfidf = vectorizer.fit_transform(documents)
+        except ValueError:  # nothing but stop words
+            return vectors
+        components = min(self.dimensions, tfidf.shape[1] - 1, len(documents) - 1)
+        if components < 1:
+            return vectors
+        reduced = TruncatedSVD(n_components=components, random_state=self.seed).fit_transform(tfidf)
+        vectors[:, :components] = normalize(reduced).astype(np.float32)
+        return vectors
+
+
+def nearest_neighbours(vectors: np.ndarray, *, k: int = 50, chunk: int = 2048) -> sp.csr_matrix:
+    """Top-k cosine neighbours of every row (unit vectors), computed in chunks of rows."""
+    n = vectors.shape[0]
+    k = min(k, max(n - 1, 0))
+    rows, cols, values = [], [], []
+    for start in range(0, n, chunk):
+        block = vectors[start : start + chunk] @ vectors.T
+        block[np.arange(block.shape[0]), np.arange(start, start + block.shape[0])] = -np.inf
+        if k == 0:
+            continue
+        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
+        scores = np.take_along_axis(block, top, axis=1)
+        positive = scores > 0
+        rows.append(np.repeat(np.arange(start, start + block.shape[0]), k)[positive.ravel()])
+        cols.append(top[positive])
+        values.append(scores[positive])
+    if not rows:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(values).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        shape=(n, n),
+    )
+
+
+def product_document(
+    title: str, description: str, categories: list[str], brand: str, attributes: dict
+) -> str:
+    attribute_words = " ".join(
+        f"{key} {value}" for key, value in attributes.items() if isinstance(value, str | int)
+    )
+    # the category path and brand are repeated so that they weigh like a title
+    return " ".join(
+        [title, description[:2000], " ".join(categories) * 2, f"{brand} {brand}", attribute_words]
+    )

@@ -1,0 +1,132 @@
+"""Interaction logs as arrays, the id mapping, and the matrices the estimators learn from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+# Default weights of event types (a purchase says more than a view). Stores may override them.
+DEFAULT_EVENT_WEIGHTS = {
+    "view": 1.0,
+    "click": 1.0,
+    "add_to_wishlist": 2.0,
+    "add_to_cart": 3.0,
+    "rating": 3.0,
+    "purchase": 5.0,
+    "remove_from_cart": 0.0,
+    "return": 0.0,
+}
+
+
+@dataclass(frozen=True)
+class IdIndex:
+    """A frozen mapping between outside ids (any hashable) and contiguous matrix indices."""
+
+    ids: np.ndarray
+
+    @classmethod
+    def from_values(cls, values: np.ndarray) -> tuple[IdIndex, np.ndarray]:
+        """The index of the distinct values, and each value's position in it."""
+        ids, codes = np.unique(values, return_inverse=True)
+        return cls(ids=ids), codes.astype(np.int32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def positions(self, values: np.ndarray) -> np.ndarray:
+        """Index of each value, -1 where the value is unknown."""
+        values = np.asarray(values)
+        if len(self.ids) == 0:
+            return np.full(len(values), -1, dtype=np.int64)
+        found = np.searchsorted(self.ids, values)
+        found = np.clip(found, 0, len(self.ids) - 1)
+        return np.where(self.ids[found] == values, found, -1)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """One row per event, in time order: user and item indices, weight, time (epoch seconds), and a
+    basket key (order, session or day) for co-purchase."""
+
+    users: np.ndarray
+    items: np.ndarray
+    weights: np.ndarray
+    times: np.ndarray
+    n_users: int
+    n_items: int
+    baskets: np.ndarray | None = None
+    purchases: np.ndarray | None = None  # bool: the event is a purchase
+
+    def __post_init__(self) -> None:
+        if len(self.times) > 1 and not np.all(np.diff(self.times) >= 0):
+            raise ValueError("interactions must be sorted by time")
+
+    def __len__(self) -> int:
+        return len(self.users)
+
+    def subset(self, mask: np.ndarray) -> Interactions:
+        pick = np.flatnonzero(mask)
+        return Interactions(
+            users=self.users[pick],
+            items=self.items[pick],
+            weights=self.weights[pick],
+            times=self.times[pick],
+            n_users=self.n_users,
+            n_items=self.n_items,
+            baskets=None if self.baskets is None else self.baskets[pick],
+            purchases=None if self.purchases is None else self.purchases[pick],
+        )
+
+
+def sorted_interactions(
+    *,
+    users: np.ndarray,
+    items: np.ndarray,
+    weights: np.ndarray,
+    times: np.ndarray,
+    n_users: int,
+    n_items: int,
+    baskets: np.ndarray | None = None,
+    purchases: np.ndarray | None = None,
+) -> Interactions:
+    order = np.argsort(times, kind="stable")
+    return Interactions(
+        users=np.asarray(users, dtype=np.int32)[order],
+        items=np.asarray(items, dtype=np.int32)[order],
+        weights=np.asarray(weights, dtype=np.float32)[order],
+        times=np.asarray(times, dtype=np.float64)[order],
+        n_users=n_users,
+        n_items=n_items,
+        baskets=None if baskets is None else np.asarray(baskets)[order],
+        purchases=None if purchases is None else np.asarray(purchases, dtype=bool)[order],
+    )
+
+
+def user_item_matrix(data: Interactions, *, binary: bool = False) -> sp.csr_matrix:
+    """Users x items; repeated events add up (or count once when `binary`)."""
+    matrix = sp.csr_matrix(
+        (np.ones(len(data), np.float32) if binary else data.weights, (data.users, data.items)),
+        shape=(data.n_users, data.n_items),
+        dtype=np.float32,
+    )
+    matrix.sum_duplicates()
+    if binary:
+        matrix.data[:] = 1.0
+    return matrix
+
+
+def recency_weighted_history(
+    data: Interactions, *, decay: float, rows: np.ndarray | None = None
+) -> sp.csr_matrix:
+    """Users x items where each event weighs `weight * decay ** (events of the user after it)`: the last
+    thing a shopper did counts most. `rows` picks which users to build (default: all)."""
+    order = np.lexsort((data.times, data.users))
+    users = data.users[order]
+    starts = np.searchsorted(users, np.arange(data.n_users + 1))
+    position_from_end = starts[users + 1] - 1 - np.arange(len(users))
+    values = data.weights[order] * np.power(decay, position_from_end, dtype=np.float64).astype(np.float32)
+    matrix = sp.csr_matrix((values, (users, data.items[order])), shape=(data.n_users, data.n_items))
+    matrix.sum_duplicates()
+    return matrix if rows is None else matrix[rows]

@@ -1,0 +1,97 @@
+"""Item-to-item collaborative filtering: co-occurrence in users' histories (normalised, top-k pruned)
+and sequential transitions (what users do next). Both are built with sparse products in chunks of
+items, so memory stays bounded by chunk x items rather than items x items."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommendations.engine.interactions import Interactions, user_item_matrix
+
+
+def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
+    """Keep the k largest entries of every row (ties broken by column)."""
+    matrix = matrix.tocsr()
+    matrix.eliminate_zeros()
+    lengths = np.diff(matrix.indptr)
+    if lengths.size == 0 or lengths.max(initial=0) <= k:
+        return matrix
+    keep = np.ones(matrix.nnz, dtype=bool)
+    for row in np.flatnonzero(lengths > k):
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        values = matrix.data[start:end]
+        drop = np.argpartition(-values, k)[k:]
+        keep[start + drop] = False
+    rows = np.repeat(np.arange(matrix.shape[0]), lengths)[keep]
+    return sp.csr_matrix((matrix.data[keep], (rows, matrix.indices[keep])), shape=matrix.shape)
+
+
+class ItemCooccurrence:
+    """Asymmetric cosine over a user x item matrix,
+    sim(i, j) = c(i, j) / (n_i^alpha * n_j^(1-alpha) + shrink),
+    with c the (weighted) co-occurrence, keeping the top `k` neighbours of each item."""
+
+    def __init__(self, *, k: int = 100, alpha: float = 0.5, shrink: float = 10.0, chunk_items: int = 2048):
+        self.k = k
+        self.alpha = alpha
+        self.shrink = shrink
+        self.chunk_items = chunk_items
+
+    def fit(self, user_items: sp.csr_matrix) -> ItemCooccurrence:
+        item_users = user_items.T.tocsr().astype(np.float32)
+        user_items_csc = user_items.tocsc().astype(np.float32)
+        mass = np.asarray(user_items.sum(axis=0)).ravel().astype(np.float32)
+        n_items = user_items.shape[1]
+        blocks = []
+        for start in range(0, n_items, self.chunk_items):
+            stop = min(start + self.chunk_items, n_items)
+            block = (item_users[start:stop] @ user_items_csc).tocoo()
+            off_diagonal = block.row + start != block.col
+            rows, cols = block.row[off_diagonal], block.col[off_diagonal]
+            denominator = np.power(mass[rows + start], self.alpha) * np.power(mass[cols], 1 - self.alpha)
+            values = block.data[off_diagonal] / (denominator + self.shrink)
+            pruned = top_k_per_row(
+                sp.csr_matrix((values, (rows, cols)), shape=(stop - start, n_items)), self.k
+            )
+            blocks.append(pruned)
+        self.similarity_ = (sp.vstack(blocks).tocsr() if blocks else sp.csr_matrix((0, 0))).astype(np.float32)
+        self.item_mass_ = mass
+        return self
+
+
+class ItemTransitions:
+    """Directed transitions: for each event, the user's next `window` events, weighted by
+    `decay ** (distance - 1)`; rows are normalised to sum to one and pruned to the top `k`."""
+
+    def __init__(self, *, window: int = 3, decay: float = 0.5, k: int = 100):
+        self.window = window
+        self.decay = decay
+        self.k = k
+
+    def fit(self, data: Interactions) -> ItemTransitions:
+        order = np.lexsort((data.times, data.users))
+        users, items = data.users[order], data.items[order]
+        rows, cols, values = [], [], []
+        for distance in range(1, self.window + 1):
+            same_user = users[distance:] == users[:-distance]
+            source, target = items[:-distance][same_user], items[distance:][same_user]
+            different = source != target
+            rows.append(source[different])
+            cols.append(target[different])
+            values.append(np.full(int(different.sum()), self.decay ** (distance - 1), dtype=np.float32))
+        counts = sp.csr_matrix(
+            (np.concatenate(values), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(data.n_items, data.n_items),
+        )
+        counts.sum_duplicates()
+        row_sums = np.asarray(counts.sum(axis=1)).ravel()
+        scale = np.divide(1.0, row_sums, out=np.zeros_like(row_sums), where=row_sums > 0)
+        self.transitions_ = top_k_per_row(sp.diags(scale.astype(np.float32)) @ counts, self.k).astype(
+            np.float32
+        )
+        return self
+
+
+def cooccurrence_from_interactions(data: Interactions, **params: float) -> ItemCooccurrence:
+    return ItemCooccurrence(**params).fit(user_item_matrix(data))  # type: ignore[arg-type]

@@ -1,0 +1,121 @@
+"""The for-user model: item-to-item neighbours (co-occurrence plus sequential transitions) applied to a
+recency-weighted history, with optional repeat purchases and a little popularity to break ties.
+
+Measured on Amazon Beauty (bench/quality.py): weighting the latest events more and adding what shoppers
+do next lifts NDCG@10 well above plain item-kNN, EASE and ALS; the weights are tuned per store on a
+validation split (recommendations/engine/evaluation.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommendations.engine.interactions import Interactions, user_item_matrix
+from recommendations.engine.neighbors import ItemCooccurrence, ItemTransitions, top_k_per_row
+
+
+def decayed_popularity(data: Interactions, *, half_life_days: float, now: float | None = None) -> np.ndarray:
+    """Event weights summed per item, each halved every `half_life_days` before `now`; max is 1."""
+    if len(data) == 0:
+        return np.zeros(data.n_items, dtype=np.float32)
+    now = float(data.times.max()) if now is None else now
+    age_days = np.maximum(now - data.times, 0) / 86400.0
+    weights = data.weights * np.power(0.5, age_days / half_life_days)
+    scores = np.bincount(data.items, weights=weights, minlength=data.n_items).astype(np.float32)
+    top = scores.max(initial=0.0)
+    return scores / top if top > 0 else scores
+
+
+def _row_max_normalise(matrix: np.ndarray) -> np.ndarray:
+    peak = matrix.max(axis=1, keepdims=True)
+    return np.divide(matrix, peak, out=np.zeros_like(matrix), where=peak > 0)
+
+
+class SequentialItemKNN:
+    def __init__(
+        self,
+        *,
+        k: int = 100,
+        alpha: float = 0.5,
+        shrink: float = 10.0,
+        sequence_window: int = 3,
+        sequence_decay: float = 0.5,
+        sequence_weight: float = 3.0,
+        history_decay: float = 0.5,
+        repeat_weight: float = 0.0,
+        popularity_weight: float = 0.01,
+        popularity_half_life_days: float = 30.0,
+    ):
+        self.k = k
+        self.alpha = alpha
+        self.shrink = shrink
+        self.sequence_window = sequence_window
+        self.sequence_decay = sequence_decay
+        self.sequence_weight = sequence_weight
+        self.history_decay = history_decay
+        self.repeat_weight = repeat_weight
+        self.popularity_weight = popularity_weight
+        self.popularity_half_life_days = popularity_half_life_days
+
+    def fit(self, data: Interactions) -> SequentialItemKNN:
+        user_items = user_item_matrix(data)
+        user_items.data = np.log1p(user_items.data)  # many views of one item should not drown the rest
+        cooccurrence = ItemCooccurrence(k=self.k, alpha=self.alpha, shrink=self.shrink).fit(user_items)
+        self.similar_ = cooccurrence.similarity_
+        self.transitions_ = (
+            ItemTransitions(window=self.sequence_window, decay=self.sequence_decay, k=self.k)
+            .fit(data)
+            .transitions_
+        )
+        self.popularity_ = decayed_popularity(data, half_life_days=self.popularity_half_life_days)
+        self.set_sequence_weight(self.sequence_weight)
+        return self
+
+    def set_sequence_weight(self, sequence_weight: float) -> None:
+        """Recombine the neighbour matrix; tuning changes this weight without refitting."""
+        self.sequence_weight = sequence_weight
+        scale = float(self.similar_.max()) if self.similar_.nnz else 1.0
+        combined = self.similar_ + (sequence_weight * scale) * self.transitions_
+        self.neighbours_ = top_k_per_row(combined.tocsr(), self.k).astype(np.float32)
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray:
+        """Scores of every item for each row of `history` (users x items, recency-weighted)."""
+        history = sp.csr_matrix(history, dtype=np.float32)
+        scores = _row_max_normalise(np.asarray((history @ self.neighbours_).todense(), dtype=np.float32))
+        if self.repeat_weight:
+            scores += self.repeat_weight * _row_max_normalise(history.toarray())
+        if self.popularity_weight:
+            scores += self.popularity_weight * self.popularity_[None, :]
+        return scores
+
+    def recommend(
+        self, history: sp.csr_matrix, *, n: int, exclude: sp.csr_matrix | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top `n` (indices, scores) per row; `exclude` (same shape) marks items never to return."""
+        scores = self.score(history)
+        if exclude is not None and exclude.nnz:
+            rows, cols = exclude.nonzero()
+            scores[rows, cols] = -np.inf
+        return top_n(scores, n)
+
+
+def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    n = min(n, scores.shape[1])
+    if n <= 0:
+        return np.zeros((scores.shape[0], 0), dtype=np.int64), np.zeros((scores.shape[0], 0), np.float32)
+    part = np.argpartition(-scores, n - 1, axis=1)[:, :n]
+    part_scores = np.take_along_axis(scores, part, axis=1)
+    order = np.argsort(-part_scores, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(part_scores, order, axis=1)
+
+
+def history_row(items: np.ndarray, weights: np.ndarray, *, n_items: int, decay: float) -> sp.csr_matrix:
+    """One user's history (oldest first) as a recency-weighted row, for serving."""
+    items = np.asarray(items, dtype=np.int64)
+    if items.size == 0:
+        return sp.csr_matrix((1, n_items), dtype=np.float32)
+    factors = np.power(decay, np.arange(items.size - 1, -1, -1, dtype=np.float64)).astype(np.float32)
+    values = np.asarray(weights, dtype=np.float32) * factors
+    row = sp.csr_matrix((values, (np.zeros(items.size, dtype=np.int64), items)), shape=(1, n_items))
+    row.sum_duplicates()
+    return row
