@@ -3,9 +3,12 @@
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
+from pgvector.django import HalfVectorField
 
 from core.models import BaseModel
 from tenants.models import Store
+
+CONTENT_DIMENSIONS = 64
 
 
 class Product(BaseModel):
@@ -22,6 +25,8 @@ class Product(BaseModel):
     attributes = models.JSONField(default=dict, blank=True)
     image_url = models.CharField(max_length=2048, blank=True, default="")
     is_active = models.BooleanField(default=True)
+    # Written by training (TF-IDF + SVD over the product's text); unit length; cosine distance.
+    content_embedding = HalfVectorField(dimensions=CONTENT_DIMENSIONS, null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [

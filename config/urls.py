@@ -8,6 +8,17 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
 from core.apis import HealthApi
 from events.apis import EventIngestApi
+from recommendations.apis import (
+    ComplementaryApi,
+    ModelActivateApi,
+    ModelListApi,
+    RankApi,
+    RelatedApi,
+    TrainingRunDetailApi,
+    TrainingRunListApi,
+    TrendingApi,
+    UserRecommendationsApi,
+)
 from tenants.apis import StoreApi
 
 api_v1 = [
@@ -16,7 +27,18 @@ api_v1 = [
     path("products", ProductListApi.as_view(), name="product-list"),
     path("products/bulk", ProductBulkApi.as_view(), name="product-bulk"),
     path("products/<str:product_id>", ProductDetailApi.as_view(), name="product-detail"),
+    path("products/<str:product_id>/related", RelatedApi.as_view(), name="product-related"),
+    path("products/<str:product_id>/complementary", ComplementaryApi.as_view(), name="product-complementary"),
     path("events", EventIngestApi.as_view(), name="events"),
+    path(
+        "users/<str:user_id>/recommendations", UserRecommendationsApi.as_view(), name="user-recommendations"
+    ),
+    path("users/<str:user_id>/rank", RankApi.as_view(), name="user-rank"),
+    path("trending", TrendingApi.as_view(), name="trending"),
+    path("training-runs", TrainingRunListApi.as_view(), name="training-runs"),
+    path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run"),
+    path("models", ModelListApi.as_view(), name="models"),
+    path("models/<int:version>/activate", ModelActivateApi.as_view(), name="model-activate"),
     path(
         "schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"
     ),

@@ -11,6 +11,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from catalog.models import Product
 from events.models import Event
+from recommendations.models import TrainedModel, TrainingRun
 from tenants.authentication import StoreScopedAPIView
 from tenants.models import StoreSettings
 from tests.conftest import product
@@ -47,6 +48,24 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
     "api/v1/events": [
         ("POST", "/api/v1/events", {"user_id": "u", "product_id": "victim", "type": "view"}, 400)
     ],
+    "api/v1/products/<str:product_id>/related": [("GET", "/api/v1/products/victim/related", None, 404)],
+    "api/v1/products/<str:product_id>/complementary": [
+        ("GET", "/api/v1/products/victim/complementary", None, 404)
+    ],
+    "api/v1/users/<str:user_id>/recommendations": [
+        ("GET", f"/api/v1/users/{SENTINEL}/recommendations", None, 200)
+    ],
+    "api/v1/users/<str:user_id>/rank": [
+        ("POST", f"/api/v1/users/{SENTINEL}/rank", {"product_ids": ["victim"]}, 200)
+    ],
+    "api/v1/trending": [("GET", "/api/v1/trending", None, 200)],
+    "api/v1/training-runs": [("POST", "/api/v1/training-runs", None, 202)],
+    "api/v1/training-runs/<int:run_id>": [("GET", "/api/v1/training-runs/{run_id}", None, 404)],
+    "api/v1/models": [("GET", "/api/v1/models", None, 200)],
+    "api/v1/models/<int:version>/activate": [
+        ("POST", "/api/v1/models/1/activate", None, 404),
+        ("POST", "/api/v1/models/2/activate", None, 404),
+    ],
 }
 
 
@@ -62,6 +81,11 @@ def victim(api, store):
         [product("victim", title=SENTINEL, brand=SENTINEL, category_path=[SENTINEL], price=1)],
     )
     api.post("/api/v1/events", {"user_id": SENTINEL, "product_id": "victim", "type": "purchase"})
+    TrainedModel.objects.create(
+        store=store, version=1, is_active=True, metrics={"note": SENTINEL}, artifact=b""
+    )
+    TrainedModel.objects.create(store=store, version=2, metrics={"note": SENTINEL}, artifact=b"")
+    TrainingRun.objects.create(store=store, status="succeeded", message=SENTINEL)
     return store
 
 
@@ -77,6 +101,10 @@ def snapshot(store) -> tuple:
         store.name,
         settings.share_network,
         Event.objects.filter(store=store).count(),
+        list(
+            TrainedModel.objects.filter(store=store).order_by("version").values_list("version", "is_active")
+        ),
+        list(TrainingRun.objects.filter(store=store).values_list("id", "status")),
     )
 
 
@@ -85,10 +113,11 @@ def snapshot(store) -> tuple:
 )
 def test_other_store_cannot_see_or_change(victim, other_api, method, path, body, expected):
     before = snapshot(victim)
+    path = path.format(run_id=TrainingRun.objects.get(store=victim).id)
     response = other_api.request(method, path, body)
     assert response.status_code == expected
     assert SENTINEL not in response.content.decode()
-    if method == "GET" and path == "/api/v1/products":
+    if method == "GET" and path in {"/api/v1/products", "/api/v1/models", "/api/v1/trending"}:
         assert response.json()["items"] == []
     assert snapshot(victim) == before
 

@@ -110,6 +110,12 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
 CELERY_TIMEZONE = "UTC"
+CELERY_TASK_QUEUES_USED = ("default", "train")  # `make run` starts one worker on both
+CELERY_BEAT_SCHEDULE = {
+    # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
+    "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
 
 # --- i18n / static ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"

@@ -80,13 +80,10 @@ class SequentialItemKNN:
 
     def score(self, history: sp.csr_matrix) -> np.ndarray:
         """Scores of every item for each row of `history` (users x items, recency-weighted)."""
-        history = sp.csr_matrix(history, dtype=np.float32)
-        scores = _row_max_normalise(np.asarray((history @ self.neighbours_).todense(), dtype=np.float32))
-        if self.repeat_weight:
-            scores += self.repeat_weight * _row_max_normalise(history.toarray())
-        if self.popularity_weight:
-            scores += self.popularity_weight * self.popularity_[None, :]
-        return scores
+        return score_histories(
+            history, self.neighbours_, self.popularity_,
+            repeat_weight=self.repeat_weight, popularity_weight=self.popularity_weight,
+        )  # fmt: skip
 
     def recommend(
         self, history: sp.csr_matrix, *, n: int, exclude: sp.csr_matrix | None = None
@@ -97,6 +94,26 @@ class SequentialItemKNN:
             rows, cols = exclude.nonzero()
             scores[rows, cols] = -np.inf
         return top_n(scores, n)
+
+
+def score_histories(
+    history: sp.csr_matrix,
+    neighbours: sp.csr_matrix,
+    popularity: np.ndarray,
+    *,
+    repeat_weight: float,
+    popularity_weight: float,
+) -> np.ndarray:
+    """The model's scoring rule, shared by offline evaluation and serving: neighbours of the history
+    (each row scaled to a maximum of one), plus the history itself for repeat purchases, plus a little
+    popularity."""
+    history = sp.csr_matrix(history, dtype=np.float32)
+    scores = _row_max_normalise(np.asarray((history @ neighbours).todense(), dtype=np.float32))
+    if repeat_weight:
+        scores += repeat_weight * _row_max_normalise(history.toarray())
+    if popularity_weight:
+        scores += popularity_weight * popularity[None, :]
+    return scores
 
 
 def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -86,6 +86,23 @@ class Command(BaseCommand):
                     env=environment,
                 )
             )
+            children.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "celery",
+                        "-A",
+                        "config",
+                        "beat",
+                        "--loglevel",
+                        "INFO",
+                        "--schedule",
+                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
+                    ],
+                    env=environment,
+                )
+            )
         url = f"http://{options['bind']}"
         self.stdout.write(self.style.SUCCESS(f"\nServing on {url}"))
         self.stdout.write(f"  API docs:  {url}/api/v1/docs/")

@@ -1,0 +1,733 @@
+"""Reads of the recommendations app: the serving path. It reads only what training stored (the active
+model's artifact, cached per process by model id) plus the user's recent events and the candidates'
+catalog rows; nothing is trained on the request path. Every answer says which source served it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+from django.db import connection
+
+from core.errors import ApiError, NotFound
+from events.models import EventType
+from recommendations.artifacts import artifact_load
+from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
+from recommendations.engine.recommender import history_row, score_histories
+from recommendations.models import ModelKind, TrainedModel, TrainingRun
+from tenants.models import Store, StoreSettings
+
+HISTORY_LIMIT = 200
+MAX_LIMIT = 100
+
+
+@dataclass
+class ServingModel:
+    model_id: int
+    version: int
+    parameters: dict[str, Any]
+    products: IdIndex
+    neighbours: sp.csr_matrix
+    similar: sp.csr_matrix
+    transitions: sp.csr_matrix
+    together: sp.csr_matrix
+    content: sp.csr_matrix
+    vectors: np.ndarray
+    popularity: np.ndarray
+
+    @property
+    def source(self) -> str:
+        return f"store-model:v{self.version}"
+
+    @classmethod
+    def from_artifact(cls, model_id: int, version: int, parameters: dict, blob: bytes) -> ServingModel:
+        arrays = artifact_load(blob)
+        return cls(
+            model_id=model_id, version=version, parameters=parameters,
+            products=IdIndex(ids=np.asarray(arrays["product_ids"], dtype=np.int64)),
+            neighbours=arrays["neighbours"], similar=arrays["similar"], transitions=arrays["transitions"],
+            together=arrays["together"], content=arrays["content"],
+            vectors=np.asarray(arrays["vectors"], dtype=np.float32),
+            popularity=np.asarray(arrays["popularity"]),
+        )  # fmt: skip
+
+
+class _ModelCache:
+    """Per-process cache of loaded models, keyed by model id: a new activation is a new id, so nothing
+    needs invalidating; old entries age out."""
+
+    def __init__(self, size: int = 16):
+        self.size = size
+        self.entries: OrderedDict[int, ServingModel] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, model_id: int) -> ServingModel | None:
+        with self.lock:
+            model = self.entries.get(model_id)
+            if model is not None:
+                self.entries.move_to_end(model_id)
+            return model
+
+    def put(self, model: ServingModel) -> None:
+        with self.lock:
+            self.entries[model.model_id] = model
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+model_cache = _ModelCache()
+
+
+def active_model_get(*, store: Store, kind: str = ModelKind.STORE) -> ServingModel | None:
+    row = (
+        TrainedModel.objects.filter(store=store, kind=kind, is_active=True)
+        .values_list("id", "version", "parameters")
+        .first()
+    )
+    if row is None:
+        return None
+    model_id, version, parameters = row
+    cached = model_cache.get(model_id)
+    if cached is not None:
+        return cached
+    blob = TrainedModel.objects.filter(pk=model_id).values_list("artifact", flat=True).first()
+    if blob is None:
+        return None
+    try:
+        model = ServingModel.from_artifact(model_id, version, parameters, blob)
+    except (ValueError, KeyError, OSError):
+        return None  # a broken artifact falls back like a missing one
+    model_cache.put(model)
+    return model
+
+
+# --- request options ----------------------------------------------------------------------------
+@dataclass
+class Options:
+    limit: int = 10
+    category: str | None = None
+    brand: str | None = None
+    min_price: Decimal | None = None
+    max_price: Decimal | None = None
+    in_stock: bool | None = None
+    exclude: set[str] = field(default_factory=set)
+    include_purchased: bool | None = None
+    max_per_category: int | None = None
+    diversity: float = 0.0  # maximal marginal relevance: 0 is off, 1 is all diversity
+
+
+def options_from_query(query: Any, settings: StoreSettings) -> Options:
+    merged = {**(settings.default_filters or {}), **(settings.diversity or {})}
+    merged.update({key: query.get(key) for key in query})
+    options = Options()
+    options.limit = _int(merged.get("limit"), "limit", 1, MAX_LIMIT, 10)
+    options.category = _text(merged.get("category"), "category")
+    options.brand = _text(merged.get("brand"), "brand")
+    options.min_price = _price(merged.get("min_price"), "min_price")
+    options.max_price = _price(merged.get("max_price"), "max_price")
+    options.in_stock = _bool(merged.get("in_stock"), "in_stock")
+    options.include_purchased = _bool(merged.get("include_purchased"), "include_purchased")
+    exclude = merged.get("exclude") or ""
+    if isinstance(exclude, list):
+        exclude = ",".join(str(item) for item in exclude)
+    options.exclude = {item for item in str(exclude).split(",") if item}
+    cap = merged.get("max_per_category")
+    options.max_per_category = None if cap in (None, "") else _int(cap, "max_per_category", 1, MAX_LIMIT, 0)
+    options.diversity = _float(merged.get("diversity"), "diversity", 0.0, 1.0, 0.0)
+    return options
+
+
+def _bad(name: str, message: str) -> ApiError:
+    return ApiError("invalid_parameter", f"{name} {message}", details={"parameter": name})
+
+
+def _int(raw: Any, name: str, low: int, high: int, default: int) -> int:
+    if raw in (None, ""):
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError) as exc:
+        raise _bad(name, "must be an integer") from exc
+    if not low <= value <= high:
+        raise _bad(name, f"must be between {low} and {high}")
+    return value
+
+
+def _float(raw: Any, name: str, low: float, high: float, default: float) -> float:
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError) as exc:
+        raise _bad(name, "must be a number") from exc
+    if not low <= value <= high:
+        raise _bad(name, f"must be between {low} and {high}")
+    return value
+
+
+def _price(raw: Any, name: str) -> Decimal | None:
+    if raw in (None, ""):
+        return None
+    value = Decimal(str(_float(raw, name, 0.0, 1e10, 0.0)))
+    return value
+
+
+def _bool(raw: Any, name: str) -> bool | None:
+    if raw in (None, ""):
+        return None
+    if isinstance(raw, bool):
+        return raw
+    lowered = str(raw).lower()
+    if lowered in {"true", "1", "yes"}:
+        return True
+    if lowered in {"false", "0", "no"}:
+        return False
+    raise _bad(name, "must be true or false")
+
+
+def _text(raw: Any, name: str) -> str | None:
+    if raw in (None, ""):
+        return None
+    value = str(raw)
+    if len(value) > 200 or "\x00" in value:
+        raise _bad(name, "must be at most 200 characters without NUL")
+    return value
+
+
+# --- catalog reads --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    product_id: int  # internal id
+    score: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hydrated:
+    product_id: int
+    external_id: str
+    category: str
+    brand: str
+    score: float
+    reason: str
+
+
+def _hydrate(store: Store, candidates: list[Candidate], options: Options) -> list[Hydrated]:
+    """The candidates that are active and pass the filters, in candidate order (one query)."""
+    if not candidates:
+        return []
+    clauses = ["store_id = %s", "id = ANY(%s)", "is_active"]
+    params: list[Any] = [store.id, [c.product_id for c in candidates]]
+    if options.category:
+        clauses.append("category_path @> ARRAY[%s]::varchar[]")
+        params.append(options.category)
+    if options.brand:
+        clauses.append("brand = %s")
+        params.append(options.brand)
+    if options.min_price is not None:
+        clauses.append("price >= %s")
+        params.append(options.min_price)
+    if options.max_price is not None:
+        clauses.append("price <= %s")
+        params.append(options.max_price)
+    if options.in_stock is not None:
+        clauses.append("in_stock = %s")
+        params.append(options.in_stock)
+    if options.exclude:
+        clauses.append("NOT (external_id = ANY(%s))")
+        params.append(list(options.exclude))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, external_id, coalesce(category_path[1], ''), brand FROM catalog_product "
+            f"WHERE {' AND '.join(clauses)}",
+            params,
+        )
+        rows = {row[0]: row for row in cursor.fetchall()}
+    out = []
+    for candidate in candidates:
+        row = rows.get(candidate.product_id)
+        if row is not None:
+            out.append(Hydrated(row[0], row[1], row[2], row[3], candidate.score, candidate.reason))
+    return out
+
+
+def _external_ids(store: Store, product_ids: list[int]) -> dict[int, str]:
+    if not product_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, external_id FROM catalog_product WHERE store_id = %s AND id = ANY(%s)",
+            [store.id, product_ids],
+        )
+        return dict(cursor.fetchall())
+
+
+def _product_internal_id(store: Store, external_id: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM catalog_product WHERE store_id = %s AND external_id = %s", [store.id, external_id]
+        )
+        row = cursor.fetchone()
+    if row is None:
+        raise NotFound("no such product")
+    return row[0]
+
+
+# --- the common tail: filters, boosts, diversity, pins ---------------------------------------------
+def _finish(
+    *,
+    store: Store,
+    settings: StoreSettings,
+    surface: str,
+    ranked: list[Candidate],
+    options: Options,
+    model: ServingModel | None,
+    source: str,
+) -> dict[str, Any]:
+    wanted = options.limit
+    picked: list[Hydrated] = []
+    chunk = max(wanted * 5, 50)
+    start = 0
+    # narrow filters or a per-category cap may drop most candidates: look further down the list, a
+    # bounded number of times (each look is one query)
+    for _ in range(4):
+        picked += _hydrate(store, ranked[start : start + chunk], options)
+        start += chunk
+        if len(_cap(picked, options.max_per_category)) >= wanted * 3 or start >= len(ranked):
+            break
+        chunk *= 4
+    picked = _boost(picked, settings.boosts or {})
+    picked = _diversify(picked, options, model, wanted)
+    picked = _pin(store, settings.pins or {}, surface, picked, options)[:wanted]
+    return {
+        "recommendation_id": uuid.uuid4().hex,
+        "source": source,
+        "items": [
+            {"id": item.external_id, "score": round(float(item.score), 6), "reason": item.reason}
+            for item in picked
+        ],
+    }
+
+
+def _boost(items: list[Hydrated], boosts: dict[str, Any]) -> list[Hydrated]:
+    """Merchant boosts multiply scores: {"brand": {"Acme": 1.5}, "category": {...}, "product": {...}}."""
+    if not boosts or not items:
+        return items
+    by_brand, by_category, by_product = (
+        boosts.get("brand", {}),
+        boosts.get("category", {}),
+        boosts.get("product", {}),
+    )
+
+    def factor(item: Hydrated) -> float:
+        return (
+            float(by_brand.get(item.brand, 1.0))
+            * float(by_category.get(item.category, 1.0))
+            * float(by_product.get(item.external_id, 1.0))
+        )
+
+    boosted = [
+        Hydrated(i.product_id, i.external_id, i.category, i.brand, i.score * factor(i), i.reason)
+        for i in items
+    ]
+    return sorted(boosted, key=lambda item: -item.score)
+
+
+def _cap(items: list[Hydrated], per_category: int | None) -> list[Hydrated]:
+    if not per_category:
+        return items
+    counts: dict[str, int] = {}
+    capped = []
+    for item in items:
+        if counts.get(item.category, 0) < per_category:
+            capped.append(item)
+            counts[item.category] = counts.get(item.category, 0) + 1
+    return capped
+
+
+def _diversify(
+    items: list[Hydrated], options: Options, model: ServingModel | None, wanted: int
+) -> list[Hydrated]:
+    items = _cap(items, options.max_per_category)
+    if options.diversity <= 0 or model is None or len(items) <= 1:
+        return items
+    # maximal marginal relevance over the content vectors
+    positions = model.products.positions(np.array([item.product_id for item in items]))
+    vectors = np.where(positions[:, None] >= 0, model.vectors[np.maximum(positions, 0)], 0.0)
+    relevance = np.array([item.score for item in items], dtype=np.float64)
+    relevance = relevance / (np.abs(relevance).max() or 1.0)
+    lam = options.diversity
+    chosen: list[int] = []
+    remaining = list(range(len(items)))
+    while remaining and len(chosen) < wanted:
+        if chosen:
+            redundancy = (vectors[remaining] @ vectors[chosen].T).max(axis=1)
+        else:
+            redundancy = np.zeros(len(remaining))
+        best = int(np.argmax((1 - lam) * relevance[remaining] - lam * redundancy))
+        chosen.append(remaining.pop(best))
+    return [items[i] for i in chosen]
+
+
+def _pin(
+    store: Store, pins: dict[str, Any], surface: str, items: list[Hydrated], options: Options
+) -> list[Hydrated]:
+    """Merchant pins: {"<surface>" or "*": [{"id": "sku", "position": 0}, ...]}; pinned products must be
+    active and pass the request's filters."""
+    wanted = [pin for pin in (pins.get(surface) or []) + (pins.get("*") or []) if isinstance(pin, dict)]
+    if not wanted:
+        return items
+    external = [str(pin.get("id")) for pin in wanted]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)",
+            [store.id, external],
+        )
+        internal_ids = [row[0] for row in cursor.fetchall()]
+    eligible = {
+        h.external_id: h
+        for h in _hydrate(
+            store, [Candidate(pid, 0.0, "pinned by the merchant") for pid in internal_ids], options
+        )
+    }
+    out = [item for item in items if item.external_id not in eligible]
+    for pin in sorted(wanted, key=lambda pin: int(pin.get("position", 0))):
+        item = eligible.pop(str(pin.get("id")), None)
+        if item is None:
+            continue
+        top = out[0].score if out else 1.0
+        pinned = Hydrated(
+            item.product_id, item.external_id, item.category, item.brand, top, "pinned by the merchant"
+        )
+        out.insert(min(max(int(pin.get("position", 0)), 0), len(out)), pinned)
+    return out
+
+
+# --- surfaces -----------------------------------------------------------------------------------
+def _event_weights(settings: StoreSettings) -> dict[int, float]:
+    merged = {**DEFAULT_EVENT_WEIGHTS, **(settings.event_weights or {})}
+    return {value: float(merged.get(label, 1.0)) for value, label in EventType.choices}
+
+
+def _user_history(store: Store, user_id: str) -> list[tuple[int, int]]:
+    """(product id, event type) of the user's latest events, oldest first, as stored right now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT product_id, type FROM events_event WHERE store_id = %s AND user_id = %s "
+            "ORDER BY timestamp DESC, id DESC LIMIT %s",
+            [store.id, user_id, HISTORY_LIMIT],
+        )
+        rows = cursor.fetchall()
+    return rows[::-1]
+
+
+def _ranked_from_scores(
+    model: ServingModel, scores: np.ndarray, reasons: dict[int, str], default: str
+) -> list[Candidate]:
+    candidates = np.flatnonzero(np.isfinite(scores) & (scores > 0))
+    order = candidates[np.argsort(-scores[candidates], kind="stable")][:5000]
+    ids = model.products.ids
+    return [Candidate(int(ids[i]), float(scores[i]), reasons.get(int(i), default)) for i in order]
+
+
+def trending(*, store: Store, options: Options) -> dict[str, Any]:
+    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    model = active_model_get(store=store)
+    ranked, source = _trending_candidates(store, model, options)
+    return _finish(
+        store=store,
+        settings=settings,
+        surface="trending",
+        ranked=ranked,
+        options=options,
+        model=model,
+        source=source,
+    )
+
+
+def _trending_candidates(
+    store: Store, model: ServingModel | None, options: Options
+) -> tuple[list[Candidate], str]:
+    reason = f"trending in {options.category}" if options.category else "trending now"
+    if model is not None and model.popularity.size and model.popularity.max() > 0:
+        order = np.argsort(-model.popularity, kind="stable")
+        order = order[model.popularity[order] > 0][:20000]
+        ranked = [Candidate(int(model.products.ids[i]), float(model.popularity[i]), reason) for i in order]
+        return ranked, f"trending:{model.source}"
+    # no model yet: the last 30 days of events, counted in the database
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT product_id, count(*) FROM events_event WHERE store_id = %s "
+            "AND timestamp > now() - interval '30 days' "
+            "GROUP BY product_id ORDER BY count(*) DESC LIMIT 5000",
+            [store.id],
+        )
+        rows = cursor.fetchall()
+    top = rows[0][1] if rows else 1
+    return [Candidate(pid, count / top, "popular now") for pid, count in rows], "fallback:popularity"
+
+
+def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
+    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    model = active_model_get(store=store)
+    history = _user_history(store, user_id)
+    include_purchased = (
+        settings.include_purchased if options.include_purchased is None else options.include_purchased
+    )
+    purchased = {pid for pid, kind in history if kind == EventType.PURCHASE}
+    if not include_purchased and purchased:
+        options.exclude |= set(_external_ids(store, sorted(purchased)).values())
+    if model is None or not history:
+        ranked, source = _trending_candidates(store, model, options)
+        why = "no model yet" if model is None else "unknown user"
+        return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
+                       model=model, source=f"{source} ({why})")  # fmt: skip
+    weights = _event_weights(settings)
+    products = np.array([pid for pid, _ in history], dtype=np.int64)
+    event_weights = np.array([weights.get(kind, 1.0) for _, kind in history], dtype=np.float32)
+    positions = model.products.positions(products)
+    known = (positions >= 0) & (event_weights > 0)
+    if not known.any():
+        ranked, source = _trending_candidates(store, model, options)
+        return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
+                       model=model, source=f"{source} (history unknown to the model)")  # fmt: skip
+    parameters = model.parameters
+    decay = float(parameters.get("history_decay", 0.5))
+    row = history_row(positions[known], event_weights[known], n_items=len(model.products), decay=decay)
+    scores = score_histories(
+        row, model.neighbours, model.popularity,
+        repeat_weight=float(parameters.get("repeat_weight", 0.0)) if include_purchased else 0.0,
+        popularity_weight=float(parameters.get("popularity_weight", 0.01)),
+    )[0]  # fmt: skip
+    reasons = _because(store, model, row, scores)
+    ranked = _ranked_from_scores(model, scores, reasons, "popular with shoppers like you")
+    return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
+                   model=model, source=model.source)  # fmt: skip
+
+
+def _because(
+    store: Store, model: ServingModel, row: sp.csr_matrix, scores: np.ndarray, top: int = 300
+) -> dict[int, str]:
+    """For the best-scored items, the history item that contributed most: "because you viewed X"."""
+    history_positions = row.indices
+    if history_positions.size == 0:
+        return {}
+    best = np.argsort(-scores, kind="stable")[:top]
+    contributions = model.neighbours[history_positions][:, best].toarray() * row.data[:, None]
+    anchors = history_positions[contributions.argmax(axis=0)]
+    has_anchor = contributions.max(axis=0) > 0
+    names = _external_ids(store, [int(model.products.ids[a]) for a in set(anchors[has_anchor].tolist())])
+    out = {}
+    for item, anchor, ok in zip(best.tolist(), anchors.tolist(), has_anchor.tolist(), strict=True):
+        if ok:
+            out[item] = (
+                f"because you showed interest in {names.get(int(model.products.ids[anchor]), 'a product')}"
+            )
+    for position in history_positions.tolist():
+        out.setdefault(position, "you showed interest before")
+    return out
+
+
+def related(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
+    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    product_id = _product_internal_id(store, external_id)
+    options.exclude.add(external_id)
+    model = active_model_get(store=store)
+    position = int(model.products.positions(np.array([product_id]))[0]) if model else -1
+    if model is None or position < 0:
+        return _category_fallback(store, settings, product_id, model, options, "related")
+    scores: dict[int, float] = {}
+    reasons: dict[int, str] = {}
+    cf_items, cf_scores = _row(model.similar, position)
+    content_items, content_scores = _row(model.content, position)
+    # collaborative neighbours lead; content fills in for products with few events
+    content_weight = 0.3 if len(cf_items) >= options.limit else 1.0
+    if len(cf_scores):
+        for item, score in zip(cf_items.tolist(), (cf_scores / cf_scores.max()).tolist(), strict=True):
+            scores[item] = score
+            reasons[item] = f"shoppers who viewed {external_id} also viewed this"
+    for item, score in zip(content_items.tolist(), content_scores.tolist(), strict=True):
+        scores[item] = scores.get(item, 0.0) + content_weight * score
+        reasons.setdefault(item, f"similar to {external_id}")
+    if not scores:
+        return _category_fallback(store, settings, product_id, model, options, "related")
+    ranked = _ranked_dict(model, scores, reasons)
+    return _finish(
+        store=store,
+        settings=settings,
+        surface="related",
+        ranked=ranked,
+        options=options,
+        model=model,
+        source=model.source,
+    )
+
+
+def complementary(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
+    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    product_id = _product_internal_id(store, external_id)
+    options.exclude.add(external_id)
+    model = active_model_get(store=store)
+    position = int(model.products.positions(np.array([product_id]))[0]) if model else -1
+    if model is None or position < 0:
+        return _category_fallback(store, settings, product_id, model, options, "complementary")
+    scores: dict[int, float] = {}
+    reasons: dict[int, str] = {}
+    together_items, together_scores = _row(model.together, position)
+    if len(together_scores):
+        for item, score in zip(
+            together_items.tolist(), (together_scores / together_scores.max()).tolist(), strict=True
+        ):
+            scores[item] = 1.0 + score  # bought together outranks browsed next
+            reasons[item] = f"bought together with {external_id}"
+    next_items, next_scores = _row(model.transitions, position)
+    for item, score in zip(next_items.tolist(), next_scores.tolist(), strict=True):
+        if item not in scores:
+            scores[item] = score
+            reasons[item] = f"often chosen after {external_id}"
+    if not scores:
+        return _category_fallback(store, settings, product_id, model, options, "complementary")
+    source = model.source if len(together_scores) else f"{model.source} (sequences, no co-purchases yet)"
+    ranked = _ranked_dict(model, scores, reasons)
+    return _finish(
+        store=store,
+        settings=settings,
+        surface="complementary",
+        ranked=ranked,
+        options=options,
+        model=model,
+        source=source,
+    )
+
+
+def _row(matrix: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]:
+    if row >= matrix.shape[0]:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    start, end = matrix.indptr[row], matrix.indptr[row + 1]
+    return matrix.indices[start:end], matrix.data[start:end]
+
+
+def _ranked_dict(model: ServingModel, scores: dict[int, float], reasons: dict[int, str]) -> list[Candidate]:
+    ordered = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+    return [Candidate(int(model.products.ids[i]), s, reasons[i]) for i, s in ordered]
+
+
+def _category_fallback(
+    store: Store,
+    settings: StoreSettings,
+    product_id: int,
+    model: ServingModel | None,
+    options: Options,
+    surface: str,
+) -> dict[str, Any]:
+    """A product the model does not know yet (added after training): trending in its category."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT category_path[1] FROM catalog_product WHERE id = %s AND store_id = %s",
+            [product_id, store.id],
+        )
+        row = cursor.fetchone()
+    category = row[0] if row else None
+    if category and not options.category:
+        options.category = category
+    ranked, source = _trending_candidates(store, model, options)
+    return _finish(store=store, settings=settings, surface=surface, ranked=ranked, options=options,
+                   model=model,
+                   source=f"{source} (product not in the model: its category's trending)")  # fmt: skip
+
+
+def rank(*, store: Store, user_id: str, product_ids: Any) -> dict[str, Any]:
+    """A personal order of the given products (all of them that exist and are active)."""
+    if not isinstance(product_ids, list) or not product_ids or len(product_ids) > 1000:
+        raise ApiError("invalid", "product_ids must be a list of 1 to 1000 product ids")
+    if not all(isinstance(pid, str | int) and not isinstance(pid, bool) for pid in product_ids):
+        raise ApiError("invalid", "product_ids must be strings")
+    wanted = list(dict.fromkeys(str(pid) for pid in product_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id, id FROM catalog_product "
+            "WHERE store_id = %s AND external_id = ANY(%s) AND is_active",
+            [store.id, wanted],
+        )
+        found = dict(cursor.fetchall())
+    unknown = [pid for pid in wanted if pid not in found]
+    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    model = active_model_get(store=store)
+    personal = np.zeros(0)
+    source = "fallback:input order (no model yet)"
+    if model is not None:
+        history = _user_history(store, user_id)
+        weights = _event_weights(settings)
+        positions = model.products.positions(np.array([pid for pid, _ in history], dtype=np.int64))
+        event_weights = np.array([weights.get(kind, 1.0) for _, kind in history], dtype=np.float32)
+        known = (positions >= 0) & (event_weights > 0) if len(history) else np.zeros(0, bool)
+        row = history_row(
+            positions[known],
+            event_weights[known],
+            n_items=len(model.products),
+            decay=float(model.parameters.get("history_decay", 0.5)),
+        )
+        personal = score_histories(
+            row, model.neighbours, model.popularity, repeat_weight=0.0, popularity_weight=0.01
+        )[0]
+        source = model.source if known.any() else f"trending:{model.source} (unknown user)"
+    items = []
+    for position_in_input, external_id in enumerate(pid for pid in wanted if pid in found):
+        score, reason = 0.0, "kept in the given order"
+        if model is not None:
+            index = int(model.products.positions(np.array([found[external_id]]))[0])
+            if index >= 0:
+                score = float(personal[index])
+                reason = (
+                    "personal score" if score > 0.01 * float(model.popularity[index]) + 1e-9 else "popularity"
+                )
+        items.append((-score, position_in_input, external_id, score, reason))
+    items.sort()
+    return {
+        "recommendation_id": uuid.uuid4().hex,
+        "source": source,
+        "items": [
+            {"id": external_id, "score": round(score, 6), "reason": reason}
+            for _, _, external_id, score, reason in items
+        ],
+        "unknown_ids": unknown,
+    }
+
+
+def training_run_get(*, store: Store, run_id: int) -> TrainingRun:
+    run = TrainingRun.objects.filter(store=store, pk=run_id).select_related("model").first()
+    if run is None:
+        raise NotFound("no such training run")
+    return run
+
+
+def training_run_to_dict(run: TrainingRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "kind": run.kind,
+        "status": run.status,
+        "progress": round(run.progress, 3),
+        "message": run.message,
+        "trigger": run.trigger,
+        "metrics": run.metrics,
+        "parameters": run.parameters,
+        "model_version": run.model.version if run.model else None,
+        "model_active": bool(run.model and run.model.is_active),
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+    }
+
+
+def trained_model_list(*, store: Store) -> list[dict[str, Any]]:
+    rows = TrainedModel.objects.filter(store=store).order_by("-version").values(
+        "version", "kind", "is_active", "metrics", "parameters", "n_items", "n_users", "n_events",
+        "artifact_bytes", "created_at", "activated_at",
+    )  # fmt: skip
+    return list(rows)

@@ -1,0 +1,336 @@
+"""Writes of the recommendations app: training runs (create, execute), model activation and rollback.
+
+Training reads a store's events and catalog, fits outside any transaction, then writes the new version
+and activates it in one short transaction."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from catalog.models import CONTENT_DIMENSIONS
+from core.errors import ApiError, NotFound
+from events.models import EventType
+from recommendations.artifacts import artifact_dump
+from recommendations.engine.baskets import FrequentlyBoughtTogether
+from recommendations.engine.content import ContentEmbedding, nearest_neighbours, product_document
+from recommendations.engine.evaluation import (
+    evaluate,
+    grid,
+    leave_last_out,
+    model_recommender,
+    temporal_split,
+    tune,
+)
+from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex, sorted_interactions
+from recommendations.engine.recommender import SequentialItemKNN, decayed_popularity
+from recommendations.models import ModelKind, RunStatus, TrainedModel, TrainingRun
+from tenants.models import Store, StoreSettings
+
+logger = logging.getLogger(__name__)
+
+# A new version whose validation NDCG@10 falls below this share of the active one's is kept, not activated.
+CLEARLY_WORSE = 0.8
+MIN_USERS_TO_COMPARE = 30
+TRENDING_HALF_LIFE_DAYS = 7.0
+
+
+def training_run_create(*, store: Store, kind: str = ModelKind.STORE, trigger: str = "api") -> TrainingRun:
+    """Queue a run; the task is enqueued only once the row is committed. One open run per store and kind."""
+    from recommendations.tasks import train_store_task
+
+    try:
+        with transaction.atomic():
+            run = TrainingRun.objects.create(store=store, kind=kind, trigger=trigger)
+            transaction.on_commit(lambda: train_store_task.delay(run.id))
+    except IntegrityError as exc:
+        open_run = TrainingRun.objects.filter(
+            store=store, kind=kind, status__in=["queued", "running"]
+        ).first()
+        raise ApiError(
+            "training_in_progress",
+            "a training run of this store is already queued or running",
+            details={"run_id": open_run.id if open_run else None},
+            status_code=409,
+        ) from exc
+    return run
+
+
+def _progress(run_id: int, progress: float, message: str) -> None:
+    TrainingRun.objects.filter(pk=run_id).update(
+        progress=progress, message=message, updated_at=timezone.now()
+    )
+
+
+def training_run_execute(*, run_id: int) -> TrainingRun | None:
+    """Run a queued training run. Safe to call twice: only the call that moves it from queued to running
+    does the work; the other returns None."""
+    claimed = TrainingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
+        status=RunStatus.RUNNING, started_at=timezone.now(), progress=0.01, message="loading events"
+    )
+    if not claimed:
+        return None
+    run = TrainingRun.objects.select_related("store").get(pk=run_id)
+    started = time.monotonic()
+    try:
+        _train(run)
+    except Exception as exc:
+        logger.exception("training run %s failed", run_id)
+        TrainingRun.objects.filter(pk=run_id).update(
+            status=RunStatus.FAILED, finished_at=timezone.now(), message=f"{type(exc).__name__}: {exc}"[:2000]
+        )
+        raise
+    run.refresh_from_db()
+    run.metrics = {**run.metrics, "seconds": round(time.monotonic() - started, 2)}
+    run.save(update_fields=["metrics", "updated_at"])
+    return run
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    product_ids: IdIndex  # internal product ids, in model index order
+    user_ids: IdIndex
+    interactions: Any
+    documents: list[str]
+    n_events: int
+
+
+def _load(store: Store, settings: StoreSettings) -> TrainingData:
+    weights_by_type = {**DEFAULT_EVENT_WEIGHTS, **(settings.event_weights or {})}
+    type_weight = np.zeros(max(EventType.values) + 1, dtype=np.float32)
+    for value, label in EventType.choices:
+        type_weight[value] = float(weights_by_type.get(label, 1.0))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "
+            "FROM events_event WHERE store_id = %s",
+            [store.id],
+        )
+        rows = cursor.fetchall()
+        cursor.execute(
+            "SELECT id, title, description, category_path, brand, attributes FROM catalog_product "
+            "WHERE store_id = %s AND is_active ORDER BY id",
+            [store.id],
+        )
+        catalog = cursor.fetchall()
+    catalog_ids = np.array([row[0] for row in catalog], dtype=np.int64)
+    if rows:
+        users_raw, products_raw, types_raw, times_raw, sessions_raw = zip(*rows, strict=True)
+    else:
+        users_raw, products_raw, types_raw, times_raw, sessions_raw = (), (), (), (), ()
+    products = np.array(products_raw, dtype=np.int64)
+    types = np.array(types_raw, dtype=np.int64)
+    times = np.array(times_raw, dtype=np.float64)
+    product_index = IdIndex(ids=np.union1d(catalog_ids, products))
+    user_index, user_codes = IdIndex.from_values(np.array(users_raw, dtype=object).astype(str))
+    weights = type_weight[types] if len(types) else np.zeros(0, np.float32)
+    keep = weights > 0
+    purchases = np.isin(types, [EventType.PURCHASE, EventType.ADD_TO_CART])
+    # a basket: the session when the shopper's events carry one, otherwise the shopper's day
+    day = (times // 86400).astype(np.int64)
+    baskets = np.array(
+        [s if s else f"{u}\x1f{d}" for s, u, d in zip(sessions_raw, users_raw, day, strict=True)],
+        dtype=object,
+    ).astype(str)
+    interactions = sorted_interactions(
+        users=user_codes[keep], items=product_index.positions(products[keep]), weights=weights[keep],
+        times=times[keep], n_users=len(user_index), n_items=len(product_index),
+        baskets=baskets[keep], purchases=purchases[keep],
+    )  # fmt: skip
+    documents_by_id = {
+        row[0]: product_document(row[1], row[2] or "", list(row[3] or []), row[4] or "", _json(row[5]))
+        for row in catalog
+    }
+    documents = [documents_by_id.get(int(pid), "") for pid in product_index.ids]
+    return TrainingData(product_index, user_index, interactions, documents, len(rows))
+
+
+def _json(value: Any) -> dict:
+    """jsonb comes back from Django's raw cursor as text."""
+    if isinstance(value, str):
+        value = orjson.loads(value)
+    return value if isinstance(value, dict) else {}
+
+
+def _train(run: TrainingRun) -> TrainedModel:
+    store = run.store
+    settings, _ = StoreSettings.objects.get_or_create(store=store)
+    repeats = settings.include_purchased
+    data = _load(store, settings)
+    interactions = data.interactions
+    _progress(run.id, 0.2, f"loaded {data.n_events} events over {len(data.product_ids)} products; tuning")
+
+    # Weights are tuned and the version evaluated on a time split (the last tenth of the store's time);
+    # when too few shoppers span the cut, on each shopper's last event instead.
+    holdout, protocol = None, "none"
+    if len(interactions):
+        holdout, protocol = temporal_split(interactions, holdout_fraction=0.1), "time"
+        if len(holdout.users) < MIN_USERS_TO_COMPARE:
+            holdout, protocol = leave_last_out(interactions), "leave_last_out"
+    search = grid(
+        history_decay=[0.3, 0.6, 1.0],
+        sequence_weight=[0.0, 3.0],
+        repeat_weight=[0.0, 1.0, 2.0] if repeats else [0.0],
+    )
+    best: dict[str, float] = {
+        "history_decay": 0.5,
+        "sequence_weight": 3.0,
+        "repeat_weight": 1.0 if repeats else 0.0,
+    }
+    metrics: dict[str, Any] = {"users": 0}
+    if holdout is not None and len(holdout.users) >= 5 and len(holdout.train) > 0:
+        best, _, _ = tune(
+            SequentialItemKNN, holdout, fit_params={}, search=search, exclude_seen=not repeats, max_users=3000
+        )
+        _progress(run.id, 0.45, "evaluating the tuned weights on the hold-out")
+        validation_model = SequentialItemKNN(**best).fit(holdout.train)
+        metrics = evaluate(
+            model_recommender(validation_model, holdout, k=10, exclude_seen=not repeats), holdout, k=10
+        ).as_dict(10)
+        metrics["protocol"] = protocol
+
+    _progress(run.id, 0.6, "fitting on all events")
+    model = SequentialItemKNN(**best).fit(interactions)
+    model.popularity_ = decayed_popularity(
+        interactions, half_life_days=TRENDING_HALF_LIFE_DAYS, now=datetime.now(tz=UTC).timestamp()
+    )
+    purchase_rows = interactions.purchases if interactions.purchases is not None else np.zeros(0, bool)
+    together = FrequentlyBoughtTogether(min_support=2, k=50).fit(
+        interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items
+    )
+    _progress(run.id, 0.75, "content embeddings")
+    vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
+    content = nearest_neighbours(vectors, k=50)
+    artifact = artifact_dump(
+        {
+            "product_ids": data.product_ids.ids,
+            "neighbours": model.neighbours_,
+            "similar": model.similar_,
+            "transitions": model.transitions_,
+            "together": together.lift_,
+            "content": content,
+            "vectors": vectors.astype(np.float16),
+            "popularity": model.popularity_,
+        }
+    )
+    _progress(run.id, 0.9, "storing the new version")
+    _store_content_vectors(store, data.product_ids.ids, vectors)
+    parameters = {**best, "popularity_weight": model.popularity_weight, "k": model.k}
+    return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
+
+
+def _store_content_vectors(store: Store, product_ids: np.ndarray, vectors: np.ndarray) -> None:
+    present = np.linalg.norm(vectors, axis=1) > 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS content_staging "
+            f"(id bigint, v halfvec({CONTENT_DIMENSIONS})) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE content_staging")
+        with cursor.cursor.copy("COPY content_staging (id, v) FROM STDIN") as copy:
+            for product_id, vector in zip(product_ids[present], vectors[present], strict=True):
+                copy.write_row((int(product_id), "[" + ",".join(f"{x:.5f}" for x in vector) + "]"))
+        cursor.execute(
+            "UPDATE catalog_product AS p SET content_embedding = s.v FROM content_staging AS s "
+            "WHERE p.store_id = %s AND p.id = s.id",
+            [store.id],
+        )
+
+
+def _save_and_maybe_activate(
+    run: TrainingRun, artifact: bytes, metrics: dict, parameters: dict, data: TrainingData
+) -> TrainedModel:
+    store = run.store
+    with transaction.atomic():
+        Store.objects.select_for_update().get(pk=store.pk)  # serialise version numbers per store
+        latest = TrainedModel.objects.filter(store=store, kind=run.kind).aggregate(v=Max("version"))["v"] or 0
+        model = TrainedModel.objects.create(
+            store=store, kind=run.kind, version=latest + 1, metrics=metrics, parameters=parameters,
+            n_items=len(data.product_ids), n_users=len(data.user_ids), n_events=data.n_events,
+            artifact=artifact, artifact_bytes=len(artifact),
+        )  # fmt: skip
+        active = TrainedModel.objects.filter(store=store, kind=run.kind, is_active=True).first()
+        reason = _worse_than(metrics, active)
+        if reason is None:
+            _activate(model)
+            message = f"version {model.version} trained and activated"
+        else:
+            message = f"version {model.version} kept but not activated: {reason}"
+        TrainingRun.objects.filter(pk=run.pk).update(
+            status=RunStatus.SUCCEEDED, progress=1.0, finished_at=timezone.now(), model=model,
+            metrics=metrics, parameters=parameters, message=message,
+        )  # fmt: skip
+    return model
+
+
+def _worse_than(metrics: dict, active: TrainedModel | None) -> str | None:
+    if active is None:
+        return None
+    new, old = metrics.get("ndcg@10"), active.metrics.get("ndcg@10")
+    if new is None or old is None:
+        return None
+    if (
+        metrics.get("users", 0) < MIN_USERS_TO_COMPARE
+        or active.metrics.get("users", 0) < MIN_USERS_TO_COMPARE
+    ):
+        return None
+    if new < CLEARLY_WORSE * old:
+        return f"NDCG@10 {new:.4f} is clearly below the active version {active.version}'s {old:.4f}"
+    return None
+
+
+def _activate(model: TrainedModel) -> None:
+    TrainedModel.objects.filter(store_id=model.store_id, kind=model.kind, is_active=True).exclude(
+        pk=model.pk
+    ).update(is_active=False)
+    model.is_active = True
+    model.activated_at = timezone.now()
+    model.save(update_fields=["is_active", "activated_at", "updated_at"])
+
+
+def trained_model_activate(*, store: Store, version: int, kind: str = ModelKind.STORE) -> TrainedModel:
+    """Activate (or roll back to) a version of this store's model, atomically."""
+    with transaction.atomic():
+        model = (
+            TrainedModel.objects.select_for_update().filter(store=store, kind=kind, version=version).first()
+        )
+        if model is None:
+            raise NotFound("no such model version")
+        _activate(model)
+    return model
+
+
+def stores_due_for_training(*, now: datetime | None = None) -> list[Store]:
+    """Stores with events whose last run started longer ago than their retrain interval."""
+    now = now or timezone.now()
+    due = []
+    for settings in StoreSettings.objects.select_related("store").filter(store__is_active=True):
+        last = TrainingRun.objects.filter(store=settings.store).order_by("-created_at").first()
+        if last and (now - last.created_at).total_seconds() < settings.retrain_interval_hours * 3600:
+            continue
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1 FROM events_event WHERE store_id = %s LIMIT 1", [settings.store_id])
+            if cursor.fetchone() is None:
+                continue
+        due.append(settings.store)
+    return due
+
+
+def scheduled_training_enqueue() -> int:
+    queued = 0
+    for store in stores_due_for_training():
+        try:
+            training_run_create(store=store, trigger="schedule")
+            queued += 1
+        except ApiError:
+            continue  # a run is already open
+    return queued
