@@ -6,14 +6,14 @@ from celery import shared_task
 
 from recommendations.services import scheduled_training_enqueue, training_run_execute
 
-TRAIN_QUEUE = "train"
 
 
-@shared_task(queue=TRAIN_QUEUE, acks_late=True, soft_time_limit=3600, time_limit=3700, ignore_result=True)
+# Queues are assigned in settings (CELERY_TASK_ROUTES): training has its own, so workers scale by kind.
+@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700, ignore_result=True)
 def train_store_task(run_id: int) -> None:
     training_run_execute(run_id=run_id)
 
 
-@shared_task(queue="default", ignore_result=True, soft_time_limit=120, time_limit=150)
+@shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
 def schedule_training_task() -> int:
     return scheduled_training_enqueue()

@@ -1,0 +1,79 @@
+"""A real Celery worker with a real broker (Redis on 127.0.0.1:6379 where one answers, otherwise the
+embedded one) runs a training run requested through the API, end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from recommendations.selectors import model_cache
+from tests.conftest import make_tenant
+from tests.test_recommendations import CATALOG, planted_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def worker(transactional_db):
+    from config.celery import app
+
+    with app.connection_for_write() as connection:  # drop stale messages of earlier test runs
+        for queue in settings.CELERY_TASK_QUEUES_USED:
+            connection.default_channel.queue_purge(queue)
+    database = settings.DATABASES["default"]
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "RECSYS_DATABASE_NAME": database["NAME"],
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
+         "-Q", ",".join(settings.CELERY_TASK_QUEUES_USED), "--without-heartbeat", "--without-gossip",
+         "--without-mingle"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+@pytest.mark.slow
+def test_a_training_run_requested_through_the_api_runs_on_the_worker(worker):
+    # given a store with a catalog and events
+    tenant = make_tenant("worker-shop")
+    api = tenant.api
+    api.post("/api/v1/products/bulk", CATALOG)
+    api.post("/api/v1/events", planted_events())
+    model_cache.entries.clear()
+    # when it asks for training
+    response = api.post("/api/v1/training-runs")
+    assert response.status_code == 202
+    run_id = response.json()["id"]
+    # then the worker picks it up and finishes it
+    deadline = time.monotonic() + 90
+    body = {}
+    while time.monotonic() < deadline:
+        body = api.get(f"/api/v1/training-runs/{run_id}").json()
+        if body["status"] in {"succeeded", "failed"}:
+            break
+        time.sleep(0.5)
+    if body.get("status") != "succeeded":
+        worker.terminate()
+        pytest.fail(f"run did not succeed: {body}\n{worker.stdout.read()[-3000:]}")
+    assert body["progress"] == 1.0
+    assert body["model_version"] == 1
+    assert body["metrics"]["ndcg@10"] > 0
+    # and the store is served by its own model
+    answer = api.get("/api/v1/products/p0/related", limit=1).json()
+    assert answer["source"] == "store-model:v1"
+    assert answer["items"][0]["id"] == "p1"
