@@ -24,6 +24,9 @@ from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 
 HISTORY_LIMIT = 200
+CONTENT_WHEN_FEWER_THAN = 10  # collaborative neighbours; below this, related asks pgvector too
+CONTENT_NEIGHBOURS = 50
+CONTENT_WEIGHT = 0.5
 MAX_LIMIT = 100
 
 
@@ -37,7 +40,6 @@ class ServingModel:
     similar: sp.csr_matrix
     transitions: sp.csr_matrix
     together: sp.csr_matrix
-    content: sp.csr_matrix
     vectors: np.ndarray
     popularity: np.ndarray
 
@@ -52,7 +54,7 @@ class ServingModel:
             model_id=model_id, version=version, parameters=parameters,
             products=IdIndex(ids=np.asarray(arrays["product_ids"], dtype=np.int64)),
             neighbours=arrays["neighbours"], similar=arrays["similar"], transitions=arrays["transitions"],
-            together=arrays["together"], content=arrays["content"],
+            together=arrays["together"],
             vectors=np.asarray(arrays["vectors"], dtype=np.float32),
             popularity=np.asarray(arrays["popularity"]),
         )  # fmt: skip
@@ -542,31 +544,39 @@ def related(*, store: Store, external_id: str, options: Options) -> dict[str, An
     position = int(model.products.positions(np.array([product_id]))[0]) if model else -1
     if model is None or position < 0:
         return _category_fallback(store, settings, product_id, model, options, "related")
-    scores: dict[int, float] = {}
+    scores: dict[int, float] = {}  # by internal product id
     reasons: dict[int, str] = {}
     cf_items, cf_scores = _row(model.similar, position)
-    content_items, content_scores = _row(model.content, position)
-    # collaborative neighbours lead; content fills in for products with few events
-    content_weight = 0.3 if len(cf_items) >= options.limit else 1.0
     if len(cf_scores):
         for item, score in zip(cf_items.tolist(), (cf_scores / cf_scores.max()).tolist(), strict=True):
-            scores[item] = score
-            reasons[item] = f"shoppers who viewed {external_id} also viewed this"
-    for item, score in zip(content_items.tolist(), content_scores.tolist(), strict=True):
-        scores[item] = scores.get(item, 0.0) + content_weight * score
-        reasons.setdefault(item, f"similar to {external_id}")
+            product = int(model.products.ids[item])
+            scores[product] = score
+            reasons[product] = f"shoppers who viewed {external_id} also viewed this"
+    if len(cf_items) < max(options.limit, CONTENT_WHEN_FEWER_THAN):
+        # few collaborative neighbours (a cold product): its nearest products by content, from pgvector
+        for product, similarity in _content_neighbours(store, product_id, CONTENT_NEIGHBOURS):
+            scores[product] = scores.get(product, 0.0) + CONTENT_WEIGHT * similarity
+            reasons.setdefault(product, f"similar to {external_id}")
     if not scores:
         return _category_fallback(store, settings, product_id, model, options, "related")
-    ranked = _ranked_dict(model, scores, reasons)
-    return _finish(
-        store=store,
-        settings=settings,
-        surface="related",
-        ranked=ranked,
-        options=options,
-        model=model,
-        source=model.source,
-    )
+    ordered = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+    ranked = [Candidate(product, score, reasons[product]) for product, score in ordered]
+    return _finish(store=store, settings=settings, surface="related", ranked=ranked, options=options,
+                   model=model, source=model.source)  # fmt: skip
+
+
+def _content_neighbours(store: Store, product_id: int, limit: int) -> list[tuple[int, float]]:
+    """Exact cosine search over the store's products (the store filter leads the scan)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT p.id, 1 - (p.content_embedding <=> s.content_embedding) "
+            "FROM catalog_product AS p, catalog_product AS s "
+            "WHERE s.store_id = %s AND s.id = %s AND s.content_embedding IS NOT NULL "
+            "AND p.store_id = %s AND p.is_active AND p.id <> s.id AND p.content_embedding IS NOT NULL "
+            "ORDER BY p.content_embedding <=> s.content_embedding LIMIT %s",
+            [store.id, product_id, store.id, limit],
+        )
+        return [(row[0], float(row[1])) for row in cursor.fetchall() if row[1] > 0]
 
 
 def complementary(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:

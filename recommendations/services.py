@@ -22,7 +22,7 @@ from core.errors import ApiError, NotFound
 from events.models import EventType
 from recommendations.artifacts import artifact_dump
 from recommendations.engine.baskets import FrequentlyBoughtTogether
-from recommendations.engine.content import ContentEmbedding, nearest_neighbours, product_document
+from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.evaluation import (
     evaluate,
     grid,
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 CLEARLY_WORSE = 0.8
 MIN_USERS_TO_COMPARE = 30
 TRENDING_HALF_LIFE_DAYS = 7.0
+EVALUATION_USERS = 5000  # a fixed-seed sample of the hold-out's shoppers
+TUNING_USERS = 2000
 
 
 def training_run_create(*, store: Store, kind: str = ModelKind.STORE, trigger: str = "api") -> TrainingRun:
@@ -154,6 +156,17 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
     return TrainingData(product_index, user_index, interactions, documents, len(rows))
 
 
+class _PhaseClock:
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.laps[name] = round(now - self.last, 3)
+        self.last = now
+
+
 def _json(value: Any) -> dict:
     """jsonb comes back from Django's raw cursor as text."""
     if isinstance(value, str):
@@ -165,7 +178,9 @@ def _train(run: TrainingRun) -> TrainedModel:
     store = run.store
     settings, _ = StoreSettings.objects.get_or_create(store=store)
     repeats = settings.include_purchased
+    clock = _PhaseClock()
     data = _load(store, settings)
+    clock.lap("load")
     interactions = data.interactions
     _progress(run.id, 0.2, f"loaded {data.n_events} events over {len(data.product_ids)} products; tuning")
 
@@ -189,15 +204,24 @@ def _train(run: TrainingRun) -> TrainedModel:
     metrics: dict[str, Any] = {"users": 0}
     if holdout is not None and len(holdout.users) >= 5 and len(holdout.train) > 0:
         best, _, _ = tune(
-            SequentialItemKNN, holdout, fit_params={}, search=search, exclude_seen=not repeats, max_users=3000
+            SequentialItemKNN,
+            holdout,
+            fit_params={},
+            search=search,
+            exclude_seen=not repeats,
+            max_users=TUNING_USERS,
         )
         _progress(run.id, 0.45, "evaluating the tuned weights on the hold-out")
         validation_model = SequentialItemKNN(**best).fit(holdout.train)
         metrics = evaluate(
-            model_recommender(validation_model, holdout, k=10, exclude_seen=not repeats), holdout, k=10
+            model_recommender(validation_model, holdout, k=10, exclude_seen=not repeats),
+            holdout,
+            k=10,
+            max_users=EVALUATION_USERS,
         ).as_dict(10)
         metrics["protocol"] = protocol
 
+    clock.lap("tune_and_evaluate")
     _progress(run.id, 0.6, "fitting on all events")
     model = SequentialItemKNN(**best).fit(interactions)
     model.popularity_ = decayed_popularity(
@@ -207,9 +231,11 @@ def _train(run: TrainingRun) -> TrainedModel:
     together = FrequentlyBoughtTogether(min_support=2, k=50).fit(
         interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items
     )
+    clock.lap("fit")
     _progress(run.id, 0.75, "content embeddings")
     vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
-    content = nearest_neighbours(vectors, k=50)
+    # Content neighbours are not precomputed (rows x items x dimensions grows with the square of the
+    # catalog): serving asks pgvector for them, from the vectors stored below.
     artifact = artifact_dump(
         {
             "product_ids": data.product_ids.ids,
@@ -217,13 +243,15 @@ def _train(run: TrainingRun) -> TrainedModel:
             "similar": model.similar_,
             "transitions": model.transitions_,
             "together": together.lift_,
-            "content": content,
             "vectors": vectors.astype(np.float16),
             "popularity": model.popularity_,
         }
     )
+    clock.lap("content")
     _progress(run.id, 0.9, "storing the new version")
     _store_content_vectors(store, data.product_ids.ids, vectors)
+    clock.lap("store_vectors")
+    metrics["seconds_by_phase"] = clock.laps
     parameters = {**best, "popularity_weight": model.popularity_weight, "k": model.k}
     return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
 

@@ -7,7 +7,6 @@ from celery import shared_task
 from recommendations.services import scheduled_training_enqueue, training_run_execute
 
 
-
 # Queues are assigned in settings (CELERY_TASK_ROUTES): training has its own, so workers scale by kind.
 @shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700, ignore_result=True)
 def train_store_task(run_id: int) -> None:

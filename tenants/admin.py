@@ -35,7 +35,13 @@ class StoreAdmin(admin.ModelAdmin):
     list_display = ("slug", "name", "currency", "is_active", "created_at")
     search_fields = ("slug", "name")
     inlines = [StoreSettingsInline, ApiKeyInline]
-    actions = ["issue_api_key"]
+    actions = ["issue_api_key", "train_now"]
+
+    @admin.action(description="Train now")
+    def train_now(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:
+        from recommendations.admin import train_now
+
+        train_now(self, request, queryset)
 
     def save_model(self, request: HttpRequest, obj: Store, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

@@ -95,6 +95,21 @@ def test_serve_runs_the_system_with_demo_data_and_stops_on_ctrl_c(tmp_path):
             {"user_id": "e2e", "product_id": page["items"][0]["id"], "type": "view"},
         )  # fmt: skip
         assert status == 200 and result["accepted"] == 1
+        # and the worker trains the demo store's first model, which then serves it
+        deadline = time.monotonic() + 120
+        models: dict = {"items": []}
+        while time.monotonic() < deadline and not any(m["is_active"] for m in models["items"]):
+            time.sleep(1)
+            models = http_call(port, "GET", "/api/v1/models", key.group(1))[1]
+        log.seek(0)
+        assert any(m["is_active"] for m in models["items"]), (
+            models,
+            [line for line in log.read().splitlines() if "GET /api" not in line][-60:],
+        )
+        status, answer = http_call(
+            port, "GET", "/api/v1/users/user-0001/recommendations?limit=5", key.group(1)
+        )
+        assert status == 200 and answer["source"] == "store-model:v1" and len(answer["items"]) == 5
         status, page = http_call(port, "GET", "/admin/login/")
         assert status == 200 and "Log in" in page["html"]
         status, page = http_call(port, "GET", "/static/admin/css/base.css")

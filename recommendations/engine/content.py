@@ -36,26 +36,32 @@ class ContentEmbedding:
         return vectors
 
 
-def nearest_neighbours(vectors: np.ndarray, *, k: int = 50, chunk: int = 2048) -> sp.csr_matrix:
-    """Top-k cosine neighbours of every row (unit vectors), computed in chunks of rows."""
+def nearest_neighbours(
+    vectors: np.ndarray, *, k: int = 50, rows: np.ndarray | None = None, chunk: int = 2048
+) -> sp.csr_matrix:
+    """Top-k cosine neighbours (unit vectors) of the given `rows` (default: all) among all rows, computed
+    in chunks. The cost is rows x items x dimensions, so training asks only for the items that lack
+    collaborative neighbours."""
     n = vectors.shape[0]
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
     k = min(k, max(n - 1, 0))
-    rows, cols, values = [], [], []
-    for start in range(0, n, chunk):
-        block = vectors[start : start + chunk] @ vectors.T
-        block[np.arange(block.shape[0]), np.arange(start, start + block.shape[0])] = -np.inf
+    out_rows, out_cols, out_values = [], [], []
+    for start in range(0, len(rows), chunk):
+        batch = rows[start : start + chunk]
+        block = vectors[batch] @ vectors.T
+        block[np.arange(len(batch)), batch] = -np.inf
         if k == 0:
             continue
         top = np.argpartition(-block, k - 1, axis=1)[:, :k]
         scores = np.take_along_axis(block, top, axis=1)
         positive = scores > 0
-        rows.append(np.repeat(np.arange(start, start + block.shape[0]), k)[positive.ravel()])
-        cols.append(top[positive])
-        values.append(scores[positive])
-    if not rows:
+        out_rows.append(np.repeat(batch, k)[positive.ravel()])
+        out_cols.append(top[positive])
+        out_values.append(scores[positive])
+    if not out_rows:
         return sp.csr_matrix((n, n), dtype=np.float32)
     return sp.csr_matrix(
-        (np.concatenate(values).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
+        (np.concatenate(out_values).astype(np.float32), (np.concatenate(out_rows), np.concatenate(out_cols))),
         shape=(n, n),
     )
 

@@ -108,7 +108,7 @@ Recommend = Callable[[np.ndarray], np.ndarray]  # users -> top-k item indices
 
 
 def evaluate(
-    recommend: Recommend, holdout: HoldOut, *, k: int = 10, batch: int = 2048, max_users: int | None = None
+    recommend: Recommend, holdout: HoldOut, *, k: int = 10, batch: int = 512, max_users: int | None = None
 ) -> Metrics:
     users = holdout.users
     if max_users is not None and len(users) > max_users:

@@ -192,3 +192,13 @@ def test_end_to_end_quality_beats_popularity_on_structured_data():
     popular = evaluate(lambda users: top_n(np.repeat(counts[None], len(users), 0), 5)[0], holdout, k=5)
     assert engine.hit_rate > 0.9
     assert popular.hit_rate < 0.5
+
+
+def test_content_neighbours_of_chosen_rows_only():
+    vectors = ContentEmbedding(dimensions=3).fit_transform(
+        ["red shoe", "red shoe sport", "blue cake", "blue cake sweet", "green tree", "green tree leaf"]
+    )
+    neighbours = nearest_neighbours(vectors, k=1, rows=np.array([2]))
+    assert neighbours.shape == (6, 6)
+    assert np.diff(neighbours.indptr).tolist() == [0, 0, 1, 0, 0, 0]
+    assert neighbours[2].indices.tolist() == [3]

@@ -81,7 +81,7 @@ class Command(BaseCommand):
                         "--concurrency",
                         "1",
                         "-Q",
-                        "default",
+                        ",".join(settings.CELERY_TASK_QUEUES_USED),
                     ],
                     env=environment,
                 )
@@ -122,6 +122,7 @@ class Command(BaseCommand):
     def _credentials(self, *, create_demo: bool) -> dict[str, Any]:
         from django.contrib.auth import get_user_model
 
+        from recommendations.services import training_run_create
         from tenants.demo import demo_store_create
         from tenants.models import Store
 
@@ -140,7 +141,10 @@ class Command(BaseCommand):
             self.stdout.write("Creating the demo store (catalog and events)...")
             started = time.monotonic()
             store, issued = demo_store_create()
-            self.stdout.write(f"  done in {time.monotonic() - started:.1f} s")
+            self.stdout.write(
+                f"  done in {time.monotonic() - started:.1f} s; the worker trains its first model"
+            )
+            training_run_create(store=store, trigger="demo")
             stored.update(store=store.slug, api_key=issued.raw_key)
         CREDENTIALS_FILE.parent.mkdir(parents=True, exist_ok=True)
         CREDENTIALS_FILE.write_text(json.dumps(stored))

@@ -1,0 +1,109 @@
+"""Training time of one store on the worker's code path: load events from PostgreSQL, tune on a hold-out,
+fit, content embeddings, store the version.
+
+    python bench/train.py [--events 1000000] [--products 50000] [--users 60000]
+
+Events are generated (shoppers browsing clusters of items in runs, some purchases in sessions) and sent
+through the ingestion service (validation and COPY), into the `recsys_bench` database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("RECSYS_DATABASE_NAME", "recsys_bench")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+
+
+def generated_events(events: int, products: int, users: int, seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    clusters = 200
+    cluster_of_user = rng.integers(0, clusters, size=users)
+    runs = events // 5
+    user = rng.integers(0, users, size=runs)
+    # each run: 5 events in one cluster, the user's own cluster most of the time
+    cluster = np.where(rng.random(runs) < 0.8, cluster_of_user[user], rng.integers(0, clusters, size=runs))
+    per_cluster = products // clusters
+    offsets = np.minimum(rng.zipf(1.6, size=(runs, 5)) - 1, per_cluster - 1)
+    items = cluster[:, None] * per_cluster + offsets
+    kinds = rng.choice(np.array(["view", "add_to_cart", "purchase"]), size=(runs, 5), p=[0.8, 0.12, 0.08])
+    start = datetime.now(tz=UTC) - timedelta(days=60)
+    run_start = rng.uniform(0, 59 * 86400, size=runs)
+    out = []
+    for r in range(runs):
+        for step in range(5):
+            out.append(
+                {
+                    "user_id": f"U{user[r]}",
+                    "session_id": f"S{r}",
+                    "product_id": f"P{items[r, step]}",
+                    "type": str(kinds[r, step]),
+                    "timestamp": (start + timedelta(seconds=float(run_start[r] + 60 * step))).isoformat(),
+                }
+            )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--products", type=int, default=50_000)
+    parser.add_argument("--users", type=int, default=60_000)
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    from catalog.services import product_bulk_upsert
+    from events.services import event_ingest
+    from recommendations.models import TrainingRun
+    from recommendations.services import training_run_execute
+    from tenants.services import store_create
+
+    call_command("migrate", verbosity=0)
+    store, _ = store_create(slug=f"train-bench-{int(time.time())}")
+    words = ["serum", "shampoo", "lipstick", "brush", "soap", "cream", "mask", "oil", "gel", "spray"]
+    catalog = [
+        {"id": f"P{i}", "title": f"{words[i % 10]} {words[(i // 10) % 10]} number {i}",
+         "category_path": [f"C{i // (args.products // 200)}"], "brand": f"B{i % 50}", "price": 5 + i % 90}
+        for i in range(args.products)
+    ]  # fmt: skip
+    for start in range(0, len(catalog), 10_000):
+        product_bulk_upsert(store=store, rows=catalog[start : start + 10_000])
+    started = time.perf_counter()
+    events = generated_events(args.events, args.products, args.users)
+    print(f"generated {len(events):,} events in {time.perf_counter() - started:.1f} s", flush=True)
+    started = time.perf_counter()
+    for start in range(0, len(events), 10_000):
+        event_ingest(store=store, payload=events[start : start + 10_000])
+    print(f"ingested them in {time.perf_counter() - started:.1f} s", flush=True)
+    del events
+
+    run = TrainingRun.objects.create(store=store, trigger="bench")
+    started = time.perf_counter()
+    training_run_execute(run_id=run.id)
+    seconds = time.perf_counter() - started
+    run.refresh_from_db()
+    print(f"training: {seconds:.1f} s end to end ({run.status}: {run.message})")
+    print(f"  by phase: {run.metrics.get('seconds_by_phase')}")
+    quality = {key: run.metrics.get(key) for key in ("recall@10", "ndcg@10", "hit@10", "coverage", "users")}
+    print(f"  hold-out ({run.metrics.get('protocol')}): {quality}")
+    print(f"  tuned: {run.parameters}")
+
+
+if __name__ == "__main__":
+    main()
