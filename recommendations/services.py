@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 CLEARLY_WORSE = 0.8
 MIN_USERS_TO_COMPARE = 30
 TRENDING_HALF_LIFE_DAYS = 7.0
+INTERACTION_HALF_LIFE_DAYS = 180.0  # co-occurrence: an event half a year old counts half
 EVALUATION_USERS = 5000  # a fixed-seed sample of the hold-out's shoppers
 TUNING_USERS = 2000
 
@@ -201,18 +202,19 @@ def _train(run: TrainingRun) -> TrainedModel:
         "sequence_weight": 3.0,
         "repeat_weight": 1.0 if repeats else 0.0,
     }
+    fit_params = {"interaction_half_life_days": INTERACTION_HALF_LIFE_DAYS}
     metrics: dict[str, Any] = {"users": 0}
     if holdout is not None and len(holdout.users) >= 5 and len(holdout.train) > 0:
         best, _, _ = tune(
             SequentialItemKNN,
             holdout,
-            fit_params={},
+            fit_params=fit_params,
             search=search,
             exclude_seen=not repeats,
             max_users=TUNING_USERS,
         )
         _progress(run.id, 0.45, "evaluating the tuned weights on the hold-out")
-        validation_model = SequentialItemKNN(**best).fit(holdout.train)
+        validation_model = SequentialItemKNN(**fit_params, **best).fit(holdout.train)
         metrics = evaluate(
             model_recommender(validation_model, holdout, k=10, exclude_seen=not repeats),
             holdout,
@@ -223,7 +225,7 @@ def _train(run: TrainingRun) -> TrainedModel:
 
     clock.lap("tune_and_evaluate")
     _progress(run.id, 0.6, "fitting on all events")
-    model = SequentialItemKNN(**best).fit(interactions)
+    model = SequentialItemKNN(**fit_params, **best).fit(interactions)
     model.popularity_ = decayed_popularity(
         interactions, half_life_days=TRENDING_HALF_LIFE_DAYS, now=datetime.now(tz=UTC).timestamp()
     )
@@ -252,7 +254,7 @@ def _train(run: TrainingRun) -> TrainedModel:
     _store_content_vectors(store, data.product_ids.ids, vectors)
     clock.lap("store_vectors")
     metrics["seconds_by_phase"] = clock.laps
-    parameters = {**best, "popularity_weight": model.popularity_weight, "k": model.k}
+    parameters = {**fit_params, **best, "popularity_weight": model.popularity_weight, "k": model.k}
     return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
 
 

@@ -7,6 +7,8 @@ validation split (recommendations/engine/evaluation.py)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -45,6 +47,7 @@ class SequentialItemKNN:
         repeat_weight: float = 0.0,
         popularity_weight: float = 0.01,
         popularity_half_life_days: float = 30.0,
+        interaction_half_life_days: float | None = None,
     ):
         self.k = k
         self.alpha = alpha
@@ -56,9 +59,18 @@ class SequentialItemKNN:
         self.repeat_weight = repeat_weight
         self.popularity_weight = popularity_weight
         self.popularity_half_life_days = popularity_half_life_days
+        self.interaction_half_life_days = interaction_half_life_days
 
     def fit(self, data: Interactions) -> SequentialItemKNN:
-        user_items = user_item_matrix(data)
+        weighted = data
+        if self.interaction_half_life_days and len(data):
+            # older co-occurrences count less: tastes and catalogs drift
+            age_days = (float(data.times.max()) - data.times) / 86400.0
+            decayed = data.weights * np.power(0.5, age_days / self.interaction_half_life_days).astype(
+                np.float32
+            )
+            weighted = replace(data, weights=decayed)
+        user_items = user_item_matrix(weighted)
         user_items.data = np.log1p(user_items.data)  # many views of one item should not drown the rest
         cooccurrence = ItemCooccurrence(k=self.k, alpha=self.alpha, shrink=self.shrink).fit(user_items)
         self.similar_ = cooccurrence.similarity_

@@ -202,3 +202,22 @@ def test_content_neighbours_of_chosen_rows_only():
     assert neighbours.shape == (6, 6)
     assert np.diff(neighbours.indptr).tolist() == [0, 0, 1, 0, 0, 0]
     assert neighbours[2].indices.tolist() == [3]
+
+
+def test_interaction_half_life_favours_recent_cooccurrence():
+    # long ago users paired 0 with 1; recently they pair 0 with 2, as often
+    events, t = [], 0.0
+    for user in range(20):
+        events += [(user, 0, t), (user, 1, t + 1)]
+        t += 2
+    recent = 400 * 86400.0
+    for user in range(20, 40):
+        events += [(user, 0, recent + t), (user, 2, recent + t + 1)]
+        t += 2
+    data = interactions(events)
+    plain = SequentialItemKNN(sequence_weight=0.0).fit(data).similar_[0].toarray().ravel()
+    decayed = (
+        SequentialItemKNN(sequence_weight=0.0, interaction_half_life_days=90).fit(data).similar_[0].toarray()
+    )
+    assert plain[1] == pytest.approx(plain[2])
+    assert decayed.ravel()[2] > 2 * decayed.ravel()[1]
