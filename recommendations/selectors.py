@@ -490,27 +490,42 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
         why = "no model yet" if model is None else "unknown user"
         return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
                        model=model, source=f"{source} ({why})")  # fmt: skip
-    weights = _event_weights(settings)
-    products = np.array([pid for pid, _ in history], dtype=np.int64)
-    event_weights = np.array([weights.get(kind, 1.0) for _, kind in history], dtype=np.float32)
-    positions = model.products.positions(products)
-    known = (positions >= 0) & (event_weights > 0)
-    if not known.any():
+    personal = _personal_scores(settings, model, history, include_purchased=include_purchased)
+    if personal is None:
         ranked, source = _trending_candidates(store, model, options)
         return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
                        model=model, source=f"{source} (history unknown to the model)")  # fmt: skip
+    scores, row = personal
+    reasons = _because(store, model, row, scores)
+    ranked = _ranked_from_scores(model, scores, reasons, "popular with shoppers like you")
+    return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
+                   model=model, source=model.source)  # fmt: skip
+
+
+def _personal_scores(
+    settings: StoreSettings, model: ServingModel, history: list[tuple[int, int]], *, include_purchased: bool
+) -> tuple[np.ndarray, sp.csr_matrix] | None:
+    """Every item's score for this history (the model's own scoring rule), or None when the model knows
+    none of the history's products."""
+    if not history:
+        return None
+    weights = _event_weights(settings)
+    positions = model.products.positions(np.array([pid for pid, _ in history], dtype=np.int64))
+    event_weights = np.array([weights.get(kind, 1.0) for _, kind in history], dtype=np.float32)
+    known = (positions >= 0) & (event_weights > 0)
+    if not known.any():
+        return None
     parameters = model.parameters
-    decay = float(parameters.get("history_decay", 0.5))
-    row = history_row(positions[known], event_weights[known], n_items=len(model.products), decay=decay)
+    row = history_row(
+        positions[known], event_weights[known], n_items=len(model.products),
+        decay=float(parameters.get("history_decay", 0.5)),
+    )  # fmt: skip
     scores = score_histories(
         row, model.neighbours, model.popularity,
         repeat_weight=float(parameters.get("repeat_weight", 0.0)) if include_purchased else 0.0,
         popularity_weight=float(parameters.get("popularity_weight", 0.01)),
     )[0]  # fmt: skip
-    reasons = _because(store, model, row, scores)
-    ranked = _ranked_from_scores(model, scores, reasons, "popular with shoppers like you")
-    return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
-                   model=model, source=model.source)  # fmt: skip
+    return scores, row
 
 
 def _because(
@@ -669,34 +684,20 @@ def rank(*, store: Store, user_id: str, product_ids: Any) -> dict[str, Any]:
     unknown = [pid for pid in wanted if pid not in found]
     settings = StoreSettings.objects.get_or_create(store=store)[0]
     model = active_model_get(store=store)
-    personal = np.zeros(0)
+    scores, reason = None, "kept in the given order"
     source = "fallback:input order (no model yet)"
     if model is not None:
-        history = _user_history(store, user_id)
-        weights = _event_weights(settings)
-        positions = model.products.positions(np.array([pid for pid, _ in history], dtype=np.int64))
-        event_weights = np.array([weights.get(kind, 1.0) for _, kind in history], dtype=np.float32)
-        known = (positions >= 0) & (event_weights > 0) if len(history) else np.zeros(0, bool)
-        row = history_row(
-            positions[known],
-            event_weights[known],
-            n_items=len(model.products),
-            decay=float(model.parameters.get("history_decay", 0.5)),
-        )
-        personal = score_histories(
-            row, model.neighbours, model.popularity, repeat_weight=0.0, popularity_weight=0.01
-        )[0]
-        source = model.source if known.any() else f"trending:{model.source} (unknown user)"
+        personal = _personal_scores(settings, model, _user_history(store, user_id), include_purchased=False)
+        if personal is None:
+            scores, reason, source = model.popularity, "popularity", f"trending:{model.source} (unknown user)"
+        else:
+            scores, reason, source = personal[0], "personal score", model.source
     items = []
     for position_in_input, external_id in enumerate(pid for pid in wanted if pid in found):
-        score, reason = 0.0, "kept in the given order"
-        if model is not None:
-            index = int(model.products.positions(np.array([found[external_id]]))[0])
-            if index >= 0:
-                score = float(personal[index])
-                reason = (
-                    "personal score" if score > 0.01 * float(model.popularity[index]) + 1e-9 else "popularity"
-                )
+        score = 0.0
+        if scores is not None:
+            index = int(model.products.positions(np.array([found[external_id]]))[0])  # type: ignore[union-attr]
+            score = float(scores[index]) if index >= 0 else 0.0
         items.append((-score, position_in_input, external_id, score, reason))
     items.sort()
     return {
