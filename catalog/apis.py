@@ -8,8 +8,6 @@ from rest_framework.response import Response
 
 from catalog import schemas
 from catalog.selectors import (
-    parse_bool_param,
-    parse_time_param,
     product_get,
     product_list,
     product_to_dict,
@@ -18,6 +16,7 @@ from catalog.services import product_bulk_upsert, product_deactivate, product_pa
 from core.errors import raise_all_rows_rejected
 from core.json import json_body
 from core.pagination import encode_cursor, page_request_from_query
+from core.params import query_bool, query_time
 from tenants.authentication import StoreScopedAPIView
 
 
@@ -58,9 +57,9 @@ class ProductListApi(StoreScopedAPIView):
             store=self.store,
             page=page,
             category=query.get("category"),
-            in_stock=parse_bool_param(query.get("in_stock"), "in_stock"),
-            active=parse_bool_param(query.get("active"), "active"),
-            updated_since=parse_time_param(query.get("updated_since"), "updated_since"),
+            in_stock=query_bool(query.get("in_stock"), "in_stock"),
+            active=query_bool(query.get("active"), "active"),
+            updated_since=query_time(query.get("updated_since"), "updated_since"),
         )
         next_cursor = encode_cursor(products[-1].id) if len(products) == page.limit else None
         return Response({"items": [product_to_dict(p) for p in products], "next_cursor": next_cursor})

@@ -8,9 +8,8 @@ from typing import Any
 from django.db.models import QuerySet
 
 from catalog.models import Product
-from core.errors import ApiError, NotFound
+from core.errors import NotFound
 from core.pagination import PageRequest
-from core.validation import RowError, clean_timestamp
 from tenants.models import Store
 
 
@@ -59,23 +58,3 @@ def product_to_dict(product: Product) -> dict[str, Any]:
         "created_at": product.created_at,
         "updated_at": product.updated_at,
     }
-
-
-def parse_bool_param(raw: str | None, name: str) -> bool | None:
-    if raw in (None, ""):
-        return None
-    lowered = raw.lower()
-    if lowered in {"true", "1", "yes"}:
-        return True
-    if lowered in {"false", "0", "no"}:
-        return False
-    raise ApiError("invalid_parameter", f"{name} must be true or false")
-
-
-def parse_time_param(raw: str | None, name: str) -> datetime | None:
-    if raw in (None, ""):
-        return None
-    try:
-        return clean_timestamp(raw, name)
-    except RowError as error:
-        raise ApiError("invalid_parameter", error.message) from error

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from django.db import connection
 
 from core.errors import ApiError, NotFound
+from core.params import query_bool, query_float, query_int, query_text
 from events.models import EventType
 from recommendations.artifacts import artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
@@ -128,78 +129,29 @@ def options_from_query(query: Any, settings: StoreSettings) -> Options:
     merged = {**(settings.default_filters or {}), **(settings.diversity or {})}
     merged.update({key: query.get(key) for key in query})
     options = Options()
-    options.limit = _int(merged.get("limit"), "limit", 1, MAX_LIMIT, 10)
-    options.category = _text(merged.get("category"), "category")
-    options.brand = _text(merged.get("brand"), "brand")
+    options.limit = query_int(merged.get("limit"), "limit", low=1, high=MAX_LIMIT, default=10) or 10
+    options.category = query_text(merged.get("category"), "category")
+    options.brand = query_text(merged.get("brand"), "brand")
     options.min_price = _price(merged.get("min_price"), "min_price")
     options.max_price = _price(merged.get("max_price"), "max_price")
-    options.in_stock = _bool(merged.get("in_stock"), "in_stock")
-    options.include_purchased = _bool(merged.get("include_purchased"), "include_purchased")
+    options.in_stock = query_bool(merged.get("in_stock"), "in_stock")
+    options.include_purchased = query_bool(merged.get("include_purchased"), "include_purchased")
     exclude = merged.get("exclude") or ""
     if isinstance(exclude, list):
         exclude = ",".join(str(item) for item in exclude)
     options.exclude = {item for item in str(exclude).split(",") if item}
-    cap = merged.get("max_per_category")
-    options.max_per_category = None if cap in (None, "") else _int(cap, "max_per_category", 1, MAX_LIMIT, 0)
-    options.diversity = _float(merged.get("diversity"), "diversity", 0.0, 1.0, 0.0)
+    options.max_per_category = query_int(
+        merged.get("max_per_category"), "max_per_category", low=1, high=MAX_LIMIT, default=None
+    )
+    options.diversity = (
+        query_float(merged.get("diversity"), "diversity", low=0.0, high=1.0, default=0.0) or 0.0
+    )
     return options
 
 
-def _bad(name: str, message: str) -> ApiError:
-    return ApiError("invalid_parameter", f"{name} {message}", details={"parameter": name})
-
-
-def _int(raw: Any, name: str, low: int, high: int, default: int) -> int:
-    if raw in (None, ""):
-        return default
-    try:
-        value = int(raw)
-    except (TypeError, ValueError) as exc:
-        raise _bad(name, "must be an integer") from exc
-    if not low <= value <= high:
-        raise _bad(name, f"must be between {low} and {high}")
-    return value
-
-
-def _float(raw: Any, name: str, low: float, high: float, default: float) -> float:
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except (TypeError, ValueError) as exc:
-        raise _bad(name, "must be a number") from exc
-    if not low <= value <= high:
-        raise _bad(name, f"must be between {low} and {high}")
-    return value
-
-
 def _price(raw: Any, name: str) -> Decimal | None:
-    if raw in (None, ""):
-        return None
-    value = Decimal(str(_float(raw, name, 0.0, 1e10, 0.0)))
-    return value
-
-
-def _bool(raw: Any, name: str) -> bool | None:
-    if raw in (None, ""):
-        return None
-    if isinstance(raw, bool):
-        return raw
-    lowered = str(raw).lower()
-    if lowered in {"true", "1", "yes"}:
-        return True
-    if lowered in {"false", "0", "no"}:
-        return False
-    raise _bad(name, "must be true or false")
-
-
-def _text(raw: Any, name: str) -> str | None:
-    if raw in (None, ""):
-        return None
-    value = str(raw)
-    if len(value) > 200 or "\x00" in value:
-        raise _bad(name, "must be at most 200 characters without NUL")
-    return value
+    value = query_float(raw, name, low=0.0, high=1e10, default=None)
+    return None if value is None else Decimal(str(value))
 
 
 # --- catalog reads --------------------------------------------------------------------------------
