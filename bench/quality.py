@@ -110,9 +110,11 @@ def generate_store(*, users: int, items: int, events_per_user: int, seed: int) -
     weight_of = np.array([1.0, 3.0, 5.0])
     for user in range(users):
         taste = rng.dirichlet(np.full(clusters, 0.2))
-        now = rng.uniform(0, 60 * 86400)
+        count = rng.poisson(events_per_user) + 2
+        # a shopper's visits spread over the whole 60 days, browsing in runs within a visit
+        moments = np.sort(rng.uniform(0, 60 * 86400, size=count))
         cluster = rng.choice(clusters, p=taste)
-        for _ in range(rng.poisson(events_per_user) + 2):
+        for step in range(count):
             if rng.random() < 0.3:
                 cluster = rng.choice(clusters, p=taste)
             pool = members[cluster]
@@ -122,8 +124,7 @@ def generate_store(*, users: int, items: int, events_per_user: int, seed: int) -
             out_users.append(user)
             out_items.append(int(rng.choice(pool, p=p)))
             out_weights.append(weight_of[rng.choice(3, p=[0.8, 0.13, 0.07])])
-            now += rng.exponential(3600)
-            out_times.append(now)
+            out_times.append(moments[step])
     return sorted_interactions(
         users=np.array(out_users), items=np.array(out_items), weights=np.array(out_weights),
         times=np.array(out_times), n_users=users, n_items=items,
