@@ -7,12 +7,14 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
 from core.apis import HealthApi
-from events.apis import EventIngestApi
+from events.apis import EventIngestApi, UserAliasApi
 from recommendations.apis import (
+    BuyAgainApi,
     ComplementaryApi,
     ModelActivateApi,
     ModelListApi,
     RankApi,
+    RecentlyViewedApi,
     RelatedApi,
     TrainingRunDetailApi,
     TrainingRunListApi,
@@ -34,6 +36,9 @@ api_v1 = [
         "users/<str:user_id>/recommendations", UserRecommendationsApi.as_view(), name="user-recommendations"
     ),
     path("users/<str:user_id>/rank", RankApi.as_view(), name="user-rank"),
+    path("users/<str:user_id>/recently-viewed", RecentlyViewedApi.as_view(), name="user-recently-viewed"),
+    path("users/<str:user_id>/buy-again", BuyAgainApi.as_view(), name="user-buy-again"),
+    path("users/<str:user_id>/aliases", UserAliasApi.as_view(), name="user-aliases"),
     path("trending", TrendingApi.as_view(), name="trending"),
     path("training-runs", TrainingRunListApi.as_view(), name="training-runs"),
     path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run"),

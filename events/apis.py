@@ -6,10 +6,10 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core.errors import raise_all_rows_rejected
+from core.errors import ApiError, raise_all_rows_rejected
 from core.json import json_body
 from events import schemas
-from events.services import event_ingest
+from events.services import event_ingest, user_alias_link
 from tenants.authentication import StoreScopedAPIView
 
 
@@ -29,3 +29,17 @@ class EventIngestApi(StoreScopedAPIView):
         if result.errors and not (result.accepted or result.duplicate):
             raise_all_rows_rejected(result.as_dict(), result.errors)
         return Response(result.as_dict(), status=200)
+
+
+class UserAliasApi(StoreScopedAPIView):
+    @extend_schema(
+        request=schemas.AliasInSerializer,
+        responses={200: schemas.AliasOutSerializer, 201: schemas.AliasOutSerializer},
+        summary="Link an anonymous session, device or loyalty-card id to this user (idempotent)",
+    )
+    def post(self, request: Request, user_id: str) -> Response:
+        body = json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError("invalid", 'the body must be {"alias_id": "..."}')
+        result = user_alias_link(store=self.store, user_id=user_id, alias_id=body.get("alias_id"))
+        return Response(result, status=201 if result["created"] else 200)

@@ -71,3 +71,22 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_type_display()} {self.user_id} -> {self.product_id}"
+
+
+class UserAlias(models.Model):
+    """An anonymous session, device or loyalty-card id that belongs to a user of the store: events sent
+    under the alias are stored under the user, so their histories are one."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    alias_id = models.CharField(max_length=256)
+    user_id = models.CharField(max_length=256)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "alias_id"], name="user_alias_store_alias_uniq")
+        ]
+        indexes = [models.Index(fields=["store", "user_id"], name="user_alias_store_user_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.alias_id} -> {self.user_id}"

@@ -27,3 +27,13 @@ class IngestResultSerializer(serializers.Serializer):
     duplicate = serializers.IntegerField()
     rejected = serializers.IntegerField()
     errors = RowErrorSerializer(many=True)
+
+
+class AliasInSerializer(serializers.Serializer):
+    alias_id = serializers.CharField(max_length=256)
+
+
+class AliasOutSerializer(serializers.Serializer):
+    user_id = serializers.CharField(help_text="the user the alias now belongs to")
+    alias_id = serializers.CharField()
+    created = serializers.BooleanField()

@@ -14,7 +14,7 @@ from django.db import IntegrityError, connection, transaction
 
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
-from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel
+from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel, UserAlias
 from tenants.models import Store
 
 EVENT_FIELDS = frozenset(
@@ -253,3 +253,36 @@ def _copy_rows(cursor: Any, table: str, rows: list[tuple]) -> None:
         write = copy.write_row
         for row in rows:
             write(row)
+
+
+def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, Any]:
+    """Make `alias_id` (an anonymous session, a device, a loyalty card) one shopper with `user_id`.
+    Idempotent; aliases stay one level deep (an alias of an alias points at the user). Events are not
+    rewritten: reads take the user's events and those of every alias, so nothing can slip between."""
+    try:
+        user_id = clean_string(user_id, "user_id", max_length=256)
+        alias_id = clean_string(alias_id, "alias_id", max_length=256)
+    except RowError as error:
+        raise ApiError(error.code, error.message, details={"field": error.field}) from error
+    if alias_id == user_id:
+        raise ApiError("alias_is_user", "an id cannot be an alias of itself")
+    with transaction.atomic():
+        # serialise links of one store, so that two links cannot make a cycle between them
+        Store.objects.select_for_update().filter(pk=store.pk).first()
+        canonical = (
+            UserAlias.objects.filter(store=store, alias_id=user_id).values_list("user_id", flat=True).first()
+            or user_id
+        )
+        if canonical == alias_id:
+            raise ApiError("alias_is_user", f"{user_id!r} is already an alias of {alias_id!r}")
+        existing = UserAlias.objects.filter(store=store, alias_id=alias_id).first()
+        if existing is not None:
+            if existing.user_id != canonical:
+                raise ApiError(
+                    "alias_taken", f"{alias_id!r} already belongs to another user", status_code=409
+                )
+            return {"user_id": canonical, "alias_id": alias_id, "created": False}
+        # the alias may have aliases of its own: they now belong to the user too
+        UserAlias.objects.filter(store=store, user_id=alias_id).update(user_id=canonical)
+        UserAlias.objects.create(store=store, alias_id=alias_id, user_id=canonical)
+    return {"user_id": canonical, "alias_id": alias_id, "created": True}

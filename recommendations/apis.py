@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from core.errors import ApiError
 from core.json import json_body
+from core.params import query_int
 from recommendations import schemas, selectors
 from recommendations.schemas import FILTER_PARAMETERS
 from recommendations.services import trained_model_activate, training_run_create
@@ -116,3 +117,27 @@ class ModelActivateApi(StoreScopedAPIView):
         trained_model_activate(store=self.store, version=version)
         models = {row["version"]: row for row in selectors.trained_model_list(store=self.store)}
         return Response(models[version])
+
+
+class RecentlyViewedApi(StoreScopedAPIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int)],
+        responses=schemas.RecommendationsSerializer,
+        summary="Products the user viewed, latest first (across their aliases)",
+    )
+    def get(self, request: Request, user_id: str) -> Response:
+        limit = query_int(request.query_params.get("limit"), "limit", low=1, high=100, default=10)
+        return Response(
+            selectors.recently_viewed_answer(store=self.store, user_id=user_id, limit=limit or 10)
+        )
+
+
+class BuyAgainApi(StoreScopedAPIView):
+    @extend_schema(
+        parameters=[OpenApiParameter("limit", int)],
+        responses=schemas.RecommendationsSerializer,
+        summary="Products the user buys on a cycle that are due now, most overdue first",
+    )
+    def get(self, request: Request, user_id: str) -> Response:
+        limit = query_int(request.query_params.get("limit"), "limit", low=1, high=100, default=10)
+        return Response(selectors.buy_again_answer(store=self.store, user_id=user_id, limit=limit or 10))

@@ -8,16 +8,19 @@ import threading
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 from django.db import connection
+from django.utils import timezone
 
 from core.errors import ApiError, NotFound
 from core.params import query_bool, query_float, query_int, query_text
 from events.models import EventType
+from events.selectors import buy_again, recently_viewed, user_history, user_identities
 from recommendations.artifacts import artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
 from recommendations.engine.recommender import history_row, score_histories
@@ -25,6 +28,9 @@ from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 
 HISTORY_LIMIT = 200
+SESSION_BOOST = 2.0  # events of the current session count twice
+RECENT_FOR_COMPLEMENTS = 20  # carts and purchases among the latest events pull in their complements
+COMPLEMENT_WEIGHT = 0.5
 CONTENT_WHEN_FEWER_THAN = 10  # collaborative neighbours; below this, related asks pgvector too
 CONTENT_NEIGHBOURS = 50
 CONTENT_WEIGHT = 0.5
@@ -369,16 +375,11 @@ def _event_weights(settings: StoreSettings) -> dict[int, float]:
     return {value: float(merged.get(label, 1.0)) for value, label in EventType.choices}
 
 
-def _user_history(store: Store, user_id: str) -> list[tuple[int, int]]:
-    """(product id, event type) of the user's latest events, oldest first, as stored right now."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT product_id, type FROM events_event WHERE store_id = %s AND user_id = %s "
-            "ORDER BY timestamp DESC, id DESC LIMIT %s",
-            [store.id, user_id, HISTORY_LIMIT],
-        )
-        rows = cursor.fetchall()
-    return rows[::-1]
+def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datetime]]:
+    """The user's latest events across their aliases, oldest first, as stored right now (two queries)."""
+    return user_history(
+        store=store, identities=user_identities(store=store, user_id=user_id), limit=HISTORY_LIMIT
+    )
 
 
 def _ranked_from_scores(
@@ -434,7 +435,7 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
     include_purchased = (
         settings.include_purchased if options.include_purchased is None else options.include_purchased
     )
-    purchased = {pid for pid, kind in history if kind == EventType.PURCHASE}
+    purchased = {event[0] for event in history if event[1] == EventType.PURCHASE}
     if not include_purchased and purchased:
         options.exclude |= set(_external_ids(store, sorted(purchased)).values())
     if model is None or not history:
@@ -454,6 +455,34 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
                    model=model, source=model.source)  # fmt: skip
 
 
+def recently_viewed_answer(*, store: Store, user_id: str, limit: int) -> dict[str, Any]:
+    identities = user_identities(store=store, user_id=user_id)
+    viewed = recently_viewed(store=store, identities=identities, limit=limit)
+    items = [
+        {
+            "id": item["id"],
+            "score": round(1.0 / (rank + 1), 6),
+            "reason": f"viewed {item['last_seen']:%Y-%m-%d %H:%M}",
+        }
+        for rank, item in enumerate(viewed)
+    ]
+    return {"recommendation_id": uuid.uuid4().hex, "source": "history:recently-viewed", "items": items}
+
+
+def buy_again_answer(*, store: Store, user_id: str, limit: int) -> dict[str, Any]:
+    identities = user_identities(store=store, user_id=user_id)
+    due = buy_again(store=store, identities=identities, limit=limit, now=timezone.now())
+    items = [
+        {
+            "id": item["id"],
+            "score": item["score"],
+            "reason": f"you buy it about every {item['cycle_days']:g} days",
+        }
+        for item in due
+    ]
+    return {"recommendation_id": uuid.uuid4().hex, "source": "history:buy-again", "items": items}
+
+
 def _personal_scores(
     settings: StoreSettings, model: ServingModel, history: list[tuple[int, int]], *, include_purchased: bool
 ) -> tuple[np.ndarray, sp.csr_matrix] | None:
@@ -462,8 +491,14 @@ def _personal_scores(
     if not history:
         return None
     weights = _event_weights(settings)
-    positions = model.products.positions(np.array([pid for pid, _ in history], dtype=np.int64))
-    event_weights = np.array([weights.get(kind, 1.0) for _, kind in history], dtype=np.float32)
+    positions = model.products.positions(np.array([event[0] for event in history], dtype=np.int64))
+    event_weights = np.array([weights.get(event[1], 1.0) for event in history], dtype=np.float32)
+    # the shopper's current session (that of the latest event) weighs more than older visits
+    current_session = history[-1][2]
+    if current_session:
+        event_weights *= np.array(
+            [SESSION_BOOST if event[2] == current_session else 1.0 for event in history]
+        )
     known = (positions >= 0) & (event_weights > 0)
     if not known.any():
         return None
@@ -477,6 +512,17 @@ def _personal_scores(
         repeat_weight=float(parameters.get("repeat_weight", 0.0)) if include_purchased else 0.0,
         popularity_weight=float(parameters.get("popularity_weight", 0.01)),
     )[0]  # fmt: skip
+    # what is in the cart (or was just bought) steers its complements into the answer
+    recent = history[-RECENT_FOR_COMPLEMENTS:]
+    carted = [
+        int(position)
+        for event, position in zip(recent, positions[-len(recent) :], strict=True)
+        if event[1] in (EventType.ADD_TO_CART, EventType.PURCHASE) and position >= 0
+    ]
+    if carted:
+        complements = np.asarray(model.together[carted].sum(axis=0)).ravel()
+        if complements.max(initial=0) > 0:
+            scores = scores + COMPLEMENT_WEIGHT * complements / complements.max()
     return scores, row
 
 

@@ -119,6 +119,8 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
             [store.id],
         )
         rows = cursor.fetchall()
+        cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store.id])
+        canonical = dict(cursor.fetchall())
         cursor.execute(
             "SELECT id, title, description, category_path, brand, attributes FROM catalog_product "
             "WHERE store_id = %s AND is_active ORDER BY id",
@@ -130,6 +132,8 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         users_raw, products_raw, types_raw, times_raw, sessions_raw = zip(*rows, strict=True)
     else:
         users_raw, products_raw, types_raw, times_raw, sessions_raw = (), (), (), (), ()
+    if canonical:  # events sent under an alias belong to its user
+        users_raw = tuple(canonical.get(user, user) for user in users_raw)
     products = np.array(products_raw, dtype=np.int64)
     types = np.array(types_raw, dtype=np.int64)
     times = np.array(times_raw, dtype=np.float64)

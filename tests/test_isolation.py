@@ -10,7 +10,7 @@ import pytest
 from django.urls import URLPattern, URLResolver, get_resolver
 
 from catalog.models import Product
-from events.models import Event
+from events.models import Event, UserAlias
 from recommendations.models import TrainedModel, TrainingRun
 from tenants.authentication import StoreScopedAPIView
 from tenants.models import StoreSettings
@@ -59,6 +59,13 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
         ("POST", f"/api/v1/users/{SENTINEL}/rank", {"product_ids": ["victim"]}, 200)
     ],
     "api/v1/trending": [("GET", "/api/v1/trending", None, 200)],
+    "api/v1/users/<str:user_id>/recently-viewed": [
+        ("GET", f"/api/v1/users/{SENTINEL}/recently-viewed", None, 200)
+    ],
+    "api/v1/users/<str:user_id>/buy-again": [("GET", f"/api/v1/users/{SENTINEL}/buy-again", None, 200)],
+    "api/v1/users/<str:user_id>/aliases": [
+        ("POST", "/api/v1/users/their-user/aliases", {"alias_id": "their-card"}, 201)
+    ],
     "api/v1/training-runs": [("POST", "/api/v1/training-runs", None, 202)],
     "api/v1/training-runs/<int:run_id>": [("GET", "/api/v1/training-runs/{run_id}", None, 404)],
     "api/v1/models": [("GET", "/api/v1/models", None, 200)],
@@ -86,6 +93,7 @@ def victim(api, store):
     )
     TrainedModel.objects.create(store=store, version=2, metrics={"note": SENTINEL}, artifact=b"")
     TrainingRun.objects.create(store=store, status="succeeded", message=SENTINEL)
+    UserAlias.objects.create(store=store, alias_id="their-card", user_id=SENTINEL)
     return store
 
 
@@ -105,6 +113,7 @@ def snapshot(store) -> tuple:
             TrainedModel.objects.filter(store=store).order_by("version").values_list("version", "is_active")
         ),
         list(TrainingRun.objects.filter(store=store).values_list("id", "status")),
+        list(UserAlias.objects.filter(store=store).values_list("alias_id", "user_id")),
     )
 
 
@@ -117,7 +126,10 @@ def test_other_store_cannot_see_or_change(victim, other_api, method, path, body,
     response = other_api.request(method, path, body)
     assert response.status_code == expected
     assert SENTINEL not in response.content.decode()
-    if method == "GET" and path in {"/api/v1/products", "/api/v1/models", "/api/v1/trending"}:
+    if method == "GET" and (
+        path in {"/api/v1/products", "/api/v1/models", "/api/v1/trending"}
+        or path.startswith("/api/v1/users/")
+    ):
         assert response.json()["items"] == []
     assert snapshot(victim) == before
 

@@ -1,0 +1,97 @@
+"""Reads of shopper histories, across the user's aliases."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+
+from events.models import EventType
+from tenants.models import Store
+
+
+def user_identities(*, store: Store, user_id: str) -> list[str]:
+    """The user's own id first (an alias resolves to its user), then every alias: one query."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH canonical AS (
+                SELECT coalesce(
+                    (SELECT user_id FROM events_useralias WHERE store_id = %s AND alias_id = %s), %s
+                ) AS id
+            )
+            SELECT canonical.id, coalesce(array_agg(a.alias_id) FILTER (WHERE a.alias_id IS NOT NULL), '{}')
+            FROM canonical LEFT JOIN events_useralias AS a ON a.store_id = %s AND a.user_id = canonical.id
+            GROUP BY canonical.id
+            """,
+            [store.id, user_id, user_id, store.id],
+        )
+        canonical, aliases = cursor.fetchone()
+    return [canonical, *aliases]
+
+
+def user_history(*, store: Store, identities: list[str], limit: int) -> list[tuple[int, int, str, datetime]]:
+    """(product id, event type, session id, time) of the latest events, oldest first, as stored now."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT product_id, type, session_id, timestamp FROM events_event "
+            "WHERE store_id = %s AND user_id = ANY(%s) ORDER BY timestamp DESC, id DESC LIMIT %s",
+            [store.id, identities, limit],
+        )
+        rows = cursor.fetchall()
+    return rows[::-1]
+
+
+def recently_viewed(*, store: Store, identities: list[str], limit: int) -> list[dict[str, Any]]:
+    """Distinct active products the user viewed or clicked, latest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT p.external_id, v.last_seen FROM (
+                SELECT product_id, max(timestamp) AS last_seen FROM (
+                    SELECT product_id, timestamp FROM events_event
+                    WHERE store_id = %s AND user_id = ANY(%s) AND type = ANY(%s)
+                    ORDER BY timestamp DESC LIMIT 500
+                ) AS latest GROUP BY product_id
+            ) AS v JOIN catalog_product AS p ON p.store_id = %s AND p.id = v.product_id AND p.is_active
+            ORDER BY v.last_seen DESC LIMIT %s
+            """,
+            [store.id, identities, [EventType.VIEW, EventType.CLICK], store.id, limit],
+        )
+        return [{"id": external_id, "last_seen": seen} for external_id, seen in cursor.fetchall()]
+
+
+def buy_again(*, store: Store, identities: list[str], limit: int, now: datetime) -> list[dict[str, Any]]:
+    """Products the user buys on a cycle (two purchases or more), due now: the time since the last
+    purchase is at least 80% of the user's mean interval for that product; most overdue first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH purchases AS (
+                SELECT product_id, count(DISTINCT date_trunc('day', timestamp)) AS days,
+                       min(timestamp) AS first_at, max(timestamp) AS last_at
+                FROM events_event
+                WHERE store_id = %s AND user_id = ANY(%s) AND type = %s
+                GROUP BY product_id
+            )
+            SELECT p.external_id, c.last_at,
+                   extract(epoch FROM (c.last_at - c.first_at)) / (c.days - 1) AS cycle_seconds
+            FROM purchases AS c
+            JOIN catalog_product AS p ON p.store_id = %s AND p.id = c.product_id AND p.is_active
+            WHERE c.days >= 2
+            """,
+            [store.id, identities, EventType.PURCHASE, store.id],
+        )
+        rows = cursor.fetchall()
+    due = []
+    for external_id, last_at, cycle_seconds in rows:
+        cycle = float(cycle_seconds or 0)
+        if cycle <= 0:
+            continue
+        overdue = (now - last_at).total_seconds() / cycle
+        if overdue >= 0.8:
+            due.append({"id": external_id, "score": round(overdue, 4), "cycle_days": round(cycle / 86400, 2),
+                        "last_purchase": last_at})  # fmt: skip
+    due.sort(key=lambda item: -item["score"])
+    return due[:limit]

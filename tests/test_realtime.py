@@ -1,0 +1,115 @@
+"""Real-time personalisation: aliases merge histories, recently viewed, buy again, the current session and
+the cart steer the answer, and a recommendation request makes a small, bounded number of queries."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from events.models import UserAlias
+from tests.test_recommendations import ids, trained  # noqa: F401 - the fixture
+
+
+def test_alias_merges_histories(trained, api, store):  # noqa: F811
+    api.post("/api/v1/events", {"user_id": "anon-1", "product_id": "p6", "type": "view", "channel": "app"})
+    assert api.get("/api/v1/users/alice/recommendations").json()["source"].startswith("trending")
+    # when the anonymous session logs in as alice
+    response = api.post("/api/v1/users/alice/aliases", {"alias_id": "anon-1"})
+    assert response.status_code == 201
+    assert response.json() == {"user_id": "alice", "alias_id": "anon-1", "created": True}
+    # then alice's answers use what she did anonymously, and so do the alias's
+    assert ids(api.get("/api/v1/users/alice/recommendations", limit=1)) == ["p7"]
+    assert ids(api.get("/api/v1/users/anon-1/recommendations", limit=1)) == ["p7"]
+    assert ids(api.get("/api/v1/users/alice/recently-viewed")) == ["p6"]
+    # an in-store purchase on her loyalty card joins too, and events sent later under an alias count
+    api.post("/api/v1/users/alice/aliases", {"alias_id": "card-9"})
+    api.post(
+        "/api/v1/events", {"user_id": "card-9", "product_id": "p10", "type": "view", "channel": "in_store"}
+    )
+    assert ids(api.get("/api/v1/users/alice/recommendations", limit=1)) == ["p11"]
+
+
+def test_alias_linking_is_idempotent_and_guarded(trained, api, store):  # noqa: F811
+    assert api.post("/api/v1/users/alice/aliases", {"alias_id": "anon-1"}).status_code == 201
+    again = api.post("/api/v1/users/alice/aliases", {"alias_id": "anon-1"})
+    assert again.status_code == 200 and again.json()["created"] is False
+    taken = api.post("/api/v1/users/bob/aliases", {"alias_id": "anon-1"})
+    assert taken.status_code == 409 and taken.json()["code"] == "alias_taken"
+    # linking to an alias links to its user; an alias with aliases brings them along
+    assert api.post("/api/v1/users/anon-1/aliases", {"alias_id": "anon-2"}).json()["user_id"] == "alice"
+    api.post("/api/v1/users/carol-device/aliases", {"alias_id": "carol-tab"})
+    api.post("/api/v1/users/carol/aliases", {"alias_id": "carol-device"})
+    assert dict(UserAlias.objects.filter(store=store).values_list("alias_id", "user_id")) == {
+        "anon-1": "alice", "anon-2": "alice", "carol-device": "carol", "carol-tab": "carol",
+    }  # fmt: skip
+    assert api.post("/api/v1/users/alice/aliases", {"alias_id": "alice"}).json()["code"] == "alias_is_user"
+    assert api.post("/api/v1/users/alice/aliases", {"alias_id": ""}).status_code == 400
+    assert api.post("/api/v1/users/alice/aliases", {"alias_id": "anon-1", "x": 1}).status_code == 200
+
+
+def test_recently_viewed_is_distinct_latest_first_and_active_only(trained, api):  # noqa: F811
+    now = datetime.now(tz=UTC)
+    viewed = [("p1", 50), ("p2", 40), ("p1", 30), ("p3", 20)]
+    api.post("/api/v1/events", [
+        {"user_id": "v", "product_id": p, "type": "view", "timestamp": str(now - timedelta(minutes=m))}
+        for p, m in viewed
+    ])  # fmt: skip
+    api.post("/api/v1/events", {"user_id": "v", "product_id": "p9", "type": "purchase"})
+    assert ids(api.get("/api/v1/users/v/recently-viewed")) == ["p3", "p1", "p2"]
+    api.delete("/api/v1/products/p1")
+    assert ids(api.get("/api/v1/users/v/recently-viewed", limit=1)) == ["p3"]
+    assert api.get("/api/v1/users/v/recently-viewed", limit=0).status_code == 400
+
+
+def test_buy_again_lists_items_due_on_their_cycle(trained, api):  # noqa: F811
+    now = datetime.now(tz=UTC)
+    purchases = [("p3", 30), ("p3", 20), ("p3", 10), ("p4", 10), ("p4", 1), ("p5", 5)]
+    api.post("/api/v1/events", [
+        {"user_id": "b", "product_id": p, "type": "purchase", "timestamp": str(now - timedelta(days=d))}
+        for p, d in purchases
+    ])  # fmt: skip
+    body = api.get("/api/v1/users/b/buy-again").json()
+    # p3 every 10 days, last 10 days ago: due; p4 every 9 days, last yesterday: not yet; p5 bought once
+    assert [item["id"] for item in body["items"]] == ["p3"]
+    assert body["items"][0]["reason"] == "you buy it about every 10 days"
+    assert body["source"] == "history:buy-again"
+
+
+def test_the_cart_steers_complements_into_the_answer(trained, api):  # noqa: F811
+    api.post("/api/v1/events", {"user_id": "c", "product_id": "p12", "type": "view"})
+    before = ids(api.get("/api/v1/users/c/recommendations", limit=3))
+    api.post("/api/v1/events", {"user_id": "c", "product_id": "p4", "type": "add_to_cart"})
+    after = ids(api.get("/api/v1/users/c/recommendations", limit=3))
+    assert "p5" not in before
+    assert after[0] == "p5"  # bought together with what is in the cart
+
+
+def test_the_current_session_weighs_more(trained, api):  # noqa: F811
+    now = datetime.now(tz=UTC)
+    api.post("/api/v1/events", [
+        {"user_id": "s", "product_id": "p0", "type": "view", "session_id": "old",
+         "timestamp": (now - timedelta(minutes=3)).isoformat()},
+        {"user_id": "s", "product_id": "p10", "type": "view", "session_id": "old",
+         "timestamp": (now - timedelta(minutes=2)).isoformat()},
+        {"user_id": "s", "product_id": "p0", "type": "view", "session_id": "new",
+         "timestamp": (now - timedelta(minutes=1)).isoformat()},
+    ])  # fmt: skip
+    assert ids(api.get("/api/v1/users/s/recommendations", limit=1)) == ["p1"]
+
+
+def test_a_recommendation_request_makes_a_bounded_number_of_queries(trained, api):  # noqa: F811
+    api.post("/api/v1/events", [{"user_id": "q", "product_id": f"p{i}", "type": "view"} for i in range(8)])
+    api.post("/api/v1/events", {"user_id": "q", "product_id": "p9", "type": "purchase"})
+    api.get("/api/v1/users/q/recommendations")  # the model is loaded into this process once
+    for path in [
+        "/api/v1/users/q/recommendations?limit=20",
+        "/api/v1/users/q/recommendations?limit=5&category=Beta&max_per_category=1",
+        "/api/v1/products/p0/related",
+        "/api/v1/products/p4/complementary",
+        "/api/v1/trending?limit=50",
+    ]:
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get(path).status_code == 200
+        assert len(queries.captured_queries) <= 10, (path, [q["sql"][:80] for q in queries.captured_queries])
