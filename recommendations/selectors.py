@@ -28,6 +28,7 @@ from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 
 HISTORY_LIMIT = 200
+TOP_CANDIDATES = 5000
 SESSION_BOOST = 2.0  # events of the current session count twice
 RECENT_FOR_COMPLEMENTS = 20  # carts and purchases among the latest events pull in their complements
 COMPLEMENT_WEIGHT = 0.5
@@ -49,6 +50,11 @@ class ServingModel:
     together: sp.csr_matrix
     vectors: np.ndarray
     popularity: np.ndarray
+    popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        order = np.argsort(-self.popularity, kind="stable")
+        self.popularity_order = order[self.popularity[order] > 0][:TOP_CANDIDATES]
 
     @property
     def source(self) -> str:
@@ -168,6 +174,42 @@ class Candidate:
     reason: str
 
 
+class Ranked:
+    """Candidates in rank order as arrays; Candidate objects are made only for the slices looked at."""
+
+    def __init__(
+        self,
+        product_ids: np.ndarray,
+        scores: np.ndarray,
+        default_reason: str,
+        reasons: dict[int, str] | None = None,
+    ):
+        self.product_ids = np.asarray(product_ids, dtype=np.int64)
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.default_reason = default_reason
+        self.reasons = reasons or {}
+
+    @classmethod
+    def from_dict(cls, scores: dict[int, float], reasons: dict[int, str], default_reason: str) -> Ranked:
+        ordered = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+        return cls(
+            np.array([pid for pid, _ in ordered], dtype=np.int64),
+            np.array([score for _, score in ordered]),
+            default_reason,
+            reasons,
+        )
+
+    def __len__(self) -> int:
+        return len(self.product_ids)
+
+    def __getitem__(self, window: slice) -> list[Candidate]:
+        ids, scores = self.product_ids[window].tolist(), self.scores[window].tolist()
+        return [
+            Candidate(pid, score, self.reasons.get(pid, self.default_reason))
+            for pid, score in zip(ids, scores, strict=True)
+        ]
+
+
 @dataclass(frozen=True)
 class Hydrated:
     product_id: int
@@ -245,10 +287,11 @@ def _finish(
     store: Store,
     settings: StoreSettings,
     surface: str,
-    ranked: list[Candidate],
+    ranked: Ranked,
     options: Options,
     model: ServingModel | None,
     source: str,
+    explain: Any = None,
 ) -> dict[str, Any]:
     wanted = options.limit
     picked: list[Hydrated] = []
@@ -265,6 +308,14 @@ def _finish(
     picked = _boost(picked, settings.boosts or {})
     picked = _diversify(picked, options, model, wanted)
     picked = _pin(store, settings.pins or {}, surface, picked, options)[:wanted]
+    if explain is not None:  # reasons worked out for the few items answered, not every candidate
+        reasons = explain([item.product_id for item in picked])
+        picked = [
+            Hydrated(
+                i.product_id, i.external_id, i.category, i.brand, i.score, reasons.get(i.product_id, i.reason)
+            )
+            for i in picked
+        ]
     return {
         "recommendation_id": uuid.uuid4().hex,
         "source": source,
@@ -382,13 +433,15 @@ def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datet
     )
 
 
-def _ranked_from_scores(
-    model: ServingModel, scores: np.ndarray, reasons: dict[int, str], default: str
-) -> list[Candidate]:
-    candidates = np.flatnonzero(np.isfinite(scores) & (scores > 0))
-    order = candidates[np.argsort(-scores[candidates], kind="stable")][:5000]
-    ids = model.products.ids
-    return [Candidate(int(ids[i]), float(scores[i]), reasons.get(int(i), default)) for i in order]
+def _ranked_from_scores(model: ServingModel, scores: np.ndarray, default_reason: str) -> Ranked:
+    """The best TOP_CANDIDATES items by score (argpartition, then a sort of those only)."""
+    top = min(TOP_CANDIDATES, scores.size)
+    if top == 0:
+        return Ranked(np.zeros(0, np.int64), np.zeros(0), default_reason)
+    part = np.argpartition(-scores, top - 1)[:top]
+    part = part[np.isfinite(scores[part]) & (scores[part] > 0)]
+    order = part[np.argsort(-scores[part], kind="stable")]
+    return Ranked(model.products.ids[order], scores[order], default_reason)
 
 
 def trending(*, store: Store, options: Options) -> dict[str, Any]:
@@ -410,11 +463,9 @@ def _trending_candidates(
     store: Store, model: ServingModel | None, options: Options
 ) -> tuple[list[Candidate], str]:
     reason = f"trending in {options.category}" if options.category else "trending now"
-    if model is not None and model.popularity.size and model.popularity.max() > 0:
-        order = np.argsort(-model.popularity, kind="stable")
-        order = order[model.popularity[order] > 0][:20000]
-        ranked = [Candidate(int(model.products.ids[i]), float(model.popularity[i]), reason) for i in order]
-        return ranked, f"trending:{model.source}"
+    if model is not None and model.popularity_order.size:
+        order = model.popularity_order
+        return Ranked(model.products.ids[order], model.popularity[order], reason), f"trending:{model.source}"
     # no model yet: the last 30 days of events, counted in the database
     with connection.cursor() as cursor:
         cursor.execute(
@@ -425,7 +476,10 @@ def _trending_candidates(
         )
         rows = cursor.fetchall()
     top = rows[0][1] if rows else 1
-    return [Candidate(pid, count / top, "popular now") for pid, count in rows], "fallback:popularity"
+    ranked = Ranked(
+        np.array([r[0] for r in rows], np.int64), np.array([r[1] / top for r in rows]), "popular now"
+    )
+    return ranked, "fallback:popularity"
 
 
 def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
@@ -449,10 +503,10 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
         return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
                        model=model, source=f"{source} (history unknown to the model)")  # fmt: skip
     scores, row = personal
-    reasons = _because(store, model, row, scores)
-    ranked = _ranked_from_scores(model, scores, reasons, "popular with shoppers like you")
+    ranked = _ranked_from_scores(model, scores, "popular with shoppers like you")
     return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
-                   model=model, source=model.source)  # fmt: skip
+                   model=model, source=model.source,
+                   explain=lambda answered: _because(store, model, row, answered))  # fmt: skip
 
 
 def recently_viewed_answer(*, store: Store, user_id: str, limit: int) -> dict[str, Any]:
@@ -526,26 +580,26 @@ def _personal_scores(
     return scores, row
 
 
-def _because(
-    store: Store, model: ServingModel, row: sp.csr_matrix, scores: np.ndarray, top: int = 300
-) -> dict[int, str]:
-    """For the best-scored items, the history item that contributed most: "because you viewed X"."""
+def _because(store: Store, model: ServingModel, row: sp.csr_matrix, product_ids: list[int]) -> dict[int, str]:
+    """For the items answered, the history item that contributed most: "because you showed interest in X"."""
     history_positions = row.indices
-    if history_positions.size == 0:
+    positions = model.products.positions(np.array(product_ids, dtype=np.int64))
+    known = positions >= 0
+    if history_positions.size == 0 or not known.any():
         return {}
-    best = np.argsort(-scores, kind="stable")[:top]
-    contributions = model.neighbours[history_positions][:, best].toarray() * row.data[:, None]
+    # a few hundred history rows by a few answered columns: small and dense
+    contributions = model.neighbours[history_positions][:, positions[known]].toarray() * row.data[:, None]
     anchors = history_positions[contributions.argmax(axis=0)]
     has_anchor = contributions.max(axis=0) > 0
-    names = _external_ids(store, [int(model.products.ids[a]) for a in set(anchors[has_anchor].tolist())])
+    names = _external_ids(store, sorted({int(model.products.ids[a]) for a in anchors[has_anchor].tolist()}))
     out = {}
-    for item, anchor, ok in zip(best.tolist(), anchors.tolist(), has_anchor.tolist(), strict=True):
+    answered = np.array(product_ids, dtype=np.int64)[known].tolist()
+    for product_id, anchor, ok in zip(answered, anchors.tolist(), has_anchor.tolist(), strict=True):
         if ok:
-            out[item] = (
-                f"because you showed interest in {names.get(int(model.products.ids[anchor]), 'a product')}"
-            )
-    for position in history_positions.tolist():
-        out.setdefault(position, "you showed interest before")
+            name = names.get(int(model.products.ids[anchor]), "a product")
+            out[product_id] = f"because you showed interest in {name}"
+        elif product_id in set(model.products.ids[history_positions].tolist()):
+            out[product_id] = "you showed interest before"
     return out
 
 
@@ -572,20 +626,21 @@ def related(*, store: Store, external_id: str, options: Options) -> dict[str, An
             reasons.setdefault(product, f"similar to {external_id}")
     if not scores:
         return _category_fallback(store, settings, product_id, model, options, "related")
-    ordered = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
-    ranked = [Candidate(product, score, reasons[product]) for product, score in ordered]
+    ranked = Ranked.from_dict(scores, reasons, f"similar to {external_id}")
     return _finish(store=store, settings=settings, surface="related", ranked=ranked, options=options,
                    model=model, source=model.source)  # fmt: skip
 
 
 def _content_neighbours(store: Store, product_id: int, limit: int) -> list[tuple[int, float]]:
-    """Exact cosine search over the store's products (the store filter leads the scan)."""
+    """Exact cosine search over the store's products in the product's top category."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT p.id, 1 - (p.content_embedding <=> s.content_embedding) "
             "FROM catalog_product AS p, catalog_product AS s "
             "WHERE s.store_id = %s AND s.id = %s AND s.content_embedding IS NOT NULL "
             "AND p.store_id = %s AND p.is_active AND p.id <> s.id AND p.content_embedding IS NOT NULL "
+            # within the product's top category: the GIN index bounds the exact scan
+            "AND (cardinality(s.category_path) = 0 OR p.category_path @> s.category_path[1:1]) "
             "ORDER BY p.content_embedding <=> s.content_embedding LIMIT %s",
             [store.id, product_id, store.id, limit],
         )
@@ -617,7 +672,11 @@ def complementary(*, store: Store, external_id: str, options: Options) -> dict[s
     if not scores:
         return _category_fallback(store, settings, product_id, model, options, "complementary")
     source = model.source if len(together_scores) else f"{model.source} (sequences, no co-purchases yet)"
-    ranked = _ranked_dict(model, scores, reasons)
+    ranked = Ranked.from_dict(
+        {int(model.products.ids[i]): v for i, v in scores.items()},
+        {int(model.products.ids[i]): v for i, v in reasons.items()},
+        f"often chosen with {external_id}",
+    )
     return _finish(
         store=store,
         settings=settings,
@@ -634,11 +693,6 @@ def _row(matrix: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     start, end = matrix.indptr[row], matrix.indptr[row + 1]
     return matrix.indices[start:end], matrix.data[start:end]
-
-
-def _ranked_dict(model: ServingModel, scores: dict[int, float], reasons: dict[int, str]) -> list[Candidate]:
-    ordered = sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
-    return [Candidate(int(model.products.ids[i]), s, reasons[i]) for i, s in ordered]
 
 
 def _category_fallback(

@@ -1,0 +1,230 @@
+"""Serving latency and throughput through the production server.
+
+    python bench/serve.py [--products 100000] [--events 1000000] [--seconds 8] [--clients 1,8,32]
+
+Builds (once; reused on later runs) a store of 100k products and 1M events in the `recsys_bench`
+database, trains it, starts gunicorn with its real worker count, and drives each surface with 1, 8 and
+32 concurrent clients (client processes on the same machine, keep-alive connections). Prints p50, p95,
+p99 and requests/s per surface and concurrency, the time from posting an event to seeing it in the
+next answer, and writes a latency histogram to bench/out/serve-latency.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+os.environ.setdefault("RECSYS_DATABASE_NAME", "recsys_bench")
+os.environ.setdefault("LOG_LEVEL", "WARNING")
+OUT = ROOT / "bench" / "out"
+SLUG = "serve-bench"
+
+
+def prepare(products: int, events: int) -> tuple[str, int]:
+    """The bench store and a fresh API key; built and trained on the first run only."""
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from train import generated_events
+
+    from catalog.services import product_bulk_upsert
+    from events.services import event_ingest
+    from recommendations.models import TrainedModel, TrainingRun
+    from recommendations.services import training_run_execute
+    from tenants.models import Store
+    from tenants.services import api_key_issue, store_create
+
+    call_command("migrate", verbosity=0)
+    store = Store.objects.filter(slug=SLUG).first()
+    if store is None:
+        store, _ = store_create(slug=SLUG)
+        started = time.perf_counter()
+        catalog = [
+            {"id": f"P{i}", "title": f"product {i} of line {i % 500}", "category_path": [f"C{i // 500}"],
+             "brand": f"B{i % 50}", "price": 5 + i % 90, "in_stock": i % 17 != 0}
+            for i in range(products)
+        ]  # fmt: skip
+        for start in range(0, len(catalog), 10_000):
+            product_bulk_upsert(store=store, rows=catalog[start : start + 10_000])
+        generated = generated_events(events, products, users=events // 15)
+        for start in range(0, len(generated), 10_000):
+            event_ingest(store=store, payload=generated[start : start + 10_000])
+        print(f"built the store in {time.perf_counter() - started:.0f} s", flush=True)
+    if not TrainedModel.objects.filter(store=store, is_active=True).exists():
+        run = TrainingRun.objects.create(store=store, trigger="bench")
+        training_run_execute(run_id=run.id)
+    key = api_key_issue(store=store, name="bench").raw_key
+    return key, store.id
+
+
+def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at: float, queue) -> None:  # noqa: ANN001
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {key}"}
+    latencies = []
+    errors = 0
+    rng = np.random.default_rng(os.getpid())
+    while time.time() < start_at:
+        time.sleep(0.001)
+    deadline = start_at + seconds
+    while time.time() < deadline:
+        path = paths[int(rng.integers(len(paths)))]
+        began = time.perf_counter()
+        try:
+            conn.request("GET", path, headers=headers)
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                errors += 1
+        except (OSError, http.client.HTTPException):
+            errors += 1
+            conn.close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            continue
+        latencies.append(time.perf_counter() - began)
+    queue.put((latencies, errors))
+
+
+def drive(
+    port: int, key: str, paths: list[str], clients: int, seconds: float
+) -> tuple[np.ndarray, int, float]:
+    queue: multiprocessing.Queue = multiprocessing.Queue()
+    start_at = time.time() + 1.0
+    workers = [
+        multiprocessing.Process(target=client_loop, args=(port, key, paths, seconds, start_at, queue))
+        for _ in range(clients)
+    ]
+    for worker in workers:
+        worker.start()
+    results = [queue.get() for _ in workers]
+    for worker in workers:
+        worker.join()
+    latencies = np.concatenate([np.array(r[0]) for r in results]) if results else np.zeros(0)
+    return latencies, sum(r[1] for r in results), seconds
+
+
+def event_visibility(port: int, key: str, rounds: int = 20) -> list[float]:
+    """Seconds from posting a view to seeing its neighbour lead that user's next answer."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    seconds = []
+    for round_ in range(rounds):
+        user = f"visibility-{time.time_ns()}-{round_}"
+        item = f"P{(round_ * 997) % 1000}"
+        conn.request("GET", f"/api/v1/products/{item}/related?limit=1", headers=headers)
+        related = json.loads(conn.getresponse().read())["items"]
+        began = time.perf_counter()
+        body = json.dumps({"user_id": user, "product_id": item, "type": "view"})
+        conn.request("POST", "/api/v1/events", body=body, headers=headers)
+        conn.getresponse().read()
+        conn.request("GET", f"/api/v1/users/{user}/recommendations?limit=10", headers=headers)
+        answer = json.loads(conn.getresponse().read())
+        seconds.append(time.perf_counter() - began)
+        assert answer["source"].startswith("store-model"), answer["source"]
+        reasons = [i["reason"] for i in answer["items"]]
+        assert any(item in reason for reason in reasons), f"the event was not reflected: {reasons}"
+        del related
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2)
+    args = parser.parse_args()
+    key, _ = prepare(args.products, args.events)
+
+    import subprocess
+
+    from ingest import free_port, wait_healthy
+
+    port = free_port()
+    env = {**os.environ}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
+         "--workers", str(args.workers), "--worker-class", "gthread", "--threads", "4",
+         "--keep-alive", "30", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    rows = []
+    histograms = {}
+    try:
+        wait_healthy(port)
+        rng = np.random.default_rng(1)
+        users = [f"U{u}" for u in rng.integers(0, args.events // 15, size=500)]
+        items = [f"P{i}" for i in rng.zipf(1.3, size=500) % args.products]
+        surfaces = {
+            "for-user": [f"/api/v1/users/{u}/recommendations?limit=10" for u in users],
+            "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
+            "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
+            "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
+        }
+        for paths in surfaces.values():  # every gunicorn worker loads the model before the clock starts
+            drive(port, key, paths[:50], clients=args.workers * 2, seconds=1.0)
+        print(f"machine: {os.cpu_count()} cores; gunicorn {args.workers} workers x 4 threads; "
+              f"{args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
+        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+        print(f"{'surface':<14} " + " ".join(f"{name:>7}" for name in header))
+        for name, paths in surfaces.items():
+            for clients in [int(c) for c in args.clients.split(",")]:
+                latencies, errors, seconds = drive(port, key, paths, clients, args.seconds)
+                ms = latencies * 1000
+                row = {
+                    "surface": name, "clients": clients, "rps": round(len(latencies) / seconds),
+                    **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
+                    "errors": errors,
+                }  # fmt: skip
+                rows.append(row)
+                if clients == 8:
+                    histograms[name] = ms
+                print(f"{name:<14} {clients:>7} {row['rps']:>8} {row['p50_ms']:>7} {row['p95_ms']:>7} "
+                      f"{row['p99_ms']:>7} {errors:>6}", flush=True)  # fmt: skip
+        visible = np.array(event_visibility(port, key)) * 1000
+        print(f"event -> next answer: median {np.median(visible):.1f} ms, max {visible.max():.1f} ms "
+              f"(POST the event, then GET: reflected every time)")  # fmt: skip
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "serve.json").write_text(json.dumps(rows, indent=2))
+    plot(histograms)
+
+
+def plot(histograms: dict[str, np.ndarray]) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    figure, axis = plt.subplots(figsize=(8, 4))
+    for name, ms in histograms.items():
+        axis.hist(np.clip(ms, 0, 50), bins=100, histtype="step", label=name)
+    axis.set_xlabel("latency (ms, clipped at 50)")
+    axis.set_ylabel("requests")
+    axis.set_title("latency at 8 concurrent clients")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(OUT / "serve-latency.png", dpi=110)
+
+
+if __name__ == "__main__":
+    main()
