@@ -122,9 +122,13 @@ def event_visibility(port: int, key: str, rounds: int = 20) -> list[float]:
     seconds = []
     for round_ in range(rounds):
         user = f"visibility-{time.time_ns()}-{round_}"
-        item = f"P{(round_ * 997) % 1000}"
-        conn.request("GET", f"/api/v1/products/{item}/related?limit=1", headers=headers)
-        related = json.loads(conn.getresponse().read())["items"]
+        item, related = "", []
+        for candidate in range(round_ * 50, round_ * 50 + 50):  # a product that has neighbours
+            item = f"P{candidate}"
+            conn.request("GET", f"/api/v1/products/{item}/related?limit=1", headers=headers)
+            related = json.loads(conn.getresponse().read())["items"]
+            if related and "similar" not in related[0]["reason"]:
+                break
         began = time.perf_counter()
         body = json.dumps({"user_id": user, "product_id": item, "type": "view"})
         conn.request("POST", "/api/v1/events", body=body, headers=headers)

@@ -20,7 +20,7 @@ def artifact_dump(arrays: dict[str, np.ndarray | sp.spmatrix]) -> bytes:
         else:
             flat[name] = np.asarray(value)
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **flat)
+    np.savez(buffer, **flat)  # uncompressed: every serving process loads it, and loading must be quick
     return buffer.getvalue()
 
 

@@ -26,6 +26,7 @@ from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
 from recommendations.engine.recommender import history_row, score_histories
 from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
+from tenants.selectors import store_settings_get
 
 HISTORY_LIMIT = 200
 TOP_CANDIDATES = 5000
@@ -135,12 +136,13 @@ class Options:
     include_purchased: bool | None = None
     max_per_category: int | None = None
     diversity: float = 0.0  # maximal marginal relevance: 0 is off, 1 is all diversity
+    settings: StoreSettings | None = None  # the store's, read once per request
 
 
 def options_from_query(query: Any, settings: StoreSettings) -> Options:
     merged = {**(settings.default_filters or {}), **(settings.diversity or {})}
     merged.update({key: query.get(key) for key in query})
-    options = Options()
+    options = Options(settings=settings)
     options.limit = query_int(merged.get("limit"), "limit", low=1, high=MAX_LIMIT, default=10) or 10
     options.category = query_text(merged.get("category"), "category")
     options.brand = query_text(merged.get("brand"), "brand")
@@ -445,7 +447,7 @@ def _ranked_from_scores(model: ServingModel, scores: np.ndarray, default_reason:
 
 
 def trending(*, store: Store, options: Options) -> dict[str, Any]:
-    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    settings = options.settings or store_settings_get(store=store)
     model = active_model_get(store=store)
     ranked, source = _trending_candidates(store, model, options)
     return _finish(
@@ -483,7 +485,7 @@ def _trending_candidates(
 
 
 def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
-    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    settings = options.settings or store_settings_get(store=store)
     model = active_model_get(store=store)
     history = _user_history(store, user_id)
     include_purchased = (
@@ -604,7 +606,7 @@ def _because(store: Store, model: ServingModel, row: sp.csr_matrix, product_ids:
 
 
 def related(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
-    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    settings = options.settings or store_settings_get(store=store)
     product_id = _product_internal_id(store, external_id)
     options.exclude.add(external_id)
     model = active_model_get(store=store)
@@ -648,7 +650,7 @@ def _content_neighbours(store: Store, product_id: int, limit: int) -> list[tuple
 
 
 def complementary(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
-    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    settings = options.settings or store_settings_get(store=store)
     product_id = _product_internal_id(store, external_id)
     options.exclude.add(external_id)
     model = active_model_get(store=store)
@@ -734,7 +736,7 @@ def rank(*, store: Store, user_id: str, product_ids: Any) -> dict[str, Any]:
         )
         found = dict(cursor.fetchall())
     unknown = [pid for pid in wanted if pid not in found]
-    settings = StoreSettings.objects.get_or_create(store=store)[0]
+    settings = store_settings_get(store=store)
     model = active_model_get(store=store)
     scores, reason = None, "kept in the given order"
     source = "fallback:input order (no model yet)"
