@@ -25,6 +25,7 @@ from recommendations.artifacts import artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
 from recommendations.engine.recommender import history_row, score_histories
 from recommendations.models import ModelKind, TrainedModel, TrainingRun
+from recommendations.services import CATEGORY_SEPARATOR
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
 
@@ -51,11 +52,27 @@ class ServingModel:
     together: sp.csr_matrix
     vectors: np.ndarray
     popularity: np.ndarray
+    category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    category_items: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         order = np.argsort(-self.popularity, kind="stable")
-        self.popularity_order = order[self.popularity[order] > 0][:TOP_CANDIDATES]
+        self.popularity_order = order[self.popularity[order] > 0]
+        # category level -> its items, so that a category's trending is a numpy mask, not SQL round trips
+        members: dict[str, list[int]] = {}
+        for index, path in enumerate(self.category_paths.tolist()):
+            for level in path.split(CATEGORY_SEPARATOR) if path else ():
+                members.setdefault(level, []).append(index)
+        self.category_items = {level: np.array(items, dtype=np.int64) for level, items in members.items()}
+
+    def trending_order(self, category: str | None) -> np.ndarray:
+        if not category or not self.category_items:  # (an artifact without category paths: SQL filters)
+            return self.popularity_order[:TOP_CANDIDATES]
+        items = self.category_items.get(category)
+        if items is None:
+            return np.zeros(0, np.int64)
+        return self.popularity_order[np.isin(self.popularity_order, items)][:TOP_CANDIDATES]
 
     @property
     def source(self) -> str:
@@ -71,6 +88,7 @@ class ServingModel:
             together=arrays["together"],
             vectors=np.asarray(arrays["vectors"], dtype=np.float32),
             popularity=np.asarray(arrays["popularity"]),
+            category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
         )  # fmt: skip
 
 
@@ -466,7 +484,7 @@ def _trending_candidates(
 ) -> tuple[list[Candidate], str]:
     reason = f"trending in {options.category}" if options.category else "trending now"
     if model is not None and model.popularity_order.size:
-        order = model.popularity_order
+        order = model.trending_order(options.category)
         return Ranked(model.products.ids[order], model.popularity[order], reason), f"trending:{model.source}"
     # no model yet: the last 30 days of events, counted in the database
     with connection.cursor() as cursor:
@@ -634,19 +652,29 @@ def related(*, store: Store, external_id: str, options: Options) -> dict[str, An
 
 
 def _content_neighbours(store: Store, product_id: int, limit: int) -> list[tuple[int, float]]:
-    """Exact cosine search over the store's products in the product's top category."""
+    """Exact cosine search over the store's products in the product's top category (two queries: the
+    category first, so that the GIN index on category_path bounds the scan)."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT p.id, 1 - (p.content_embedding <=> s.content_embedding) "
-            "FROM catalog_product AS p, catalog_product AS s "
-            "WHERE s.store_id = %s AND s.id = %s AND s.content_embedding IS NOT NULL "
-            "AND p.store_id = %s AND p.is_active AND p.id <> s.id AND p.content_embedding IS NOT NULL "
-            # within the product's top category: the GIN index bounds the exact scan
-            "AND (cardinality(s.category_path) = 0 OR p.category_path @> s.category_path[1:1]) "
-            "ORDER BY p.content_embedding <=> s.content_embedding LIMIT %s",
-            [store.id, product_id, store.id, limit],
+            "SELECT category_path[1], content_embedding IS NOT NULL FROM catalog_product "
+            "WHERE store_id = %s AND id = %s",
+            [store.id, product_id],
         )
-        return [(row[0], float(row[1])) for row in cursor.fetchall() if row[1] > 0]
+        row = cursor.fetchone()
+        if row is None or not row[1]:
+            return []
+        category = row[0]
+        in_category = "AND p.category_path @> ARRAY[%s]::varchar[] " if category else ""
+        cursor.execute(
+            "WITH source AS "
+            "(SELECT content_embedding AS v FROM catalog_product WHERE store_id = %s AND id = %s) "
+            "SELECT p.id, 1 - (p.content_embedding <=> source.v) FROM catalog_product AS p, source "
+            "WHERE p.store_id = %s AND p.is_active AND p.id <> %s AND p.content_embedding IS NOT NULL "
+            + in_category
+            + "ORDER BY p.content_embedding <=> source.v LIMIT %s",
+            [store.id, product_id, store.id, product_id, *([category] if category else []), limit],
+        )
+        return [(pid, float(similarity)) for pid, similarity in cursor.fetchall() if similarity > 0]
 
 
 def complementary(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:

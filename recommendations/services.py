@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 CLEARLY_WORSE = 0.8
 MIN_USERS_TO_COMPARE = 30
 TRENDING_HALF_LIFE_DAYS = 7.0
+CATEGORY_SEPARATOR = "\x1f"
 INTERACTION_HALF_LIFE_DAYS = 180.0  # co-occurrence: an event half a year old counts half
 EVALUATION_USERS = 5000  # a fixed-seed sample of the hold-out's shoppers
 TUNING_USERS = 2000
@@ -105,6 +106,7 @@ class TrainingData:
     interactions: Any
     documents: list[str]
     n_events: int
+    category_paths: np.ndarray  # per product, its category path joined by CATEGORY_SEPARATOR
 
 
 def _load(store: Store, settings: StoreSettings) -> TrainingData:
@@ -158,7 +160,9 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         for row in catalog
     }
     documents = [documents_by_id.get(int(pid), "") for pid in product_index.ids]
-    return TrainingData(product_index, user_index, interactions, documents, len(rows))
+    paths_by_id = {row[0]: CATEGORY_SEPARATOR.join(row[3] or []) for row in catalog}
+    category_paths = np.array([paths_by_id.get(int(pid), "") for pid in product_index.ids], dtype=str)
+    return TrainingData(product_index, user_index, interactions, documents, len(rows), category_paths)
 
 
 class _PhaseClock:
@@ -251,6 +255,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             "together": together.lift_,
             "vectors": vectors.astype(np.float16),
             "popularity": model.popularity_,
+            "category_paths": data.category_paths,
         }
     )
     clock.lap("content")
