@@ -32,7 +32,7 @@ OUT = ROOT / "bench" / "out"
 SLUG = "serve-bench"
 
 
-def prepare(products: int, events: int) -> tuple[str, int]:
+def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
     """The bench store and a fresh API key; built and trained on the first run only."""
     import django
 
@@ -63,7 +63,7 @@ def prepare(products: int, events: int) -> tuple[str, int]:
         for start in range(0, len(generated), 10_000):
             event_ingest(store=store, payload=generated[start : start + 10_000])
         print(f"built the store in {time.perf_counter() - started:.0f} s", flush=True)
-    if not TrainedModel.objects.filter(store=store, is_active=True).exists():
+    if retrain or not TrainedModel.objects.filter(store=store, is_active=True).exists():
         run = TrainingRun.objects.create(store=store, trigger="bench")
         training_run_execute(run_id=run.id)
     key = api_key_issue(store=store, name="bench").raw_key
@@ -152,8 +152,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2)
+    parser.add_argument("--retrain", action="store_true", help="train a new version of the bench store first")
     args = parser.parse_args()
-    key, _ = prepare(args.products, args.events)
+    key, _ = prepare(args.products, args.events, args.retrain)
 
     import subprocess
 
