@@ -31,13 +31,29 @@ def user_identities(*, store: Store, user_id: str) -> list[str]:
     return [canonical, *aliases]
 
 
-def user_history(*, store: Store, identities: list[str], limit: int) -> list[tuple[int, int, str, datetime]]:
-    """(product id, event type, session id, time) of the latest events, oldest first, as stored now."""
+def user_history(*, store: Store, user_id: str, limit: int) -> list[tuple[int, int, str, datetime, str]]:
+    """(product id, event type, session id, time, product external id) of the user's latest events
+    across their aliases, oldest first, as stored now: one query."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT product_id, type, session_id, timestamp FROM events_event "
-            "WHERE store_id = %s AND user_id = ANY(%s) ORDER BY timestamp DESC, id DESC LIMIT %s",
-            [store.id, identities, limit],
+            """
+            WITH canonical AS (
+                SELECT coalesce(
+                    (SELECT user_id FROM events_useralias WHERE store_id = %s AND alias_id = %s), %s
+                ) AS id
+            ), identities AS (
+                SELECT id FROM canonical
+                UNION ALL
+                SELECT a.alias_id FROM events_useralias AS a, canonical
+                WHERE a.store_id = %s AND a.user_id = canonical.id
+            )
+            SELECT e.product_id, e.type, e.session_id, e.timestamp, coalesce(p.external_id, '')
+            FROM events_event AS e
+            LEFT JOIN catalog_product AS p ON p.store_id = e.store_id AND p.id = e.product_id
+            WHERE e.store_id = %s AND e.user_id = ANY(ARRAY(SELECT id FROM identities))
+            ORDER BY e.timestamp DESC, e.id DESC LIMIT %s
+            """,
+            [store.id, user_id, user_id, store.id, store.id, limit],
         )
         rows = cursor.fetchall()
     return rows[::-1]

@@ -155,6 +155,7 @@ class Options:
     max_per_category: int | None = None
     diversity: float = 0.0  # maximal marginal relevance: 0 is off, 1 is all diversity
     settings: StoreSettings | None = None  # the store's, read once per request
+    exclude_product_ids: set[int] = field(default_factory=set)  # internal ids (purchased items)
 
 
 def options_from_query(query: Any, settings: StoreSettings) -> Options:
@@ -264,6 +265,9 @@ def _hydrate(store: Store, candidates: list[Candidate], options: Options) -> lis
     if options.exclude:
         clauses.append("NOT (external_id = ANY(%s))")
         params.append(list(options.exclude))
+    if options.exclude_product_ids:
+        clauses.append("NOT (id = ANY(%s))")
+        params.append(sorted(options.exclude_product_ids))
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT id, external_id, coalesce(category_path[1], ''), brand FROM catalog_product "
@@ -277,17 +281,6 @@ def _hydrate(store: Store, candidates: list[Candidate], options: Options) -> lis
         if row is not None:
             out.append(Hydrated(row[0], row[1], row[2], row[3], candidate.score, candidate.reason))
     return out
-
-
-def _external_ids(store: Store, product_ids: list[int]) -> dict[int, str]:
-    if not product_ids:
-        return {}
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT id, external_id FROM catalog_product WHERE store_id = %s AND id = ANY(%s)",
-            [store.id, product_ids],
-        )
-        return dict(cursor.fetchall())
 
 
 def _product_internal_id(store: Store, external_id: str) -> int:
@@ -446,11 +439,9 @@ def _event_weights(settings: StoreSettings) -> dict[int, float]:
     return {value: float(merged.get(label, 1.0)) for value, label in EventType.choices}
 
 
-def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datetime]]:
+def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datetime, str]]:
     """The user's latest events across their aliases, oldest first, as stored right now (two queries)."""
-    return user_history(
-        store=store, identities=user_identities(store=store, user_id=user_id), limit=HISTORY_LIMIT
-    )
+    return user_history(store=store, user_id=user_id, limit=HISTORY_LIMIT)
 
 
 def _ranked_from_scores(model: ServingModel, scores: np.ndarray, default_reason: str) -> Ranked:
@@ -511,7 +502,7 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
     )
     purchased = {event[0] for event in history if event[1] == EventType.PURCHASE}
     if not include_purchased and purchased:
-        options.exclude |= set(_external_ids(store, sorted(purchased)).values())
+        options.exclude_product_ids |= purchased
     if model is None or not history:
         ranked, source = _trending_candidates(store, model, options)
         why = "no model yet" if model is None else "unknown user"
@@ -523,10 +514,11 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
         return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
                        model=model, source=f"{source} (history unknown to the model)")  # fmt: skip
     scores, row = personal
+    names = {event[0]: event[4] for event in history}
     ranked = _ranked_from_scores(model, scores, "popular with shoppers like you")
     return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
                    model=model, source=model.source,
-                   explain=lambda answered: _because(store, model, row, answered))  # fmt: skip
+                   explain=lambda answered: _because(model, row, answered, names))  # fmt: skip
 
 
 def recently_viewed_answer(*, store: Store, user_id: str, limit: int) -> dict[str, Any]:
@@ -600,7 +592,9 @@ def _personal_scores(
     return scores, row
 
 
-def _because(store: Store, model: ServingModel, row: sp.csr_matrix, product_ids: list[int]) -> dict[int, str]:
+def _because(
+    model: ServingModel, row: sp.csr_matrix, product_ids: list[int], names: dict[int, str]
+) -> dict[int, str]:
     """For the items answered, the history item that contributed most: "because you showed interest in X"."""
     history_positions = row.indices
     positions = model.products.positions(np.array(product_ids, dtype=np.int64))
@@ -611,7 +605,6 @@ def _because(store: Store, model: ServingModel, row: sp.csr_matrix, product_ids:
     contributions = model.neighbours[history_positions][:, positions[known]].toarray() * row.data[:, None]
     anchors = history_positions[contributions.argmax(axis=0)]
     has_anchor = contributions.max(axis=0) > 0
-    names = _external_ids(store, sorted({int(model.products.ids[a]) for a in anchors[has_anchor].tolist()}))
     out = {}
     answered = np.array(product_ids, dtype=np.int64)[known].tolist()
     for product_id, anchor, ok in zip(answered, anchors.tolist(), has_anchor.tolist(), strict=True):

@@ -14,7 +14,8 @@ def api_key_get_by_raw_key(*, raw_key: str) -> ApiKey | None:
     if parts is None:
         return None
     prefix, secret = parts
-    key = ApiKey.objects.select_related("store").filter(prefix=prefix).first()
+    # the store's settings ride along: every recommendation request reads them
+    key = ApiKey.objects.select_related("store", "store__settings").filter(prefix=prefix).first()
     if key is None or key.revoked_at is not None or not key.store.is_active:
         return None
     if not hmac.compare_digest(key.hashed_secret, hash_secret(secret)):
@@ -23,8 +24,12 @@ def api_key_get_by_raw_key(*, raw_key: str) -> ApiKey | None:
 
 
 def store_settings_get(*, store: Store) -> StoreSettings:
-    settings, _ = StoreSettings.objects.get_or_create(store=store)
-    return settings
+    """The store's settings; no query when they were loaded with the store (authentication does)."""
+    try:
+        return store.settings
+    except StoreSettings.DoesNotExist:
+        settings, _ = StoreSettings.objects.get_or_create(store=store)
+        return settings
 
 
 def store_to_dict(*, store: Store) -> dict:

@@ -126,4 +126,5 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
         for field, value in settings_data.items():
             setattr(store_settings, field, value)
         store_settings.save()
+        store.settings = store_settings  # what was loaded with the store is stale now
     return store
