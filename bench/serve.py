@@ -221,9 +221,11 @@ def plot(histograms: dict[str, np.ndarray]) -> None:
     except ImportError:
         return
     figure, axis = plt.subplots(figsize=(8, 4))
+    bins = np.logspace(0, 3.5, 90)
     for name, ms in histograms.items():
-        axis.hist(np.clip(ms, 0, 50), bins=100, histtype="step", label=name)
-    axis.set_xlabel("latency (ms, clipped at 50)")
+        axis.hist(np.clip(ms, 1, 3000), bins=bins, histtype="step", label=name)
+    axis.set_xscale("log")
+    axis.set_xlabel("latency (ms, log scale)")
     axis.set_ylabel("requests")
     axis.set_title("latency at 8 concurrent clients")
     axis.legend()
