@@ -7,6 +7,9 @@ import io
 import numpy as np
 import scipy.sparse as sp
 
+# category paths are stored as one string per product, levels joined by this separator
+CATEGORY_SEPARATOR = "\x1f"
+
 
 def artifact_dump(arrays: dict[str, np.ndarray | sp.spmatrix]) -> bytes:
     flat: dict[str, np.ndarray] = {}

@@ -21,11 +21,10 @@ from core.errors import ApiError, NotFound
 from core.params import query_bool, query_float, query_int, query_text
 from events.models import EventType
 from events.selectors import buy_again, recently_viewed, user_history, user_identities
-from recommendations.artifacts import artifact_load
+from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
 from recommendations.engine.recommender import history_row, score_histories
 from recommendations.models import ModelKind, TrainedModel, TrainingRun
-from recommendations.services import CATEGORY_SEPARATOR
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
 

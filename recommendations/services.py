@@ -20,7 +20,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from core.errors import ApiError, NotFound
 from events.models import EventType
-from recommendations.artifacts import artifact_dump
+from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import FrequentlyBoughtTogether
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.evaluation import (
@@ -42,7 +42,6 @@ logger = logging.getLogger(__name__)
 CLEARLY_WORSE = 0.8
 MIN_USERS_TO_COMPARE = 30
 TRENDING_HALF_LIFE_DAYS = 7.0
-CATEGORY_SEPARATOR = "\x1f"
 INTERACTION_HALF_LIFE_DAYS = 180.0  # co-occurrence: an event half a year old counts half
 EVALUATION_USERS = 5000  # a fixed-seed sample of the hold-out's shoppers
 TUNING_USERS = 2000
