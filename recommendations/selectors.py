@@ -439,7 +439,7 @@ def _event_weights(settings: StoreSettings) -> dict[int, float]:
 
 
 def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datetime, str]]:
-    """The user's latest events across their aliases, oldest first, as stored right now (two queries)."""
+    """The user's latest events across their aliases, oldest first, as stored right now (one query)."""
     return user_history(store=store, user_id=user_id, limit=HISTORY_LIMIT)
 
 
@@ -469,9 +469,7 @@ def trending(*, store: Store, options: Options) -> dict[str, Any]:
     )
 
 
-def _trending_candidates(
-    store: Store, model: ServingModel | None, options: Options
-) -> tuple[list[Candidate], str]:
+def _trending_candidates(store: Store, model: ServingModel | None, options: Options) -> tuple[Ranked, str]:
     reason = f"trending in {options.category}" if options.category else "trending now"
     if model is not None and model.popularity_order.size:
         order = model.trending_order(options.category)
@@ -549,7 +547,7 @@ def buy_again_answer(*, store: Store, user_id: str, limit: int) -> dict[str, Any
 
 
 def _personal_scores(
-    settings: StoreSettings, model: ServingModel, history: list[tuple[int, int]], *, include_purchased: bool
+    settings: StoreSettings, model: ServingModel, history: list[tuple], *, include_purchased: bool
 ) -> tuple[np.ndarray, sp.csr_matrix] | None:
     """Every item's score for this history (the model's own scoring rule), or None when the model knows
     none of the history's products."""
