@@ -96,3 +96,18 @@ def other_api(other_tenant: Tenant) -> ApiClient:
 
 def product(external_id: str, **fields: Any) -> dict[str, Any]:
     return {"id": external_id, "title": f"Product {external_id}", **fields}
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: Any, exitstatus: int) -> None:
+    """Stop the embedded services this test run started (not ones it found running), so that nothing
+    outlives `make test`."""
+    from django.db import connections
+
+    from config import embedded
+
+    connections.close_all()
+    if embedded.started_here["broker"]:
+        embedded.stop_broker()
+    if embedded.started_here["postgres"]:
+        embedded.stop_postgres()
