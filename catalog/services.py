@@ -12,6 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from catalog.models import Product
+from core import answer_cache
 from core.errors import ApiError, NotFound
 from core.validation import RowError, check_no_nul, clean_bool, clean_money, clean_string
 from tenants.models import Store
@@ -203,6 +204,7 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
         _copy_to_staging(cursor, to_write)
         result.updated = _update_existing(cursor, store)
         result.created = _insert_new(cursor, store)
+        transaction.on_commit(lambda: answer_cache.store_changed(store))
     result.errors.sort(key=lambda error: error["index"])
     return result
 
@@ -306,6 +308,7 @@ def product_deactivate(*, store: Store, external_id: str) -> None:
     )
     if not changed:
         raise NotFound("no such product")
+    transaction.on_commit(lambda: answer_cache.store_changed(store))
 
 
 def _single_row(external_id: str, data: Any) -> dict[str, Any]:

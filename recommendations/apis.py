@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +21,12 @@ from tenants.selectors import store_settings_get
 class _SurfaceApi(StoreScopedAPIView):
     def options_from(self, request: Request) -> selectors.Options:
         return selectors.options_from_query(request.query_params, store_settings_get(store=self.store))
+
+    def cached(self, request: Request, compute: Callable[[], dict]) -> Response:
+        """Answers that do not depend on the shopper come from the shared cache when they can."""
+        return Response(
+            selectors.cached_answer(store=self.store, request_key=request.get_full_path(), compute=compute)
+        )
 
 
 class UserRecommendationsApi(_SurfaceApi):
@@ -44,7 +52,9 @@ class RelatedApi(_SurfaceApi):
         if scope != "store":
             raise ApiError("unsupported_scope", "scope must be 'store' (network scope is not available yet)")
         options = self.options_from(request)
-        return Response(selectors.related(store=self.store, external_id=product_id, options=options))
+        return self.cached(
+            request, lambda: selectors.related(store=self.store, external_id=product_id, options=options)
+        )
 
 
 class ComplementaryApi(_SurfaceApi):
@@ -55,7 +65,10 @@ class ComplementaryApi(_SurfaceApi):
     )
     def get(self, request: Request, product_id: str) -> Response:
         options = self.options_from(request)
-        return Response(selectors.complementary(store=self.store, external_id=product_id, options=options))
+        return self.cached(
+            request,
+            lambda: selectors.complementary(store=self.store, external_id=product_id, options=options),
+        )
 
 
 class TrendingApi(_SurfaceApi):
@@ -65,7 +78,8 @@ class TrendingApi(_SurfaceApi):
         summary="Trending now (time-decayed), optionally in a category",
     )
     def get(self, request: Request) -> Response:
-        return Response(selectors.trending(store=self.store, options=self.options_from(request)))
+        options = self.options_from(request)
+        return self.cached(request, lambda: selectors.trending(store=self.store, options=options))
 
 
 class RankApi(StoreScopedAPIView):

@@ -18,6 +18,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
+from core import answer_cache
 from core.errors import ApiError, NotFound
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
@@ -333,6 +334,8 @@ def _activate(model: TrainedModel) -> None:
     model.is_active = True
     model.activated_at = timezone.now()
     model.save(update_fields=["is_active", "activated_at", "updated_at"])
+    store = model.store
+    transaction.on_commit(lambda: answer_cache.store_changed(store))
 
 
 def trained_model_activate(*, store: Store, version: int, kind: str = ModelKind.STORE) -> TrainedModel:

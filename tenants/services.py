@@ -10,6 +10,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from core import answer_cache
 from core.errors import ApiError
 from tenants.models import ApiKey, ApiKeyScope, Store, StoreSettings
 
@@ -127,4 +128,5 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
             setattr(store_settings, field, value)
         store_settings.save()
         store.settings = store_settings  # what was loaded with the store is stale now
+        transaction.on_commit(lambda: answer_cache.store_changed(store))
     return store

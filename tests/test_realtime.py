@@ -114,3 +114,43 @@ def test_a_recommendation_request_makes_a_bounded_number_of_queries(trained, api
             assert api.get(path).status_code == 200
         # key (with store and settings), active model, history or product, (content search,) candidates
         assert len(queries.captured_queries) <= 6, (path, [q["sql"][:80] for q in queries.captured_queries])
+
+
+def test_shopper_independent_answers_are_cached_and_invalidated(
+    trained,  # noqa: F811
+    api,
+    store,
+    django_capture_on_commit_callbacks,  # noqa: F811
+):
+    first = api.get("/api/v1/trending", limit=5).json()
+    with CaptureQueriesContext(connection) as queries:
+        second = api.get("/api/v1/trending", limit=5).json()
+    # served from the cache: only the key lookup touches the database; a new recommendation id
+    assert len(queries.captured_queries) == 1
+    assert second["items"] == first["items"] and second["recommendation_id"] != first["recommendation_id"]
+    # a catalog write invalidates it
+    leader = first["items"][0]["id"]
+    with django_capture_on_commit_callbacks(execute=True):
+        api.delete(f"/api/v1/products/{leader}")
+    assert leader not in ids(api.get("/api/v1/trending", limit=5))
+    # so does activating another version
+    from recommendations.services import trained_model_activate
+    from tests.test_recommendations import train
+
+    with django_capture_on_commit_callbacks(execute=True):
+        train(store)
+        trained_model_activate(store=store, version=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        trained_model_activate(store=store, version=2)
+    assert api.get("/api/v1/trending", limit=5).json()["source"] == "trending:store-model:v2"
+
+
+def test_a_cache_that_is_down_only_costs_speed(trained, api, settings):  # noqa: F811
+    from core import answer_cache
+
+    settings.ANSWER_CACHE_URL = "redis://127.0.0.1:1/0"
+    answer_cache._client = None
+    try:
+        assert api.get("/api/v1/products/p0/related", limit=1).json()["items"][0]["id"] == "p1"
+    finally:
+        answer_cache._client = None

@@ -101,6 +101,12 @@ if os.environ.get("CELERY_BROKER_URL"):
 else:
     CELERY_BROKER_URL = embedded.ensure_broker()
     EMBEDDED_BROKER = True
+# The cache of answers that do not depend on the shopper (core/answer_cache.py): the broker's Redis
+# unless ANSWER_CACHE_URL says otherwise ("" turns it off).
+ANSWER_CACHE_URL = os.environ.get(
+    "ANSWER_CACHE_URL",
+    CELERY_BROKER_URL.replace("redis+socket://", "unix://") if CELERY_BROKER_URL.startswith("redis") else "",
+)
 CELERY_RESULT_BACKEND = None  # task state lives in TrainingRun rows, never in a result backend
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
