@@ -625,12 +625,21 @@ def _because(
     return out
 
 
-def related(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
+def _anchor(
+    store: Store, external_id: str, options: Options
+) -> tuple[StoreSettings, int, ServingModel | None, int]:
+    """For a product's surfaces: settings, the product's internal id (404 when not this store's), the
+    active model and the product's place in it (-1 when the model does not know it)."""
     settings = options.settings or store_settings_get(store=store)
     product_id = _product_internal_id(store, external_id)
-    options.exclude.add(external_id)
+    options.exclude.add(external_id)  # never recommend a product to itself
     model = active_model_get(store=store)
     position = int(model.products.positions(np.array([product_id]))[0]) if model else -1
+    return settings, product_id, model, position
+
+
+def related(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
+    settings, product_id, model, position = _anchor(store, external_id, options)
     if model is None or position < 0:
         return _category_fallback(store, settings, product_id, model, options, "related")
     scores: dict[int, float] = {}  # by internal product id
@@ -680,11 +689,7 @@ def _content_neighbours(store: Store, product_id: int, limit: int) -> list[tuple
 
 
 def complementary(*, store: Store, external_id: str, options: Options) -> dict[str, Any]:
-    settings = options.settings or store_settings_get(store=store)
-    product_id = _product_internal_id(store, external_id)
-    options.exclude.add(external_id)
-    model = active_model_get(store=store)
-    position = int(model.products.positions(np.array([product_id]))[0]) if model else -1
+    settings, product_id, model, position = _anchor(store, external_id, options)
     if model is None or position < 0:
         return _category_fallback(store, settings, product_id, model, options, "complementary")
     scores: dict[int, float] = {}
