@@ -67,42 +67,13 @@ class Command(BaseCommand):
             )
         ]
         if not options["no_worker"]:
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "config",
-                        "worker",
-                        "--loglevel",
-                        "INFO",
-                        "--concurrency",
-                        "1",
-                        "-Q",
-                        ",".join(settings.CELERY_TASK_QUEUES_USED),
-                    ],
-                    env=environment,
-                )
-            )
-            children.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "celery",
-                        "-A",
-                        "config",
-                        "beat",
-                        "--loglevel",
-                        "INFO",
-                        "--schedule",
-                        settings.CELERY_BEAT_SCHEDULE_FILENAME,
-                    ],
-                    env=environment,
-                )
-            )
+            queues = ",".join(settings.CELERY_TASK_QUEUES_USED)
+            for arguments in (
+                ["worker", "--concurrency", "1", "-Q", queues],
+                ["beat", "--schedule", settings.CELERY_BEAT_SCHEDULE_FILENAME],
+            ):
+                command = [sys.executable, "-m", "celery", "-A", "config", *arguments, "--loglevel", "INFO"]
+                children.append(subprocess.Popen(command, env=environment))
         url = f"http://{options['bind']}"
         self.stdout.write(self.style.SUCCESS(f"\nServing on {url}"))
         self.stdout.write(f"  API docs:  {url}/api/v1/docs/")
