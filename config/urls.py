@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
 from core.apis import HealthApi
+from core.observability import metrics_view
 from events.apis import EventIngestApi, UserAliasApi
 from recommendations.apis import (
     BuyAgainApi,
@@ -56,6 +57,7 @@ api_v1 = [
 
 urlpatterns = [
     path("", RedirectView.as_view(url="/api/v1/docs/", permanent=False)),
+    path("metrics", metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("api/v1/", include(api_v1)),
 ]

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 
 from core.errors import ApiError, raise_all_rows_rejected
 from core.json import json_body
+from core.observability import EVENTS_INGESTED
 from events import schemas
 from events.services import event_ingest, user_alias_link
 from tenants.authentication import StoreScopedAPIView
@@ -26,6 +27,13 @@ class EventIngestApi(StoreScopedAPIView):
     )
     def post(self, request: Request) -> Response:
         result = event_ingest(store=self.store, payload=json_body(request))
+        for outcome, count in (
+            ("accepted", result.accepted),
+            ("duplicate", result.duplicate),
+            ("rejected", result.rejected),
+        ):
+            if count:
+                EVENTS_INGESTED.labels(outcome).inc(count)
         if result.errors and not (result.accepted or result.duplicate):
             raise_all_rows_rejected(result.as_dict(), result.errors)
         return Response(result.as_dict(), status=200)

@@ -20,6 +20,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from core import answer_cache
 from core.errors import ApiError, NotFound
+from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import FrequentlyBoughtTogether
@@ -89,12 +90,16 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         _train(run)
     except Exception as exc:
         logger.exception("training run %s failed", run_id)
+        TRAINING_RUNS.labels("failed").inc()
         TrainingRun.objects.filter(pk=run_id).update(
             status=RunStatus.FAILED, finished_at=timezone.now(), message=f"{type(exc).__name__}: {exc}"[:2000]
         )
         raise
     run.refresh_from_db()
-    run.metrics = {**run.metrics, "seconds": round(time.monotonic() - started, 2)}
+    seconds = time.monotonic() - started
+    TRAINING_SECONDS.observe(seconds)
+    TRAINING_RUNS.labels(run.status).inc()
+    run.metrics = {**run.metrics, "seconds": round(seconds, 2)}
     run.save(update_fields=["metrics", "updated_at"])
     return run
 

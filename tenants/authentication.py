@@ -15,6 +15,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from core.observability import store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
 from tenants.services import api_key_touch
@@ -91,6 +92,7 @@ class StoreScopedAPIView(APIView):
         self._bound_store: Store | None = None
         super().initial(request, *args, **kwargs)  # authentication and permissions run here
         self._bound_store = request.auth.store
+        store_var.set(self._bound_store.slug)  # every log line of this request names the store
 
     @property
     def store(self) -> Store:

@@ -110,6 +110,11 @@ def test_serve_runs_the_system_with_demo_data_and_stops_on_ctrl_c(tmp_path):
             port, "GET", "/api/v1/users/user-0001/recommendations?limit=5", key.group(1)
         )
         assert status == 200 and answer["source"] == "store-model:v1" and len(answer["items"]) == 5
+        # metrics of all gunicorn and worker processes add up at /metrics
+        status, page = http_call(port, "GET", "/metrics")
+        assert status == 200
+        assert 'recsys_events_ingested_total{outcome="accepted"} 1.0' in page["html"]
+        assert 'recsys_training_runs_total{status="succeeded"} 1.0' in page["html"]
         status, page = http_call(port, "GET", "/admin/login/")
         assert status == 200 and "Log in" in page["html"]
         status, page = http_call(port, "GET", "/static/admin/css/base.css")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,11 @@ class Command(BaseCommand):
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.base"),
         }
+        # Metrics of every gunicorn and worker process add up at /metrics (a fresh folder each start).
+        metrics_dir = embedded.LOCAL_DIR / "prometheus"
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+        metrics_dir.mkdir(parents=True)
+        environment.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
         # Children reattach to the same embedded broker; pin its URL so they need not probe for it.
         environment.setdefault("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
         workers = options["workers"] or max(2, (os.cpu_count() or 1) * 2)

@@ -1,0 +1,120 @@
+"""Observability: Prometheus metrics, the request id and store carried into every log line, and the
+middleware that times requests by surface.
+
+Under gunicorn (several processes) and on workers, PROMETHEUS_MULTIPROC_DIR makes the metrics of every
+process add up at /metrics; `manage.py serve` sets it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from prometheus_client.core import GaugeMetricFamily
+
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+store_var: contextvars.ContextVar[str] = contextvars.ContextVar("store", default="-")
+
+REQUEST_SECONDS = Histogram(
+    "recsys_request_seconds",
+    "API request latency by surface",
+    ["surface", "method", "status"],
+    buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+EVENTS_INGESTED = Counter("recsys_events_ingested_total", "Events received, by outcome", ["outcome"])
+TRAINING_SECONDS = Histogram(
+    "recsys_training_seconds", "Training run duration", buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600)
+)
+TRAINING_RUNS = Counter("recsys_training_runs_total", "Training runs finished, by status", ["status"])
+
+
+class ContextFilter(logging.Filter):
+    """Adds request_id and store to every record, so JSON logs can be joined per request and tenant."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        record.store = store_var.get()
+        return True
+
+
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestMiddleware:
+    """A request id (the caller's X-Request-ID when well-formed), echoed in the response, and the
+    request's latency by surface (the URL pattern's name, never the raw path)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        incoming = request.headers.get("X-Request-ID", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        # Set, not reset at the end: Django logs a 4xx/5xx after the middleware chain has returned, and
+        # that line must still carry them. The next request on this thread sets its own.
+        request_id_var.set(request_id)
+        store_var.set("-")
+        started = time.perf_counter()
+        response = self.get_response(request)
+        match = getattr(request, "resolver_match", None)
+        if match and match.url_name:
+            surface = match.url_name
+        else:
+            surface = "admin" if request.path.startswith("/admin") else "other"
+        REQUEST_SECONDS.labels(surface, request.method, f"{response.status_code // 100}xx").observe(
+            time.perf_counter() - started
+        )
+        response["X-Request-ID"] = request_id
+        return response
+
+
+class QueueDepthCollector:
+    """The number of messages waiting in each Celery queue, read from the broker at scrape time."""
+
+    def collect(self) -> Any:
+        gauge = GaugeMetricFamily("recsys_queue_depth", "Messages waiting per Celery queue", labels=["queue"])
+        try:
+            from kombu import Connection
+
+            with Connection(settings.CELERY_BROKER_URL, connect_timeout=1) as connection:
+                channel = connection.default_channel
+                for queue in settings.CELERY_TASK_QUEUES_USED:
+                    try:
+                        _, waiting, _ = channel.queue_declare(queue, passive=True)
+                    except Exception:  # noqa: BLE001 - a queue nobody declared yet is empty
+                        waiting = 0
+                    gauge.add_metric([queue], waiting)
+        except Exception:  # noqa: BLE001 - a broker that is down shows as no samples (and in /health)
+            return
+        yield gauge
+
+
+def metrics_view(request: HttpRequest) -> HttpResponse:
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        from prometheus_client import REGISTRY
+
+        registry = REGISTRY
+    output = generate_latest(registry)
+    queue_registry = CollectorRegistry()
+    queue_registry.register(QueueDepthCollector())
+    output += generate_latest(queue_registry)
+    return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
