@@ -8,12 +8,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 import orjson
-from django.db import IntegrityError, connection, transaction
+from django.conf import settings as django_settings
+from django.db import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connection,
+    transaction,
+)
 from django.db.models import Max
 from django.utils import timezone
 
@@ -53,6 +60,7 @@ def training_run_create(*, store: Store, kind: str = ModelKind.STORE, trigger: s
     """Queue a run; the task is enqueued only once the row is committed. One open run per store and kind."""
     from recommendations.tasks import train_store_task
 
+    training_runs_recover(store=store)  # a run whose worker died must not block the store for ever
     try:
         with transaction.atomic():
             run = TrainingRun.objects.create(store=store, kind=kind, trigger=trigger)
@@ -88,6 +96,13 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     started = time.monotonic()
     try:
         _train(run)
+    except (OperationalError, InterfaceError) as exc:
+        # the database went away for a moment: queue the run again; the task retries with backoff
+        logger.warning("training run %s hit a transient database error: %s", run_id, exc)
+        TrainingRun.objects.filter(pk=run_id).update(
+            status=RunStatus.QUEUED, progress=0.0, message=f"retrying after {type(exc).__name__}"
+        )
+        raise
     except Exception as exc:
         logger.exception("training run %s failed", run_id)
         TRAINING_RUNS.labels("failed").inc()
@@ -102,6 +117,24 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
     run.metrics = {**run.metrics, "seconds": round(seconds, 2)}
     run.save(update_fields=["metrics", "updated_at"])
     return run
+
+
+def training_runs_recover(*, store: Store | None = None) -> int:
+    """Mark failed the running runs that have reported no progress for TRAINING_STALE_MINUTES: their
+    worker was killed (the message is redelivered, but the run is no longer queued, so nothing would
+    ever finish it). The active model is untouched. Answers how many were marked."""
+    cutoff = timezone.now() - timedelta(minutes=django_settings.TRAINING_STALE_MINUTES)
+    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, updated_at__lt=cutoff)
+    if store is not None:
+        stale = stale.filter(store=store)
+    marked = stale.update(
+        status=RunStatus.FAILED,
+        finished_at=timezone.now(),
+        message=f"the worker was lost: no progress for {django_settings.TRAINING_STALE_MINUTES} minutes",
+    )
+    if marked:
+        TRAINING_RUNS.labels("failed").inc(marked)
+    return marked
 
 
 @dataclass(frozen=True)

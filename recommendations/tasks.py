@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from celery import shared_task
+from django.db import InterfaceError, OperationalError
 
-from recommendations.services import scheduled_training_enqueue, training_run_execute
+from recommendations.services import scheduled_training_enqueue, training_run_execute, training_runs_recover
 
 
 # Queues are assigned in settings (CELERY_TASK_ROUTES): training has its own, so workers scale by kind.
-@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700, ignore_result=True)
+@shared_task(
+    acks_late=True,
+    soft_time_limit=3600,
+    time_limit=3700,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    max_retries=5,
+)
 def train_store_task(run_id: int) -> None:
     training_run_execute(run_id=run_id)
 
@@ -16,3 +25,8 @@ def train_store_task(run_id: int) -> None:
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)
 def schedule_training_task() -> int:
     return scheduled_training_enqueue()
+
+
+@shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
+def recover_training_runs_task() -> int:
+    return training_runs_recover()

@@ -122,7 +122,13 @@ CELERY_TASK_ROUTES = {"recommendations.tasks.train_store_task": {"queue": "train
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
+    "recover-lost-training-runs": {
+        "task": "recommendations.tasks.recover_training_runs_task",
+        "schedule": 300.0,
+    },
 }
+# A running training run that reports no progress for this long lost its worker (phases report often).
+TRAINING_STALE_MINUTES = int(os.environ.get("TRAINING_STALE_MINUTES", "30"))
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
 
 # --- i18n / static ------------------------------------------------------------------------------
