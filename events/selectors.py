@@ -111,3 +111,14 @@ def buy_again(*, store: Store, identities: list[str], limit: int, now: datetime)
                         "last_purchase": last_at})  # fmt: skip
     due.sort(key=lambda item: -item["score"])
     return due[:limit]
+
+
+def events_per_day(*, store: Store, days: int = 60) -> list[tuple[str, int]]:
+    """(day, events) for the store's last `days` days, for the operator's chart."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT to_char(date_trunc('day', timestamp), 'YYYY-MM-DD'), count(*) FROM events_event "
+            "WHERE store_id = %s AND timestamp > now() - make_interval(days => %s) GROUP BY 1 ORDER BY 1",
+            [store.id, days],
+        )
+        return [(day, int(count)) for day, count in cursor.fetchall()]

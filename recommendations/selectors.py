@@ -831,3 +831,7 @@ def trained_model_list(*, store: Store) -> list[dict[str, Any]]:
         "artifact_bytes", "created_at", "activated_at",
     )  # fmt: skip
     return list(rows)
+
+
+def training_run_list(*, store: Store, limit: int = 20) -> list[TrainingRun]:
+    return list(TrainingRun.objects.filter(store=store).order_by("-created_at")[:limit])

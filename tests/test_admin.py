@@ -61,3 +61,28 @@ def test_rollback_action(operator, store):
         "/admin/recommendations/trainedmodel/", {"action": "activate", "_selected_action": [old.id]}
     )
     assert TrainedModel.objects.get(store=store, is_active=True).version == 1
+
+
+def test_store_dashboard_charts_runs_and_train_now(operator, api, store, django_capture_on_commit_callbacks):
+    from tests.test_recommendations import CATALOG, planted_events, train
+
+    api.post("/api/v1/products/bulk", CATALOG)
+    api.post("/api/v1/events", planted_events(30))
+    train(store)
+    page = operator.get(f"/admin/tenants/store/{store.id}/dashboard/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" width=') == 2
+    assert "events per day" in html and "NDCG@10" in html
+    assert "succeeded" in html and "v1" in html
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        response = operator.post(f"/admin/tenants/store/{store.id}/train/")
+    assert response.status_code == 302 and len(queued) == 1
+    assert "cdn" not in html.lower()
+
+
+def test_toggle_network_sharing_action(operator, store, api):
+    operator.post(
+        "/admin/tenants/store/", {"action": "toggle_network_sharing", "_selected_action": [store.id]}
+    )
+    assert api.get("/api/v1/store").json()["settings"]["share_network"] is True
