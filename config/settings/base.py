@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_celery_beat",
     "core",
     "tenants",
     "catalog",
@@ -130,6 +131,9 @@ CELERY_BEAT_SCHEDULE = {
 # A running training run that reports no progress for this long lost its worker (phases report often).
 TRAINING_STALE_MINUTES = int(os.environ.get("TRAINING_STALE_MINUTES", "30"))
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
+# Schedules live in the database, editable from the admin (Periodic tasks); the entries above are
+# written there when beat starts.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- i18n / static ------------------------------------------------------------------------------
 LANGUAGE_CODE = "en-us"
