@@ -6,6 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test lint bench-ingest bench clean
 
+# The browser test drives Debian's Chromium and ChromeDriver; installed here where apt-get can (root).
+BROWSER_STAMP := .local/.browser-checked
+
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -15,7 +18,17 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/python manage.py serve
 
-test: $(STAMP)
+$(BROWSER_STAMP):
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else \
+	    echo "chromium and chromedriver are missing and cannot be installed here: the browser test will skip"; \
+	  fi; \
+	fi
+	mkdir -p .local && touch $@
+
+test: $(STAMP) $(BROWSER_STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from html import escape
 
-WIDTH, HEIGHT, PAD = 640, 200, 36
+WIDTH, HEIGHT, PAD = 640, 200, 48
 
 
 def bar_chart(points: list[tuple[str, float]], *, title: str, color: str = "#417690") -> str:
@@ -18,7 +18,7 @@ def bar_chart(points: list[tuple[str, float]], *, title: str, color: str = "#417
         height = (HEIGHT - 2 * PAD) * value / top
         x = PAD + index * step
         bars.append(
-            f'<rect x="{x:.1f}" y="{HEIGHT - PAD - height:.1f}" width="{max(step - 2, 1):.1f}" '
+            f'<rect x="{x:.1f}" y="{HEIGHT - PAD - height:.1f}" width="{min(max(step - 2, 1), 24):.1f}" '
             f'height="{height:.1f}" fill="{color}"><title>{escape(label)}: {value:g}</title></rect>'
         )
     labels = [
@@ -66,7 +66,7 @@ def _frame(title: str, top: float, body: str) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" role="img" '
         f'aria-label="{escape(title)}"><text x="{PAD}" y="16" font-size="13">{escape(title)}</text>'
         f'<line x1="{PAD}" y1="{HEIGHT - PAD}" x2="{WIDTH - PAD}" y2="{HEIGHT - PAD}" stroke="#999"/>'
-        f'<text x="2" y="{PAD + 4}" font-size="10">{top:g}</text>{body}</svg>'
+        f'<text x="2" y="{PAD + 4}" font-size="10">{top:.3g}</text>{body}</svg>'
     )
 
 
