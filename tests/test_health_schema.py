@@ -49,3 +49,16 @@ def test_docs_page_is_served_without_a_cdn(db):
     html = response.content.decode()
     assert "swagger" in html.lower()
     assert "cdn.jsdelivr" not in html
+
+
+def test_health_is_degraded_while_a_store_with_events_has_no_model(api, store):
+    from recommendations.models import TrainedModel
+    from tests.conftest import product
+
+    api.post("/api/v1/products/bulk", [product("p1")])
+    api.post("/api/v1/events", {"user_id": "u", "product_id": "p1", "type": "view"})
+    body = Client().get("/api/v1/health").json()
+    assert body["status"] == "degraded" and body["stores_without_model"] == 1
+    TrainedModel.objects.create(store=store, version=1, is_active=True, artifact=b"")
+    body = Client().get("/api/v1/health").json()
+    assert body["status"] == "ok" and body["stores_without_model"] == 0
