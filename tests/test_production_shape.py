@@ -37,11 +37,16 @@ def test_compose_file_is_valid_and_the_validator_is_not_blind(compose):
 
 def test_every_service_runs_a_command_the_project_has(compose):
     services = compose["services"]
-    assert {"db", "redis", "migrate", "web", "worker", "beat"} <= set(services)
+    assert {"db", "redis", "migrate", "web", "worker-train", "worker-default", "beat"} <= set(services)
     assert services["web"]["command"][:2] == ["gunicorn", "config.wsgi:application"]
-    worker = services["worker"]["command"]
-    assert worker[:4] == ["celery", "-A", "config", "worker"]
-    assert set(worker[worker.index("-Q") + 1].split(",")) == set(settings.CELERY_TASK_QUEUES_USED)
+    served: set[str] = set()
+    for name in ("worker-train", "worker-default"):
+        worker = services[name]["command"]
+        assert worker[:4] == ["celery", "-A", "config", "worker"]
+        served |= set(worker[worker.index("-Q") + 1].split(","))
+    # every queue a task is routed to has a worker, and no worker waits on a queue nothing uses
+    routed = {route["queue"] for route in settings.CELERY_TASK_ROUTES.values()}
+    assert routed <= served == set(settings.CELERY_TASK_QUEUES_USED)
     assert services["beat"]["command"][:4] == ["celery", "-A", "config", "beat"]
     assert services["migrate"]["command"] == ["python", "manage.py", "migrate", "--noinput"]
     for name in ("db", "redis", "web"):
@@ -62,7 +67,7 @@ def test_the_env_file_sets_what_the_settings_read(compose):
     assert {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY"} <= set(variables)
     assert variables["DATABASE_URL"].startswith("postgres://") and "@db:5432/" in variables["DATABASE_URL"]
     assert variables["CELERY_BROKER_URL"].startswith("redis://redis:6379")
-    for name in ("migrate", "web", "worker", "beat"):
+    for name in ("migrate", "web", "worker-train", "worker-default", "beat"):
         assert compose["services"][name]["env_file"] == ".env.example"
 
 

@@ -118,8 +118,14 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
 CELERY_TIMEZONE = "UTC"
-CELERY_TASK_QUEUES_USED = ("default", "train")  # `make run` starts one worker on both
-CELERY_TASK_ROUTES = {"recommendations.tasks.train_store_task": {"queue": "train"}}
+# Queues by kind of work, so that workers scale independently (docker/compose.yaml runs one worker per
+# kind; `make run` starts one worker on all of them).
+CELERY_TASK_QUEUES_USED = ("default", "train", "maintenance")
+CELERY_TASK_ROUTES = {
+    "recommendations.tasks.train_store_task": {"queue": "train"},
+    "recommendations.tasks.schedule_training_task": {"queue": "maintenance"},
+    "recommendations.tasks.recover_training_runs_task": {"queue": "maintenance"},
+}
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
