@@ -3,7 +3,7 @@
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.db import models
-from pgvector.django import HalfVectorField
+from pgvector.django import HalfVectorField, HnswIndex
 
 from core.models import BaseModel
 from tenants.models import Store
@@ -27,6 +27,8 @@ class Product(BaseModel):
     is_active = models.BooleanField(default=True)
     # Written by training (TF-IDF + SVD over the product's text); unit length; cosine distance.
     content_embedding = HalfVectorField(dimensions=CONTENT_DIMENSIONS, null=True, blank=True, editable=False)
+    # Written by global training for stores that share (one vocabulary across them); HNSW, cosine.
+    network_embedding = HalfVectorField(dimensions=CONTENT_DIMENSIONS, null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -36,6 +38,14 @@ class Product(BaseModel):
         indexes = [
             models.Index(fields=["store", "updated_at"], name="product_store_updated_idx"),
             GinIndex(fields=["category_path"], name="product_category_gin"),
+            # m and ef_construction at pgvector's defaults; ef_search is set per query (network.py)
+            HnswIndex(
+                name="product_network_hnsw",
+                fields=["network_embedding"],
+                m=16,
+                ef_construction=64,
+                opclasses=["halfvec_cosine_ops"],
+            ),
         ]
 
     def __str__(self) -> str:

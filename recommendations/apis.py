@@ -12,6 +12,7 @@ from core.errors import ApiError
 from core.json import json_body
 from core.params import query_int
 from recommendations import schemas, selectors
+from recommendations.network import related_network
 from recommendations.schemas import FILTER_PARAMETERS
 from recommendations.services import trained_model_activate, training_run_create
 from tenants.authentication import StoreScopedAPIView
@@ -43,15 +44,25 @@ class UserRecommendationsApi(_SurfaceApi):
 
 class RelatedApi(_SurfaceApi):
     @extend_schema(
-        parameters=[*FILTER_PARAMETERS, OpenApiParameter("scope", str, enum=["store"])],
+        parameters=[
+            *FILTER_PARAMETERS,
+            OpenApiParameter(
+                "scope",
+                str,
+                enum=["store", "network"],
+                description="network: similar products of stores that share (each item names its store)",
+            ),
+        ],
         responses=schemas.RecommendationsSerializer,
         summary="Similar items: collaborative neighbours blended with content similarity",
     )
     def get(self, request: Request, product_id: str) -> Response:
         scope = request.query_params.get("scope", "store")
-        if scope != "store":
-            raise ApiError("unsupported_scope", "scope must be 'store' (network scope is not available yet)")
+        if scope not in ("store", "network"):
+            raise ApiError("unsupported_scope", "scope must be 'store' or 'network'")
         options = self.options_from(request)
+        if scope == "network":
+            return Response(related_network(store=self.store, external_id=product_id, options=options))
         return self.cached(
             request, lambda: selectors.related(store=self.store, external_id=product_id, options=options)
         )

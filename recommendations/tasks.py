@@ -30,3 +30,10 @@ def schedule_training_task() -> int:
 @shared_task(ignore_result=True, soft_time_limit=60, time_limit=90)
 def recover_training_runs_task() -> int:
     return training_runs_recover()
+
+
+@shared_task(acks_late=True, soft_time_limit=3600, time_limit=3700, ignore_result=True)
+def train_global_task() -> None:
+    from recommendations.network import global_model_train
+
+    global_model_train()

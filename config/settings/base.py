@@ -120,9 +120,10 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout"
 CELERY_TIMEZONE = "UTC"
 # Queues by kind of work, so that workers scale independently (docker/compose.yaml runs one worker per
 # kind; `make run` starts one worker on all of them).
-CELERY_TASK_QUEUES_USED = ("default", "train", "maintenance")
+CELERY_TASK_QUEUES_USED = ("default", "train", "train-global", "maintenance")
 CELERY_TASK_ROUTES = {
     "recommendations.tasks.train_store_task": {"queue": "train"},
+    "recommendations.tasks.train_global_task": {"queue": "train-global"},
     "recommendations.tasks.schedule_training_task": {"queue": "maintenance"},
     "recommendations.tasks.recover_training_runs_task": {"queue": "maintenance"},
 }
