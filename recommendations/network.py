@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 EF_SEARCH = 100
 MAX_SCAN_TUPLES = 20_000
 STATEMENT_TIMEOUT_MS = 1000
+EXACT_BELOW = 20_000  # filtered candidates under this: exact search instead of HNSW
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,19 @@ def related_network(*, store: Store, external_id: str, options: Any) -> dict[str
     return {"recommendation_id": uuid.uuid4().hex, "source": source, "items": items}
 
 
+def _matching_at_most(cursor: Any, store: Store, extra: str, params: list, limit: int) -> bool:
+    """Whether at most `limit` network products pass the filters (counting stops at limit + 1)."""
+    cursor.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM catalog_product AS p "
+        "JOIN tenants_storesettings AS ss ON ss.store_id = p.store_id AND ss.share_network "
+        "WHERE p.store_id <> %s AND p.is_active AND p.network_embedding IS NOT NULL"
+        + extra
+        + " LIMIT %s) AS m",
+        [store.id, *params, limit + 1],
+    )
+    return int(cursor.fetchone()[0]) <= limit
+
+
 def _nearest_in_network(cursor: Any, store: Store, product_id: int, options: Any) -> list[dict[str, Any]]:
     clauses, params = [], []
     if options.category:
@@ -152,6 +166,10 @@ def _nearest_in_network(cursor: Any, store: Store, product_id: int, options: Any
         params.append(options.in_stock)
     extra = "".join(f" AND {clause}" for clause in clauses)
     with transaction.atomic():
+        if clauses and _matching_at_most(cursor, store, extra, params, EXACT_BELOW):
+            # a narrow filter: an exact scan of the few matching rows beats a filtered HNSW walk
+            # (bench/network.py at 1M vectors, a 1% filter: exact recall 0.998, p95 16 ms; HNSW 0.88, 27 ms)
+            cursor.execute("SET LOCAL enable_indexscan = off")
         # filtered HNSW scans keep going until they have the limit (pgvector 0.8 iterative scans),
         # bounded in tuples and time
         cursor.execute(f"SET LOCAL hnsw.ef_search = {EF_SEARCH}")
