@@ -43,6 +43,11 @@ def browser():
 @pytest.mark.slow
 def test_operator_logs_in_starts_training_and_sees_the_charts(browser, live_server, django_user_model):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def wait_for(condition):  # noqa: ANN001, ANN202 - clicks return before the next page has loaded
+        return WebDriverWait(browser, 20).until(condition)
 
     # given a store with data and a first model, and an operator
     tenant = make_tenant("browser-shop")
@@ -55,15 +60,16 @@ def test_operator_logs_in_starts_training_and_sees_the_charts(browser, live_serv
     browser.find_element(By.NAME, "username").send_keys("operator")
     browser.find_element(By.NAME, "password").send_keys("a-long-password-1")
     browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
-    assert "Site administration" in browser.page_source
+    wait_for(expected_conditions.title_contains("Site administration"))
     # and opens the store's dashboard from the stores list
     browser.get(f"{live_server.url}/admin/tenants/store/")
     browser.find_element(By.LINK_TEXT, "charts and runs").click()
-    assert "browser-shop" in browser.title
+    wait_for(expected_conditions.title_contains("browser-shop: dashboard"))
     # and starts a training run
     browser.find_element(By.CSS_SELECTOR, "input[value='Train now']").click()
     # then it is queued, and the charts are there
-    assert "queued" in browser.page_source
+    wait_for(expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "queued"))
+    assert "queued" in browser.find_element(By.ID, "content").text
     charts = browser.find_elements(By.CSS_SELECTOR, "svg[role=img]")
     assert len(charts) == 2
     assert browser.find_elements(By.CSS_SELECTOR, "svg[role=img] rect")  # events per day bars
