@@ -53,3 +53,10 @@ def json_body(request: Any) -> Any:
     if length in (None, "", "0"):
         raise ApiError("empty_body", "the request body is empty; send JSON")
     return request.data
+
+
+def jsonb_dict(value: Any) -> dict:
+    """A jsonb object read through Django's raw cursor (which hands jsonb back as text)."""
+    if isinstance(value, str):
+        value = orjson.loads(value)
+    return value if isinstance(value, dict) else {}

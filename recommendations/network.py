@@ -16,6 +16,7 @@ from django.db import connection, transaction
 
 from catalog.models import CONTENT_DIMENSIONS
 from core.errors import ApiError, NotFound
+from core.json import jsonb_dict
 from recommendations.engine.content import ContentEmbedding, product_document
 from tenants.models import Store
 from tenants.selectors import store_settings_get
@@ -58,10 +59,8 @@ def global_model_train() -> GlobalTrainingResult:
             "WHERE ss.share_network AND s.is_active"
         )
         stores = int(cursor.fetchone()[0])
-    from recommendations.services import _json  # jsonb from a raw cursor
-
     documents = [
-        product_document(title, description or "", list(path or []), brand or "", _json(attributes))
+        product_document(title, description or "", list(path or []), brand or "", jsonb_dict(attributes))
         for _, title, description, path, brand, attributes, _ in rows
     ]
     vectors = (

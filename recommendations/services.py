@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
-import orjson
 from django.conf import settings as django_settings
 from django.db import (
     IntegrityError,
@@ -27,6 +26,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from core import answer_cache
 from core.errors import ApiError, NotFound
+from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
@@ -194,7 +194,7 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         baskets=baskets[keep], purchases=purchases[keep],
     )  # fmt: skip
     documents_by_id = {
-        row[0]: product_document(row[1], row[2] or "", list(row[3] or []), row[4] or "", _json(row[5]))
+        row[0]: product_document(row[1], row[2] or "", list(row[3] or []), row[4] or "", jsonb_dict(row[5]))
         for row in catalog
     }
     documents = [documents_by_id.get(int(pid), "") for pid in product_index.ids]
@@ -212,13 +212,6 @@ class _PhaseClock:
         now = time.monotonic()
         self.laps[name] = round(now - self.last, 3)
         self.last = now
-
-
-def _json(value: Any) -> dict:
-    """jsonb comes back from Django's raw cursor as text."""
-    if isinstance(value, str):
-        value = orjson.loads(value)
-    return value if isinstance(value, dict) else {}
 
 
 def _train(run: TrainingRun) -> TrainedModel:
