@@ -18,6 +18,7 @@ from catalog.models import CONTENT_DIMENSIONS
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from recommendations.engine.content import ContentEmbedding, product_document
+from recommendations.selectors import catalog_filters
 from tenants.models import Store
 from tenants.selectors import store_settings_get
 
@@ -147,22 +148,7 @@ def _matching_at_most(cursor: Any, store: Store, extra: str, params: list, limit
 
 
 def _nearest_in_network(cursor: Any, store: Store, product_id: int, options: Any) -> list[dict[str, Any]]:
-    clauses, params = [], []
-    if options.category:
-        clauses.append("p.category_path @> ARRAY[%s]::varchar[]")
-        params.append(options.category)
-    if options.brand:
-        clauses.append("p.brand = %s")
-        params.append(options.brand)
-    if options.min_price is not None:
-        clauses.append("p.price >= %s")
-        params.append(options.min_price)
-    if options.max_price is not None:
-        clauses.append("p.price <= %s")
-        params.append(options.max_price)
-    if options.in_stock is not None:
-        clauses.append("p.in_stock = %s")
-        params.append(options.in_stock)
+    clauses, params = catalog_filters(options, table="p")
     extra = "".join(f" AND {clause}" for clause in clauses)
     with transaction.atomic():
         if clauses and _matching_at_most(cursor, store, extra, params, EXACT_BELOW):

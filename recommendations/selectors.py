@@ -241,27 +241,33 @@ class Hydrated:
     reason: str
 
 
+def catalog_filters(options: Options, table: str = "") -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) for the request's catalog filters, on `table.` columns."""
+    prefix = f"{table}." if table else ""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for wanted, condition in (
+        (options.category, f"{prefix}category_path @> ARRAY[%s]::varchar[]"),
+        (options.brand, f"{prefix}brand = %s"),
+        (options.min_price, f"{prefix}price >= %s"),
+        (options.max_price, f"{prefix}price <= %s"),
+        (options.in_stock, f"{prefix}in_stock = %s"),
+    ):
+        if wanted is not None and wanted != "":
+            clauses.append(condition)
+            params.append(wanted)
+    return clauses, params
+
+
 def _hydrate(store: Store, candidates: list[Candidate], options: Options) -> list[Hydrated]:
     """The candidates that are active and pass the filters, in candidate order (one query)."""
     if not candidates:
         return []
     clauses = ["store_id = %s", "id = ANY(%s)", "is_active"]
     params: list[Any] = [store.id, [c.product_id for c in candidates]]
-    if options.category:
-        clauses.append("category_path @> ARRAY[%s]::varchar[]")
-        params.append(options.category)
-    if options.brand:
-        clauses.append("brand = %s")
-        params.append(options.brand)
-    if options.min_price is not None:
-        clauses.append("price >= %s")
-        params.append(options.min_price)
-    if options.max_price is not None:
-        clauses.append("price <= %s")
-        params.append(options.max_price)
-    if options.in_stock is not None:
-        clauses.append("in_stock = %s")
-        params.append(options.in_stock)
+    filter_sql, filter_params = catalog_filters(options)
+    clauses += filter_sql
+    params += filter_params
     if options.exclude:
         clauses.append("NOT (external_id = ANY(%s))")
         params.append(list(options.exclude))
