@@ -93,6 +93,48 @@ SETTINGS_FIELDS: dict[str, type | tuple[type, ...]] = {
 }
 
 
+def _pins_problem(pins: dict[str, Any]) -> str | None:
+    """Serving reads pins as {"<surface>" or "*": [{"id": "<product id>", "position": <int >= 0>}]}."""
+    for surface, entries in pins.items():
+        if not isinstance(entries, list):
+            return f"pins[{surface!r}] must be a list of {{'id', 'position'}} objects"
+        for entry in entries:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                return f"each pin of {surface!r} needs a string id"
+            position = entry.get("position", 0)
+            if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+                return f"the position of pin {entry['id']!r} must be an integer >= 0"
+    return None
+
+
+def _boosts_problem(boosts: dict[str, Any]) -> str | None:
+    """Serving multiplies scores by {"brand" | "category" | "product": {"<value>": <number > 0>}}."""
+    for kind, factors in boosts.items():
+        if kind not in {"brand", "category", "product"}:
+            return f"boosts may be by brand, category or product, not {kind!r}"
+        if not isinstance(factors, dict):
+            return f"boosts[{kind!r}] must map values to factors"
+        for value, factor in factors.items():
+            if isinstance(factor, bool) or not isinstance(factor, int | float) or not 0 < factor <= 1e6:
+                return f"the boost of {kind} {value!r} must be a number above 0"
+    return None
+
+
+def _event_weights_problem(weights: dict[str, Any]) -> str | None:
+    """Training and serving read {"<event type>": <number >= 0>}."""
+    from events.models import EVENT_TYPE_BY_NAME
+
+    for name, weight in weights.items():
+        if name not in EVENT_TYPE_BY_NAME:
+            return f"unknown event type {name!r}; known: {', '.join(EVENT_TYPE_BY_NAME)}"
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 <= weight <= 1e6:
+            return f"the weight of {name!r} must be a number >= 0"
+    return None
+
+
+SHAPE_CHECKS = {"pins": _pins_problem, "boosts": _boosts_problem, "event_weights": _event_weights_problem}
+
+
 def store_update(*, store: Store, data: dict[str, Any]) -> Store:
     """PATCH semantics: `name`, `currency` and any key of `settings`; unknown keys are an error."""
     if not isinstance(data, dict):
@@ -115,6 +157,8 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
             errors[field] = f"must be of type {expected.__name__}"  # type: ignore[union-attr]
         elif field == "retrain_interval_hours" and not 1 <= value <= 24 * 365:
             errors[field] = "must be between 1 and 8760"
+        elif field in SHAPE_CHECKS and (problem := SHAPE_CHECKS[field](value)):
+            errors[field] = problem
     if errors:
         raise ApiError("invalid", "invalid store settings", details=errors)
     with transaction.atomic():

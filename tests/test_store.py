@@ -76,3 +76,24 @@ def test_create_store_twice_fails_without_second_key(db):
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_store", "twice", stdout=StringIO())
     assert ApiKey.objects.filter(store__slug="twice").count() == 1
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"pins": {"trending": [{"id": "p1", "position": "top"}]}},
+        {"pins": {"trending": "p1"}},
+        {"pins": {"*": [{"position": 1}]}},
+        {"boosts": {"colour": {"red": 2}}},
+        {"boosts": {"brand": {"Acme": "lots"}}},
+        {"boosts": {"brand": {"Acme": -1}}},
+        {"event_weights": {"teleport": 1}},
+        {"event_weights": {"view": "heavy"}},
+    ],
+)
+def test_pins_boosts_and_event_weights_are_checked_when_set(tenant, settings):
+    response = tenant.api.patch("/api/v1/store", settings)
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    stored = tenant.api.get("/api/v1/store").json()["settings"]
+    assert stored["pins"] == {} and stored["boosts"] == {} and stored["event_weights"] == {}
