@@ -4,7 +4,6 @@ INSERT), single-product replace/patch, and soft delete."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -323,7 +322,3 @@ def _raise_single_row_error(result: BulkResult) -> None:
     if result.errors:
         first = result.errors[0]
         raise ApiError(first["code"], first["message"], details=result.errors)
-
-
-def price_as_float(price: Decimal | None) -> float | None:
-    return float(price) if price is not None else None

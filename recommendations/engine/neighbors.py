@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.interactions import Interactions, user_item_matrix
+from recommendations.engine.interactions import Interactions
 
 
 def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -91,7 +91,3 @@ class ItemTransitions:
             np.float32
         )
         return self
-
-
-def cooccurrence_from_interactions(data: Interactions, **params: float) -> ItemCooccurrence:
-    return ItemCooccurrence(**params).fit(user_item_matrix(data))  # type: ignore[arg-type]
