@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from core.errors import ApiError
-from recommendations.models import TrainedModel, TrainingRun
+from recommendations.models import GlobalModel, NetworkSlice, TrainedModel, TrainingRun
 from recommendations.services import trained_model_activate
 
 
@@ -68,6 +68,63 @@ class TrainedModelAdmin(admin.ModelAdmin):
         model = queryset.select_related("store").get()
         trained_model_activate(store=model.store, version=model.version, kind=model.kind)
         messages.success(request, f"{model.store.slug}: version {model.version} is now active.")
+
+
+@admin.register(GlobalModel)
+class GlobalModelAdmin(admin.ModelAdmin):
+    """Versions of the model learnt across sharing stores; "Train the global model now" queues a run."""
+
+    list_display = ("version", "is_active", "stores", "products", "events", "slices", "seconds", "created_at")
+    readonly_fields = [field.name for field in GlobalModel._meta.fields]
+    actions = ["train_global_now"]
+
+    @admin.display(description="stores")
+    def stores(self, obj: GlobalModel) -> Any:
+        return obj.metrics.get("stores")
+
+    @admin.display(description="products")
+    def products(self, obj: GlobalModel) -> Any:
+        return obj.metrics.get("products")
+
+    @admin.display(description="events")
+    def events(self, obj: GlobalModel) -> Any:
+        return obj.metrics.get("events")
+
+    @admin.display(description="store slices")
+    def slices(self, obj: GlobalModel) -> Any:
+        return obj.metrics.get("slices")
+
+    @admin.display(description="seconds")
+    def seconds(self, obj: GlobalModel) -> Any:
+        return obj.metrics.get("seconds")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Train the global model now (queued on the train-global queue)")
+    def train_global_now(self, request: HttpRequest, queryset: QuerySet[GlobalModel]) -> None:
+        from recommendations.tasks import train_global_task
+
+        train_global_task.delay()
+        messages.success(request, "Global training queued.")
+
+
+@admin.register(NetworkSlice)
+class NetworkSliceAdmin(admin.ModelAdmin):
+    list_display = ("store", "global_model", "n_items", "n_pairs", "created_at")
+    list_filter = ("store",)
+    list_select_related = ("store", "global_model")
+    exclude = ("artifact",)
+    readonly_fields = [field.name for field in NetworkSlice._meta.fields if field.name != "artifact"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 def train_now(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None:

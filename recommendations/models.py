@@ -74,3 +74,43 @@ class TrainingRun(BaseModel):
 
     def __str__(self) -> str:
         return f"run {self.pk} of {self.store_id}/{self.kind}: {self.status}"
+
+
+class GlobalModel(BaseModel):
+    """A version of the model learnt across the stores that share. Its parameters reach a store only as
+    that store's NetworkSlice (about its own products) and as product vectors in the network space."""
+
+    version = models.PositiveIntegerField(unique=True)
+    is_active = models.BooleanField(default=False)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    parameters = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="global_model_one_active"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"global v{self.version}{' (active)' if self.is_active else ''}"
+
+
+class NetworkSlice(BaseModel):
+    """What the other stores' shoppers say about one store's products (its own events left out): a sparse
+    products x products matrix, blended into the store's model at its next training."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
+    global_model = models.ForeignKey(GlobalModel, on_delete=models.CASCADE, related_name="slices")
+    n_items = models.PositiveIntegerField(default=0)
+    n_pairs = models.PositiveBigIntegerField(default=0)
+    artifact = models.BinaryField(help_text="np.savez: product_ids and the CSR parts of the matrix")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "global_model"], name="network_slice_store_model_uniq")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.store_id} slice of global v{self.global_model_id}"

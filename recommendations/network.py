@@ -5,21 +5,35 @@ stops sharing drops out of every answer at once, because each query joins the li
 from __future__ import annotations
 
 import logging
-import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from django.db import connection, transaction
+from django.db.models import Max
+from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
+from events.models import EventType
+from recommendations.artifacts import artifact_dump, artifact_load
 from recommendations.engine.content import ContentEmbedding, product_document
+from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
+from recommendations.engine.network import (
+    NetworkCooccurrence,
+    canonical_key,
+    category_cooccurrence,
+    network_embedding,
+    normalised_title,
+)
+from recommendations.models import GlobalModel, NetworkSlice
 from recommendations.selectors import catalog_filters
-from tenants.models import Store
+from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
 
 logger = logging.getLogger(__name__)
@@ -32,67 +46,184 @@ EXACT_BELOW = 20_000  # filtered candidates under this: exact search instead of 
 
 @dataclass(frozen=True)
 class GlobalTrainingResult:
+    version: int
     stores: int
     products: int
     merged_groups: int
+    events: int
     seconds: float
 
 
-def _normalised_title(title: str) -> str:
-    return re.sub(r"[^a-z0-9]+", " ", title.lower()).strip()
-
-
-def global_model_train() -> GlobalTrainingResult:
-    """Fit one TF-IDF + SVD space over the products of all sharing stores, tie together products that
-    are the same across stores (same GTIN, or same brand and normalised title), store the vectors, and
-    clear those of stores that do not share."""
-    started = time.monotonic()
+def _sharing_products() -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT p.id, p.title, p.description, p.category_path, p.brand, p.attributes, p.gtin "
+            "SELECT p.id, p.store_id, p.title, p.description, p.category_path, p.brand, p.attributes, p.gtin "
             "FROM catalog_product AS p JOIN tenants_store AS s ON s.id = p.store_id AND s.is_active "
             "JOIN tenants_storesettings AS ss ON ss.store_id = p.store_id AND ss.share_network "
             "WHERE p.is_active ORDER BY p.id"
         )
+        return cursor.fetchall()
+
+
+def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(user codes, product ids, weights) of one store's events; aliases resolved to their user."""
+    weights_by_type = {**DEFAULT_EVENT_WEIGHTS, **(event_weights or {})}
+    type_weight = np.zeros(max(EventType.values) + 1, dtype=np.float32)
+    for value, label in EventType.choices:
+        type_weight[value] = float(weights_by_type.get(label, 1.0))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT user_id, product_id, type FROM events_event WHERE store_id = %s", [store_id])
         rows = cursor.fetchall()
-        cursor.execute(
-            "SELECT count(*) FROM tenants_storesettings AS ss JOIN tenants_store AS s ON s.id = ss.store_id "
-            "WHERE ss.share_network AND s.is_active"
+        cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store_id])
+        canonical = dict(cursor.fetchall())
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
+    users_raw, products, types = zip(*rows, strict=True)
+    users = np.array([canonical.get(user, user) for user in users_raw], dtype=object).astype(str)
+    _, user_codes = np.unique(users, return_inverse=True)
+    return user_codes, np.array(products, dtype=np.int64), type_weight[np.array(types, dtype=np.int64)]
+
+
+def global_model_train(*, progress: Callable[[str], None] = lambda message: None) -> GlobalTrainingResult:
+    """Learn the network model over the stores that share:
+
+    1. products matched across stores (same GTIN, or same brand and normalised title) become one
+       canonical product;
+    2. co-occurrence of canonical products in each store's shoppers' histories, summed over stores
+       (shoppers are never joined across stores), and of categories;
+    3. one embedding space from text, refined by that behaviour, stored in `network_embedding` (HNSW);
+    4. per store, its slice: the network's co-occurrence among its products with its own events left out,
+       which its next training blends in with a share chosen on its validation split.
+
+    Products of stores that do not share (any more) leave the network space."""
+    clock = time.monotonic()
+    laps: dict[str, float] = {}
+
+    def lap(name: str, message: str) -> None:
+        nonlocal clock
+        laps[name] = round(time.monotonic() - clock, 3)
+        clock = time.monotonic()
+        logger.info("global model: %s", message)
+        progress(message)
+
+    rows = _sharing_products()
+    product_ids = np.array([row[0] for row in rows], dtype=np.int64)
+    store_of = np.array([row[1] for row in rows], dtype=np.int64)
+    keys = [canonical_key(gtin=row[7], brand=row[5], title=row[2]) for row in rows]
+    # every product is a canonical product; those with the same key are one
+    codes_by_key: dict[str, int] = {}
+    canonical = np.empty(len(rows), dtype=np.int64)
+    for index, key in enumerate(keys):
+        canonical[index] = codes_by_key.setdefault(key or f"product:{product_ids[index]}", len(codes_by_key))
+    n_canonical = len(codes_by_key)
+    # a product's category, for categories that go together: the last level of its path
+    leaves = np.array([normalised_title(row[4][-1]) if row[4] else "" for row in rows] + [""], dtype=str)
+    category_index, category_codes = np.unique(leaves, return_inverse=True)
+    category_codes, has_category = category_codes[:-1], leaves[:-1] != ""
+    settings_by_store = dict(
+        StoreSettings.objects.filter(share_network=True, store__is_active=True).values_list(
+            "store_id", "event_weights"
         )
-        stores = int(cursor.fetchone()[0])
-    documents = [
-        product_document(title, description or "", list(path or []), brand or "", jsonb_dict(attributes))
-        for _, title, description, path, brand, attributes, _ in rows
-    ]
-    vectors = (
-        ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(documents) if rows else np.zeros((0, 1))
     )
-    # the same product in several stores: one point (behaviour that crosses stores starts here)
-    groups: dict[str, list[int]] = {}
-    for index, (_, title, _, _, brand, _, gtin) in enumerate(rows):
-        key = (
-            f"gtin:{gtin}" if gtin else (f"name:{brand.lower()}|{_normalised_title(title)}" if brand else "")
+    lap("catalog", f"{len(rows)} products of {len(settings_by_store)} sharing stores, {n_canonical} distinct")
+
+    cooccurrence = NetworkCooccurrence(n_canonical=n_canonical)
+    per_store_categories = []
+    n_events = 0
+    for store_id, event_weights in settings_by_store.items():
+        users, products, weights = _store_events(store_id, event_weights)
+        position = np.searchsorted(product_ids, products)
+        position = np.clip(position, 0, max(len(product_ids) - 1, 0))
+        known = (product_ids[position] == products) if len(product_ids) else np.zeros(len(products), bool)
+        known &= weights > 0
+        n_events += int(known.sum())
+        cooccurrence.add_store(
+            store_id, users=users[known], canonical=canonical[position[known]], weights=weights[known]
         )
-        if key:
-            groups.setdefault(key, []).append(index)
+        with_category = known & has_category[position] if len(rows) else known
+        per_store_categories.append(
+            (users[with_category], category_codes[position[with_category]], weights[with_category])
+        )
+    lap("behaviour", f"co-occurrence of {n_events} events")
+
+    text = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).text_features(
+        [
+            product_document(title, description or "", list(path or []), brand or "", jsonb_dict(attributes))
+            for _, _, title, description, path, brand, attributes, _ in rows
+        ]
+    )
+    vectors = np.zeros((len(rows), CONTENT_DIMENSIONS), dtype=np.float32)
+    if text is not None:
+        behaviour = cooccurrence.similarity()[canonical]
+        categories = category_cooccurrence(per_store_categories, len(category_index))[category_codes]
+        vectors = network_embedding(text, behaviour, categories, dimensions=CONTENT_DIMENSIONS)
+    # the same product in several stores: one point
     merged = 0
-    for members in groups.values():
-        if len(members) > 1:
+    order = np.argsort(canonical, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, canonical[order][1:] != canonical[order][:-1], True])
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        if stop - start > 1:
+            members = order[start:stop]
             mean = vectors[members].mean(axis=0)
             norm = np.linalg.norm(mean)
             if norm > 0:
                 vectors[members] = mean / norm
                 merged += 1
-    with transaction.atomic(), connection.cursor() as cursor:
+    lap("embedding", f"network embedding, {merged} products matched across stores")
+
+    slices = []
+    for store_id in settings_by_store:
+        mine = np.flatnonzero(store_of == store_id)
+        matrix = cooccurrence.store_slice(store_id, canonical[mine])
+        if matrix.nnz:
+            slices.append((store_id, product_ids[mine], matrix))
+    lap("slices", f"{len(slices)} store slices")
+
+    with transaction.atomic():
+        _write_vectors(product_ids, vectors)
+        latest = GlobalModel.objects.aggregate(v=Max("version"))["v"] or 0
+        GlobalModel.objects.filter(is_active=True).update(is_active=False)
+        metrics = {
+            "stores": len(settings_by_store), "products": len(rows), "canonical_products": n_canonical,
+            "merged_groups": merged, "events": n_events, "network_pairs": int(cooccurrence.total_.nnz),
+            "slices": len(slices), "seconds_by_phase": laps,
+        }  # fmt: skip
+        model = GlobalModel.objects.create(
+            version=latest + 1, is_active=True, activated_at=timezone.now(), metrics=metrics,
+            parameters={"k": cooccurrence.k, "alpha": cooccurrence.alpha, "shrink": cooccurrence.shrink,
+                        "dimensions": CONTENT_DIMENSIONS},
+        )  # fmt: skip
+        NetworkSlice.objects.bulk_create(
+            NetworkSlice(
+                store_id=store_id,
+                global_model=model,
+                n_items=len(ids),
+                n_pairs=int(matrix.nnz),
+                artifact=artifact_dump({"product_ids": ids, "matrix": matrix}),
+            )  # fmt: skip
+            for store_id, ids, matrix in slices
+        )
+        # slices are read only when a store trains: keep those of this version and the one before
+        NetworkSlice.objects.filter(global_model__version__lt=latest).delete()
+    lap("store", f"version {model.version} stored and active")
+    seconds = round(sum(laps.values()), 2)
+    GlobalModel.objects.filter(pk=model.pk).update(metrics={**metrics, "seconds": seconds})
+    result = GlobalTrainingResult(model.version, len(settings_by_store), len(rows), merged, n_events, seconds)
+    logger.info("global model trained: %s", result)
+    return result
+
+
+def _write_vectors(product_ids: np.ndarray, vectors: np.ndarray) -> None:
+    with connection.cursor() as cursor:
         cursor.execute(
             "CREATE TEMPORARY TABLE IF NOT EXISTS network_staging "
             f"(id bigint, v halfvec({CONTENT_DIMENSIONS})) ON COMMIT DELETE ROWS"
         )
         cursor.execute("TRUNCATE network_staging")
         with cursor.cursor.copy("COPY network_staging (id, v) FROM STDIN") as copy:
-            for (product_id, *_), vector in zip(rows, vectors, strict=True):
+            for product_id, vector in zip(product_ids, vectors, strict=True):
                 if np.linalg.norm(vector) > 0:
-                    copy.write_row((product_id, "[" + ",".join(f"{x:.5f}" for x in vector) + "]"))
+                    copy.write_row((int(product_id), "[" + ",".join(f"{x:.5f}" for x in vector) + "]"))
         cursor.execute(
             "UPDATE catalog_product AS p SET network_embedding = s.v "
             "FROM network_staging AS s WHERE p.id = s.id"
@@ -104,9 +235,28 @@ def global_model_train() -> GlobalTrainingResult:
             "JOIN tenants_store AS s ON s.id = ss.store_id WHERE ss.store_id = p.store_id "
             "AND ss.share_network AND s.is_active))"
         )
-    result = GlobalTrainingResult(stores, len(rows), merged, round(time.monotonic() - started, 2))
-    logger.info("global model trained: %s", result)
-    return result
+
+
+def network_slice_for(*, store: Store, product_ids: np.ndarray) -> tuple[sp.csr_matrix | None, int | None]:
+    """The store's slice of the active global model, laid out over `product_ids` (the store model's
+    item order), and the global version; (None, None) when the store does not share or has no slice."""
+    if not store_settings_get(store=store).share_network:
+        return None, None
+    row = (
+        NetworkSlice.objects.filter(store=store, global_model__is_active=True)
+        .values_list("artifact", "global_model__version")
+        .first()
+    )
+    if row is None:
+        return None, None
+    arrays = artifact_load(row[0])
+    ids, matrix = np.asarray(arrays["product_ids"], dtype=np.int64), arrays["matrix"].tocoo()
+    index = IdIndex(ids=np.asarray(product_ids, dtype=np.int64))
+    rows, cols = index.positions(ids[matrix.row]), index.positions(ids[matrix.col])
+    keep = (rows >= 0) & (cols >= 0)
+    n = len(index)
+    laid_out = sp.csr_matrix((matrix.data[keep], (rows[keep], cols[keep])), shape=(n, n), dtype=np.float32)
+    return laid_out, int(row[1])
 
 
 def related_network(*, store: Store, external_id: str, options: Any) -> dict[str, Any]:

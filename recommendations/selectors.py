@@ -76,7 +76,15 @@ class ServingModel:
 
     @property
     def source(self) -> str:
-        return f"store-model:v{self.version}"
+        """Which model answers, and how the global one was blended in (its share of the neighbours)."""
+        own = f"store-model:v{self.version}"
+        global_version, share = self.parameters.get("global_version"), self.parameters.get("global_share")
+        if global_version is None or share is None:
+            return own
+        how = self.parameters.get("global_share_chosen_by", "")
+        return (
+            f"blend:{own}+global-model:v{global_version} (global share {share:g}{', ' + how if how else ''})"
+        )
 
     @classmethod
     def from_artifact(cls, model_id: int, version: int, parameters: dict, blob: bytes) -> ServingModel:

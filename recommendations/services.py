@@ -32,16 +32,9 @@ from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import FrequentlyBoughtTogether
 from recommendations.engine.content import ContentEmbedding, product_document
-from recommendations.engine.evaluation import (
-    evaluate,
-    grid,
-    leave_last_out,
-    model_recommender,
-    temporal_split,
-    tune,
-)
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex, sorted_interactions
-from recommendations.engine.recommender import SequentialItemKNN, decayed_popularity
+from recommendations.engine.recommender import decayed_popularity
+from recommendations.engine.training import fit_store_model
 from recommendations.models import ModelKind, RunStatus, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 
@@ -52,8 +45,6 @@ CLEARLY_WORSE = 0.8
 MIN_USERS_TO_COMPARE = 30
 TRENDING_HALF_LIFE_DAYS = 7.0
 INTERACTION_HALF_LIFE_DAYS = 180.0  # co-occurrence: an event half a year old counts half
-EVALUATION_USERS = 5000  # a fixed-seed sample of the hold-out's shoppers
-TUNING_USERS = 2000
 
 
 def training_run_create(*, store: Store, kind: str = ModelKind.STORE, trigger: str = "api") -> TrainingRun:
@@ -215,56 +206,31 @@ class _PhaseClock:
 
 
 def _train(run: TrainingRun) -> TrainedModel:
+    from recommendations.network import network_slice_for
+
     store = run.store
     settings, _ = StoreSettings.objects.get_or_create(store=store)
     repeats = settings.include_purchased
     clock = _PhaseClock()
     data = _load(store, settings)
+    network, global_version = network_slice_for(store=store, product_ids=data.product_ids.ids)
     clock.lap("load")
     interactions = data.interactions
     _progress(run.id, 0.2, f"loaded {data.n_events} events over {len(data.product_ids)} products; tuning")
 
-    # Weights are tuned and the version evaluated on a time split (the last tenth of the store's time);
-    # when too few shoppers span the cut, on each shopper's last event instead.
-    holdout, protocol = None, "none"
-    if len(interactions):
-        holdout, protocol = temporal_split(interactions, holdout_fraction=0.1), "time"
-        if len(holdout.users) < MIN_USERS_TO_COMPARE:
-            holdout, protocol = leave_last_out(interactions), "leave_last_out"
-    search = grid(
-        history_decay=[0.3, 0.6, 1.0],
-        sequence_weight=[0.0, 3.0],
-        repeat_weight=[0.0, 1.0, 2.0] if repeats else [0.0],
+    # Weights are tuned, the global share chosen and the version evaluated on a time split (the last
+    # tenth of the store's time); with too few shoppers spanning the cut, on each shopper's last event.
+    fixed_share = (settings.blend_weights or {}).get("global")
+    fitted = fit_store_model(
+        interactions,
+        repeats=repeats,
+        network=network,
+        fixed_share=None if fixed_share is None else float(fixed_share),
+        interaction_half_life_days=INTERACTION_HALF_LIFE_DAYS,
+        progress=lambda fraction, message: _progress(run.id, fraction, message),
     )
-    best: dict[str, float] = {
-        "history_decay": 0.5,
-        "sequence_weight": 3.0,
-        "repeat_weight": 1.0 if repeats else 0.0,
-    }
-    fit_params = {"interaction_half_life_days": INTERACTION_HALF_LIFE_DAYS}
-    metrics: dict[str, Any] = {"users": 0}
-    if holdout is not None and len(holdout.users) >= 5 and len(holdout.train) > 0:
-        best, _, _ = tune(
-            SequentialItemKNN,
-            holdout,
-            fit_params=fit_params,
-            search=search,
-            exclude_seen=not repeats,
-            max_users=TUNING_USERS,
-        )
-        _progress(run.id, 0.45, "evaluating the tuned weights on the hold-out")
-        validation_model = SequentialItemKNN(**fit_params, **best).fit(holdout.train)
-        metrics = evaluate(
-            model_recommender(validation_model, holdout, k=10, exclude_seen=not repeats),
-            holdout,
-            k=10,
-            max_users=EVALUATION_USERS,
-        ).as_dict(10)
-        metrics["protocol"] = protocol
-
-    clock.lap("tune_and_evaluate")
-    _progress(run.id, 0.6, "fitting on all events")
-    model = SequentialItemKNN(**fit_params, **best).fit(interactions)
+    model, metrics = fitted.model, fitted.metrics
+    clock.lap("tune_evaluate_fit")
     model.popularity_ = decayed_popularity(
         interactions, half_life_days=TRENDING_HALF_LIFE_DAYS, now=datetime.now(tz=UTC).timestamp()
     )
@@ -272,7 +238,7 @@ def _train(run: TrainingRun) -> TrainedModel:
     together = FrequentlyBoughtTogether(min_support=2, k=50).fit(
         interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items
     )
-    clock.lap("fit")
+    clock.lap("baskets")
     _progress(run.id, 0.75, "content embeddings")
     vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
     # Content neighbours are not precomputed (rows x items x dimensions grows with the square of the
@@ -294,7 +260,14 @@ def _train(run: TrainingRun) -> TrainedModel:
     _store_content_vectors(store, data.product_ids.ids, vectors)
     clock.lap("store_vectors")
     metrics["seconds_by_phase"] = clock.laps
-    parameters = {**fit_params, **best, "popularity_weight": model.popularity_weight, "k": model.k}
+    parameters = dict(fitted.parameters)
+    if fitted.global_share is not None:
+        parameters.update(
+            global_version=global_version,
+            global_share=fitted.global_share,
+            global_share_chosen_by=fitted.share_chosen_by,
+            global_shares_tried={f"{share:g}": round(ndcg, 5) for share, ndcg in fitted.shares_tried.items()},
+        )
     return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
 
 

@@ -132,7 +132,25 @@ def _event_weights_problem(weights: dict[str, Any]) -> str | None:
     return None
 
 
-SHAPE_CHECKS = {"pins": _pins_problem, "boosts": _boosts_problem, "event_weights": _event_weights_problem}
+def _blend_weights_problem(weights: dict[str, Any]) -> str | None:
+    """Training reads {"global": <share of the global model, 0 to 1>}; without it the share is chosen on
+    the store's validation split."""
+    for name, share in weights.items():
+        if name != "global":
+            return f"blend_weights takes only 'global' (the share of the global model), not {name!r}"
+        if share is not None and (
+            isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1
+        ):
+            return "blend_weights.global must be a number from 0 to 1, or null to choose it on validation"
+    return None
+
+
+SHAPE_CHECKS = {
+    "pins": _pins_problem,
+    "boosts": _boosts_problem,
+    "event_weights": _event_weights_problem,
+    "blend_weights": _blend_weights_problem,
+}
 
 
 def store_update(*, store: Store, data: dict[str, Any]) -> Store:

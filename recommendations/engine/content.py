@@ -16,17 +16,23 @@ class ContentEmbedding:
         self.max_features = max_features
         self.seed = seed
 
-    def fit_transform(self, documents: list[str]) -> np.ndarray:
-        """Unit vectors (n_documents x dimensions, zero-padded when the corpus is small)."""
-        vectors = np.zeros((len(documents), self.dimensions), dtype=np.float32)
+    def text_features(self, documents: list[str]) -> sp.csr_matrix | None:
+        """TF-IDF rows of the documents (words and word pairs); None when there is nothing to learn from."""
         if len(documents) < 2 or not any(doc.strip() for doc in documents):
-            return vectors
+            return None
         vectorizer = TfidfVectorizer(
             max_features=self.max_features, sublinear_tf=True, ngram_range=(1, 2), min_df=1, dtype=np.float32
         )
         try:
-            tfidf = vectorizer.fit_transform(documents)
+            return vectorizer.fit_transform(documents).tocsr()
         except ValueError:  # nothing but stop words
+            return None
+
+    def fit_transform(self, documents: list[str]) -> np.ndarray:
+        """Unit vectors (n_documents x dimensions, zero-padded when the corpus is small)."""
+        vectors = np.zeros((len(documents), self.dimensions), dtype=np.float32)
+        tfidf = self.text_features(documents)
+        if tfidf is None:
             return vectors
         components = min(self.dimensions, tfidf.shape[1] - 1, len(documents) - 1)
         if components < 1:

@@ -13,8 +13,9 @@ class Command(BaseCommand):
     help = "Train the global model across the stores that share (also scheduled by Celery beat)."
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = global_model_train()
+        result = global_model_train(progress=lambda message: self.stdout.write(f"  {message}"))
         self.stdout.write(
-            f"global model: {result.products} products of {result.stores} sharing stores, "
-            f"{result.merged_groups} products matched across stores, {result.seconds} s"
+            f"global model v{result.version}: {result.products} products of {result.stores} sharing stores, "
+            f"{result.events} events, {result.merged_groups} products matched across stores, "
+            f"{result.seconds} s"
         )
