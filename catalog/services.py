@@ -203,7 +203,7 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
         _copy_to_staging(cursor, to_write)
         result.updated = _update_existing(cursor, store)
         result.created = _insert_new(cursor, store)
-        transaction.on_commit(lambda: answer_cache.store_changed(store))
+        answer_cache.changed(answer_cache.store_changed, store)
     result.errors.sort(key=lambda error: error["index"])
     return result
 
@@ -307,7 +307,7 @@ def product_deactivate(*, store: Store, external_id: str) -> None:
     )
     if not changed:
         raise NotFound("no such product")
-    transaction.on_commit(lambda: answer_cache.store_changed(store))
+    answer_cache.changed(answer_cache.store_changed, store)
 
 
 def _single_row(external_id: str, data: Any) -> dict[str, Any]:

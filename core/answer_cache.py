@@ -1,8 +1,17 @@
-"""A shared cache (Redis) of answers that do not depend on who asks: related, complementary and trending.
+"""A shared cache (Redis) of rendered recommendation answers, with explicit invalidation.
 
-Each store has a generation counter that every write which can change such an answer bumps (catalog
-writes, settings, model activation); the generation is part of the key, so an old answer is never read
-again and simply expires. For-user answers are not cached: they follow the shopper's latest events.
+Generations, not deletes: every key of a cached answer holds the store's generation and, for answers about
+a shopper, that shopper's generation. A write that can change an answer bumps a counter, so an old answer
+is never read again and simply expires:
+
+- the store's generation: catalog writes, settings, model activation;
+- a shopper's generation: their new events, and aliases linked to them (every id of the profile is
+  bumped, since any of them may be asked about);
+- the keys generation (one for all stores): API keys created, changed or revoked, stores changed. Serving
+  processes keep recently seen keys in memory and trust them only while this generation is unchanged.
+
+One Redis round trip reads the generations and the answer together (a Lua script), so a cached answer costs
+no SQL. A cache that is down or turned off (ANSWER_CACHE_URL="") is a miss: answers are computed as usual.
 """
 
 from __future__ import annotations
@@ -10,32 +19,67 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import redis
 from django.conf import settings
+from django.db import transaction
 
 logger = logging.getLogger(__name__)
 TTL_SECONDS = 300
+SHOPPER_TTL_SECONDS = 60  # answers about a shopper also depend on the clock (the current session)
+GENERATION_TTL_SECONDS = 86_400  # longer than any answer lives, refreshed by every bump
+KEYS_GENERATION = "rc:keys:gen"
 
 _client: redis.Redis | None = None
+_fetch: Any = None
+
+_FETCH_SCRIPT = """
+local store_gen = redis.call('GET', KEYS[1]) or '0'
+local shopper_gen = redis.call('GET', KEYS[2]) or '0'
+local keys_gen = redis.call('GET', KEYS[3]) or '0'
+local key = ARGV[1] .. ':' .. store_gen .. ':' .. shopper_gen .. ':' .. ARGV[2]
+return {keys_gen, key, redis.call('GET', key)}
+"""
 
 
 def _redis() -> redis.Redis | None:
-    global _client
+    global _client, _fetch
     if not settings.ANSWER_CACHE_URL:
         return None
     if _client is None:
         _client = redis.Redis.from_url(
             settings.ANSWER_CACHE_URL, socket_timeout=0.2, socket_connect_timeout=0.2
         )
+        _fetch = _client.register_script(_FETCH_SCRIPT)
     return _client
+
+
+def enabled() -> bool:
+    return _redis() is not None
 
 
 def _namespace(store: Any) -> str:
     # the creation time keeps stores of different databases (and re-created test databases) apart
     return f"rc:{store.id}.{int(store.created_at.timestamp() * 1_000_000)}"
+
+
+def _shopper_key(store: Any, user_id: str | None) -> str:
+    if user_id is None:
+        return f"{_namespace(store)}:u:-"  # never bumped: answers that are about no one
+    digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()[:20]
+    return f"{_namespace(store)}:u:{digest}"
+
+
+def changed(bump: Callable[..., None], *args: Any) -> None:
+    """Bump now, so that what this transaction computes from here on is not mistaken for the old state,
+    and again once the transaction commits, so that answers computed meanwhile from the old state (by
+    other requests) are not read again."""
+    bump(*args)
+    transaction.on_commit(lambda: bump(*args))
 
 
 def store_changed(store: Any) -> None:
@@ -49,28 +93,84 @@ def store_changed(store: Any) -> None:
         logger.warning("answer cache unreachable; could not invalidate store %s", store.id)
 
 
-def _key(store: Any, client: redis.Redis, request_key: str) -> str:
-    generation = client.get(f"{_namespace(store)}:gen") or b"0"
-    digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
-    return f"{_namespace(store)}:{generation.decode()}:{digest}"
+def shoppers_changed(store: Any, user_ids: Iterable[str]) -> None:
+    """Cached answers about these shoppers (any id of their profiles) are stale from now on."""
+    client = _redis()
+    ids = set(user_ids)
+    if client is None or not ids:
+        return
+    try:
+        pipe = client.pipeline(transaction=False)
+        for user_id in ids:
+            key = _shopper_key(store, user_id)
+            pipe.incr(key)
+            pipe.expire(key, GENERATION_TTL_SECONDS)
+        pipe.execute()
+    except redis.RedisError:
+        logger.warning("answer cache unreachable; could not invalidate %d shoppers of %s", len(ids), store.id)
 
 
-def answer_get(store: Any, request_key: str) -> tuple[str | None, dict | None]:
-    """(the key to store under, the cached answer or None). A cache that is down is a miss."""
+def keys_changed() -> None:
+    """API keys or stores changed: processes must look keys up again before trusting them."""
     client = _redis()
     if client is None:
-        return None, None
+        return
     try:
-        key = _key(store, client, request_key)
-        raw = client.get(key)
+        client.incr(KEYS_GENERATION)
     except redis.RedisError:
-        return None, None
-    return key, (orjson.loads(raw) if raw else None)
+        logger.warning("answer cache unreachable; could not bump the keys generation")
 
 
-def answer_put(key: str | None, answer: dict) -> None:
+def keys_generation() -> bytes | None:
+    """The current keys generation; None when the cache is off or down (then nothing is trusted)."""
+    client = _redis()
+    if client is None:
+        return None
+    try:
+        return client.get(KEYS_GENERATION) or b"0"
+    except redis.RedisError:
+        return None
+
+
+@dataclass(frozen=True)
+class Lookup:
+    keys_generation: bytes | None
+    key: str | None  # where this request's answer lives for the generations read
+    body: bytes | None  # the cached answer, rendered
+
+
+MISS = Lookup(None, None, None)
+
+
+def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Lookup:
+    """One round trip: the generations, the key they give this request, and the answer if cached."""
+    client = _redis()
+    if client is None:
+        return MISS
+    digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
+    try:
+        keys_gen, key, body = _fetch(
+            keys=[f"{_namespace(store)}:gen", _shopper_key(store, user_id), KEYS_GENERATION],
+            args=[_namespace(store), digest],
+        )
+    except redis.RedisError:
+        return MISS
+    return Lookup(keys_gen, key.decode() if isinstance(key, bytes) else key, body)
+
+
+def put(key: str | None, body: bytes, *, about_a_shopper: bool) -> None:
     client = _redis()
     if client is None or key is None:
         return
     with contextlib.suppress(redis.RedisError):  # a cache that is down only costs speed
-        client.set(key, orjson.dumps(answer), ex=TTL_SECONDS)
+        client.set(key, body, ex=SHOPPER_TTL_SECONDS if about_a_shopper else TTL_SECONDS)
+
+
+_ID_PREFIX = b'{"recommendation_id":"'
+
+
+def with_fresh_recommendation_id(body: bytes) -> bytes:
+    """Every answer served carries its own recommendation_id, cached or not (it is the first field)."""
+    if body.startswith(_ID_PREFIX) and body[len(_ID_PREFIX) + 32 : len(_ID_PREFIX) + 33] == b'"':
+        return _ID_PREFIX + uuid.uuid4().hex.encode() + body[len(_ID_PREFIX) + 32 :]
+    return body

@@ -34,7 +34,11 @@ class OrjsonRenderer(BaseRenderer):
     ) -> bytes:
         if data is None:
             return b""
-        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=_default)
+        return render_json(data)
+
+
+def render_json(data: Any) -> bytes:
+    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=_default)
 
 
 def _default(value: Any) -> Any:

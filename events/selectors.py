@@ -11,6 +11,28 @@ from events.models import EventType
 from tenants.models import Store
 
 
+def profile_ids(*, store: Store, user_ids: set[str]) -> set[str]:
+    """Every id of the profiles of these shoppers: each id, the user an alias belongs to, and that user's
+    aliases (one query). An answer asked about any of them reads all of their events."""
+    if not user_ids:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH canonical AS (
+                SELECT DISTINCT coalesce(a.user_id, given.id) AS id
+                FROM unnest(%s::text[]) AS given(id)
+                LEFT JOIN events_useralias AS a ON a.store_id = %s AND a.alias_id = given.id
+            )
+            SELECT id FROM canonical
+            UNION SELECT a.alias_id FROM events_useralias AS a JOIN canonical ON a.user_id = canonical.id
+            WHERE a.store_id = %s
+            """,
+            [list(user_ids), store.id, store.id],
+        )
+        return set(user_ids) | {row[0] for row in cursor.fetchall()}
+
+
 def user_identities(*, store: Store, user_id: str) -> list[str]:
     """The user's own id first (an alias resolves to its user), then every alias: one query."""
     with connection.cursor() as cursor:

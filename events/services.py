@@ -12,9 +12,11 @@ import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
+from core import answer_cache
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
 from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel, UserAlias
+from events.selectors import profile_ids
 from tenants.models import Store
 
 EVENT_FIELDS = frozenset(
@@ -182,6 +184,10 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
         if known:
             result.accepted = _copy_events(cursor, store, known, product_ids)
             result.duplicate += len(known) - result.accepted
+        if result.accepted and answer_cache.enabled():
+            # cached answers about these shoppers (under any id of their profiles) are stale once this commits
+            profiles = profile_ids(store=store, user_ids={event.user_id for event in known})
+            answer_cache.changed(answer_cache.shoppers_changed, store, profiles)
     result.errors.sort(key=lambda error: error["index"])
     return result
 
@@ -285,4 +291,6 @@ def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, A
         # the alias may have aliases of its own: they now belong to the user too
         UserAlias.objects.filter(store=store, user_id=alias_id).update(user_id=canonical)
         UserAlias.objects.create(store=store, alias_id=alias_id, user_id=canonical)
+        profiles = profile_ids(store=store, user_ids={canonical, alias_id})
+        answer_cache.changed(answer_cache.shoppers_changed, store, profiles)
     return {"user_id": canonical, "alias_id": alias_id, "created": True}

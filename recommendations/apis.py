@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -20,25 +18,23 @@ from tenants.selectors import store_settings_get
 
 
 class _SurfaceApi(StoreScopedAPIView):
+    cache_answers = True  # served from the shared answer cache when nothing they depend on changed
+
     def options_from(self, request: Request) -> selectors.Options:
         return selectors.options_from_query(request.query_params, store_settings_get(store=self.store))
 
-    def cached(self, request: Request, compute: Callable[[], dict]) -> Response:
-        """Answers that do not depend on the shopper come from the shared cache when they can."""
-        return Response(
-            selectors.cached_answer(store=self.store, request_key=request.get_full_path(), compute=compute)
-        )
-
 
 class UserRecommendationsApi(_SurfaceApi):
+    cache_per_shopper = True  # the shopper's new events (and aliases) make the answer stale
+
     @extend_schema(
         parameters=[*FILTER_PARAMETERS, OpenApiParameter("include_purchased", bool)],
         responses=schemas.RecommendationsSerializer,
         summary="Recommended for this user, from their history as stored at request time",
     )
     def get(self, request: Request, user_id: str) -> Response:
-        return Response(
-            selectors.for_user(store=self.store, user_id=user_id, options=self.options_from(request))
+        return self.answer(
+            request, selectors.for_user(store=self.store, user_id=user_id, options=self.options_from(request))
         )
 
 
@@ -61,10 +57,10 @@ class RelatedApi(_SurfaceApi):
         if scope not in ("store", "network"):
             raise ApiError("unsupported_scope", "scope must be 'store' or 'network'")
         options = self.options_from(request)
-        if scope == "network":
+        if scope == "network":  # not cached: other stores' sharing settings apply at once
             return Response(related_network(store=self.store, external_id=product_id, options=options))
-        return self.cached(
-            request, lambda: selectors.related(store=self.store, external_id=product_id, options=options)
+        return self.answer(
+            request, selectors.related(store=self.store, external_id=product_id, options=options)
         )
 
 
@@ -76,9 +72,8 @@ class ComplementaryApi(_SurfaceApi):
     )
     def get(self, request: Request, product_id: str) -> Response:
         options = self.options_from(request)
-        return self.cached(
-            request,
-            lambda: selectors.complementary(store=self.store, external_id=product_id, options=options),
+        return self.answer(
+            request, selectors.complementary(store=self.store, external_id=product_id, options=options)
         )
 
 
@@ -90,7 +85,7 @@ class TrendingApi(_SurfaceApi):
     )
     def get(self, request: Request) -> Response:
         options = self.options_from(request)
-        return self.cached(request, lambda: selectors.trending(store=self.store, options=options))
+        return self.answer(request, selectors.trending(store=self.store, options=options))
 
 
 class RankApi(StoreScopedAPIView):

@@ -17,7 +17,6 @@ import scipy.sparse as sp
 from django.db import connection
 from django.utils import timezone
 
-from core import answer_cache
 from core.errors import ApiError, NotFound
 from core.params import query_bool, query_float, query_int, query_text
 from events.models import EventType
@@ -467,17 +466,6 @@ def _ranked_from_scores(model: ServingModel, scores: np.ndarray, default_reason:
     part = part[np.isfinite(scores[part]) & (scores[part] > 0)]
     order = part[np.argsort(-scores[part], kind="stable")]
     return Ranked(model.products.ids[order], scores[order], default_reason)
-
-
-def cached_answer(*, store: Store, request_key: str, compute: Any) -> dict[str, Any]:
-    """The cached answer for this request when the store has not changed since; else compute and keep it.
-    Every answer carries its own recommendation_id, cached or not."""
-    key, answer = answer_cache.answer_get(store, request_key)
-    if answer is None:
-        answer = compute()
-        answer_cache.answer_put(key, answer)
-        return answer
-    return {**answer, "recommendation_id": uuid.uuid4().hex}
 
 
 def trending(*, store: Store, options: Options) -> dict[str, Any]:

@@ -339,7 +339,7 @@ def _activate(model: TrainedModel) -> None:
     model.activated_at = timezone.now()
     model.save(update_fields=["is_active", "activated_at", "updated_at"])
     store = model.store
-    transaction.on_commit(lambda: answer_cache.store_changed(store))
+    answer_cache.changed(answer_cache.store_changed, store)
 
 
 def trained_model_activate(*, store: Store, version: int, kind: str = ModelKind.STORE) -> TrainedModel:

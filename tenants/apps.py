@@ -5,4 +5,9 @@ class TenantsConfig(AppConfig):
     name = "tenants"
 
     def ready(self) -> None:
-        from tenants import schemas  # noqa: F401 - registers the OpenAPI security scheme
+        from tenants import (
+            schemas,  # noqa: F401 - registers the OpenAPI security scheme
+            signals,
+        )
+
+        signals.connect()

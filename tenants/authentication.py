@@ -7,14 +7,19 @@ key's scope for the method, and binds `self.store` from the key. Subclasses cann
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from typing import Any, ClassVar
 
+from django.http import HttpRequest, HttpResponse
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
+from core import answer_cache
+from core.json import render_json
 from core.observability import store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
@@ -74,19 +79,109 @@ def required_scope(method: str, admin_methods: frozenset[str]) -> str:
     return ApiKeyScope.READ if method in SAFE_METHODS else ApiKeyScope.WRITE
 
 
-_SEALED = ("authentication_classes", "permission_classes", "initial", "store", "get_store")
+class _RecentKeys:
+    """Per process: API keys looked up lately (with their store and its settings), each with the keys
+    generation read *before* its lookup. An entry is trusted only while that generation is current, so a
+    revoked key, a changed scope or a deactivated store is never trusted after the change."""
+
+    def __init__(self, size: int = 10_000):
+        self.size = size
+        self.entries: dict[bytes, tuple[ApiKey, bytes]] = {}
+        self.lock = threading.Lock()
+
+    def get(self, token: str) -> tuple[ApiKey, bytes] | None:
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self.entries.get(digest)
+        if entry is not None:
+            return entry
+        generation = answer_cache.keys_generation()
+        if generation is None:
+            return None
+        key = api_key_get_by_raw_key(raw_key=token)
+        if key is None:
+            return None
+        with self.lock:
+            if len(self.entries) >= self.size:
+                self.entries.clear()
+            self.entries[digest] = (key, generation)
+        return key, generation
+
+    def forget(self, token: str) -> None:
+        with self.lock:
+            self.entries.pop(hashlib.sha256(token.encode()).digest(), None)
+
+
+recent_keys = _RecentKeys()
+
+
+def _cached_answer(
+    view: StoreScopedAPIView, request: HttpRequest, kwargs: dict[str, Any]
+) -> HttpResponse | None:
+    """A GET answer from the shared cache with no SQL: the key from memory, one Redis round trip for the
+    generations and the answer. None hands the request to the full path (which then keeps its answer
+    where this lookup says, `request.answer_cache_key`). Anything unusual (no or a bad key, a missing
+    scope, a generation that moved) takes the full path, which answers the error."""
+    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    entry = recent_keys.get(token)
+    if entry is None:
+        return None
+    key, generation = entry
+    if ApiKeyScope.READ not in key.scopes:
+        return None
+    store = key.store
+    shopper = kwargs.get("user_id") if view.cache_per_shopper else None
+    found = answer_cache.lookup(store, request.get_full_path(), user_id=shopper)
+    if found.key is None:
+        return None
+    if found.keys_generation != generation:
+        recent_keys.forget(token)  # keys or stores changed since the lookup: look again
+        return None
+    request.answer_cache_key = found.key  # type: ignore[attr-defined]
+    if found.body is None:
+        return None
+    api_key_touch(api_key=key)
+    store_var.set(store.slug)
+    return HttpResponse(
+        answer_cache.with_fresh_recommendation_id(found.body), content_type="application/json"
+    )
+
+
+_SEALED = ("authentication_classes", "permission_classes", "initial", "store", "get_store", "dispatch")
 
 
 class StoreScopedAPIView(APIView):
     authentication_classes = [ApiKeyAuthentication]
     permission_classes = [HasScope]
     admin_methods: ClassVar[frozenset[str]] = frozenset()
+    # GET answers of the view may come from the shared answer cache (core/answer_cache.py) ...
+    cache_answers: ClassVar[bool] = False
+    # ... keyed also by the shopper in the URL, whose new events make them stale
+    cache_per_shopper: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         overridden = [name for name in _SEALED if name in cls.__dict__]
         if overridden:
             raise TypeError(f"{cls.__name__} may not override tenant scoping ({', '.join(overridden)})")
+
+    def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        if self.cache_answers and request.method == "GET":
+            cached = _cached_answer(self, request, kwargs)
+            if cached is not None:
+                return cached
+        return super().dispatch(request, *args, **kwargs)
+
+    def answer(self, request: Request, body: dict[str, Any]) -> HttpResponse:
+        """A successful answer, rendered once with orjson and kept in the answer cache when the request
+        was looked up there."""
+        rendered = render_json(body)
+        if self.cache_answers:
+            key = getattr(request._request, "answer_cache_key", None)
+            answer_cache.put(key, rendered, about_a_shopper=self.cache_per_shopper)
+        return HttpResponse(rendered, content_type="application/json")
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self._bound_store: Store | None = None

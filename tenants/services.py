@@ -190,5 +190,5 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
             setattr(store_settings, field, value)
         store_settings.save()
         store.settings = store_settings  # what was loaded with the store is stale now
-        transaction.on_commit(lambda: answer_cache.store_changed(store))
+        answer_cache.changed(answer_cache.store_changed, store)
     return store

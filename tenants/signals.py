@@ -1,0 +1,22 @@
+"""Serving processes keep recently used API keys in memory (tenants/authentication.py). Any change to a
+key, a store or its settings, from the API, the admin or a shell, bumps the keys generation once committed,
+so no process trusts what it remembered before the change."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import post_delete, post_save
+
+from core import answer_cache
+from tenants.models import ApiKey, Store, StoreSettings
+
+
+def _keys_changed(sender: Any, **kwargs: Any) -> None:
+    answer_cache.changed(answer_cache.keys_changed)
+
+
+def connect() -> None:
+    for model in (ApiKey, Store, StoreSettings):
+        post_save.connect(_keys_changed, sender=model, dispatch_uid=f"keys-changed-save-{model.__name__}")
+        post_delete.connect(_keys_changed, sender=model, dispatch_uid=f"keys-changed-delete-{model.__name__}")
