@@ -115,6 +115,14 @@ def drive(
     return latencies, sum(r[1] for r in results), seconds
 
 
+def warm(port: int, key: str, paths: list[str]) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    for path in set(paths):
+        conn.request("GET", path, headers={"Authorization": f"Bearer {key}"})
+        conn.getresponse().read()
+    conn.close()
+
+
 def event_visibility(port: int, key: str, rounds: int = 20) -> list[float]:
     """Seconds from posting a view to seeing its neighbour lead that user's next answer."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
@@ -175,14 +183,21 @@ def main() -> None:
         rng = np.random.default_rng(1)
         users = [f"U{u}" for u in rng.integers(0, args.events // 15, size=500)]
         items = [f"P{i}" for i in rng.zipf(1.3, size=500) % args.products]
+        # hot: 500 shoppers asked about again and again (answers come from the cache until they act);
+        # cold: any of all the shoppers, nearly always computed
+        everyone = [f"U{u}" for u in rng.permutation(args.events // 15)]
         surfaces = {
             "for-user": [f"/api/v1/users/{u}/recommendations?limit=10" for u in users],
+            "for-user cold": [f"/api/v1/users/{u}/recommendations?limit=10&cold=1" for u in everyone],
             "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
             "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
             "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
         }
-        for paths in surfaces.values():  # every gunicorn worker loads the model before the clock starts
-            drive(port, key, paths[:50], clients=args.workers * 2, seconds=1.0)
+        for name, paths in surfaces.items():  # every gunicorn worker loads the model before the clock starts
+            drive(port, key, paths[:50] if "cold" not in name else paths[-50:], clients=args.workers * 2,
+                  seconds=1.0)  # fmt: skip
+            if "cold" not in name:  # hot answers: asked once before, as a live storefront would have
+                warm(port, key, paths)
         print(f"machine: {os.cpu_count()} cores; gunicorn {args.workers} workers x 4 threads; "
               f"{args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
         header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]

@@ -21,6 +21,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +43,7 @@ local store_gen = redis.call('GET', KEYS[1]) or '0'
 local shopper_gen = redis.call('GET', KEYS[2]) or '0'
 local keys_gen = redis.call('GET', KEYS[3]) or '0'
 local key = ARGV[1] .. ':' .. store_gen .. ':' .. shopper_gen .. ':' .. ARGV[2]
-return {keys_gen, key, redis.call('GET', key)}
+return {keys_gen, store_gen, key, redis.call('GET', key)}
 """
 
 
@@ -135,11 +136,16 @@ def keys_generation() -> bytes | None:
 @dataclass(frozen=True)
 class Lookup:
     keys_generation: bytes | None
+    store_generation: bytes | None
     key: str | None  # where this request's answer lives for the generations read
     body: bytes | None  # the cached answer, rendered
 
 
-MISS = Lookup(None, None, None)
+MISS = Lookup(None, None, None, None)
+
+# (store id, its generation) as read at the start of this request: what a process remembers about the
+# store (its active model) holds while the generation is the same
+request_generation: ContextVar[tuple[int, bytes] | None] = ContextVar("request_generation", default=None)
 
 
 def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Lookup:
@@ -149,13 +155,13 @@ def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Looku
         return MISS
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
     try:
-        keys_gen, key, body = _fetch(
+        keys_gen, store_gen, key, body = _fetch(
             keys=[f"{_namespace(store)}:gen", _shopper_key(store, user_id), KEYS_GENERATION],
             args=[_namespace(store), digest],
         )
     except redis.RedisError:
         return MISS
-    return Lookup(keys_gen, key.decode() if isinstance(key, bytes) else key, body)
+    return Lookup(keys_gen, store_gen, key.decode() if isinstance(key, bytes) else key, body)
 
 
 def put(key: str | None, body: bytes, *, about_a_shopper: bool) -> None:

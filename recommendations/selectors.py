@@ -17,13 +17,14 @@ import scipy.sparse as sp
 from django.db import connection
 from django.utils import timezone
 
+from core import answer_cache
 from core.errors import ApiError, NotFound
 from core.params import query_bool, query_float, query_int, query_text
 from events.models import EventType
 from events.selectors import buy_again, recently_viewed, user_history, user_identities
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
-from recommendations.engine.recommender import history_row, score_histories
+from recommendations.engine.recommender import history_row, personal_scores_sparse
 from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
@@ -125,7 +126,26 @@ class _ModelCache:
 model_cache = _ModelCache()
 
 
+_active_by_store: dict[int, tuple[bytes, ServingModel | None]] = {}
+
+
 def active_model_get(*, store: Store, kind: str = ModelKind.STORE) -> ServingModel | None:
+    """The store's active model. No query when this process saw it under the store's current generation
+    (read with the request's cache lookup; every activation bumps it)."""
+    generation = answer_cache.request_generation.get()
+    if generation is not None and generation[0] == store.id and kind == ModelKind.STORE:
+        seen = _active_by_store.get(store.id)
+        if seen is not None and seen[0] == generation[1]:
+            return seen[1]
+        model = _active_model_load(store, kind)
+        if len(_active_by_store) > 10_000:
+            _active_by_store.clear()
+        _active_by_store[store.id] = (generation[1], model)
+        return model
+    return _active_model_load(store, kind)
+
+
+def _active_model_load(store: Store, kind: str) -> ServingModel | None:
     row = (
         TrainedModel.objects.filter(store=store, kind=kind, is_active=True)
         .values_list("id", "version", "parameters")
@@ -457,17 +477,6 @@ def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datet
     return user_history(store=store, user_id=user_id, limit=HISTORY_LIMIT)
 
 
-def _ranked_from_scores(model: ServingModel, scores: np.ndarray, default_reason: str) -> Ranked:
-    """The best TOP_CANDIDATES items by score (argpartition, then a sort of those only)."""
-    top = min(TOP_CANDIDATES, scores.size)
-    if top == 0:
-        return Ranked(np.zeros(0, np.int64), np.zeros(0), default_reason)
-    part = np.argpartition(-scores, top - 1)[:top]
-    part = part[np.isfinite(scores[part]) & (scores[part] > 0)]
-    order = part[np.argsort(-scores[part], kind="stable")]
-    return Ranked(model.products.ids[order], scores[order], default_reason)
-
-
 def trending(*, store: Store, options: Options) -> dict[str, Any]:
     settings = options.settings or store_settings_get(store=store)
     model = active_model_get(store=store)
@@ -526,7 +535,7 @@ def for_user(*, store: Store, user_id: str, options: Options) -> dict[str, Any]:
                        model=model, source=f"{source} (history unknown to the model)")  # fmt: skip
     scores, row = personal
     names = {event[0]: event[4] for event in history}
-    ranked = _ranked_from_scores(model, scores, "popular with shoppers like you")
+    ranked = _ranked_personal(model, scores, "popular with shoppers like you")
     return _finish(store=store, settings=settings, surface="for_user", ranked=ranked, options=options,
                    model=model, source=model.source,
                    explain=lambda answered: _because(model, row, answered, names))  # fmt: skip
@@ -562,9 +571,10 @@ def buy_again_answer(*, store: Store, user_id: str, limit: int) -> dict[str, Any
 
 def _personal_scores(
     settings: StoreSettings, model: ServingModel, history: list[tuple], *, include_purchased: bool
-) -> tuple[np.ndarray, sp.csr_matrix] | None:
-    """Every item's score for this history (the model's own scoring rule), or None when the model knows
-    none of the history's products."""
+) -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
+    """The personal part of every item's score for this history, sparse (the model's own scoring rule:
+    add `popularity_weight * popularity` for the full score), and the history row; None when the model
+    knows none of the history's products."""
     if not history:
         return None
     weights = _event_weights(settings)
@@ -584,11 +594,10 @@ def _personal_scores(
         positions[known], event_weights[known], n_items=len(model.products),
         decay=float(parameters.get("history_decay", 0.5)),
     )  # fmt: skip
-    scores = score_histories(
-        row, model.neighbours, model.popularity,
+    personal = personal_scores_sparse(
+        row, model.neighbours,
         repeat_weight=float(parameters.get("repeat_weight", 0.0)) if include_purchased else 0.0,
-        popularity_weight=float(parameters.get("popularity_weight", 0.01)),
-    )[0]  # fmt: skip
+    )  # fmt: skip
     # what is in the cart (or was just bought) steers its complements into the answer
     recent = history[-RECENT_FOR_COMPLEMENTS:]
     carted = [
@@ -597,10 +606,31 @@ def _personal_scores(
         if event[1] in (EventType.ADD_TO_CART, EventType.PURCHASE) and position >= 0
     ]
     if carted:
-        complements = np.asarray(model.together[carted].sum(axis=0)).ravel()
-        if complements.max(initial=0) > 0:
-            scores = scores + COMPLEMENT_WEIGHT * complements / complements.max()
-    return scores, row
+        complements = sp.csr_matrix(model.together[carted].sum(axis=0))
+        if complements.nnz and complements.data.max() > 0:
+            personal = personal + (COMPLEMENT_WEIGHT / complements.data.max()) * complements
+    return sp.csr_matrix(personal), row
+
+
+def _popularity_weight(model: ServingModel) -> float:
+    return float(model.parameters.get("popularity_weight", 0.01))
+
+
+def _ranked_personal(model: ServingModel, personal: sp.csr_matrix, default_reason: str) -> Ranked:
+    """The best TOP_CANDIDATES items by full score. Only items with a personal score or among the
+    TOP_CANDIDATES most popular can be there (the rest score popularity alone, below those), so only they
+    are scored: a few thousand instead of the whole catalog."""
+    personal.sum_duplicates()
+    chosen = np.zeros(len(model.products), dtype=bool)  # a mask beats a sorted union here
+    chosen[model.popularity_order[:TOP_CANDIDATES]] = True
+    chosen[personal.indices] = True
+    candidates = np.flatnonzero(chosen)
+    scores = _popularity_weight(model) * model.popularity[candidates].astype(np.float32)
+    scores[np.searchsorted(candidates, personal.indices)] += personal.data
+    keep = np.isfinite(scores) & (scores > 0)
+    candidates, scores = candidates[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:TOP_CANDIDATES]
+    return Ranked(model.products.ids[candidates[order]], scores[order], default_reason)
 
 
 def _because(
@@ -782,7 +812,8 @@ def rank(*, store: Store, user_id: str, product_ids: Any) -> dict[str, Any]:
         if personal is None:
             scores, reason, source = model.popularity, "popularity", f"trending:{model.source} (unknown user)"
         else:
-            scores, reason, source = personal[0], "personal score", model.source
+            full = personal[0].toarray().ravel() + _popularity_weight(model) * model.popularity
+            scores, reason, source = full, "personal score", model.source
     items = []
     for position_in_input, external_id in enumerate(pid for pid in wanted if pid in found):
         score = 0.0

@@ -50,7 +50,8 @@ class ApiKeyAuthentication(BaseAuthentication):
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise exceptions.AuthenticationFailed("expected the header 'Authorization: Bearer <api key>'")
-        key = api_key_get_by_raw_key(raw_key=token)
+        # checked a moment ago in this request against the current keys generation (_cached_answer)
+        key = getattr(request._request, "verified_api_key", None) or api_key_get_by_raw_key(raw_key=token)
         if key is None:
             raise exceptions.AuthenticationFailed("the API key is unknown or revoked")
         api_key_touch(api_key=key)
@@ -140,6 +141,8 @@ def _cached_answer(
         recent_keys.forget(token)  # keys or stores changed since the lookup: look again
         return None
     request.answer_cache_key = found.key  # type: ignore[attr-defined]
+    request.verified_api_key = key  # type: ignore[attr-defined]
+    answer_cache.request_generation.set((store.id, found.store_generation))
     if found.body is None:
         return None
     api_key_touch(api_key=key)
@@ -168,6 +171,7 @@ class StoreScopedAPIView(APIView):
             raise TypeError(f"{cls.__name__} may not override tenant scoping ({', '.join(overridden)})")
 
     def dispatch(self, request: HttpRequest, *args: Any, **kwargs: Any) -> Any:
+        answer_cache.request_generation.set(None)  # nothing carried over from this thread's last request
         if self.cache_answers and request.method == "GET":
             cached = _cached_answer(self, request, kwargs)
             if cached is not None:

@@ -221,3 +221,22 @@ def test_interaction_half_life_favours_recent_cooccurrence():
     )
     assert plain[1] == pytest.approx(plain[2])
     assert decayed.ravel()[2] > 2 * decayed.ravel()[1]
+
+
+def test_sparse_personal_scores_match_the_dense_rule():
+    from recommendations.engine.recommender import personal_scores_sparse, score_histories
+
+    rng = np.random.default_rng(3)
+    neighbours = sp.random(300, 300, density=0.03, random_state=4, format="csr", dtype=np.float32)
+    popularity = rng.random(300).astype(np.float32)
+    for repeat_weight in (0.0, 1.5):
+        history = sp.csr_matrix(
+            (rng.random(6).astype(np.float32), (np.zeros(6, int), rng.choice(300, 6, replace=False))),
+            shape=(1, 300),
+        )
+        dense = score_histories(
+            history, neighbours, popularity, repeat_weight=repeat_weight, popularity_weight=0.02
+        )
+        sparse = personal_scores_sparse(history, neighbours, repeat_weight=repeat_weight)
+        assert np.allclose(sparse.toarray()[0] + 0.02 * popularity, dense[0], atol=1e-6)
+        assert sparse.nnz < 300  # only what the history reaches
