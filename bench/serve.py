@@ -75,6 +75,7 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
     headers = {"Authorization": f"Bearer {key}"}
     latencies = []
     errors = 0
+    hits = 0
     rng = np.random.default_rng(os.getpid())
     while time.time() < start_at:
         time.sleep(0.001)
@@ -88,13 +89,14 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
             response.read()
             if response.status != 200:
                 errors += 1
+            hits += response.getheader("X-Answer-Cache") == "hit"
         except (OSError, http.client.HTTPException):
             errors += 1
             conn.close()
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
             continue
         latencies.append(time.perf_counter() - began)
-    queue.put((latencies, errors))
+    queue.put((latencies, errors, hits))
 
 
 def drive(
@@ -112,7 +114,8 @@ def drive(
     for worker in workers:
         worker.join()
     latencies = np.concatenate([np.array(r[0]) for r in results]) if results else np.zeros(0)
-    return latencies, sum(r[1] for r in results), seconds
+    hit_share = sum(r[2] for r in results) / max(len(latencies), 1)
+    return latencies, sum(r[1] for r in results), seconds, hit_share
 
 
 def warm(port: int, key: str, paths: list[str]) -> None:
@@ -161,6 +164,7 @@ def main() -> None:
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2)
     parser.add_argument("--retrain", action="store_true", help="train a new version of the bench store first")
+    parser.add_argument("--surfaces", default="", help="comma-separated subset, e.g. 'for-user,related'")
     args = parser.parse_args()
     key, _ = prepare(args.products, args.events, args.retrain)
 
@@ -193,6 +197,8 @@ def main() -> None:
             "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
             "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
         }
+        if args.surfaces:
+            surfaces = {name: paths for name, paths in surfaces.items() if name in args.surfaces.split(",")}
         for name, paths in surfaces.items():  # every gunicorn worker loads the model before the clock starts
             drive(port, key, paths[:50] if "cold" not in name else paths[-50:], clients=args.workers * 2,
                   seconds=1.0)  # fmt: skip
@@ -200,22 +206,22 @@ def main() -> None:
                 warm(port, key, paths)
         print(f"machine: {os.cpu_count()} cores; gunicorn {args.workers} workers x 4 threads; "
               f"{args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
-        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors"]
+        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits"]
         print(f"{'surface':<14} " + " ".join(f"{name:>7}" for name in header))
         for name, paths in surfaces.items():
             for clients in [int(c) for c in args.clients.split(",")]:
-                latencies, errors, seconds = drive(port, key, paths, clients, args.seconds)
+                latencies, errors, seconds, hit_share = drive(port, key, paths, clients, args.seconds)
                 ms = latencies * 1000
                 row = {
                     "surface": name, "clients": clients, "rps": round(len(latencies) / seconds),
                     **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
-                    "errors": errors,
+                    "errors": errors, "cache_hits": round(hit_share, 3),
                 }  # fmt: skip
                 rows.append(row)
                 if clients == 8:
                     histograms[name] = ms
                 print(f"{name:<14} {clients:>7} {row['rps']:>8} {row['p50_ms']:>7} {row['p95_ms']:>7} "
-                      f"{row['p99_ms']:>7} {errors:>6}", flush=True)  # fmt: skip
+                      f"{row['p99_ms']:>7} {errors:>6} {hit_share:>7.0%}", flush=True)  # fmt: skip
         visible = np.array(event_visibility(port, key)) * 1000
         print(f"event -> next answer: median {np.median(visible):.1f} ms, max {visible.max():.1f} ms "
               f"(POST the event, then GET: reflected every time)")  # fmt: skip

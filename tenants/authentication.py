@@ -147,9 +147,10 @@ def _cached_answer(
         return None
     api_key_touch(api_key=key)
     store_var.set(store.slug)
-    return HttpResponse(
-        answer_cache.with_fresh_recommendation_id(found.body), content_type="application/json"
-    )
+    body = answer_cache.with_fresh_recommendation_id(found.body)
+    response = HttpResponse(body, content_type="application/json")
+    response["X-Answer-Cache"] = "hit"
+    return response
 
 
 _SEALED = ("authentication_classes", "permission_classes", "initial", "store", "get_store", "dispatch")
@@ -182,10 +183,12 @@ class StoreScopedAPIView(APIView):
         """A successful answer, rendered once with orjson and kept in the answer cache when the request
         was looked up there."""
         rendered = render_json(body)
+        response = HttpResponse(rendered, content_type="application/json")
         if self.cache_answers:
             key = getattr(request._request, "answer_cache_key", None)
             answer_cache.put(key, rendered, about_a_shopper=self.cache_per_shopper)
-        return HttpResponse(rendered, content_type="application/json")
+            response["X-Answer-Cache"] = "miss"
+        return response
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self._bound_store: Store | None = None

@@ -159,9 +159,13 @@ def test_a_cache_that_is_down_only_costs_speed(trained, api, settings):  # noqa:
 
 def test_for_user_answers_are_cached_until_the_shopper_acts(trained, api):  # noqa: F811
     api.post("/api/v1/events", {"user_id": "c", "product_id": "p0", "type": "view"})
-    first = api.get("/api/v1/users/c/recommendations", limit=3).json()
+    response = api.get("/api/v1/users/c/recommendations", limit=3)
+    first = response.json()
+    assert response.headers["X-Answer-Cache"] == "miss"
     with CaptureQueriesContext(connection) as queries:
-        again = api.get("/api/v1/users/c/recommendations", limit=3).json()
+        response = api.get("/api/v1/users/c/recommendations", limit=3)
+    again = response.json()
+    assert response.headers["X-Answer-Cache"] == "hit"
     assert len(queries.captured_queries) == 0 and again["items"] == first["items"]
     assert first["items"][0]["id"] == "p1"
     # another shopper's event leaves it cached; this shopper's next event is in the very next answer
