@@ -202,13 +202,13 @@ def main() -> None:
         for name, paths in surfaces.items():  # every gunicorn worker loads the model before the clock starts
             drive(port, key, paths[:50] if "cold" not in name else paths[-50:], clients=args.workers * 2,
                   seconds=1.0)  # fmt: skip
-            if "cold" not in name:  # hot answers: asked once before, as a live storefront would have
-                warm(port, key, paths)
         print(f"machine: {os.cpu_count()} cores; gunicorn {args.workers} workers x 4 threads; "
               f"{args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
         header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits"]
         print(f"{'surface':<14} " + " ".join(f"{name:>7}" for name in header))
         for name, paths in surfaces.items():
+            if "cold" not in name:  # hot answers: asked once just before, as on a live storefront
+                warm(port, key, paths)
             for clients in [int(c) for c in args.clients.split(",")]:
                 latencies, errors, seconds, hit_share = drive(port, key, paths, clients, args.seconds)
                 ms = latencies * 1000
