@@ -217,3 +217,8 @@ def test_a_middle_store_chooses_its_share_on_validation(db):
     assert model.parameters["global_share_chosen_by"] == "validation"
     tried = model.parameters["global_shares_tried"]
     assert set(tried) >= {"0", "0.5", "1"} and model.metrics["ndcg@10_store_only"] == tried["0"]
+
+
+def test_global_training_with_no_store_sharing(db):
+    shop("lonely", share=False, rows=[product("x", title="Something")])
+    assert "global model v1: 0 products of 0 sharing stores" in train_global()
