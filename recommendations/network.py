@@ -20,10 +20,9 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
-from events.models import EventType
 from recommendations.artifacts import artifact_dump, artifact_load
 from recommendations.engine.content import ContentEmbedding, product_document
-from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
+from recommendations.engine.interactions import IdIndex
 from recommendations.engine.network import (
     NetworkCooccurrence,
     canonical_key,
@@ -32,7 +31,7 @@ from recommendations.engine.network import (
     normalised_title,
 )
 from recommendations.models import GlobalModel, NetworkSlice
-from recommendations.selectors import catalog_filters
+from recommendations.selectors import catalog_filters, event_type_weights
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
 
@@ -67,10 +66,7 @@ def _sharing_products() -> list[tuple]:
 
 def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(user codes, product ids, weights) of one store's events; aliases resolved to their user."""
-    weights_by_type = {**DEFAULT_EVENT_WEIGHTS, **(event_weights or {})}
-    type_weight = np.zeros(max(EventType.values) + 1, dtype=np.float32)
-    for value, label in EventType.choices:
-        type_weight[value] = float(weights_by_type.get(label, 1.0))
+    type_weight = event_type_weights(event_weights)
     with connection.cursor() as cursor:
         cursor.execute("SELECT user_id, product_id, type FROM events_event WHERE store_id = %s", [store_id])
         rows = cursor.fetchall()

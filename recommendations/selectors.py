@@ -467,9 +467,14 @@ def _pin(
 
 
 # --- surfaces -----------------------------------------------------------------------------------
-def _event_weights(settings: StoreSettings) -> dict[int, float]:
-    merged = {**DEFAULT_EVENT_WEIGHTS, **(settings.event_weights or {})}
-    return {value: float(merged.get(label, 1.0)) for value, label in EventType.choices}
+def event_type_weights(overrides: dict[str, Any] | None) -> np.ndarray:
+    """The weight of each event type, indexed by its stored value: the defaults with the store's
+    overrides (StoreSettings.event_weights). Training, global training and serving all read it."""
+    merged = {**DEFAULT_EVENT_WEIGHTS, **(overrides or {})}
+    weights = np.ones(max(EventType.values) + 1, dtype=np.float32)
+    for value, label in EventType.choices:
+        weights[value] = float(merged.get(label, 1.0))
+    return weights
 
 
 def _user_history(store: Store, user_id: str) -> list[tuple[int, int, str, datetime, str]]:
@@ -577,9 +582,10 @@ def _personal_scores(
     knows none of the history's products."""
     if not history:
         return None
-    weights = _event_weights(settings)
     positions = model.products.positions(np.array([event[0] for event in history], dtype=np.int64))
-    event_weights = np.array([weights.get(event[1], 1.0) for event in history], dtype=np.float32)
+    event_weights = event_type_weights(settings.event_weights)[
+        np.array([event[1] for event in history], dtype=np.int64)
+    ]
     # the shopper's current session (that of the latest event) weighs more than older visits
     current_session = history[-1][2]
     if current_session:

@@ -32,10 +32,11 @@ from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import FrequentlyBoughtTogether
 from recommendations.engine.content import ContentEmbedding, product_document
-from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex, sorted_interactions
+from recommendations.engine.interactions import IdIndex, sorted_interactions
 from recommendations.engine.recommender import decayed_popularity
 from recommendations.engine.training import fit_store_model
 from recommendations.models import ModelKind, RunStatus, TrainedModel, TrainingRun
+from recommendations.selectors import event_type_weights
 from tenants.models import Store, StoreSettings
 
 logger = logging.getLogger(__name__)
@@ -139,10 +140,7 @@ class TrainingData:
 
 
 def _load(store: Store, settings: StoreSettings) -> TrainingData:
-    weights_by_type = {**DEFAULT_EVENT_WEIGHTS, **(settings.event_weights or {})}
-    type_weight = np.zeros(max(EventType.values) + 1, dtype=np.float32)
-    for value, label in EventType.choices:
-        type_weight[value] = float(weights_by_type.get(label, 1.0))
+    type_weight = event_type_weights(settings.event_weights)
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "

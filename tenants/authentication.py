@@ -41,14 +41,19 @@ class ApiKeyPrincipal:
         return f"api key {self.api_key.prefix} of {self.store.slug}"
 
 
+def bearer_token(meta: dict[str, Any]) -> str | None:
+    """The API key of an `Authorization: Bearer <key>` header; None when the header is missing or other."""
+    scheme, _, token = meta.get("HTTP_AUTHORIZATION", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
 class ApiKeyAuthentication(BaseAuthentication):
     def authenticate(self, request: Request) -> tuple[ApiKeyPrincipal, ApiKey] | None:
-        header = request.META.get("HTTP_AUTHORIZATION", "")
-        if not header:
+        if not request.META.get("HTTP_AUTHORIZATION"):
             return None
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        token = bearer_token(request.META)
+        if token is None:
             raise exceptions.AuthenticationFailed("expected the header 'Authorization: Bearer <api key>'")
         # checked a moment ago in this request against the current keys generation (_cached_answer)
         key = getattr(request._request, "verified_api_key", None) or api_key_get_by_raw_key(raw_key=token)
@@ -122,9 +127,8 @@ def _cached_answer(
     generations and the answer. None hands the request to the full path (which then keeps its answer
     where this lookup says, `request.answer_cache_key`). Anything unusual (no or a bad key, a missing
     scope, a generation that moved) takes the full path, which answers the error."""
-    scheme, _, token = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token(request.META)
+    if token is None:
         return None
     entry = recent_keys.get(token)
     if entry is None:
