@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from contextvars import ContextVar
@@ -148,6 +149,32 @@ MISS = Lookup(None, None, None, None)
 request_generation: ContextVar[tuple[int, bytes] | None] = ContextVar("request_generation", default=None)
 
 
+_local = threading.local()
+
+
+def _evalsha(client: redis.Redis, keys: list[str], args: list[str]) -> Any:
+    """The fetch script on a connection of this thread's own, kept open: a lookup is on every cached
+    request, and the pool's checkout and retry machinery cost as much CPU as the round trip itself."""
+    connection = getattr(_local, "connection", None)
+    if connection is None or _local.client is not client:
+        connection = client.connection_pool.make_connection()
+        _local.client, _local.connection = client, connection
+    try:
+        connection.send_command("EVALSHA", _fetch.sha, len(keys), *keys, *args)
+        return connection.read_response()
+    except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it and go on
+        return _fetch(keys=keys, args=args, client=client)
+    except redis.RedisError:
+        connection.disconnect()  # reconnects on the next lookup
+        raise
+
+
+def request_key(meta: dict[str, Any]) -> str:
+    """What names a request's answer within its store (and shopper): its path and query string as sent.
+    Computed from the WSGI environ (Django's `request.META`), the same on the fast path and the full one."""
+    return f"{meta.get('PATH_INFO', '')}?{meta.get('QUERY_STRING', '')}"
+
+
 def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Lookup:
     """One round trip: the generations, the key they give this request, and the answer if cached."""
     client = _redis()
@@ -155,11 +182,12 @@ def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Looku
         return MISS
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
     try:
-        keys_gen, store_gen, key, body = _fetch(
+        keys_gen, store_gen, key, body = _evalsha(
+            client,
             keys=[f"{_namespace(store)}:gen", _shopper_key(store, user_id), KEYS_GENERATION],
             args=[_namespace(store), digest],
         )
-    except redis.RedisError:
+    except (redis.RedisError, OSError):
         return MISS
     return Lookup(keys_gen, store_gen, key.decode() if isinstance(key, bytes) else key, body)
 

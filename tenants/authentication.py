@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from django.http import HttpRequest, HttpResponse
@@ -120,14 +121,29 @@ class _RecentKeys:
 recent_keys = _RecentKeys()
 
 
-def _cached_answer(
-    view: StoreScopedAPIView, request: HttpRequest, kwargs: dict[str, Any]
-) -> HttpResponse | None:
-    """A GET answer from the shared cache with no SQL: the key from memory, one Redis round trip for the
-    generations and the answer. None hands the request to the full path (which then keeps its answer
-    where this lookup says, `request.answer_cache_key`). Anything unusual (no or a bad key, a missing
-    scope, a generation that moved) takes the full path, which answers the error."""
-    token = bearer_token(request.META)
+@dataclass(frozen=True)
+class FoundAnswer:
+    """A cache lookup for one request, made with a key that was trusted at the generation it read."""
+
+    api_key: ApiKey
+    cache_key: str  # where this request's answer lives for the generations read
+    store_generation: bytes
+    body: bytes | None  # the cached answer, rendered; None when it is not cached yet
+
+
+# where the WSGI fast path (tenants/fast_answers.py) leaves its lookup for the full path: no HTTP header
+# can produce this environ key
+LOOKUP_ENVIRON_KEY = "recsys.answer_lookup"
+NOTHING_FOUND = "nothing"
+
+
+def look_up_answer(
+    meta: dict[str, Any], view_class: type[StoreScopedAPIView], kwargs: dict[str, Any]
+) -> FoundAnswer | None:
+    """The cached answer of a GET with no SQL: the key from memory, one Redis round trip for the
+    generations and the answer. None when anything is unusual (no or a bad key, a missing scope, a
+    generation that moved): the full path then answers, errors included."""
+    token = bearer_token(meta)
     if token is None:
         return None
     entry = recent_keys.get(token)
@@ -136,23 +152,37 @@ def _cached_answer(
     key, generation = entry
     if ApiKeyScope.READ not in key.scopes:
         return None
-    store = key.store
-    shopper = kwargs.get("user_id") if view.cache_per_shopper else None
-    found = answer_cache.lookup(store, request.get_full_path(), user_id=shopper)
-    if found.key is None:
+    shopper = kwargs.get("user_id") if view_class.cache_per_shopper else None
+    found = answer_cache.lookup(key.store, answer_cache.request_key(meta), user_id=shopper)
+    if found.key is None or found.store_generation is None:
         return None
     if found.keys_generation != generation:
         recent_keys.forget(token)  # keys or stores changed since the lookup: look again
         return None
-    request.answer_cache_key = found.key  # type: ignore[attr-defined]
+    return FoundAnswer(key, found.key, found.store_generation, found.body)
+
+
+def _cached_answer(
+    view: StoreScopedAPIView, request: HttpRequest, kwargs: dict[str, Any]
+) -> HttpResponse | None:
+    """The cached answer, or None to take the full path, which then keeps its answer where the lookup
+    says (`request.answer_cache_key`) and reuses the key and the store generation it vouched for."""
+    found = request.META.pop(LOOKUP_ENVIRON_KEY, None)  # looked up already by the WSGI fast path
+    if found is None:
+        found = look_up_answer(request.META, type(view), kwargs)
+    if not isinstance(found, FoundAnswer):
+        return None
+    key = found.api_key
+    request.answer_cache_key = found.cache_key  # type: ignore[attr-defined]
     request.verified_api_key = key  # type: ignore[attr-defined]
-    answer_cache.request_generation.set((store.id, found.store_generation))
+    answer_cache.request_generation.set((key.store_id, found.store_generation))
     if found.body is None:
         return None
     api_key_touch(api_key=key)
-    store_var.set(store.slug)
-    body = answer_cache.with_fresh_recommendation_id(found.body)
-    response = HttpResponse(body, content_type="application/json")
+    store_var.set(key.store.slug)
+    response = HttpResponse(
+        answer_cache.with_fresh_recommendation_id(found.body), content_type="application/json"
+    )
     response["X-Answer-Cache"] = "hit"
     return response
 

@@ -7,33 +7,92 @@ from typing import Any
 
 import orjson
 import pytest
-from django.test import Client
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections
+from django.test import Client, RequestFactory
+from django.utils.datastructures import CaseInsensitiveMapping
 
 from tenants.models import Store
 from tenants.services import api_key_issue, store_create
 
 
+class WsgiResponse:
+    """What the production WSGI application answered, shaped like a test client's response."""
+
+    def __init__(self, status: str, headers: list[tuple[str, str]], content: bytes):
+        self.status_code = int(status.split()[0])
+        self.headers = CaseInsensitiveMapping(dict(headers))
+        self.content = content
+
+    def json(self) -> Any:
+        return orjson.loads(self.content)
+
+
+class WsgiClient:
+    """Requests through `config.wsgi.application`, the one gunicorn serves: the fast path for cached
+    answers, then Django with every middleware."""
+
+    def __init__(self) -> None:
+        self.factory = RequestFactory()
+
+    def _call(self, request: Any) -> WsgiResponse:
+        from config.wsgi import application
+
+        answered: dict[str, Any] = {}
+
+        def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> None:
+            answered.update(status=status, headers=headers)
+
+        # as Django's test client does: the test's transaction is not a connection to close
+        request_started.disconnect(close_old_connections)
+        request_finished.disconnect(close_old_connections)
+        try:
+            chunks = application(request.environ, start_response)
+            content = b"".join(chunks)
+            if hasattr(chunks, "close"):
+                chunks.close()
+        finally:
+            request_started.connect(close_old_connections)
+            request_finished.connect(close_old_connections)
+        return WsgiResponse(answered["status"], answered["headers"], content)
+
+    def __getattr__(self, method: str) -> Any:
+        make = getattr(self.factory, method)
+        return lambda *args, **kwargs: self._call(make(*args, **kwargs))
+
+
 class ApiClient:
-    """A Django test client that speaks JSON and carries a bearer key."""
+    """A Django test client that speaks JSON and carries a bearer key. With `through_wsgi` set (on the
+    class, for a test), requests go through the production WSGI application instead."""
+
+    through_wsgi = False
 
     def __init__(self, raw_key: str | None):
         self.raw_key = raw_key
-        self.client = Client()
+        self.client = WsgiClient() if self.through_wsgi else Client()
 
     def _headers(self) -> dict[str, str]:
         return {"HTTP_AUTHORIZATION": f"Bearer {self.raw_key}"} if self.raw_key else {}
 
     def request(
-        self, method: str, path: str, body: Any = None, raw: bytes | None = None, **query: Any
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        raw: bytes | None = None,
+        meta: dict[str, str] | None = None,
+        **query: Any,
     ) -> Any:
         data = raw if raw is not None else (orjson.dumps(body) if body is not None else None)
         call = getattr(self.client, method.lower())
+        extra = {**self._headers(), **(meta or {})}
         if method.upper() in {"GET", "DELETE"} and data is None:
-            return call(path, query or None, **self._headers())
-        return call(path, data=data or b"", content_type="application/json", **self._headers())
+            return call(path, query or None, **extra)
+        return call(path, data=data or b"", content_type="application/json", **extra)
 
-    def get(self, path: str, **query: Any) -> Any:
-        return self.request("GET", path, **query)
+    def get(self, path: str, meta: dict[str, str] | None = None, **query: Any) -> Any:
+        """`meta`: extra WSGI environ entries, e.g. {"HTTP_X_REQUEST_ID": "r1"} for a header."""
+        return self.request("GET", path, meta=meta, **query)
 
     def post(self, path: str, body: Any = None, raw: bytes | None = None) -> Any:
         return self.request("POST", path, body, raw)

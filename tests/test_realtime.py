@@ -5,12 +5,22 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from events.models import UserAlias
 from tests.conftest import ApiClient
 from tests.test_recommendations import ids, trained  # noqa: F401 - the fixture
+
+
+@pytest.fixture(autouse=True, params=["test client", "production wsgi"])
+def served_by(request):
+    """Every test here runs twice: through Django's test client, and through the WSGI application
+    gunicorn serves, whose fast path answers cached GETs before Django."""
+    ApiClient.through_wsgi = request.param == "production wsgi"
+    yield request.param
+    ApiClient.through_wsgi = False
 
 
 def test_alias_merges_histories(trained, api, store):  # noqa: F811

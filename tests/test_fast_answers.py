@@ -1,0 +1,129 @@
+"""The WSGI fast path (tenants/fast_answers.py): cached answers served before Django, exactly as Django
+would serve them, and everything else handed to Django. Invalidation, revoked keys and store isolation
+through this path are in tests/test_realtime.py, which runs every test through it too."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from core.observability import REQUEST_SECONDS
+from tenants.authentication import recent_keys
+from tenants.models import ApiKey
+from tests.conftest import ApiClient
+from tests.test_recommendations import trained  # noqa: F401 - the fixture
+
+RELATED = "/api/v1/products/p0/related"
+
+
+@pytest.fixture
+def django_calls(monkeypatch):
+    """The requests that reached Django behind the fast path."""
+    from config import wsgi
+
+    calls = []
+    inner = wsgi.application.application
+
+    def recording(environ, start_response):
+        calls.append(environ["PATH_INFO"])
+        return inner(environ, start_response)
+
+    monkeypatch.setattr(wsgi.application, "application", recording)
+    return calls
+
+
+@pytest.fixture
+def wsgi_api(tenant):
+    ApiClient.through_wsgi = True
+    yield ApiClient(tenant.raw_key)
+    ApiClient.through_wsgi = False
+
+
+def test_a_hit_never_enters_django_and_looks_as_django_would_answer_it(
+    trained,  # noqa: F811
+    api,
+    wsgi_api,
+    django_calls,
+):
+    first = wsgi_api.get(RELATED, limit=3)
+    assert first.status_code == 200 and first.headers["X-Answer-Cache"] == "miss"
+    assert django_calls == [RELATED]
+    with CaptureQueriesContext(connection) as queries:
+        fast = wsgi_api.get(RELATED, limit=3)
+    assert django_calls == [RELATED] and len(queries.captured_queries) == 0
+    # the same answer, served by Django from the same cache entry (the test client skips the fast path)
+    slow = api.get(RELATED, limit=3)
+    assert fast.headers["X-Answer-Cache"] == slow.headers["X-Answer-Cache"] == "hit"
+    assert {k: v for k, v in fast.headers.items() if k != "X-Request-ID"} == {
+        k: v for k, v in slow.headers.items() if k != "X-Request-ID"
+    }
+    fast_body, slow_body = fast.json(), slow.json()
+    assert fast_body.pop("recommendation_id") != slow_body.pop("recommendation_id")
+    assert fast_body == slow_body and fast_body["items"]
+
+
+def test_the_fast_path_keeps_the_request_id_and_counts_the_request(trained, wsgi_api, django_calls):  # noqa: F811
+    wsgi_api.get(RELATED, limit=2)
+    sample = {"surface": "product-related", "method": "GET", "status": "2xx"}
+
+    def served() -> float:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.get_sample_value("recsys_request_seconds_count", sample) or 0.0
+
+    assert REQUEST_SECONDS is not None
+    before = served()
+    response = wsgi_api.get(RELATED, limit=2, meta={"HTTP_X_REQUEST_ID": "req-42"})
+    assert response.headers["X-Answer-Cache"] == "hit" and len(django_calls) == 1
+    assert response.headers["X-Request-ID"] == "req-42"
+    assert served() == before + 1
+    odd = wsgi_api.get(RELATED, limit=2, meta={"HTTP_X_REQUEST_ID": "not a safe id\n"})
+    assert odd.headers["X-Request-ID"] != "not a safe id\n" and len(odd.headers["X-Request-ID"]) == 32
+
+
+def test_a_key_whose_use_is_due_to_be_recorded_goes_through_django(trained, wsgi_api, django_calls):  # noqa: F811
+    wsgi_api.get(RELATED, limit=2)
+    long_ago = timezone.now() - timedelta(hours=1)
+    ApiKey.objects.update(last_used_at=long_ago)
+    for key, _ in recent_keys.entries.values():
+        key.last_used_at = long_ago
+    response = wsgi_api.get(RELATED, limit=2)
+    # served from the cache by the view (the lookup is not repeated), and the use recorded
+    assert response.headers["X-Answer-Cache"] == "hit" and len(django_calls) == 2
+    assert ApiKey.objects.filter(last_used_at__gt=long_ago).exists()
+    wsgi_api.get(RELATED, limit=2)
+    assert len(django_calls) == 2
+
+
+def test_everything_unusual_is_answered_by_django(trained, tenant, wsgi_api, django_calls, settings):  # noqa: F811
+    wsgi_api.get(RELATED, limit=2)
+    calls = len(django_calls)
+    # a host that is not allowed: Django's 400, not the cached answer
+    assert wsgi_api.get(RELATED, limit=2, meta={"HTTP_HOST": "evil.example"}).status_code == 400
+    # no key, an unknown key: Django's 401
+    assert ApiClient(None).get(RELATED, limit=2).status_code == 401
+    assert ApiClient("rk_unknown").get(RELATED, limit=2).status_code == 401
+    # writes and paths that are not cached
+    assert (
+        wsgi_api.post("/api/v1/events", {"user_id": "u", "product_id": "p0", "type": "view"}).status_code
+        == 200
+    )
+    assert wsgi_api.get("/api/v1/store").status_code == 200
+    assert wsgi_api.get("/api/v1/nothing-here").status_code == 404
+    assert len(django_calls) == calls + 6
+    # with redirects to HTTPS on, the fast path steps aside and Django's security middleware decides
+    settings.SECURE_SSL_REDIRECT = True
+    wsgi_api.get(RELATED, limit=2)
+    assert len(django_calls) == calls + 7
+
+
+def test_a_redis_that_lost_its_scripts_loads_the_lookup_again(trained, wsgi_api):  # noqa: F811
+    from core import answer_cache
+
+    assert wsgi_api.get(RELATED, limit=4).headers["X-Answer-Cache"] == "miss"
+    answer_cache._redis().script_flush()  # as after a restart of the cache
+    assert wsgi_api.get(RELATED, limit=4).headers["X-Answer-Cache"] == "hit"
