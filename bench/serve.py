@@ -213,6 +213,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--worker-class", default="gthread")
     parser.add_argument("--retrain", action="store_true", help="train a new version of the bench store first")
     parser.add_argument("--surfaces", default="", help="comma-separated subset, e.g. 'for-user,related'")
     args = parser.parse_args()
@@ -226,7 +228,7 @@ def main() -> None:
     env = {**os.environ}
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--worker-class", "gthread", "--threads", "4",
+         "--workers", str(args.workers), "--worker-class", args.worker_class, "--threads", str(args.threads),
          "--keep-alive", "30", "--log-level", "warning"],
         cwd=ROOT, env=env,
     )  # fmt: skip

@@ -140,6 +140,8 @@ class ModelActivateApi(StoreScopedAPIView):
 
 
 class RecentlyViewedApi(StoreScopedAPIView):
+    cache_answers = cache_per_shopper = True  # stale on the shopper's next event, or a catalog change
+
     @extend_schema(
         parameters=[OpenApiParameter("limit", int)],
         responses=schemas.RecommendationsSerializer,
@@ -147,12 +149,15 @@ class RecentlyViewedApi(StoreScopedAPIView):
     )
     def get(self, request: Request, user_id: str) -> Response:
         limit = query_int(request.query_params.get("limit"), "limit", low=1, high=100, default=10)
-        return Response(
-            selectors.recently_viewed_answer(store=self.store, user_id=user_id, limit=limit or 10)
+        return self.answer(
+            request, selectors.recently_viewed_answer(store=self.store, user_id=user_id, limit=limit or 10)
         )
 
 
 class BuyAgainApi(StoreScopedAPIView):
+    # stale on the shopper's next event; "due now" moves by days, and answers about a shopper live 60 s
+    cache_answers = cache_per_shopper = True
+
     @extend_schema(
         parameters=[OpenApiParameter("limit", int)],
         responses=schemas.RecommendationsSerializer,
@@ -160,4 +165,6 @@ class BuyAgainApi(StoreScopedAPIView):
     )
     def get(self, request: Request, user_id: str) -> Response:
         limit = query_int(request.query_params.get("limit"), "limit", low=1, high=100, default=10)
-        return Response(selectors.buy_again_answer(store=self.store, user_id=user_id, limit=limit or 10))
+        return self.answer(
+            request, selectors.buy_again_answer(store=self.store, user_id=user_id, limit=limit or 10)
+        )

@@ -612,7 +612,10 @@ def _personal_scores(
         if event[1] in (EventType.ADD_TO_CART, EventType.PURCHASE) and position >= 0
     ]
     if carted:
-        complements = sp.csr_matrix(model.together[carted].sum(axis=0))
+        # summed sparse: a dense row of the whole catalog costs more than the rest of the request
+        complements = (
+            sp.csr_matrix(np.ones((1, len(carted)), dtype=np.float32)) @ model.together[carted]
+        ).tocsr()
         if complements.nnz and complements.data.max() > 0:
             personal = personal + (COMPLEMENT_WEIGHT / complements.data.max()) * complements
     return sp.csr_matrix(personal), row

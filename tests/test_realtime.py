@@ -69,8 +69,12 @@ def test_recently_viewed_is_distinct_latest_first_and_active_only(trained, api):
     ])  # fmt: skip
     api.post("/api/v1/events", {"user_id": "v", "product_id": "p9", "type": "purchase"})
     assert ids(api.get("/api/v1/users/v/recently-viewed")) == ["p3", "p1", "p2"]
-    api.delete("/api/v1/products/p1")
-    assert ids(api.get("/api/v1/users/v/recently-viewed", limit=1)) == ["p3"]
+    assert api.get("/api/v1/users/v/recently-viewed").headers["X-Answer-Cache"] == "hit"
+    api.delete("/api/v1/products/p1")  # a catalog change, and the shopper's next view, are seen at once
+    assert ids(api.get("/api/v1/users/v/recently-viewed")) == ["p3", "p2"]
+    api.post("/api/v1/events", {"user_id": "v", "product_id": "p7", "type": "view"})
+    assert ids(api.get("/api/v1/users/v/recently-viewed")) == ["p7", "p3", "p2"]
+    assert ids(api.get("/api/v1/users/v/recently-viewed", limit=1)) == ["p7"]
     assert api.get("/api/v1/users/v/recently-viewed", limit=0).status_code == 400
 
 
@@ -86,6 +90,10 @@ def test_buy_again_lists_items_due_on_their_cycle(trained, api):  # noqa: F811
     assert [item["id"] for item in body["items"]] == ["p3"]
     assert body["items"][0]["reason"] == "you buy it about every 10 days"
     assert body["source"] == "history:buy-again"
+    assert api.get("/api/v1/users/b/buy-again").headers["X-Answer-Cache"] == "hit"
+    # bought again just now: no longer due, in the very next answer
+    api.post("/api/v1/events", {"user_id": "b", "product_id": "p3", "type": "purchase"})
+    assert ids(api.get("/api/v1/users/b/buy-again")) == []
 
 
 def test_the_cart_steers_complements_into_the_answer(trained, api):  # noqa: F811
