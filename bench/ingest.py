@@ -1,6 +1,6 @@
 """Ingest throughput through the HTTP API: products/s and events/s.
 
-Runs the production server (gunicorn, the same command as `make run`) on a free port against its own
+Runs the production server (config/web.py, the same command as `make run`) on a free port against its own
 database (`recsys_bench` on the embedded PostgreSQL, or DATABASE_URL), makes a store, then posts batches
 of 1,000 from four concurrent clients. Bodies are serialised before the clock starts, so the figures
 are the server's.
@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2)
+    parser.add_argument("--workers", type=int, default=None, help="default: as in production")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
@@ -172,15 +172,14 @@ def main() -> None:
     slug = f"bench-{int(time.time())}"
     key = json.loads(manage("create_store", slug, "--json", env=env).strip().splitlines()[-1])["api_key"]
     port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    from config import web
+
+    args.workers = args.workers or web.default_workers()
+    server = subprocess.Popen(web.command(bind=f"127.0.0.1:{port}", workers=args.workers), cwd=ROOT, env=env)
     try:
         wait_healthy(port)
         rng = np.random.default_rng(0)
-        print(f"machine: {os.cpu_count()} cores; gunicorn workers {args.workers}; clients {args.clients}; "
+        print(f"machine: {os.cpu_count()} cores; web workers {args.workers}; clients {args.clients}; "
               f"batch {args.batch}", flush=True)  # fmt: skip
         products = make_products(args.products, rng)
         bodies = [orjson.dumps(products[i : i + args.batch]) for i in range(0, len(products), args.batch)]

@@ -3,10 +3,11 @@
     python bench/serve.py [--products 100000] [--events 1000000] [--seconds 8] [--clients 1,8,32]
 
 Builds (once; reused on later runs) a store of 100k products and 1M events in the `recsys_bench`
-database, trains it, starts gunicorn with its real worker count, and drives each surface with 1, 8 and
-32 concurrent clients (client processes on the same machine, keep-alive connections). Prints p50, p95,
-p99 and requests/s per surface and concurrency, the time from posting an event to seeing it in the
-next answer, and writes a latency histogram to bench/out/serve-latency.png.
+database, trains it, starts the production web server (config/web.py) with its real worker count, and
+drives each surface with 1, 8 and 32 concurrent clients (client processes on the same machine, lean
+keep-alive connections). Prints p50, p95, p99 and requests/s per surface and concurrency, the time from
+posting an event to seeing it in the next answer, and writes a latency histogram to
+bench/out/serve-latency.png. `--server gunicorn` runs the same with gunicorn's gthread workers.
 """
 
 from __future__ import annotations
@@ -212,9 +213,14 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--clients", default="1,8,32")
-    parser.add_argument("--workers", type=int, default=(os.cpu_count() or 1) * 2)
-    parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--worker-class", default="gthread")
+    parser.add_argument(
+        "--server",
+        choices=["granian", "gunicorn"],
+        default="granian",
+        help="granian: the production server (config/web.py); gunicorn: gthread workers",
+    )
+    parser.add_argument("--workers", type=int, default=None, help="default: as in production")
+    parser.add_argument("--threads", type=int, default=None, help="per worker; default: as in production")
     parser.add_argument("--retrain", action="store_true", help="train a new version of the bench store first")
     parser.add_argument("--surfaces", default="", help="comma-separated subset, e.g. 'for-user,related'")
     args = parser.parse_args()
@@ -226,12 +232,18 @@ def main() -> None:
 
     port = free_port()
     env = {**os.environ}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", str(args.workers), "--worker-class", args.worker_class, "--threads", str(args.threads),
-         "--keep-alive", "30", "--log-level", "warning"],
-        cwd=ROOT, env=env,
-    )  # fmt: skip
+    from config import web
+
+    args.workers = args.workers or web.default_workers()
+    args.threads = args.threads or web.BLOCKING_THREADS
+    if args.server == "gunicorn":  # the comparison that picked granian (config/web.py)
+        command = [sys.executable, "-m", "gunicorn", "config.wsgi:application",
+                   "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", "gthread",
+                   "--threads", str(args.threads), "--keep-alive", "30",
+                   "--log-level", "warning"]  # fmt: skip
+    else:
+        command = web.command(bind=f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
+    server = subprocess.Popen(command, cwd=ROOT, env=env)
     rows = []
     histograms = {}
     try:
@@ -251,11 +263,11 @@ def main() -> None:
         }
         if args.surfaces:
             surfaces = {name: paths for name, paths in surfaces.items() if name in args.surfaces.split(",")}
-        for name, paths in surfaces.items():  # every gunicorn worker loads the model before the clock starts
+        for name, paths in surfaces.items():  # every web worker loads the model before the clock starts
             drive(port, key, paths[:50] if "cold" not in name else paths[-50:], clients=args.workers * 2,
                   seconds=1.0)  # fmt: skip
-        print(f"machine: {os.cpu_count()} cores; gunicorn {args.workers} workers x 4 threads; "
-              f"{args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
+        print(f"machine: {os.cpu_count()} cores; {args.server} {args.workers} workers x {args.threads} "
+              f"threads; {args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
         header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits"]
         print(f"{'surface':<14} " + " ".join(f"{name:>7}" for name in header))
         for name, paths in surfaces.items():

@@ -1,4 +1,4 @@
-"""WSGI entry point (gunicorn config.wsgi): Django, behind the fast path for cached answers
+"""WSGI entry point (config/web.py serves it): Django, behind the fast path for cached answers
 (tenants/fast_answers.py)."""
 
 import os

@@ -1,7 +1,7 @@
 """Observability: Prometheus metrics, the request id and store carried into every log line, and the
 middleware that times requests by surface.
 
-Under gunicorn (several processes) and on workers, PROMETHEUS_MULTIPROC_DIR makes the metrics of every
+Under the web server (several processes) and on workers, PROMETHEUS_MULTIPROC_DIR makes the metrics of every
 process add up at /metrics; `manage.py serve` sets it.
 """
 

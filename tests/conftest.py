@@ -29,7 +29,7 @@ class WsgiResponse:
 
 
 class WsgiClient:
-    """Requests through `config.wsgi.application`, the one gunicorn serves: the fast path for cached
+    """Requests through `config.wsgi.application`, the one the web server serves: the fast path for cached
     answers, then Django with every middleware."""
 
     def __init__(self) -> None:

@@ -38,7 +38,7 @@ def test_compose_file_is_valid_and_the_validator_is_not_blind(compose):
 def test_every_service_runs_a_command_the_project_has(compose):
     services = compose["services"]
     assert {"db", "redis", "migrate", "web", "worker-train", "worker-default", "beat"} <= set(services)
-    assert services["web"]["command"][:2] == ["gunicorn", "config.wsgi:application"]
+    assert services["web"]["command"][:3] == ["python", "-m", "config.web"]
     served: set[str] = set()
     for name in ("worker-train", "worker-default"):
         worker = services[name]["command"]

@@ -17,7 +17,7 @@ from tests.test_recommendations import ids, trained  # noqa: F401 - the fixture
 @pytest.fixture(autouse=True, params=["test client", "production wsgi"])
 def served_by(request):
     """Every test here runs twice: through Django's test client, and through the WSGI application
-    gunicorn serves, whose fast path answers cached GETs before Django."""
+    the web server serves, whose fast path answers cached GETs before Django."""
     ApiClient.through_wsgi = request.param == "production wsgi"
     yield request.param
     ApiClient.through_wsgi = False

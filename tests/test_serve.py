@@ -1,4 +1,4 @@
-"""`make run` end to end: `manage.py serve` brings up gunicorn and a worker with demo data, answers
+"""`make run` end to end: `manage.py serve` brings up the web server and a worker with demo data, answers
 health and the API over real HTTP, and stops every child on Ctrl-C."""
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def test_serve_runs_the_system_with_demo_data_and_stops_on_ctrl_c(tmp_path):
             port, "GET", "/api/v1/users/user-0001/recommendations?limit=5", key.group(1)
         )
         assert status == 200 and answer["source"] == "store-model:v1" and len(answer["items"]) == 5
-        # metrics of all gunicorn and worker processes add up at /metrics
+        # metrics of all web and worker processes add up at /metrics
         status, page = http_call(port, "GET", "/metrics")
         assert status == 200
         assert 'recsys_events_ingested_total{outcome="accepted"} 1.0' in page["html"]

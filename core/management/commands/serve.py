@@ -1,8 +1,8 @@
 """python manage.py serve: the whole system on one machine (what `make run` calls).
 
-Migrates, creates the demo store and an admin login on first start, then runs gunicorn (the production
-WSGI server) on 127.0.0.1:8000 and a Celery worker, and stops all of them, and the embedded services,
-on Ctrl-C.
+Migrates, creates the demo store and an admin login on first start, then runs granian (the production
+web server, config/web.py) on 127.0.0.1:8000 and a Celery worker, and stops all of them, and the embedded
+services, on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from config import embedded
+from config import embedded, web
 
 CREDENTIALS_FILE = embedded.LOCAL_DIR / "demo_credentials.json"
 
@@ -45,30 +45,16 @@ class Command(BaseCommand):
             **os.environ,
             "DJANGO_SETTINGS_MODULE": os.environ.get("DJANGO_SETTINGS_MODULE", "config.settings.base"),
         }
-        # Metrics of every gunicorn and worker process add up at /metrics (a fresh folder each start).
+        # Metrics of every web and worker process add up at /metrics (a fresh folder each start).
         metrics_dir = embedded.LOCAL_DIR / "prometheus"
         shutil.rmtree(metrics_dir, ignore_errors=True)
         metrics_dir.mkdir(parents=True)
         environment.setdefault("PROMETHEUS_MULTIPROC_DIR", str(metrics_dir))
         # Children reattach to the same embedded broker; pin its URL so they need not probe for it.
         environment.setdefault("CELERY_BROKER_URL", settings.CELERY_BROKER_URL)
-        workers = options["workers"] or max(2, (os.cpu_count() or 1) * 2)
         children = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    "config.wsgi:application",
-                    "--bind",
-                    options["bind"],
-                    "--workers",
-                    str(workers),
-                    "--access-logfile",
-                    "-",
-                    "--graceful-timeout",
-                    "10",
-                ],
+                web.command(bind=options["bind"], workers=options["workers"], access_log=True),
                 env=environment,
             )
         ]
