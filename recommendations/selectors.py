@@ -24,7 +24,7 @@ from events.models import EventType
 from events.selectors import buy_again, recently_viewed, user_history, user_identities
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
-from recommendations.engine.recommender import history_row, personal_scores_sparse
+from recommendations.engine.recommender import add_sparse, gather_rows, history_row, personal_scores_sparse
 from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
@@ -612,13 +612,13 @@ def _personal_scores(
         if event[1] in (EventType.ADD_TO_CART, EventType.PURCHASE) and position >= 0
     ]
     if carted:
-        # summed sparse: a dense row of the whole catalog costs more than the rest of the request
-        complements = (
-            sp.csr_matrix(np.ones((1, len(carted)), dtype=np.float32)) @ model.together[carted]
-        ).tocsr()
-        if complements.nnz and complements.data.max() > 0:
-            personal = personal + (COMPLEMENT_WEIGHT / complements.data.max()) * complements
-    return sp.csr_matrix(personal), row
+        indices, values = gather_rows(model.together, np.array(carted), np.ones(len(carted), np.float32))
+        if values.size and values.max() > 0:
+            indices, values = add_sparse(
+                (personal.indices, personal.data), (indices, (COMPLEMENT_WEIGHT / values.max()) * values)
+            )
+            personal = sp.csr_matrix((values, indices, [0, indices.size]), shape=personal.shape)
+    return personal, row
 
 
 def _popularity_weight(model: ServingModel) -> float:

@@ -240,3 +240,21 @@ def test_sparse_personal_scores_match_the_dense_rule():
         sparse = personal_scores_sparse(history, neighbours, repeat_weight=repeat_weight)
         assert np.allclose(sparse.toarray()[0] + 0.02 * popularity, dense[0], atol=1e-6)
         assert sparse.nnz < 300  # only what the history reaches
+
+
+def test_gathered_rows_equal_the_sparse_product():
+    from recommendations.engine.recommender import add_sparse, gather_rows
+
+    matrix = sp.random(200, 150, density=0.05, random_state=7, format="csr", dtype=np.float32)
+    rows = np.array([3, 3, 17, 199, 0])  # a row twice, and rows that may be empty
+    weights = np.array([0.5, 1.0, 2.0, 0.25, 3.0], dtype=np.float32)
+    indices, values = gather_rows(matrix, rows, weights)
+    expected = np.asarray(weights @ matrix[rows].toarray()).ravel()
+    dense = np.zeros(150, np.float32)
+    dense[indices] = values
+    assert np.allclose(dense, expected, atol=1e-6) and np.all(np.diff(indices) > 0)
+    empty = sp.csr_matrix((5, 4), dtype=np.float32)
+    assert gather_rows(empty, np.array([1, 2]), np.ones(2)).__len__() == 2
+    assert gather_rows(empty, np.array([1, 2]), np.ones(2))[0].size == 0
+    summed = add_sparse((np.array([4, 1]), np.array([1.0, 2.0])), (np.array([1]), np.array([0.5])))
+    assert summed[0].tolist() == [1, 4] and summed[1].tolist() == [2.5, 1.0]
