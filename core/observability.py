@@ -8,6 +8,7 @@ process add up at /metrics; `manage.py serve` sets it.
 from __future__ import annotations
 
 import contextvars
+import functools
 import logging
 import os
 import re
@@ -37,11 +38,22 @@ REQUEST_SECONDS = Histogram(
     ["surface", "method", "status"],
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+ANSWERS_CACHED = Counter(
+    "recsys_answer_cache_total",
+    "Answers of cached surfaces: hit (served from the cache, on the fast path or by the view) or miss",
+    ["surface", "outcome"],
+)
 EVENTS_INGESTED = Counter("recsys_events_ingested_total", "Events received, by outcome", ["outcome"])
 TRAINING_SECONDS = Histogram(
     "recsys_training_seconds", "Training run duration", buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600)
 )
 TRAINING_RUNS = Counter("recsys_training_runs_total", "Training runs finished, by status", ["status"])
+
+
+@functools.lru_cache(maxsize=64)
+def answer_cache_counter(surface: str, outcome: str) -> Any:
+    """The counter child of a surface and outcome (labels() costs more than inc() on a hot path)."""
+    return ANSWERS_CACHED.labels(surface, outcome)
 
 
 class ContextFilter(logging.Filter):

@@ -21,7 +21,7 @@ from rest_framework.views import APIView
 
 from core import answer_cache
 from core.json import render_json
-from core.observability import store_var
+from core.observability import answer_cache_counter, store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
 from tenants.services import api_key_touch
@@ -162,6 +162,11 @@ def look_up_answer(
     return FoundAnswer(key, found.key, found.store_generation, found.body)
 
 
+def _surface(request: HttpRequest) -> str:
+    match = getattr(request, "resolver_match", None)
+    return (match.url_name if match else None) or "other"
+
+
 def _cached_answer(
     view: StoreScopedAPIView, request: HttpRequest, kwargs: dict[str, Any]
 ) -> HttpResponse | None:
@@ -180,6 +185,7 @@ def _cached_answer(
         return None
     api_key_touch(api_key=key)
     store_var.set(key.store.slug)
+    answer_cache_counter(_surface(request), "hit").inc()
     response = HttpResponse(
         answer_cache.with_fresh_recommendation_id(found.body), content_type="application/json"
     )
@@ -222,6 +228,7 @@ class StoreScopedAPIView(APIView):
             key = getattr(request._request, "answer_cache_key", None)
             answer_cache.put(key, rendered, about_a_shopper=self.cache_per_shopper)
             response["X-Answer-Cache"] = "miss"
+            answer_cache_counter(_surface(request), "miss").inc()
         return response
 
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:

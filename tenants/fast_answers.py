@@ -29,7 +29,7 @@ from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, get_resolver
 
 from core import answer_cache
-from core.observability import REQUEST_SECONDS, request_id_var
+from core.observability import REQUEST_SECONDS, answer_cache_counter, request_id_var
 from tenants.authentication import (
     LOOKUP_ENVIRON_KEY,
     NOTHING_FOUND,
@@ -104,6 +104,7 @@ class CachedAnswers:
                     ],
                 )
                 _timer(surface).observe(time.perf_counter() - started)
+                answer_cache_counter(surface, "hit").inc()
                 return [body]
         return self.application(environ, start_response)
 

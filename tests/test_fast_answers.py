@@ -11,7 +11,6 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from core.observability import REQUEST_SECONDS
 from tenants.authentication import recent_keys
 from tenants.models import ApiKey
 from tests.conftest import ApiClient
@@ -67,20 +66,22 @@ def test_a_hit_never_enters_django_and_looks_as_django_would_answer_it(
 
 
 def test_the_fast_path_keeps_the_request_id_and_counts_the_request(trained, wsgi_api, django_calls):  # noqa: F811
+    from prometheus_client import REGISTRY
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    served = {"surface": "product-related", "method": "GET", "status": "2xx"}
+    before = count("recsys_request_seconds_count", **served)
+    misses = count("recsys_answer_cache_total", surface="product-related", outcome="miss")
+    hits = count("recsys_answer_cache_total", surface="product-related", outcome="hit")
     wsgi_api.get(RELATED, limit=2)
-    sample = {"surface": "product-related", "method": "GET", "status": "2xx"}
-
-    def served() -> float:
-        from prometheus_client import REGISTRY
-
-        return REGISTRY.get_sample_value("recsys_request_seconds_count", sample) or 0.0
-
-    assert REQUEST_SECONDS is not None
-    before = served()
     response = wsgi_api.get(RELATED, limit=2, meta={"HTTP_X_REQUEST_ID": "req-42"})
     assert response.headers["X-Answer-Cache"] == "hit" and len(django_calls) == 1
     assert response.headers["X-Request-ID"] == "req-42"
-    assert served() == before + 1
+    assert count("recsys_request_seconds_count", **served) == before + 2
+    assert count("recsys_answer_cache_total", surface="product-related", outcome="miss") == misses + 1
+    assert count("recsys_answer_cache_total", surface="product-related", outcome="hit") == hits + 1
     odd = wsgi_api.get(RELATED, limit=2, meta={"HTTP_X_REQUEST_ID": "not a safe id\n"})
     assert odd.headers["X-Request-ID"] != "not a safe id\n" and len(odd.headers["X-Request-ID"]) == 32
 
