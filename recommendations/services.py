@@ -353,7 +353,10 @@ def trained_model_activate(*, store: Store, version: int, kind: str = ModelKind.
 
 
 def stores_due_for_training(*, now: datetime | None = None) -> list[Store]:
-    """Stores with events whose last run started longer ago than their retrain interval."""
+    """Stores whose last run started longer ago than their retrain interval, and that have events, or
+    share and have a network slice their latest version has not blended yet (so a sharing store with no
+    shoppers of its own yet gets related products from the network, and every sharing store gets each
+    new global version)."""
     now = now or timezone.now()
     due = []
     for settings in StoreSettings.objects.select_related("store").filter(store__is_active=True):
@@ -362,10 +365,29 @@ def stores_due_for_training(*, now: datetime | None = None) -> list[Store]:
             continue
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1 FROM events_event WHERE store_id = %s LIMIT 1", [settings.store_id])
-            if cursor.fetchone() is None:
-                continue
-        due.append(settings.store)
+            has_events = cursor.fetchone() is not None
+        if has_events or (settings.share_network and _unblended_network_slice(settings.store)):
+            due.append(settings.store)
     return due
+
+
+def _unblended_network_slice(store: Store) -> bool:
+    from recommendations.models import NetworkSlice
+
+    version = (
+        NetworkSlice.objects.filter(store=store, global_model__is_active=True, n_pairs__gt=0)
+        .values_list("global_model__version", flat=True)
+        .first()
+    )
+    if version is None:
+        return False
+    latest = (
+        TrainedModel.objects.filter(store=store, kind=ModelKind.STORE)
+        .order_by("-version")
+        .values_list("parameters", flat=True)
+        .first()
+    )
+    return latest is None or (latest or {}).get("global_version") != version
 
 
 def scheduled_training_enqueue() -> int:

@@ -222,3 +222,33 @@ def test_a_middle_store_chooses_its_share_on_validation(db):
 def test_global_training_with_no_store_sharing(db):
     shop("lonely", share=False, rows=[product("x", title="Something")])
     assert "global model v1: 0 products of 0 sharing stores" in train_global()
+
+
+def test_a_sharing_store_with_no_shoppers_yet_is_trained_from_the_network(db):
+    from recommendations.services import stores_due_for_training
+
+    network_stores()
+    rows = [
+        product(f"new{i}", title=f"new thing {i}", gtin=gtin(i), category_path=["Things"]) for i in range(12)
+    ]
+    new = shop("net-new", share=True, rows=rows)
+    shop("net-lonely", share=False, rows=rows)
+
+    def due(days: int = 0) -> set[str]:
+        later = datetime.now(tz=UTC) + timedelta(days=days)
+        return {store.slug for store in stores_due_for_training(now=later)}
+
+    assert "net-new" not in due() and "net-lonely" not in due()  # no events, and nothing from the network yet
+    train_global()
+    assert "net-new" in due() and "net-lonely" not in due()
+    model = train_store(new)
+    assert model.parameters["global_version"] == 1 and model.metrics["users"] == 0
+    related = new.api.get("/api/v1/products/new4/related", limit=1).json()
+    assert related["items"][0]["id"] == "new5" and related["source"].startswith("blend:store-model:v1+global")
+    # trained on this global version: not due again until there is a new one, however long it waits
+    assert "net-new" not in due(days=30)
+    train_global()
+    assert "net-new" in due(days=30)
+    # a store that stops sharing is not trained for the network's sake
+    new.api.patch("/api/v1/store", {"share_network": False})
+    assert "net-new" not in due(days=30)
