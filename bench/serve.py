@@ -306,9 +306,12 @@ def plot(histograms: dict[str, np.ndarray]) -> None:
     except ImportError:
         return
     figure, axis = plt.subplots(figsize=(8, 4))
-    bins = np.logspace(0, 3.5, 90)
+    bins = np.logspace(-1, 3.5, 120)
     for name, ms in histograms.items():
-        axis.hist(np.clip(ms, 1, 3000), bins=bins, histtype="step", label=name)
+        p95 = float(np.percentile(ms, 95))
+        axis.hist(np.clip(ms, 0.1, 3000), bins=bins, histtype="step", label=f"{name} (p95 {p95:.1f} ms)")
+    axis.axvline(10, color="grey", linestyle="--", linewidth=1)
+    axis.text(10.5, axis.get_ylim()[1] * 0.95, "10 ms", color="grey", va="top")
     axis.set_xscale("log")
     axis.set_xlabel("latency (ms, log scale)")
     axis.set_ylabel("requests")
