@@ -31,20 +31,31 @@ from django.conf import settings
 from django.db import transaction
 
 logger = logging.getLogger(__name__)
-TTL_SECONDS = 300
-SHOPPER_TTL_SECONDS = 60  # answers about a shopper also depend on the clock (the current session)
-GENERATION_TTL_SECONDS = 86_400  # longer than any answer lives, refreshed by every bump
+TTL_SECONDS = 300  # since the answer was last read (the generations keep it right, not the TTL)
+GENERATION_TTL_SECONDS = 86_400  # of a shopper's generation, since it was last bumped or read
 KEYS_GENERATION = "rc:keys:gen"
 
 _client: redis.Redis | None = None
 _fetch: Any = None
 
+# A shopper's generation lives while it is bumped or read, far longer than any answer read under it, so it
+# never restarts from 0 while an answer of an earlier 0 could still be read. An answer read again lives
+# on (ARGV[3] seconds from now; 0 for answers that must age out with the clock).
 _FETCH_SCRIPT = """
 local store_gen = redis.call('GET', KEYS[1]) or '0'
-local shopper_gen = redis.call('GET', KEYS[2]) or '0'
+local shopper_gen = redis.call('GET', KEYS[2])
+if shopper_gen then
+  redis.call('EXPIRE', KEYS[2], ARGV[4])
+else
+  shopper_gen = '0'
+end
 local keys_gen = redis.call('GET', KEYS[3]) or '0'
 local key = ARGV[1] .. ':' .. store_gen .. ':' .. shopper_gen .. ':' .. ARGV[2]
-return {keys_gen, store_gen, key, redis.call('GET', key)}
+local body = redis.call('GET', key)
+if body and tonumber(ARGV[3]) > 0 then
+  redis.call('EXPIRE', key, ARGV[3])
+end
+return {keys_gen, store_gen, key, body}
 """
 
 
@@ -175,8 +186,9 @@ def request_key(meta: dict[str, Any]) -> str:
     return f"{meta.get('PATH_INFO', '')}?{meta.get('QUERY_STRING', '')}"
 
 
-def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Lookup:
-    """One round trip: the generations, the key they give this request, and the answer if cached."""
+def lookup(store: Any, request_key: str, *, user_id: str | None = None, slide: int = TTL_SECONDS) -> Lookup:
+    """One round trip: the generations, the key they give this request, and the answer if cached (which
+    then lives `slide` more seconds; 0 leaves its expiry as it was)."""
     client = _redis()
     if client is None:
         return MISS
@@ -185,19 +197,19 @@ def lookup(store: Any, request_key: str, *, user_id: str | None = None) -> Looku
         keys_gen, store_gen, key, body = _evalsha(
             client,
             keys=[f"{_namespace(store)}:gen", _shopper_key(store, user_id), KEYS_GENERATION],
-            args=[_namespace(store), digest],
+            args=[_namespace(store), digest, slide, GENERATION_TTL_SECONDS],
         )
     except (redis.RedisError, OSError):
         return MISS
     return Lookup(keys_gen, store_gen, key.decode() if isinstance(key, bytes) else key, body)
 
 
-def put(key: str | None, body: bytes, *, about_a_shopper: bool) -> None:
+def put(key: str | None, body: bytes, *, ttl: int = TTL_SECONDS) -> None:
     client = _redis()
     if client is None or key is None:
         return
     with contextlib.suppress(redis.RedisError):  # a cache that is down only costs speed
-        client.set(key, body, ex=SHOPPER_TTL_SECONDS if about_a_shopper else TTL_SECONDS)
+        client.set(key, body, ex=ttl)
 
 
 _ID_PREFIX = b'{"recommendation_id":"'

@@ -155,8 +155,9 @@ class RecentlyViewedApi(StoreScopedAPIView):
 
 
 class BuyAgainApi(StoreScopedAPIView):
-    # stale on the shopper's next event; "due now" moves by days, and answers about a shopper live 60 s
+    # stale on the shopper's next event; and "due now" moves with the clock: kept 60 s from computed
     cache_answers = cache_per_shopper = True
+    answer_ttl, answer_ttl_slides = 60, False
 
     @extend_schema(
         parameters=[OpenApiParameter("limit", int)],

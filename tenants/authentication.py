@@ -153,7 +153,8 @@ def look_up_answer(
     if ApiKeyScope.READ not in key.scopes:
         return None
     shopper = kwargs.get("user_id") if view_class.cache_per_shopper else None
-    found = answer_cache.lookup(key.store, answer_cache.request_key(meta), user_id=shopper)
+    slide = view_class.answer_ttl if view_class.answer_ttl_slides else 0
+    found = answer_cache.lookup(key.store, answer_cache.request_key(meta), user_id=shopper, slide=slide)
     if found.key is None or found.store_generation is None:
         return None
     if found.keys_generation != generation:
@@ -204,6 +205,10 @@ class StoreScopedAPIView(APIView):
     cache_answers: ClassVar[bool] = False
     # ... keyed also by the shopper in the URL, whose new events make them stale
     cache_per_shopper: ClassVar[bool] = False
+    # ... kept this long since last read; with `answer_ttl_slides` off, since computed (answers that
+    # change with the clock, not only with what the generations track)
+    answer_ttl: ClassVar[int] = answer_cache.TTL_SECONDS
+    answer_ttl_slides: ClassVar[bool] = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -226,7 +231,7 @@ class StoreScopedAPIView(APIView):
         response = HttpResponse(rendered, content_type="application/json")
         if self.cache_answers:
             key = getattr(request._request, "answer_cache_key", None)
-            answer_cache.put(key, rendered, about_a_shopper=self.cache_per_shopper)
+            answer_cache.put(key, rendered, ttl=self.answer_ttl)
             response["X-Answer-Cache"] = "miss"
             answer_cache_counter(_surface(request), "miss").inc()
         return response

@@ -225,3 +225,30 @@ def test_cached_answers_stay_in_their_store(trained, api, other_api):  # noqa: F
     assert api.get("/api/v1/products/p0/related", limit=3).json()["items"] == mine["items"]
     theirs = other_api.get("/api/v1/products/p0/related", limit=3).json()
     assert theirs["items"] != mine["items"] and "store-model" not in theirs["source"]
+
+
+def test_an_answer_lives_while_it_is_read_and_buy_again_ages_with_the_clock(trained, api, store):  # noqa: F811
+    import hashlib
+
+    from core import answer_cache
+
+    client = answer_cache._redis()
+    namespace = answer_cache._namespace(store)
+
+    def answer_key(path: str) -> bytes:
+        digest = hashlib.sha1(f"{path}?".encode(), usedforsecurity=False).hexdigest()
+        (key,) = client.keys(f"{namespace}:*:{digest}")
+        return key
+
+    api.post("/api/v1/events", {"user_id": "t", "product_id": "p3", "type": "purchase"})
+    for path in ("/api/v1/users/t/recommendations", "/api/v1/users/t/buy-again"):
+        assert api.get(path).headers["X-Answer-Cache"] == "miss"
+        client.expire(answer_key(path), 5)
+    shopper = answer_cache._shopper_key(store, "t")
+    client.expire(shopper, 5)
+    assert api.get("/api/v1/users/t/recommendations").headers["X-Answer-Cache"] == "hit"
+    assert api.get("/api/v1/users/t/buy-again").headers["X-Answer-Cache"] == "hit"
+    # read again: it lives on, and so does the shopper's generation; buy-again keeps its clock
+    assert client.ttl(answer_key("/api/v1/users/t/recommendations")) > 250
+    assert client.ttl(shopper) > 80_000
+    assert client.ttl(answer_key("/api/v1/users/t/buy-again")) <= 5
