@@ -1,8 +1,8 @@
 """The production web server: granian (HTTP in Rust) serving `config.wsgi:application` over WSGI.
 
 One definition for `manage.py serve` (`make run`), docker/ and bench/serve.py. Picked by measurement:
-on the bench store (bench/serve.py, 2 cores, cached answers) gunicorn's gthread workers served about
-2,000 requests/s at p95 8-9 ms with 8 clients, granian about 3,000-3,500 at p95 5 ms, because its HTTP
+on the bench store (bench/serve.py, 2 cores, cached answers, 8 clients) gunicorn's gthread workers served
+1,500 to 2,100 requests/s at p95 7 to 12 ms, granian 2,300 to 3,600 at p95 4.5 to 8 ms, because its HTTP
 parsing and connection handling cost no Python. Computed answers (CPU in numpy and PostgreSQL) are the
 same on both. `bench/serve.py --server gunicorn` repeats the comparison.
 
