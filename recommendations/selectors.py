@@ -24,7 +24,13 @@ from events.models import EventType
 from events.selectors import buy_again, recently_viewed, user_history, user_identities
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_load
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS, IdIndex
-from recommendations.engine.recommender import add_sparse, gather_rows, history_row, personal_scores_sparse
+from recommendations.engine.recommender import (
+    add_sparse,
+    gather_rows,
+    history_row,
+    personal_scores_sparse,
+    row_entries,
+)
 from recommendations.models import ModelKind, TrainedModel, TrainingRun
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
@@ -652,7 +658,13 @@ def _because(
     if history_positions.size == 0 or not known.any():
         return {}
     # a few hundred history rows by a few answered columns: small and dense
-    contributions = model.neighbours[history_positions][:, positions[known]].toarray() * row.data[:, None]
+    answered_positions = positions[known]
+    contributions = np.zeros((history_positions.size, answered_positions.size), dtype=np.float32)
+    owner, columns, values = row_entries(model.neighbours, history_positions)
+    order = np.argsort(answered_positions)
+    at = np.minimum(np.searchsorted(answered_positions[order], columns), answered_positions.size - 1)
+    hit = answered_positions[order][at] == columns
+    contributions[owner[hit], order[at[hit]]] = values[hit] * row.data[owner[hit]]
     anchors = history_positions[contributions.argmax(axis=0)]
     has_anchor = contributions.max(axis=0) > 0
     out = {}

@@ -136,20 +136,26 @@ def add_sparse(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.nd
     return unique, np.bincount(inverse, weights=values, minlength=unique.size).astype(np.float32)
 
 
-def gather_rows(
-    matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """sum(weights[i] * matrix[rows[i]]) as (indices, values), gathered straight from the CSR arrays: for
-    the few rows of one request, scipy's sparse product costs more in set-up than in arithmetic."""
+def row_entries(matrix: sp.csr_matrix, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored entries of `rows` of a CSR matrix, straight from its arrays: (which of `rows` each comes
+    from, its column, its value). For the few rows of one request, scipy's row slicing costs more in
+    set-up than in work."""
     rows = np.asarray(rows, dtype=np.int64)
     starts = matrix.indptr[rows]
     lengths = matrix.indptr[rows + 1] - starts
     total = int(lengths.sum())
-    if total == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.float32)
     offsets = np.repeat(starts - np.cumsum(lengths) + lengths, lengths) + np.arange(total)
-    values = matrix.data[offsets] * np.repeat(np.asarray(weights, dtype=np.float32), lengths)
-    return add_sparse((matrix.indices[offsets], values))
+    return np.repeat(np.arange(rows.size), lengths), matrix.indices[offsets], matrix.data[offsets]
+
+
+def gather_rows(
+    matrix: sp.csr_matrix, rows: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """sum(weights[i] * matrix[rows[i]]) as (sorted indices, values)."""
+    owner, columns, values = row_entries(matrix, rows)
+    if columns.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
+    return add_sparse((columns, values * np.asarray(weights, dtype=np.float32)[owner]))
 
 
 def personal_scores_sparse(

@@ -258,3 +258,14 @@ def test_gathered_rows_equal_the_sparse_product():
     assert gather_rows(empty, np.array([1, 2]), np.ones(2))[0].size == 0
     summed = add_sparse((np.array([4, 1]), np.array([1.0, 2.0])), (np.array([1]), np.array([0.5])))
     assert summed[0].tolist() == [1, 4] and summed[1].tolist() == [2.5, 1.0]
+
+
+def test_row_entries_are_the_rows_stored_entries():
+    from recommendations.engine.recommender import row_entries
+
+    matrix = sp.random(50, 40, density=0.1, random_state=9, format="csr", dtype=np.float32)
+    rows = np.array([7, 0, 7, 49])
+    owner, columns, values = row_entries(matrix, rows)
+    rebuilt = np.zeros((rows.size, 40), np.float32)
+    rebuilt[owner, columns] = values
+    assert np.array_equal(rebuilt, matrix[rows].toarray())
