@@ -129,14 +129,12 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
     while time.time() < start_at:
         time.sleep(0.001)
     deadline = start_at + seconds
-    n = 0
     perf_counter = time.perf_counter
-    while True:
+    for choice in choices:
         if time.time() >= deadline:
             break
+        request = requests[choice]
         began = perf_counter()
-        request = requests[choices[n % len(choices)]]
-        n += 1
         try:
             status, head, _ = conn.get(request)
         except OSError:
