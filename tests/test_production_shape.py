@@ -90,3 +90,20 @@ def test_beat_schedules_are_written_to_the_database_for_the_admin(transactional_
     DatabaseScheduler(app=app, lazy=False)
     names = set(PeriodicTask.objects.values_list("name", flat=True))
     assert {"retrain-due-stores", "recover-lost-training-runs"} <= names
+
+
+def test_one_web_server_command_for_make_run_docker_and_the_benches(monkeypatch):
+    from config import web
+
+    def option(line: list[str], name: str) -> str:
+        return line[line.index(name) + 1]
+
+    line = web.command(bind="10.0.0.7:8000", workers=3)
+    assert line[1:6] == ["-m", "granian", "--interface", "wsgi", "config.wsgi:application"]
+    assert option(line, "--host") == "10.0.0.7" and option(line, "--port") == "8000"
+    assert option(line, "--workers") == "3" and "--respawn-failed-workers" in line
+    assert option(web.command(bind="[::1]:9000"), "--host") == "::1"
+    monkeypatch.setenv("WEB_CONCURRENCY", "5")
+    assert web.default_workers() == 5
+    monkeypatch.delenv("WEB_CONCURRENCY")
+    assert web.default_workers() >= 2
