@@ -232,6 +232,11 @@ def _train(run: TrainingRun) -> TrainedModel:
     model.popularity_ = decayed_popularity(
         interactions, half_life_days=TRENDING_HALF_LIFE_DAYS, now=datetime.now(tz=UTC).timestamp()
     )
+    if not model.popularity_.any() and network is not None and network.nnz:
+        # no shoppers of its own yet: how much the network's shoppers engage with its products (each
+        # product's co-occurrence in the slice) stands in for trending until its own events arrive
+        reach = np.asarray(network.sum(axis=0)).ravel() + np.asarray(network.sum(axis=1)).ravel()
+        model.popularity_ = (reach / reach.max()).astype(model.popularity_.dtype)
     purchase_rows = interactions.purchases if interactions.purchases is not None else np.zeros(0, bool)
     together = FrequentlyBoughtTogether(min_support=2, k=50).fit(
         interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items

@@ -245,6 +245,11 @@ def test_a_sharing_store_with_no_shoppers_yet_is_trained_from_the_network(db):
     assert model.parameters["global_version"] == 1 and model.metrics["users"] == 0
     related = new.api.get("/api/v1/products/new4/related", limit=1).json()
     assert related["items"][0]["id"] == "new5" and related["source"].startswith("blend:store-model:v1+global")
+    # trending too, from how much the network's shoppers take its products: 0, 3, 6 and 9 most (the small
+    # store's shoppers as well as the big one's)
+    trending = new.api.get("/api/v1/trending", limit=4).json()
+    assert trending["source"].startswith("trending:blend:store-model:v1")
+    assert {item["id"] for item in trending["items"]} == {"new0", "new3", "new6", "new9"}
     # trained on this global version: not due again until there is a new one, however long it waits
     assert "net-new" not in due(days=30)
     train_global()
