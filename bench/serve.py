@@ -114,8 +114,15 @@ class Connection:
 _LENGTH = re.compile(rb"content-length: *(\d+)")
 
 
-def encoded(path: str, key: str, port: int) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n\r\n".encode()
+def encoded(path: str | tuple[bytes, str], key: str, port: int) -> bytes | tuple[bytes, bytes]:
+    """A GET; or, for (an event's JSON, a path), the POST of the event and then the GET."""
+    head = f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
+    if isinstance(path, tuple):
+        event, path = path
+        post = (f"POST /api/v1/events HTTP/1.1\r\n{head}Content-Type: application/json\r\n"
+                f"Content-Length: {len(event)}\r\n\r\n").encode() + event  # fmt: skip
+        return post, f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
+    return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
 
 
 def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at: float, queue) -> None:  # noqa: ANN001
@@ -134,8 +141,12 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
         if time.time() >= deadline:
             break
         request = requests[choice]
-        began = perf_counter()
         try:
+            if isinstance(request, tuple):  # the shopper acts, then asks: only the answer is timed
+                status, _, _ = conn.get(request[0])
+                errors += status != 200
+                request = request[1]
+            began = perf_counter()
             status, head, _ = conn.get(request)
         except OSError:
             errors += 1
@@ -255,21 +266,35 @@ def main() -> None:
         surfaces = {
             "for-user": [f"/api/v1/users/{u}/recommendations?limit=10" for u in users],
             "for-user cold": [f"/api/v1/users/{u}/recommendations?limit=10&cold=1" for u in everyone],
+            # a storefront: each shopper views a product, then asks for their recommendations (every answer
+            # is computed: the view makes the cached one stale)
+            "view+for-user": [
+                (
+                    json.dumps({"user_id": u, "product_id": i, "type": "view"}).encode(),
+                    f"/api/v1/users/{u}/recommendations?limit=10",
+                )
+                for u, i in zip(
+                    everyone[:20_000],
+                    [f"P{i}" for i in rng.zipf(1.3, size=20_000) % args.products],
+                    strict=True,
+                )
+            ],  # fmt: skip
             "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
             "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
             "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
         }
         if args.surfaces:
             surfaces = {name: paths for name, paths in surfaces.items() if name in args.surfaces.split(",")}
+        hot = {"for-user", "related", "complementary", "trending"}  # the rest are computed on every request
         for name, paths in surfaces.items():  # every web worker loads the model before the clock starts
-            drive(port, key, paths[:50] if "cold" not in name else paths[-50:], clients=args.workers * 2,
+            drive(port, key, paths[:50] if name in hot else paths[-50:], clients=args.workers * 2,
                   seconds=1.0)  # fmt: skip
         print(f"machine: {os.cpu_count()} cores; {args.server} {args.workers} workers x {args.threads} "
               f"threads; {args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
         header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits"]
         print(f"{'surface':<14} " + " ".join(f"{name:>7}" for name in header))
         for name, paths in surfaces.items():
-            if "cold" not in name:  # hot answers: asked once just before, as on a live storefront
+            if name in hot:  # hot answers: asked once just before, as on a live storefront
                 warm(port, key, paths)
             for clients in [int(c) for c in args.clients.split(",")]:
                 latencies, errors, seconds, hit_share = drive(port, key, paths, clients, args.seconds)

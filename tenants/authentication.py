@@ -56,8 +56,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         token = bearer_token(request.META)
         if token is None:
             raise exceptions.AuthenticationFailed("expected the header 'Authorization: Bearer <api key>'")
-        # checked a moment ago in this request against the current keys generation (_cached_answer)
-        key = getattr(request._request, "verified_api_key", None) or api_key_get_by_raw_key(raw_key=token)
+        # checked a moment ago in this request against the current keys generation (_cached_answer), or
+        # remembered by this process and trusted while that generation holds (one Redis read, no SQL)
+        key = getattr(request._request, "verified_api_key", None) or recent_keys.trusted(token)
         if key is None:
             raise exceptions.AuthenticationFailed("the API key is unknown or revoked")
         api_key_touch(api_key=key)
@@ -97,6 +98,8 @@ class _RecentKeys:
         self.lock = threading.Lock()
 
     def get(self, token: str) -> tuple[ApiKey, bytes] | None:
+        """The remembered entry, or the key looked up now with the current generation; the caller checks
+        the generation against the one it reads with its answer (the fast path's single round trip)."""
         digest = hashlib.sha256(token.encode()).digest()
         entry = self.entries.get(digest)
         if entry is not None:
@@ -104,14 +107,32 @@ class _RecentKeys:
         generation = answer_cache.keys_generation()
         if generation is None:
             return None
+        key = self._remember(token, digest, generation)
+        return None if key is None else (key, generation)
+
+    def trusted(self, token: str) -> ApiKey | None:
+        """The live key of a token: remembered and still trusted (one Redis read, no SQL), else looked up
+        now. Without the cache (off or down) nothing is remembered: always looked up."""
+        generation = answer_cache.keys_generation()
+        if generation is None:
+            return api_key_get_by_raw_key(raw_key=token)
+        digest = hashlib.sha256(token.encode()).digest()
+        entry = self.entries.get(digest)
+        if entry is not None and entry[1] == generation:
+            return entry[0]
+        return self._remember(token, digest, generation)
+
+    def _remember(self, token: str, digest: bytes, generation: bytes) -> ApiKey | None:
+        """Look the key up (after `generation` was read) and remember it under that generation."""
         key = api_key_get_by_raw_key(raw_key=token)
-        if key is None:
-            return None
         with self.lock:
+            if key is None:
+                self.entries.pop(digest, None)
+                return None
             if len(self.entries) >= self.size:
                 self.entries.clear()
             self.entries[digest] = (key, generation)
-        return key, generation
+        return key
 
     def forget(self, token: str) -> None:
         with self.lock:

@@ -119,3 +119,20 @@ def test_store_is_unbound_before_authentication():
     view = StoreScopedAPIView()
     with pytest.raises(NotAuthenticated):
         _ = view.store
+
+
+def test_a_remembered_key_costs_no_sql_until_keys_or_stores_change(tenant):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    tenant.api.post("/api/v1/products/bulk", [product("p1")])
+    event = {"user_id": "u", "product_id": "p1", "type": "view"}
+    assert tenant.api.post("/api/v1/events", event).status_code == 200  # looked up once, remembered
+    with CaptureQueriesContext(connection) as queries:
+        assert tenant.api.post("/api/v1/events", event).status_code == 200
+    assert not [q for q in queries.captured_queries if "tenants_apikey" in q["sql"]]
+    # a store switched off is refused at once, writes included
+    store = tenant.store
+    store.is_active = False
+    store.save()
+    assert tenant.api.post("/api/v1/events", event).status_code == 401
