@@ -170,21 +170,32 @@ request_generation: ContextVar[tuple[int, bytes] | None] = ContextVar("request_g
 _local = threading.local()
 
 
-def _evalsha(client: redis.Redis, keys: list[str], args: list[str]) -> Any:
-    """The fetch script on a connection of this thread's own, kept open: a lookup is on every cached
-    request, and the pool's checkout and retry machinery cost as much CPU as the round trip itself."""
+def _connection(client: redis.Redis) -> Any:
+    """This thread's own connection, kept open: lookups and stores are on every cached request, and the
+    pool's checkout and retry machinery cost as much CPU as the round trip itself."""
     connection = getattr(_local, "connection", None)
     if connection is None or _local.client is not client:
         connection = client.connection_pool.make_connection()
         _local.client, _local.connection = client, connection
+    return connection
+
+
+def _command(client: redis.Redis, *args: Any) -> Any:
+    connection = _connection(client)
     try:
-        connection.send_command("EVALSHA", _fetch.sha, len(keys), *keys, *args)
+        connection.send_command(*args)
         return connection.read_response()
-    except redis.exceptions.NoScriptError:  # a restarted or flushed Redis: load it and go on
-        return _fetch(keys=keys, args=args, client=client)
-    except redis.RedisError:
-        connection.disconnect()  # reconnects on the next lookup
+    except (redis.ConnectionError, redis.TimeoutError):
+        connection.disconnect()  # reconnects on the next command (an error reply leaves it usable)
         raise
+
+
+def _evalsha(client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
+    """The fetch script, by its digest; loaded again when Redis lost it (a restart or a flush)."""
+    try:
+        return _command(client, "EVALSHA", _fetch.sha, len(keys), *keys, *args)
+    except redis.exceptions.NoScriptError:
+        return _fetch(keys=keys, args=args, client=client)
 
 
 def request_key(meta: dict[str, Any]) -> str:
@@ -215,8 +226,8 @@ def put(key: str | None, body: bytes, *, ttl: int = TTL_SECONDS) -> None:
     client = _redis()
     if client is None or key is None:
         return
-    with contextlib.suppress(redis.RedisError):  # a cache that is down only costs speed
-        client.set(key, body, ex=ttl)
+    with contextlib.suppress(redis.RedisError, OSError):  # a cache that is down only costs speed
+        _command(client, "SET", key, body, "EX", ttl)
 
 
 _ID_PREFIX = b'{"recommendation_id":"'
