@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import zipfile
 
 import numpy as np
 import scipy.sparse as sp
@@ -27,7 +28,18 @@ def artifact_dump(arrays: dict[str, np.ndarray | sp.spmatrix]) -> bytes:
     return buffer.getvalue()
 
 
+class ArtifactError(ValueError):
+    """The bytes are not a readable artifact (empty, torn, or not one at all)."""
+
+
 def artifact_load(blob: bytes) -> dict[str, np.ndarray | sp.csr_matrix]:
+    try:
+        return _artifact_load(blob)
+    except (ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile) as error:
+        raise ArtifactError(f"unreadable artifact: {error}") from error
+
+
+def _artifact_load(blob: bytes) -> dict[str, np.ndarray | sp.csr_matrix]:
     out: dict[str, np.ndarray | sp.csr_matrix] = {}
     with np.load(io.BytesIO(bytes(blob)), allow_pickle=False) as archive:
         names = set(archive.files)

@@ -126,11 +126,13 @@ def test_no_model_falls_back_to_popularity(api, store):
     assert body["items"][0]["id"] == "p3"
 
 
-def test_broken_model_falls_back(trained, api, store):
-    TrainedModel.objects.filter(store=store).update(artifact=b"not an npz")
+@pytest.mark.parametrize("blob", [b"not an npz", b"", b"PK\x03\x04 a torn zip"])
+def test_broken_model_falls_back(trained, api, store, blob):
+    TrainedModel.objects.filter(store=store).update(artifact=blob)
     model_cache.entries.clear()
     body = api.get("/api/v1/users/u0/recommendations").json()
     assert body["source"].startswith("fallback:")
+    assert api.get("/api/v1/products/p0/related").status_code == 200
 
 
 def test_related_uses_neighbours_and_content(trained, api):
