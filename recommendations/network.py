@@ -20,7 +20,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
-from recommendations.artifacts import artifact_dump, artifact_load
+from recommendations.artifacts import ArtifactError, artifact_dump, artifact_load
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.network import (
@@ -245,8 +245,15 @@ def network_slice_for(*, store: Store, product_ids: np.ndarray) -> tuple[sp.csr_
     )
     if row is None:
         return None, None
-    arrays = artifact_load(row[0])
-    ids, matrix = np.asarray(arrays["product_ids"], dtype=np.int64), arrays["matrix"].tocoo()
+    try:
+        arrays = artifact_load(row[0])
+        ids, matrix = np.asarray(arrays["product_ids"], dtype=np.int64), arrays["matrix"].tocoo()
+    except (ArtifactError, KeyError, AttributeError):
+        # the store trains on its own; the next global training writes a new slice
+        logger.warning(
+            "network slice of store %s (global v%s) is unreadable; training without it", store.id, row[1]
+        )
+        return None, None
     index = IdIndex(ids=np.asarray(product_ids, dtype=np.int64))
     rows, cols = index.positions(ids[matrix.row]), index.positions(ids[matrix.col])
     keep = (rows >= 0) & (cols >= 0)

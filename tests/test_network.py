@@ -257,3 +257,13 @@ def test_a_sharing_store_with_no_shoppers_yet_is_trained_from_the_network(db):
     # a store that stops sharing is not trained for the network's sake
     new.api.patch("/api/v1/store", {"share_network": False})
     assert "net-new" not in due(days=30)
+
+
+def test_an_unreadable_slice_leaves_the_store_to_train_on_its_own(db):
+    stores = network_stores()
+    train_global()
+    small = stores["small"]
+    NetworkSlice.objects.filter(store=small.store).update(artifact=b"torn")
+    model = train_store(small)
+    assert "global_share" not in model.parameters
+    assert small.api.get("/api/v1/products/small0/related").json()["source"] == "store-model:v1"
