@@ -35,7 +35,7 @@ from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex, sorted_interactions
 from recommendations.engine.recommender import decayed_popularity
 from recommendations.engine.training import fit_store_model
-from recommendations.models import ModelKind, RunStatus, TrainedModel, TrainingRun
+from recommendations.models import ModelKind, NetworkSlice, RunStatus, TrainedModel, TrainingRun
 from recommendations.selectors import event_type_weights
 from tenants.models import Store, StoreSettings
 
@@ -377,8 +377,6 @@ def stores_due_for_training(*, now: datetime | None = None) -> list[Store]:
 
 
 def _unblended_network_slice(store: Store) -> bool:
-    from recommendations.models import NetworkSlice
-
     version = (
         NetworkSlice.objects.filter(store=store, global_model__is_active=True, n_pairs__gt=0)
         .values_list("global_model__version", flat=True)

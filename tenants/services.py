@@ -60,10 +60,13 @@ def api_key_revoke(*, store: Store, api_key: ApiKey) -> ApiKey:
     return api_key
 
 
+TOUCH_EVERY_SECONDS = 60  # a key's use is recorded at most this often
+
+
 def api_key_touch(*, api_key: ApiKey) -> None:
     """Record use at most once a minute, so that reads do not turn into writes."""
     now = timezone.now()
-    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > 60:
+    if api_key.last_used_at is None or (now - api_key.last_used_at).total_seconds() > TOUCH_EVERY_SECONDS:
         ApiKey.objects.filter(pk=api_key.pk).update(last_used_at=now)
         api_key.last_used_at = now
 
