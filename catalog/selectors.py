@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
+from django.db import connection
 from django.db.models import QuerySet
 
 from catalog.models import Product
@@ -58,3 +63,87 @@ def product_to_dict(product: Product) -> dict[str, Any]:
         "created_at": product.created_at,
         "updated_at": product.updated_at,
     }
+
+
+@dataclass(frozen=True)
+class CatalogColumns:
+    """What serving needs of products, as columns in internal-id order: filters, boosts, diversity caps
+    and rendering read these, never a row at a time."""
+
+    ids: np.ndarray  # int64, ascending
+    external_ids: list[str]
+    active: np.ndarray  # bool
+    in_stock: np.ndarray  # bool
+    price: np.ndarray  # float64, NaN where the product has no price
+    brands: list[str]
+    category_paths: list[list[str]]
+
+
+def product_columns(*, store: Store, product_ids: list[int] | None = None) -> CatalogColumns:
+    """The store's products as columns (one query): all of them, or only `product_ids`."""
+    sql = (
+        "SELECT id, external_id, is_active, in_stock, price, brand, category_path FROM catalog_product "
+        "WHERE store_id = %s"
+    )
+    params: list[Any] = [store.id]
+    if product_ids is not None:
+        sql += " AND id = ANY(%s)"
+        params.append(list(product_ids))
+    with connection.cursor() as cursor:
+        cursor.execute(sql + " ORDER BY id", params)
+        rows = cursor.fetchall()
+    return CatalogColumns(
+        ids=np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows)),
+        external_ids=[row[1] for row in rows],
+        active=np.fromiter((row[2] for row in rows), dtype=bool, count=len(rows)),
+        in_stock=np.fromiter((row[3] for row in rows), dtype=bool, count=len(rows)),
+        price=np.fromiter(
+            (math.nan if row[4] is None else float(row[4]) for row in rows), dtype=np.float64, count=len(rows)
+        ),
+        brands=[row[5] for row in rows],
+        category_paths=[row[6] or [] for row in rows],
+    )
+
+
+def product_internal_ids(
+    *, store: Store, external_ids: Iterable[str], active_only: bool = False
+) -> dict[str, int]:
+    """External id -> internal id of those of `external_ids` that are the store's products (one query):
+    the one place where the merchant's ids become the matrices' and tables' ids."""
+    wanted = list(dict.fromkeys(external_ids))
+    if not wanted:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT external_id, id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)"
+            + (" AND is_active" if active_only else ""),
+            [store.id, wanted],
+        )
+        return dict(cursor.fetchall())
+
+
+def product_content_neighbours(*, store: Store, product_id: int, limit: int) -> list[tuple[int, float]]:
+    """(internal id, cosine similarity) of the store's active products nearest to the product by content:
+    an exact search within the product's top category (two queries: the category first, so that the GIN
+    index on category_path bounds the scan)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT category_path[1], content_embedding IS NOT NULL FROM catalog_product "
+            "WHERE store_id = %s AND id = %s",
+            [store.id, product_id],
+        )
+        row = cursor.fetchone()
+        if row is None or not row[1]:
+            return []
+        category = row[0]
+        in_category = "AND p.category_path @> ARRAY[%s]::varchar[] " if category else ""
+        cursor.execute(
+            "WITH source AS "
+            "(SELECT content_embedding AS v FROM catalog_product WHERE store_id = %s AND id = %s) "
+            "SELECT p.id, 1 - (p.content_embedding <=> source.v) FROM catalog_product AS p, source "
+            "WHERE p.store_id = %s AND p.is_active AND p.id <> %s AND p.content_embedding IS NOT NULL "
+            + in_category
+            + "ORDER BY p.content_embedding <=> source.v LIMIT %s",
+            [store.id, product_id, store.id, product_id, *([category] if category else []), limit],
+        )
+        return [(pid, float(similarity)) for pid, similarity in cursor.fetchall() if similarity > 0]

@@ -1,5 +1,5 @@
-"""WSGI entry point (config/web.py serves it): Django, behind the fast path for cached answers
-(tenants/fast_answers.py)."""
+"""WSGI entry point (config/web.py serves it): Django, behind the fast path for recommendation answers
+(recommendations/serving/wsgi.py)."""
 
 import os
 
@@ -8,6 +8,6 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 django_application = get_wsgi_application()
 
-from tenants.fast_answers import CachedAnswers  # noqa: E402 - needs the apps loaded
+from recommendations.serving.wsgi import FastAnswers  # noqa: E402 - needs the apps loaded
 
-application = CachedAnswers(django_application)
+application = FastAnswers(django_application)

@@ -12,17 +12,30 @@ is never read again and simply expires:
 
 One Redis round trip reads the generations and the answer together (a Lua script), so a cached answer costs
 no SQL. A cache that is down or turned off (ANSWER_CACHE_URL="") is a miss: answers are computed as usual.
+
+The same module keeps each shopper's real-time profile: their latest events (across aliases and channels)
+as a sorted set per id of the shopper, scored by time, so that a computed answer reads the history in the
+same round trip instead of querying the events table. PostgreSQL stays the source of truth:
+
+- ingestion appends an event, once it is committed, to the profile of every id of its shopper's profile
+  that Redis holds (never creating one), in the same script that bumps their generations;
+- a profile Redis lacks is rebuilt from the events table, and stored only if the shopper's generation did
+  not move meanwhile (an event committed during the rebuild makes the rebuild throw its result away);
+- members are the event's row id first, so a rebuild and an append of the same event are one member, and
+  ties in time order by id as the SQL does;
+- linking an alias drops the profiles of both shoppers (rebuilt on their next answer).
+
+Redis that does not answer within 0.2 s is left alone for a few seconds (every caller then takes the
+SQL path); profile appends and invalidations missed meanwhile are replayed, as drops, when it answers again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
-import uuid
+import time
 from collections.abc import Callable, Iterable
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,10 +47,23 @@ logger = logging.getLogger(__name__)
 TTL_SECONDS = 300  # since the answer was last read (the generations keep it right, not the TTL)
 GENERATION_TTL_SECONDS = 86_400  # of a shopper's generation, since it was last bumped or read
 KEYS_GENERATION = "rc:keys:gen"
+PROFILE_EVENTS = 200  # a profile's latest events: what for-user reads of a history
+PROFILE_TTL_SECONDS = 3600  # since the profile was rebuilt: bounds what a missed append can cost
+UNREACHABLE_BACKOFF_SECONDS = 5.0
 
 _client: redis.Redis | None = None
+_client_url = ""
 _fetch: Any = None
 _bump: Any = None
+_profile_store: Any = None
+_append: Any = None
+_unreachable_until = 0.0
+# (store namespace, shopper id) whose profile appends or invalidations Redis missed: dropped on recovery;
+# and stores (their namespaces) and the keys generation whose bumps it missed: bumped on recovery
+_missed: set[tuple[str, str]] = set()
+_missed_stores: set[str] = set()
+_missed_keys = False
+_MISSED_LIMIT = 100_000
 
 # A shopper's generation lives while it is bumped or read, far longer than any answer read under it, so it
 # never restarts from 0 while an answer of an earlier 0 could still be read. An answer read again lives
@@ -56,7 +82,52 @@ local body = redis.call('GET', key)
 if body and tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', key, ARGV[3])
 end
-return {keys_gen, store_gen, key, body}
+local profile = false
+if not body and ARGV[5] == '1' then
+  profile = redis.call('ZRANGE', KEYS[4], -tonumber(ARGV[6]), -1)
+end
+return {keys_gen, store_gen, key, body, shopper_gen, profile}
+"""
+
+# A profile rebuilt from SQL is kept only when the shopper's generation is still the one read before the
+# query: an event committed meanwhile has bumped it (and found no profile to append to).
+_PROFILE_STORE_SCRIPT = """
+local shopper_gen = redis.call('GET', KEYS[1]) or '0'
+if shopper_gen ~= ARGV[1] then
+  return 0
+end
+redis.call('DEL', KEYS[2])
+redis.call('ZADD', KEYS[2], '-inf', '')
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', KEYS[2], ARGV[i], ARGV[i + 1])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return 1
+"""
+
+# After a batch commits: every id of each shopper's profile gets a new generation, and the profile (where
+# Redis holds one) the batch's events, trimmed to the latest ones. KEYS are (generation, profile) pairs;
+# ARGV[3..] tells each pair how many (score, member) pairs of ARGV follow for it.
+_APPEND_SCRIPT = """
+local at = 3
+for i = 1, #KEYS, 2 do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[1])
+  local count = tonumber(ARGV[at])
+  at = at + 1
+  if count < 0 then
+    redis.call('DEL', KEYS[i + 1])
+  elseif count > 0 and redis.call('EXISTS', KEYS[i + 1]) == 1 then
+    for j = 0, count - 1 do
+      redis.call('ZADD', KEYS[i + 1], ARGV[at + 2 * j], ARGV[at + 2 * j + 1])
+    end
+    redis.call('ZREMRANGEBYRANK', KEYS[i + 1], 0, -tonumber(ARGV[2]) - 1)
+  end
+  if count > 0 then
+    at = at + 2 * count
+  end
+end
+return #KEYS / 2
 """
 
 # Every shopper of an ingest batch in one command: a pipeline of INCR and EXPIRE per shopper costs the
@@ -71,8 +142,14 @@ return #KEYS
 
 
 def _redis() -> redis.Redis | None:
-    global _client, _fetch, _bump
+    """The cache's client; None when it is off, or did not answer a moment ago (left alone for a few
+    seconds, so that a hung Redis costs one short timeout, not one per request)."""
+    global _client, _client_url, _fetch, _bump, _profile_store, _append, _unreachable_until
     if not settings.ANSWER_CACHE_URL:
+        return None
+    if _client is None or _client_url != settings.ANSWER_CACHE_URL:
+        _client, _client_url, _unreachable_until = None, settings.ANSWER_CACHE_URL, 0.0
+    if _unreachable_until and time.monotonic() < _unreachable_until:
         return None
     if _client is None:
         _client = redis.Redis.from_url(
@@ -80,11 +157,75 @@ def _redis() -> redis.Redis | None:
         )
         _fetch = _client.register_script(_FETCH_SCRIPT)
         _bump = _client.register_script(_BUMP_SCRIPT)
+        _profile_store = _client.register_script(_PROFILE_STORE_SCRIPT)
+        _append = _client.register_script(_APPEND_SCRIPT)
+    if _unreachable_until and (_missed or _missed_stores or _missed_keys):
+        _replay_missed(_client)
     return _client
+
+
+def _unreachable(error: BaseException) -> None:
+    """Redis failed to answer: leave it alone for a while."""
+    global _unreachable_until
+    if isinstance(error, redis.ConnectionError | redis.TimeoutError | OSError):
+        _unreachable_until = time.monotonic() + UNREACHABLE_BACKOFF_SECONDS
+        logger.warning("answer cache unreachable (%s); serving without it for a few seconds", error)
+
+
+def _replay_missed(client: redis.Redis) -> None:
+    """What Redis missed while unreachable, replayed: the generations bumped, those shoppers' profiles
+    dropped."""
+    global _unreachable_until, _missed_keys
+    try:
+        for namespace in list(_missed_stores):
+            client.incr(f"{namespace}:gen")
+            _missed_stores.discard(namespace)
+        if _missed_keys:
+            client.incr(KEYS_GENERATION)
+            _missed_keys = False
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return
+    pending = list(_missed)
+    keys: list[str] = []
+    for namespace, user_id in pending:
+        keys += [_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)]
+    try:
+        for start in range(0, len(keys), 2000):
+            part = keys[start : start + 2000]
+            _append(keys=part, args=[GENERATION_TTL_SECONDS, PROFILE_EVENTS] + [-1] * (len(part) // 2),
+                    client=client)  # fmt: skip
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return
+    _missed.difference_update(pending)
+    _unreachable_until = 0.0
+
+
+def _remember_missed(store: Any, user_ids: Iterable[str]) -> None:
+    namespace = _namespace(store)
+    for user_id in user_ids:
+        if len(_missed) >= _MISSED_LIMIT:
+            break
+        _missed.add((namespace, user_id))
 
 
 def enabled() -> bool:
     return _redis() is not None
+
+
+def healthy() -> bool:
+    """Whether the cache answers a PING now (off counts as healthy: nothing is missing)."""
+    if not settings.ANSWER_CACHE_URL:
+        return True
+    client = _redis()
+    if client is None:
+        return False
+    try:
+        return bool(_command(client, "PING"))
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return False
 
 
 def _namespace(store: Any) -> str:
@@ -95,8 +236,17 @@ def _namespace(store: Any) -> str:
 def _shopper_key(store: Any, user_id: str | None) -> str:
     if user_id is None:
         return f"{_namespace(store)}:u:-"  # never bumped: answers that are about no one
+    return _shopper_key_in(_namespace(store), user_id)
+
+
+def _shopper_key_in(namespace: str, user_id: str) -> str:
     digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()[:20]
-    return f"{_namespace(store)}:u:{digest}"
+    return f"{namespace}:u:{digest}"
+
+
+def _profile_key_in(namespace: str, user_id: str) -> str:
+    digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()[:20]
+    return f"{namespace}:p:{digest}"
 
 
 def changed(bump: Callable[..., None], *args: Any) -> None:
@@ -111,10 +261,14 @@ def store_changed(store: Any) -> None:
     """Every cached answer of the store is stale from now on."""
     client = _redis()
     if client is None:
+        if settings.ANSWER_CACHE_URL:
+            _missed_stores.add(_namespace(store))
         return
     try:
         client.incr(f"{_namespace(store)}:gen")
-    except redis.RedisError:
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        _missed_stores.add(_namespace(store))
         logger.warning("answer cache unreachable; could not invalidate store %s", store.id)
 
 
@@ -122,22 +276,86 @@ def shoppers_changed(store: Any, user_ids: Iterable[str]) -> None:
     """Cached answers about these shoppers (any id of their profiles) are stale from now on."""
     client = _redis()
     ids = set(user_ids)
-    if client is None or not ids:
+    if not ids:
+        return
+    if client is None:
+        if settings.ANSWER_CACHE_URL:
+            _remember_missed(store, ids)
         return
     try:
         _bump(keys=[_shopper_key(store, user_id) for user_id in ids], args=[GENERATION_TTL_SECONDS])
-    except redis.RedisError:
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        _remember_missed(store, ids)
         logger.warning("answer cache unreachable; could not invalidate %d shoppers of %s", len(ids), store.id)
+
+
+ProfileEntry = tuple[float, bytes]  # (score: the event's time in µs, member: the packed event)
+
+
+def profiles_changed(store: Any, entries: dict[str, list[ProfileEntry] | None]) -> None:
+    """After a commit: each shopper id's answers are stale, and its profile (where Redis holds one) gets
+    these events; None drops the profile instead (an alias link merges two histories)."""
+    client = _redis()
+    if not entries:
+        return
+    if client is None:
+        if settings.ANSWER_CACHE_URL:
+            _remember_missed(store, entries)
+        return
+    namespace = _namespace(store)
+    keys: list[str] = []
+    counts: list[Any] = []
+    for user_id, events in entries.items():
+        keys += [_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)]
+        if events is None:
+            counts.append(-1)
+            continue
+        counts.append(len(events))
+        for score, member in events:
+            counts.append(repr(score))
+            counts.append(member)
+    try:
+        _append(keys=keys, args=[GENERATION_TTL_SECONDS, PROFILE_EVENTS, *counts], client=client)
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        _remember_missed(store, entries)
+        logger.warning("answer cache unreachable; %d shoppers of %s left to rebuild", len(entries), store.id)
+
+
+def profile_store(store: Any, user_id: str, generation: bytes, entries: list[ProfileEntry]) -> bool:
+    """Keep a profile rebuilt from SQL, if the shopper's generation is still `generation`."""
+    client = _redis()
+    if client is None:
+        return False
+    namespace = _namespace(store)
+    args: list[Any] = [generation, PROFILE_TTL_SECONDS]
+    for score, member in entries:
+        args += [repr(score), member]
+    try:
+        return bool(
+            _profile_store(
+                keys=[_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)],
+                args=args, client=client,
+            )
+        )  # fmt: skip
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return False
 
 
 def keys_changed() -> None:
     """API keys or stores changed: processes must look keys up again before trusting them."""
+    global _missed_keys
     client = _redis()
     if client is None:
+        _missed_keys = bool(settings.ANSWER_CACHE_URL)
         return
     try:
         client.incr(KEYS_GENERATION)
-    except redis.RedisError:
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        _missed_keys = True
         logger.warning("answer cache unreachable; could not bump the keys generation")
 
 
@@ -147,8 +365,9 @@ def keys_generation() -> bytes | None:
     if client is None:
         return None
     try:
-        return client.get(KEYS_GENERATION) or b"0"
-    except redis.RedisError:
+        return _command(client, "GET", KEYS_GENERATION) or b"0"
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
         return None
 
 
@@ -157,14 +376,12 @@ class Lookup:
     keys_generation: bytes | None
     store_generation: bytes | None
     key: str | None  # where this request's answer lives for the generations read
-    body: bytes | None  # the cached answer, rendered
+    body: bytes | None  # the cached answer, without its recommendation id
+    shopper_generation: bytes | None = None
+    profile: list[bytes] | None = None  # the shopper's profile members, oldest first; None: not held
 
 
 MISS = Lookup(None, None, None, None)
-
-# (store id, its generation) as read at the start of this request: what a process remembers about the
-# store (its active model) holds while the generation is the same
-request_generation: ContextVar[tuple[int, bytes] | None] = ContextVar("request_generation", default=None)
 
 
 _local = threading.local()
@@ -204,37 +421,54 @@ def request_key(meta: dict[str, Any]) -> str:
     return f"{meta.get('PATH_INFO', '')}?{meta.get('QUERY_STRING', '')}"
 
 
-def lookup(store: Any, request_key: str, *, user_id: str | None = None, slide: int = TTL_SECONDS) -> Lookup:
+def lookup(
+    store: Any,
+    request_key: str,
+    *,
+    user_id: str | None = None,
+    slide: int = TTL_SECONDS,
+    with_profile: bool = False,
+) -> Lookup:
     """One round trip: the generations, the key they give this request, and the answer if cached (which
-    then lives `slide` more seconds; 0 leaves its expiry as it was)."""
+    then lives `slide` more seconds; 0 leaves its expiry as it was); when it is not cached and
+    `with_profile`, the shopper's profile too."""
     client = _redis()
     if client is None:
         return MISS
+    namespace = _namespace(store)
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
+    profile_key = _profile_key_in(namespace, user_id) if user_id is not None else f"{namespace}:p:-"
     try:
-        keys_gen, store_gen, key, body = _evalsha(
+        keys_gen, store_gen, key, body, shopper_gen, profile = _evalsha(
             client,
-            keys=[f"{_namespace(store)}:gen", _shopper_key(store, user_id), KEYS_GENERATION],
-            args=[_namespace(store), digest, slide, GENERATION_TTL_SECONDS],
+            keys=[f"{namespace}:gen", _shopper_key(store, user_id), KEYS_GENERATION, profile_key],
+            args=[
+                namespace,
+                digest,
+                slide,
+                GENERATION_TTL_SECONDS,
+                "1" if with_profile else "0",
+                PROFILE_EVENTS,
+            ],
         )
-    except (redis.RedisError, OSError):
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
         return MISS
-    return Lookup(keys_gen, store_gen, key.decode() if isinstance(key, bytes) else key, body)
+    return Lookup(
+        keys_gen,
+        store_gen,
+        key.decode() if isinstance(key, bytes) else key,
+        body,
+        shopper_gen,
+        profile if isinstance(profile, list) and profile else None,
+    )
 
 
 def put(key: str | None, body: bytes, *, ttl: int = TTL_SECONDS) -> None:
     client = _redis()
     if client is None or key is None:
         return
-    with contextlib.suppress(redis.RedisError, OSError):  # a cache that is down only costs speed
+    try:
         _command(client, "SET", key, body, "EX", ttl)
-
-
-_ID_PREFIX = b'{"recommendation_id":"'
-
-
-def with_fresh_recommendation_id(body: bytes) -> bytes:
-    """Every answer served carries its own recommendation_id, cached or not (it is the first field)."""
-    if body.startswith(_ID_PREFIX) and body[len(_ID_PREFIX) + 32 : len(_ID_PREFIX) + 33] == b'"':
-        return _ID_PREFIX + uuid.uuid4().hex.encode() + body[len(_ID_PREFIX) + 32 :]
-    return body
+    except (redis.RedisError, OSError) as error:  # a cache that is down only costs speed
+        _unreachable(error)

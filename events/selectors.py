@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 
 from events.models import EventType
 from tenants.models import Store
-
-
-def profile_ids(*, store: Store, user_ids: set[str]) -> set[str]:
-    """Every id of the profiles of these shoppers: each id, the user an alias belongs to, and that user's
-    aliases (one query). An answer asked about any of them reads all of their events."""
-    if not user_ids:
-        return set()
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH canonical AS (
-                SELECT DISTINCT coalesce(a.user_id, given.id) AS id
-                FROM unnest(%s::text[]) AS given(id)
-                LEFT JOIN events_useralias AS a ON a.store_id = %s AND a.alias_id = given.id
-            )
-            SELECT id FROM canonical
-            UNION SELECT a.alias_id FROM events_useralias AS a JOIN canonical ON a.user_id = canonical.id
-            WHERE a.store_id = %s
-            """,
-            [list(user_ids), store.id, store.id],
-        )
-        return set(user_ids) | {row[0] for row in cursor.fetchall()}
 
 
 def user_identities(*, store: Store, user_id: str) -> list[str]:
@@ -53,9 +31,17 @@ def user_identities(*, store: Store, user_id: str) -> list[str]:
     return [canonical, *aliases]
 
 
-def user_history(*, store: Store, user_id: str, limit: int) -> list[tuple[int, int, str, datetime, str]]:
-    """(product id, event type, session id, time, product external id) of the user's latest events
-    across their aliases, oldest first, as stored now: one query."""
+class HistoryRow(NamedTuple):
+    id: int
+    product_id: int
+    type: int
+    session_id: str
+    timestamp: datetime
+
+
+def user_history(*, store: Store, user_id: str, limit: int) -> list[HistoryRow]:
+    """The user's latest events across their aliases, oldest first, as stored now: one query. Ordered by
+    time, then row id, as the real-time profile orders them."""
     with connection.cursor() as cursor:
         cursor.execute(
             """
@@ -69,16 +55,40 @@ def user_history(*, store: Store, user_id: str, limit: int) -> list[tuple[int, i
                 SELECT a.alias_id FROM events_useralias AS a, canonical
                 WHERE a.store_id = %s AND a.user_id = canonical.id
             )
-            SELECT e.product_id, e.type, e.session_id, e.timestamp, coalesce(p.external_id, '')
+            SELECT e.id, e.product_id, e.type, e.session_id, e.timestamp
             FROM events_event AS e
-            LEFT JOIN catalog_product AS p ON p.store_id = e.store_id AND p.id = e.product_id
             WHERE e.store_id = %s AND e.user_id = ANY(ARRAY(SELECT id FROM identities))
             ORDER BY e.timestamp DESC, e.id DESC LIMIT %s
             """,
             [store.id, user_id, user_id, store.id, store.id, limit],
         )
         rows = cursor.fetchall()
-    return rows[::-1]
+    return [HistoryRow(*row) for row in reversed(rows)]
+
+
+def identity_groups(*, store: Store, user_ids: set[str]) -> dict[str, set[str]]:
+    """For each of these shoppers, every id of their profile: the id, the user an alias belongs to, and
+    that user's aliases (one query). An answer asked about any of them reads all of their events."""
+    if not user_ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH canonical AS (
+                SELECT given.id AS given, coalesce(a.user_id, given.id) AS id
+                FROM unnest(%s::text[]) AS given(id)
+                LEFT JOIN events_useralias AS a ON a.store_id = %s AND a.alias_id = given.id
+            )
+            SELECT canonical.given, canonical.id FROM canonical
+            UNION SELECT canonical.given, a.alias_id
+            FROM events_useralias AS a JOIN canonical ON a.user_id = canonical.id WHERE a.store_id = %s
+            """,
+            [list(user_ids), store.id, store.id],
+        )
+        groups: dict[str, set[str]] = {user_id: {user_id} for user_id in user_ids}
+        for given, member in cursor.fetchall():
+            groups[given].add(member)
+    return groups
 
 
 def recently_viewed(*, store: Store, identities: list[str], limit: int) -> list[dict[str, Any]]:
@@ -144,3 +154,15 @@ def events_per_day(*, store: Store, days: int = 60) -> list[tuple[str, int]]:
             [store.id, days],
         )
         return [(day, int(count)) for day, count in cursor.fetchall()]
+
+
+def popular_products(*, store: Store, days: int = 30, limit: int = 5000) -> list[tuple[int, int]]:
+    """(internal product id, events) of the store's most taken products over the last `days` days."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT product_id, count(*) FROM events_event WHERE store_id = %s "
+            "AND timestamp > now() - make_interval(days => %s) "
+            "GROUP BY product_id ORDER BY count(*) DESC LIMIT %s",
+            [store.id, days, limit],
+        )
+        return [(int(pid), int(count)) for pid, count in cursor.fetchall()]

@@ -1,22 +1,25 @@
-"""Event ingestion, the hottest write path: plain-code validation, one product lookup per batch,
-COPY into a temporary table, one INSERT ... ON CONFLICT DO NOTHING for idempotency by event_id."""
+"""Event ingestion, the hottest write path: plain-code validation, one product lookup per batch, then a
+multi-row INSERT ... ON CONFLICT DO NOTHING (small batches) or COPY (large ones) for idempotency by
+event_id. Once the batch commits, its events join their shoppers' real-time profiles in Redis."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
+from catalog.selectors import product_internal_ids
 from core import answer_cache
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
 from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel, UserAlias
-from events.selectors import profile_ids
+from events.profiles import profile_entry
+from events.selectors import identity_groups
 from tenants.models import Store
 
 EVENT_FIELDS = frozenset(
@@ -158,12 +161,25 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
     if not cleaned:
         return result
 
+    appended: dict[str, list[tuple[int, bytes]]] = {}
+    try:
+        _ingest(store, cleaned, result, appended)
+    except BaseException:
+        if appended:  # rolled back: the events written to profiles ahead of the commit are not stored
+            answer_cache.profiles_changed(store, dict.fromkeys(appended))
+        raise
+    result.errors.sort(key=lambda error: error["index"])
+    return result
+
+
+def _ingest(
+    store: Store,
+    cleaned: list[CleanEvent],
+    result: IngestResult,
+    appended: dict[str, list[tuple[int, bytes]]],
+) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT external_id, id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)",
-            [store.id, list({event.product_id for event in cleaned})],
-        )
-        product_ids = dict(cursor.fetchall())
+        product_ids = product_internal_ids(store=store, external_ids=(event.product_id for event in cleaned))
         known: list[CleanEvent] = []
         seen_event_ids: set[str] = set()
         for event in cleaned:
@@ -182,53 +198,98 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
                     seen_event_ids.add(event.event_id)
                 known.append(event)
         if known:
-            result.accepted = _copy_events(cursor, store, known, product_ids)
+            stored = _store_events(cursor, store, known, product_ids)
+            result.accepted = len(stored)
             result.duplicate += len(known) - result.accepted
-        if result.accepted and answer_cache.enabled():
-            # cached answers about these shoppers (under any id of their profiles) are stale once this commits
-            profiles = profile_ids(store=store, user_ids={event.user_id for event in known})
-            answer_cache.changed(answer_cache.shoppers_changed, store, profiles)
-    result.errors.sort(key=lambda error: error["index"])
-    return result
+            if stored and answer_cache.enabled():
+                appended.update(_profiles_changed(store, stored))
+
+
+class StoredEvent(NamedTuple):
+    id: int
+    user_id: str
+    product_id: int
+    type: int
+    session_id: str
+    timestamp: datetime
+
+
+def _profiles_changed(store: Store, stored: list[StoredEvent]) -> dict[str, list[tuple[int, bytes]]]:
+    """Answers about these shoppers (under any id of their profiles) are stale from now on, and the batch's
+    events join the profiles Redis holds of every such id: now, and again once the batch commits (a
+    profile rebuilt from SQL in between, without them, gets them then). Members are idempotent, so the
+    second write only adds what the first could not."""
+    groups = identity_groups(store=store, user_ids={event.user_id for event in stored})
+    entries: dict[str, list[tuple[int, bytes]]] = {}
+    for event in stored:
+        entry = profile_entry(event.id, event.product_id, event.type, event.session_id, event.timestamp)
+        for user_id in groups[event.user_id]:
+            entries.setdefault(user_id, []).append(entry)
+    answer_cache.changed(answer_cache.profiles_changed, store, entries)
+    return entries
 
 
 _COLUMNS = (
     "store_id, user_id, session_id, product_id, type, quantity, price, rating, channel, timestamp, "
     "event_id, recommendation_id"
 )
+_RETURNED = "id, user_id, product_id, type, session_id, timestamp"
+SMALL_BATCH = 100  # rows up to which one INSERT ... VALUES beats COPY (fewer round trips)
+_CONFLICT = "ON CONFLICT (store_id, event_id) WHERE event_id IS NOT NULL DO NOTHING"
 
 
-def _copy_events(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:
-    """COPY straight into the table; resends are rare, so that is the common case. When a row's
-    event_id is already stored, the COPY fails whole and is rolled back to its savepoint, and the batch
-    goes through a temporary table so that INSERT ... ON CONFLICT DO NOTHING drops the resends.
-    Answers the number of rows stored."""
+def _store_events(
+    cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]
+) -> list[StoredEvent]:
+    """Store the events whose event_id is not stored yet; answers the rows stored, with their ids.
+
+    Small batches are one INSERT ... ON CONFLICT DO NOTHING RETURNING. Large ones are COPY with ids drawn
+    from the sequence first; resends are rare, so that is the common case. When a row's event_id is
+    already stored, the COPY fails whole and is rolled back to its savepoint, and the batch goes through a
+    temporary table so that INSERT ... ON CONFLICT DO NOTHING drops the resends."""
     rows = _event_rows(store, events, product_ids)
+    if len(rows) <= SMALL_BATCH:
+        values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(rows))
+        cursor.execute(
+            f"INSERT INTO events_event ({_COLUMNS}, received_at) VALUES {values} {_CONFLICT} "
+            f"RETURNING {_RETURNED}",
+            [value for row in rows for value in row],
+        )
+        return [StoredEvent(*row) for row in cursor.fetchall()]
+    cursor.execute(
+        "SELECT nextval(pg_get_serial_sequence('events_event', 'id')) FROM generate_series(1, %s)",
+        [len(rows)],
+    )
+    ids = [row[0] for row in cursor.fetchall()]
+    numbered = [(event_id, *row) for event_id, row in zip(ids, rows, strict=True)]
+    stored = [
+        StoredEvent(event_id, row[1], row[3], row[4], row[2], row[9])
+        for event_id, row in zip(ids, rows, strict=True)
+    ]
     if not any(event.event_id is not None for event in events):
-        _copy_rows(cursor, "events_event", rows)
-        return len(rows)
+        _copy_rows(cursor, "events_event", numbered)
+        return stored
     try:
         with transaction.atomic():  # a savepoint
-            _copy_rows(cursor, "events_event", rows)
-        return len(rows)
+            _copy_rows(cursor, "events_event", numbered)
+        return stored
     except (IntegrityError, psycopg.errors.UniqueViolation):
         pass  # rolled back to the savepoint; take the slow path
     cursor.execute(
-        "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (store_id bigint, user_id text, "
+        "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (id bigint, store_id bigint, user_id text, "
         "session_id text, product_id bigint, type smallint, quantity int, price numeric, rating float8, "
         "channel smallint, timestamp timestamptz, event_id text, recommendation_id text, "
         "received_at timestamptz) ON COMMIT DELETE ROWS"
     )
     cursor.execute("TRUNCATE event_staging")  # empty already, unless inside an outer transaction
-    _copy_rows(cursor, "event_staging", rows)
+    _copy_rows(cursor, "event_staging", numbered)
     cursor.execute(
         f"""
-        INSERT INTO events_event ({_COLUMNS}, received_at)
-        SELECT {_COLUMNS}, received_at FROM event_staging
-        ON CONFLICT (store_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
+        INSERT INTO events_event (id, {_COLUMNS}, received_at)
+        SELECT id, {_COLUMNS}, received_at FROM event_staging {_CONFLICT} RETURNING {_RETURNED}
         """
     )
-    return cursor.rowcount
+    return [StoredEvent(*row) for row in cursor.fetchall()]
 
 
 def _event_rows(store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> list[tuple]:
@@ -255,7 +316,7 @@ def _event_rows(store: Store, events: list[CleanEvent], product_ids: dict[str, i
 
 
 def _copy_rows(cursor: Any, table: str, rows: list[tuple]) -> None:
-    with cursor.cursor.copy(f"COPY {table} ({_COLUMNS}, received_at) FROM STDIN") as copy:
+    with cursor.cursor.copy(f"COPY {table} (id, {_COLUMNS}, received_at) FROM STDIN") as copy:
         write = copy.write_row
         for row in rows:
             write(row)
@@ -291,6 +352,8 @@ def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, A
         # the alias may have aliases of its own: they now belong to the user too
         UserAlias.objects.filter(store=store, user_id=alias_id).update(user_id=canonical)
         UserAlias.objects.create(store=store, alias_id=alias_id, user_id=canonical)
-        profiles = profile_ids(store=store, user_ids={canonical, alias_id})
-        answer_cache.changed(answer_cache.shoppers_changed, store, profiles)
+        # the two histories are one now: every id of both drops its profile (rebuilt when next asked)
+        groups = identity_groups(store=store, user_ids={canonical, alias_id})
+        dropped: dict[str, list[tuple[int, bytes]] | None] = dict.fromkeys(set().union(*groups.values()))
+        answer_cache.changed(answer_cache.profiles_changed, store, dropped)
     return {"user_id": canonical, "alias_id": alias_id, "created": True}

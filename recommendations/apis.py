@@ -2,43 +2,59 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
+from django.http import HttpResponse
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.errors import ApiError
 from core.json import json_body
-from core.params import query_int
+from core.observability import answer_cache_counter
 from recommendations import schemas, selectors
 from recommendations.network import related_network
 from recommendations.schemas import FILTER_PARAMETERS
 from recommendations.services import trained_model_activate, training_run_create
+from recommendations.serving.answers import SURFACES, Surface, serve
+from recommendations.serving.options import options_from_query
+from recommendations.serving.pipeline import answer_dict
+from recommendations.serving.rank import rank
+from recommendations.serving.request import serving_request
 from tenants.authentication import StoreScopedAPIView
 from tenants.selectors import store_settings_get
 
 
 class _SurfaceApi(StoreScopedAPIView):
-    cache_answers = True  # served from the shared answer cache when nothing they depend on changed
+    """A cached surface. Its GETs are mostly answered by the WSGI fast path (serving/wsgi.py) with the
+    same `serve`; this path answers what that one hands over (and errors)."""
 
-    def options_from(self, request: Request) -> selectors.Options:
-        return selectors.options_from_query(request.query_params, store_settings_get(store=self.store))
+    surface: ClassVar[Surface]
+
+    def served(self, request: Request, **kwargs: Any) -> HttpResponse:
+        served = serve(self.surface, self.store, request.META, request.query_params, kwargs)
+        response = HttpResponse(served.body, content_type="application/json")
+        outcome = "hit" if served.cached else "miss"
+        response["X-Answer-Cache"] = outcome
+        answer_cache_counter(request.resolver_match.url_name or "other", outcome).inc()
+        return response
 
 
 class UserRecommendationsApi(_SurfaceApi):
-    cache_per_shopper = True  # the shopper's new events (and aliases) make the answer stale
+    surface = SURFACES["for_user"]
 
     @extend_schema(
         parameters=[*FILTER_PARAMETERS, OpenApiParameter("include_purchased", bool)],
         responses=schemas.RecommendationsSerializer,
-        summary="Recommended for this user, from their history as stored at request time",
+        summary="Recommended for this user, from their latest events (an event posted a moment ago counts)",
     )
-    def get(self, request: Request, user_id: str) -> Response:
-        return self.answer(
-            request, selectors.for_user(store=self.store, user_id=user_id, options=self.options_from(request))
-        )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        return self.served(request, user_id=user_id)
 
 
 class RelatedApi(_SurfaceApi):
+    surface = SURFACES["related"]
+
     @extend_schema(
         parameters=[
             *FILTER_PARAMETERS,
@@ -52,40 +68,38 @@ class RelatedApi(_SurfaceApi):
         responses=schemas.RecommendationsSerializer,
         summary="Similar items: collaborative neighbours blended with content similarity",
     )
-    def get(self, request: Request, product_id: str) -> Response:
+    def get(self, request: Request, product_id: str) -> HttpResponse:
         scope = request.query_params.get("scope", "store")
         if scope not in ("store", "network"):
             raise ApiError("unsupported_scope", "scope must be 'store' or 'network'")
-        options = self.options_from(request)
         if scope == "network":  # not cached: other stores' sharing settings apply at once
+            options = options_from_query(request.query_params, store_settings_get(store=self.store))
             return Response(related_network(store=self.store, external_id=product_id, options=options))
-        return self.answer(
-            request, selectors.related(store=self.store, external_id=product_id, options=options)
-        )
+        return self.served(request, product_id=product_id)
 
 
 class ComplementaryApi(_SurfaceApi):
+    surface = SURFACES["complementary"]
+
     @extend_schema(
         parameters=FILTER_PARAMETERS,
         responses=schemas.RecommendationsSerializer,
         summary="Frequently bought together (by lift), then what shoppers choose next",
     )
-    def get(self, request: Request, product_id: str) -> Response:
-        options = self.options_from(request)
-        return self.answer(
-            request, selectors.complementary(store=self.store, external_id=product_id, options=options)
-        )
+    def get(self, request: Request, product_id: str) -> HttpResponse:
+        return self.served(request, product_id=product_id)
 
 
 class TrendingApi(_SurfaceApi):
+    surface = SURFACES["trending"]
+
     @extend_schema(
         parameters=FILTER_PARAMETERS,
         responses=schemas.RecommendationsSerializer,
         summary="Trending now (time-decayed), optionally in a category",
     )
-    def get(self, request: Request) -> Response:
-        options = self.options_from(request)
-        return self.answer(request, selectors.trending(store=self.store, options=options))
+    def get(self, request: Request) -> HttpResponse:
+        return self.served(request)
 
 
 class RankApi(StoreScopedAPIView):
@@ -98,9 +112,8 @@ class RankApi(StoreScopedAPIView):
         body = json_body(request)
         if not isinstance(body, dict):
             raise ApiError("invalid", 'the body must be {"product_ids": [...]}')
-        return Response(
-            selectors.rank(store=self.store, user_id=user_id, product_ids=body.get("product_ids"))
-        )
+        answer = rank(serving_request(self.store), user_id, body.get("product_ids"))
+        return Response(answer_dict(answer))
 
 
 class TrainingRunListApi(StoreScopedAPIView):
@@ -139,33 +152,25 @@ class ModelActivateApi(StoreScopedAPIView):
         return Response(models[version])
 
 
-class RecentlyViewedApi(StoreScopedAPIView):
-    cache_answers = cache_per_shopper = True  # stale on the shopper's next event, or a catalog change
+class RecentlyViewedApi(_SurfaceApi):
+    surface = SURFACES["recently_viewed"]  # stale on the shopper's next event, or a catalog change
 
     @extend_schema(
         parameters=[OpenApiParameter("limit", int)],
         responses=schemas.RecommendationsSerializer,
         summary="Products the user viewed, latest first (across their aliases)",
     )
-    def get(self, request: Request, user_id: str) -> Response:
-        limit = query_int(request.query_params.get("limit"), "limit", low=1, high=100, default=10)
-        return self.answer(
-            request, selectors.recently_viewed_answer(store=self.store, user_id=user_id, limit=limit or 10)
-        )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        return self.served(request, user_id=user_id)
 
 
-class BuyAgainApi(StoreScopedAPIView):
-    # stale on the shopper's next event; and "due now" moves with the clock: kept 60 s from computed
-    cache_answers = cache_per_shopper = True
-    answer_ttl, answer_ttl_slides = 60, False
+class BuyAgainApi(_SurfaceApi):
+    surface = SURFACES["buy_again"]  # stale on the shopper's next event; and a minute after computed
 
     @extend_schema(
         parameters=[OpenApiParameter("limit", int)],
         responses=schemas.RecommendationsSerializer,
         summary="Products the user buys on a cycle that are due now, most overdue first",
     )
-    def get(self, request: Request, user_id: str) -> Response:
-        limit = query_int(request.query_params.get("limit"), "limit", low=1, high=100, default=10)
-        return self.answer(
-            request, selectors.buy_again_answer(store=self.store, user_id=user_id, limit=limit or 10)
-        )
+    def get(self, request: Request, user_id: str) -> HttpResponse:
+        return self.served(request, user_id=user_id)

@@ -31,7 +31,8 @@ from recommendations.engine.network import (
     normalised_title,
 )
 from recommendations.models import GlobalModel, NetworkSlice
-from recommendations.selectors import catalog_filters, event_type_weights
+from recommendations.selectors import event_type_weights
+from recommendations.serving.options import catalog_filters
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
 

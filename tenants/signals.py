@@ -1,6 +1,7 @@
 """Serving processes keep recently used API keys in memory (tenants/authentication.py). Any change to a
 key, a store or its settings, from the API, the admin or a shell, bumps the keys generation once committed,
-so no process trusts what it remembered before the change."""
+so no process trusts what it remembered before the change. A change to a store or its settings also bumps the
+store's generation: its answers, and what serving processes loaded for it, are stale."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from tenants.models import ApiKey, Store, StoreSettings
 
 def _keys_changed(sender: Any, **kwargs: Any) -> None:
     answer_cache.changed(answer_cache.keys_changed)
+    instance = kwargs.get("instance")
+    store = instance if isinstance(instance, Store) else getattr(instance, "store", None)
+    if sender is not ApiKey and isinstance(store, Store):
+        answer_cache.changed(answer_cache.store_changed, store)
 
 
 def connect() -> None:

@@ -123,6 +123,20 @@ def make_tenant(slug: str) -> Tenant:
     return Tenant(store=store, raw_key=issued.raw_key, api=ApiClient(issued.raw_key))
 
 
+@pytest.fixture(autouse=True)
+def serving_memory(tmp_path: Any) -> Any:
+    """Each test starts with nothing loaded and its own model file cache: model ids repeat across test
+    databases."""
+    from django.test import override_settings
+
+    from recommendations.serving.state import serving_state
+
+    serving_state().clear()
+    with override_settings(MODEL_CACHE_DIR=str(tmp_path / "models")):
+        yield
+    serving_state().clear()
+
+
 @pytest.fixture
 def tenant(db: Any) -> Tenant:
     return make_tenant("shop-a")

@@ -3,13 +3,15 @@ viewers of p(2k) go on to p(2k+1); shoppers buy p4 and p5 together; p18 and p19 
 
 from __future__ import annotations
 
+import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 
 from recommendations.models import TrainedModel, TrainingRun
-from recommendations.selectors import model_cache
 from recommendations.services import training_run_create, training_run_execute
+from recommendations.serving.state import serving_state
 from tests.conftest import product
 
 CATALOG = [
@@ -45,7 +47,7 @@ def train(store) -> TrainingRun:
 
 @pytest.fixture
 def trained(api, store):
-    model_cache.entries.clear()
+    serving_state().clear()
     api.post("/api/v1/products/bulk", CATALOG)
     assert api.post("/api/v1/events", planted_events()).json()["rejected"] == 0
     run = train(store)
@@ -129,7 +131,8 @@ def test_no_model_falls_back_to_popularity(api, store):
 @pytest.mark.parametrize("blob", [b"not an npz", b"", b"PK\x03\x04 a torn zip"])
 def test_broken_model_falls_back(trained, api, store, blob):
     TrainedModel.objects.filter(store=store).update(artifact=blob)
-    model_cache.entries.clear()
+    serving_state().clear()
+    shutil.rmtree(settings.MODEL_CACHE_DIR, ignore_errors=True)  # artifacts never change in place
     body = api.get("/api/v1/users/u0/recommendations").json()
     assert body["source"].startswith("fallback:")
     assert api.get("/api/v1/products/p0/related").status_code == 200

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from recommendations.selectors import model_cache
+from recommendations.serving.state import serving_state
 from tests.conftest import make_tenant
 from tests.test_recommendations import CATALOG, planted_events
 
@@ -54,7 +54,7 @@ def test_a_training_run_requested_through_the_api_runs_on_the_worker(worker):
     api = tenant.api
     api.post("/api/v1/products/bulk", CATALOG)
     api.post("/api/v1/events", planted_events())
-    model_cache.entries.clear()
+    serving_state().clear()
     # when it asks for training
     response = api.post("/api/v1/training-runs")
     assert response.status_code == 202

@@ -115,6 +115,11 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Serving (recommendations/serving/state.py): each model version is written once to this folder and
+# memory-mapped by every web process of the host; loaded models and catalogs are evicted by bytes.
+MODEL_CACHE_DIR = os.environ.get("MODEL_CACHE_DIR") or str(embedded.LOCAL_DIR / "models")
+SERVING_MODEL_BYTES = int(os.environ.get("SERVING_MODEL_MB") or 1024) * 1024 * 1024
+SERVING_CATALOG_BYTES = int(os.environ.get("SERVING_CATALOG_MB") or 512) * 1024 * 1024
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
 CELERY_TIMEZONE = "UTC"

@@ -1,0 +1,114 @@
+"""Answering a surface: its cache lookup (one Redis round trip, which also brings the shopper's profile
+when the answer is not cached), then the cached body, or the answer computed from memory and kept for the
+next request. The same function serves the WSGI fast path and the DRF views, so both answer alike."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core import answer_cache
+from core.params import query_int
+from recommendations.serving.complementary import complementary
+from recommendations.serving.for_user import for_user
+from recommendations.serving.history import buy_again_answer, recently_viewed_answer
+from recommendations.serving.options import options_from_query
+from recommendations.serving.pipeline import Answer, answer_body, rendered
+from recommendations.serving.related import related
+from recommendations.serving.request import ServingRequest, serving_request
+from recommendations.serving.trending import trending
+from tenants.models import Store
+
+Compute = Callable[[ServingRequest, Mapping[str, Any], dict[str, Any]], Answer]
+
+
+@dataclass(frozen=True)
+class Surface:
+    """A cached surface: how its answer is computed, and what makes it stale."""
+
+    name: str  # as analytics, experiments and pins name it
+    compute: Compute  # (the request's state, the URL's arguments, the query) -> the answer
+    per_shopper: bool = False  # keyed also by the shopper in the URL, whose new events make it stale
+    with_profile: bool = False  # computed from the shopper's profile: the lookup brings it along
+    ttl: int = answer_cache.TTL_SECONDS  # kept this long since last read ...
+    slides: bool = True  # ... or, when False, since computed (answers that move with the clock)
+
+
+def _limit(query: Mapping[str, Any]) -> int:
+    return query_int(query.get("limit"), "limit", low=1, high=100, default=10) or 10
+
+
+def _options(request: ServingRequest, query: Mapping[str, Any]) -> Any:
+    return options_from_query(query, request.settings)
+
+
+SURFACES = {
+    surface.name: surface
+    for surface in (
+        Surface(
+            "for_user",
+            lambda r, q, k: for_user(r, k["user_id"], _options(r, q)),
+            per_shopper=True,
+            with_profile=True,
+        ),
+        Surface("related", lambda r, q, k: related(r, k["product_id"], _options(r, q))),
+        Surface("complementary", lambda r, q, k: complementary(r, k["product_id"], _options(r, q))),
+        Surface("trending", lambda r, q, k: trending(r, _options(r, q))),
+        Surface(
+            "recently_viewed",
+            lambda r, q, k: recently_viewed_answer(store=r.store, user_id=k["user_id"], limit=_limit(q)),
+            per_shopper=True,
+        ),
+        # "due now" moves with the clock: kept a minute from when it was computed
+        Surface(
+            "buy_again",
+            lambda r, q, k: buy_again_answer(store=r.store, user_id=k["user_id"], limit=_limit(q)),
+            per_shopper=True,
+            ttl=60,
+            slides=False,
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Served:
+    body: bytes  # the JSON answer, with its own recommendation id
+    cached: bool
+
+
+def answer_lookup(
+    surface: Surface, store: Store, meta: Mapping[str, Any], kwargs: Mapping[str, Any]
+) -> answer_cache.Lookup:
+    shopper = kwargs.get("user_id") if surface.per_shopper else None
+    return answer_cache.lookup(
+        store,
+        answer_cache.request_key(meta),
+        user_id=shopper,
+        slide=surface.ttl if surface.slides else 0,
+        with_profile=surface.with_profile,
+    )
+
+
+def serve(
+    surface: Surface,
+    store: Store,
+    meta: Mapping[str, Any],
+    query: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    lookup: answer_cache.Lookup | None = None,
+) -> Served:
+    """The surface's answer for this request: cached, or computed (and cached). Errors (a bad option, an
+    unknown product) raise ApiError before anything is kept."""
+    if lookup is None:
+        lookup = answer_lookup(surface, store, meta, kwargs)
+    if lookup.body is not None:
+        return Served(rendered(lookup.body), cached=True)
+    if lookup.store_generation is None:
+        lookup = None  # the cache is off or down: nothing it said can be trusted
+    answer = surface.compute(serving_request(store, lookup), query, dict(kwargs))
+    body = answer_body(answer)
+    if lookup is not None:
+        answer_cache.put(lookup.key, body, ttl=surface.ttl)
+    return Served(rendered(body), cached=False)

@@ -1,0 +1,160 @@
+"""Recommended for you: the model's neighbours applied to the shopper's latest events (across aliases
+and channels), the current session counting twice, and what is in the cart pulling in its complements."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+
+from events.models import EventType
+from events.profiles import History
+from recommendations.engine.recommender import (
+    add_sparse,
+    gather_rows,
+    history_row,
+    personal_scores_sparse,
+    row_entries,
+)
+from recommendations.selectors import event_type_weights
+from recommendations.serving.options import Options
+from recommendations.serving.pipeline import Answer, Ranked, finish
+from recommendations.serving.profile import history_get
+from recommendations.serving.request import ServingRequest
+from recommendations.serving.state import TOP_CANDIDATES, CatalogSource, ServingModel
+from recommendations.serving.trending import trending_candidates
+from tenants.models import StoreSettings
+
+SESSION_BOOST = 2.0  # events of the current session count twice
+RECENT_FOR_COMPLEMENTS = 20  # carts and purchases among the latest events pull in their complements
+COMPLEMENT_WEIGHT = 0.5
+
+
+def for_user(request: ServingRequest, user_id: str, options: Options) -> Answer:
+    settings, model = request.settings, request.model
+    history = history_get(store=request.store, user_id=user_id, lookup=request.lookup)
+    include_purchased = (
+        settings.include_purchased if options.include_purchased is None else options.include_purchased
+    )
+    purchased = set(history.product_ids[history.types == EventType.PURCHASE].tolist())
+    if not include_purchased and purchased:
+        options.exclude_product_ids |= purchased
+    if model is None or not len(history):
+        why = "no model yet" if model is None else "unknown user"
+        return _trending(request, options, why)
+    personal = personal_scores(settings, model, history, include_purchased=include_purchased)
+    if personal is None:
+        return _trending(request, options, "history unknown to the model")
+    scores, row = personal
+    ranked = ranked_personal(model, scores, "popular with shoppers like you")
+    return finish(catalog=request.catalog, settings=settings, surface="for_user", ranked=ranked,
+                  options=options, model=model, source=model.source,
+                  explain=lambda answered: _because(model, request.catalog, row, answered))  # fmt: skip
+
+
+def _trending(request: ServingRequest, options: Options, why: str) -> Answer:
+    ranked, source = trending_candidates(request.store, request.model, options)
+    return finish(catalog=request.catalog, settings=request.settings, surface="for_user", ranked=ranked,
+                  options=options, model=request.model, source=f"{source} ({why})")  # fmt: skip
+
+
+def personal_scores(
+    settings: StoreSettings, model: ServingModel, history: History, *, include_purchased: bool
+) -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
+    """The personal part of every item's score for this history, sparse (the model's own scoring rule:
+    add `popularity_weight * popularity` for the full score), and the history row; None when the model
+    knows none of the history's products."""
+    if not len(history):
+        return None
+    positions = model.products.positions(history.product_ids)
+    event_weights = event_type_weights(settings.event_weights)[history.types]
+    # the shopper's current session (that of the latest event) weighs more than older visits
+    current_session = history.current_session
+    if current_session:
+        event_weights = event_weights * np.where(history.sessions == current_session, SESSION_BOOST, 1.0)
+    known = (positions >= 0) & (event_weights > 0)
+    if not known.any():
+        return None
+    row = history_row(
+        positions[known], event_weights[known], n_items=len(model.products),
+        decay=model.parameter("history_decay"),
+    )  # fmt: skip
+    personal = personal_scores_sparse(
+        row, model.neighbours,
+        repeat_weight=model.parameter("repeat_weight") if include_purchased else 0.0,
+    )  # fmt: skip
+    # what is in the cart (or was just bought) steers its complements into the answer
+    recent_types = history.types[-RECENT_FOR_COMPLEMENTS:]
+    recent_positions = positions[-RECENT_FOR_COMPLEMENTS:]
+    carted = recent_positions[
+        np.isin(recent_types, (EventType.ADD_TO_CART, EventType.PURCHASE)) & (recent_positions >= 0)
+    ]
+    if carted.size:
+        indices, values = gather_rows(model.together, carted, np.ones(carted.size, np.float32))
+        if values.size and values.max() > 0:
+            indices, values = add_sparse(
+                (personal.indices, personal.data), (indices, (COMPLEMENT_WEIGHT / values.max()) * values)
+            )
+            personal = sp.csr_matrix((values, indices, [0, indices.size]), shape=personal.shape)
+    return personal, row
+
+
+def ranked_personal(model: ServingModel, personal: sp.csr_matrix, default_reason: str) -> Ranked:
+    """The best TOP_CANDIDATES items by full score. Only items with a personal score or among the
+    TOP_CANDIDATES most popular can be there (the rest score popularity alone, below those), so only they
+    are scored: a few thousand instead of the whole catalog."""
+    personal.sum_duplicates()
+    chosen = np.zeros(len(model.products), dtype=bool)  # a mask beats a sorted union here
+    chosen[model.popularity_order[:TOP_CANDIDATES]] = True
+    chosen[personal.indices] = True
+    candidates = np.flatnonzero(chosen)
+    scores = model.parameter("popularity_weight") * model.popularity[candidates].astype(np.float32)
+    scores[np.searchsorted(candidates, personal.indices)] += personal.data
+    keep = np.isfinite(scores) & (scores > 0)
+    candidates, scores = candidates[keep], scores[keep]
+    order = np.argsort(-scores, kind="stable")[:TOP_CANDIDATES]
+    return Ranked(model.products.ids[candidates[order]], scores[order], default_reason)
+
+
+def _because(
+    model: ServingModel, catalog: CatalogSource, row: sp.csr_matrix, product_ids: list[int]
+) -> dict[int, str]:
+    """For the items answered, the history item that contributed most: "because you showed interest in X"."""
+    history_positions = row.indices
+    positions = model.products.positions(np.array(product_ids, dtype=np.int64))
+    known = positions >= 0
+    if history_positions.size == 0 or not known.any():
+        return {}
+    # a few hundred history rows by a few answered columns: small and dense
+    answered_positions = positions[known]
+    contributions = np.zeros((history_positions.size, answered_positions.size), dtype=np.float32)
+    owner, columns, values = row_entries(model.neighbours, history_positions)
+    order = np.argsort(answered_positions)
+    at = np.minimum(np.searchsorted(answered_positions[order], columns), answered_positions.size - 1)
+    hit = answered_positions[order][at] == columns
+    contributions[owner[hit], order[at[hit]]] = values[hit] * row.data[owner[hit]]
+    anchors = history_positions[contributions.argmax(axis=0)]
+    has_anchor = contributions.max(axis=0) > 0
+    anchor_ids = model.products.ids[anchors[has_anchor]]
+    names = _names(catalog, anchor_ids)
+    out = {}
+    answered = np.array(product_ids, dtype=np.int64)[known].tolist()
+    seen = set(model.products.ids[history_positions].tolist())
+    for product_id, anchor, ok in zip(answered, anchors.tolist(), has_anchor.tolist(), strict=True):
+        if ok:
+            name = names.get(int(model.products.ids[anchor]), "a product")
+            out[product_id] = f"because you showed interest in {name}"
+        elif product_id in seen:
+            out[product_id] = "you showed interest before"
+    return out
+
+
+def _names(catalog: CatalogSource, product_ids: np.ndarray) -> dict[int, str]:
+    if not product_ids.size:
+        return {}
+    loaded = catalog.covering(product_ids)
+    positions = loaded.positions(product_ids)
+    return {
+        int(pid): loaded.external_ids[p]
+        for pid, p in zip(product_ids.tolist(), positions.tolist(), strict=True)
+        if p >= 0
+    }

@@ -1,0 +1,41 @@
+"""Similar items: the model's collaborative neighbours, and for a product with few of them its nearest
+products by content (pgvector)."""
+
+from __future__ import annotations
+
+from catalog.selectors import product_content_neighbours
+from recommendations.serving.options import Options
+from recommendations.serving.pipeline import Answer, Ranked, finish
+from recommendations.serving.products import anchor_get, category_fallback, matrix_row
+from recommendations.serving.request import ServingRequest
+
+CONTENT_WHEN_FEWER_THAN = 10  # collaborative neighbours; below this, related asks pgvector too
+CONTENT_NEIGHBOURS = 50
+CONTENT_WEIGHT = 0.5
+
+
+def related(request: ServingRequest, external_id: str, options: Options) -> Answer:
+    anchor = anchor_get(request, external_id, options)
+    model = request.model
+    if model is None or anchor.position < 0:
+        return category_fallback(request, anchor, options, "related")
+    scores: dict[int, float] = {}  # by internal product id
+    reasons: dict[int, str] = {}
+    cf_items, cf_scores = matrix_row(model.similar, anchor.position)
+    if len(cf_scores):
+        for item, score in zip(cf_items.tolist(), (cf_scores / cf_scores.max()).tolist(), strict=True):
+            product = int(model.products.ids[item])
+            scores[product] = score
+            reasons[product] = f"shoppers who viewed {external_id} also viewed this"
+    if len(cf_items) < max(options.limit, CONTENT_WHEN_FEWER_THAN):
+        # few collaborative neighbours (a cold product): its nearest products by content, from pgvector
+        for product, similarity in product_content_neighbours(
+            store=request.store, product_id=anchor.product_id, limit=CONTENT_NEIGHBOURS
+        ):
+            scores[product] = scores.get(product, 0.0) + CONTENT_WEIGHT * similarity
+            reasons.setdefault(product, f"similar to {external_id}")
+    if not scores:
+        return category_fallback(request, anchor, options, "related")
+    ranked = Ranked.from_dict(scores, reasons, f"similar to {external_id}")
+    return finish(catalog=request.catalog, settings=request.settings, surface="related", ranked=ranked,
+                  options=options, model=model, source=model.source)  # fmt: skip

@@ -1,0 +1,400 @@
+"""Loaded state: each store's active model and its catalog, held per process and keyed by the store's
+generation (bumped by catalog writes, settings and activations), so that a computed answer reads memory,
+not SQL.
+
+Models are written once to a local file cache (`MODEL_CACHE_DIR`, one folder of `.npy` files per model
+version) and memory-mapped from there: the worker processes of a host share the OS page cache instead of
+each holding a copy. Both models and catalogs are evicted least-recently-used by bytes, and nothing else
+holds them: the per-store map keeps only a model *id* under a generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+import scipy.sparse as sp
+from django.conf import settings
+
+from catalog.selectors import CatalogColumns, product_columns, product_internal_ids
+from recommendations.artifacts import CATEGORY_SEPARATOR, ArtifactError, artifact_load
+from recommendations.engine.interactions import IdIndex
+from recommendations.engine.recommender import SequentialItemKNN
+from recommendations.selectors import ActiveModelRow, trained_model_active, trained_model_artifact
+from tenants.models import Store
+
+logger = logging.getLogger(__name__)
+TOP_CANDIDATES = 5000
+_ESTIMATOR_DEFAULTS = SequentialItemKNN()  # the estimator's own defaults, for artifacts that omit one
+
+
+# --- models -------------------------------------------------------------------------------------
+@dataclass
+class ServingModel:
+    model_id: int
+    version: int
+    parameters: dict[str, Any]
+    products: IdIndex
+    neighbours: sp.csr_matrix
+    similar: sp.csr_matrix
+    transitions: sp.csr_matrix
+    together: sp.csr_matrix
+    vectors: np.ndarray
+    popularity: np.ndarray
+    category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    category_items: dict[str, np.ndarray] = field(default_factory=dict)
+    nbytes: int = 0
+
+    def __post_init__(self) -> None:
+        order = np.argsort(-self.popularity, kind="stable")
+        self.popularity_order = order[self.popularity[order] > 0]
+        # category level -> its items, so that a category's trending is a numpy mask
+        members: dict[str, list[int]] = {}
+        for index, path in enumerate(self.category_paths.tolist()):
+            for level in path.split(CATEGORY_SEPARATOR) if path else ():
+                members.setdefault(level, []).append(index)
+        self.category_items = {level: np.array(items, dtype=np.int64) for level, items in members.items()}
+        self.nbytes = sum(
+            part.nbytes
+            for part in (
+                self.products.ids, self.vectors, self.popularity, self.popularity_order,
+                *(m.data for m in self._matrices()), *(m.indices for m in self._matrices()),
+                *(m.indptr for m in self._matrices()), *self.category_items.values(),
+            )
+        )  # fmt: skip
+
+    def _matrices(self) -> tuple[sp.csr_matrix, ...]:
+        return (self.neighbours, self.similar, self.transitions, self.together)
+
+    def parameter(self, name: str) -> float:
+        """A scoring parameter as tuned for this version, else the estimator's default."""
+        return float(self.parameters.get(name, getattr(_ESTIMATOR_DEFAULTS, name)))
+
+    def trending_order(self, category: str | None) -> np.ndarray:
+        if not category or not self.category_items:
+            return self.popularity_order[:TOP_CANDIDATES]
+        items = self.category_items.get(category)
+        if items is None:
+            return np.zeros(0, np.int64)
+        return self.popularity_order[np.isin(self.popularity_order, items)][:TOP_CANDIDATES]
+
+    @property
+    def source(self) -> str:
+        """Which model answers, and how the global one was blended in (its share of the neighbours)."""
+        own = f"store-model:v{self.version}"
+        global_version, share = self.parameters.get("global_version"), self.parameters.get("global_share")
+        if global_version is None or share is None:
+            return own
+        how = self.parameters.get("global_share_chosen_by", "")
+        return (
+            f"blend:{own}+global-model:v{global_version} (global share {share:g}{', ' + how if how else ''})"
+        )
+
+    @classmethod
+    def from_arrays(cls, row: ActiveModelRow, arrays: dict[str, Any]) -> ServingModel:
+        return cls(
+            model_id=row.model_id, version=row.version, parameters=row.parameters,
+            products=IdIndex(ids=np.asarray(arrays["product_ids"], dtype=np.int64)),
+            neighbours=arrays["neighbours"], similar=arrays["similar"], transitions=arrays["transitions"],
+            together=arrays["together"],
+            vectors=np.asarray(arrays["vectors"], dtype=np.float32),
+            popularity=np.asarray(arrays["popularity"]),
+            category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
+        )  # fmt: skip
+
+
+def _file_cache_dir() -> Path:
+    return Path(settings.MODEL_CACHE_DIR)
+
+
+def _write_arrays(folder: Path, arrays: dict[str, Any]) -> None:
+    """The artifact's arrays as one `.npy` each (CSR parts apart), written to a temporary folder and
+    renamed into place, so that a reader sees a whole version or none."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".writing-"))
+    try:
+        for name, value in arrays.items():
+            if sp.issparse(value):
+                for part in ("data", "indices", "indptr"):
+                    np.save(staging / f"{name}__{part}.npy", getattr(value, part), allow_pickle=False)
+                np.save(staging / f"{name}__shape.npy", np.array(value.shape, np.int64), allow_pickle=False)
+            else:
+                np.save(staging / f"{name}.npy", np.asarray(value), allow_pickle=False)
+        os.replace(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not folder.is_dir():
+            raise
+
+
+def _read_arrays(folder: Path) -> dict[str, Any]:
+    """The arrays of a version folder, memory-mapped (read-only, shared through the page cache)."""
+    loaded = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False) for path in folder.glob("*.npy")}
+    out: dict[str, Any] = {}
+    for name, value in loaded.items():
+        if name.endswith("__data"):
+            base = name.removesuffix("__data")
+            out[base] = sp.csr_matrix(
+                (value, loaded[f"{base}__indices"], loaded[f"{base}__indptr"]),
+                shape=tuple(int(n) for n in loaded[f"{base}__shape"]),
+                copy=False,
+            )
+        elif "__" not in name:
+            out[name] = value
+    return out
+
+
+T = TypeVar("T")
+
+
+class _LruByBytes(Generic[T]):
+    """Least recently used entries, evicted when their bytes pass the budget."""
+
+    def __init__(self, max_bytes: int, size_of: Callable[[T], int]):
+        self.max_bytes = max_bytes
+        self.size_of = size_of
+        self.entries: OrderedDict[Any, T] = OrderedDict()
+        self.bytes = 0
+        self.lock = threading.Lock()
+
+    def get(self, key: Any) -> T | None:
+        with self.lock:
+            value = self.entries.get(key)
+            if value is not None:
+                self.entries.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: T) -> None:
+        with self.lock:
+            old = self.entries.pop(key, None)
+            if old is not None:
+                self.bytes -= self.size_of(old)
+            self.entries[key] = value
+            self.bytes += self.size_of(value)
+            while self.bytes > self.max_bytes and len(self.entries) > 1:
+                _, evicted = self.entries.popitem(last=False)
+                self.bytes -= self.size_of(evicted)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.bytes = 0
+
+
+class ModelResidency:
+    """Loaded models of this process by model id (a new activation is a new id)."""
+
+    def __init__(self, max_bytes: int):
+        self.models: _LruByBytes[ServingModel] = _LruByBytes(max_bytes, lambda model: model.nbytes)
+        self.loads = 0  # how many times a model was loaded (tests and the bench read it)
+        self._loading = threading.Lock()
+
+    def get(self, row: ActiveModelRow) -> ServingModel | None:
+        """The model of `row`, loaded once: from memory, else the local file cache, else the database
+        (then written to the file cache). None when its artifact is missing or unreadable."""
+        model = self.models.get(row.model_id)
+        if model is not None:
+            return model
+        with self._loading:  # one load at a time: threads asking for the same model wait for it
+            model = self.models.get(row.model_id)
+            if model is not None:
+                return model
+            try:
+                model = ServingModel.from_arrays(row, self._arrays(row))
+            except (ArtifactError, ValueError, KeyError, OSError) as error:
+                logger.warning("model %s cannot be served: %s", row.model_id, error)
+                return None  # a broken artifact falls back like a missing one
+            self.loads += 1
+            self.models.put(row.model_id, model)
+            return model
+
+    def _arrays(self, row: ActiveModelRow) -> dict[str, Any]:
+        folder = _file_cache_dir() / row.cache_name
+        if folder.is_dir():
+            try:
+                return _read_arrays(folder)
+            except (ValueError, KeyError, OSError):
+                shutil.rmtree(folder, ignore_errors=True)  # torn or foreign: fetch it again
+        blob = trained_model_artifact(model_id=row.model_id)
+        if blob is None:
+            raise ArtifactError("no artifact")
+        arrays = artifact_load(blob)
+        try:
+            _write_arrays(folder, arrays)
+            return _read_arrays(folder)
+        except OSError as error:  # no writable cache: serve from this process's own copy
+            logger.warning("model file cache unusable (%s); holding model %s in memory", error, row.model_id)
+            return arrays
+
+    def clear(self) -> None:
+        self.models.clear()
+
+
+# --- catalogs -----------------------------------------------------------------------------------
+class LoadedCatalog:
+    """A store's products (all, or those a request needs) as arrays in internal-id order."""
+
+    def __init__(self, columns: CatalogColumns):
+        self.ids = columns.ids
+        self.external_ids = columns.external_ids
+        self.active = columns.active
+        self.in_stock = columns.in_stock
+        self.price = columns.price
+        brands = {name: code for code, name in enumerate(dict.fromkeys(columns.brands))}
+        self.brand_codes = np.fromiter((brands[b] for b in columns.brands), np.int32, len(columns.brands))
+        self.brand_index = brands
+        self.brand_names = list(brands)
+        self.top_category = [path[0] if path else "" for path in columns.category_paths]
+        members: dict[str, list[int]] = {}
+        for position, path in enumerate(columns.category_paths):
+            for level in set(path):
+                members.setdefault(level, []).append(position)
+        self.category_members = {level: np.array(items, np.int64) for level, items in members.items()}
+        self._by_external: dict[str, int] | None = None
+        self.nbytes = (
+            self.ids.nbytes * 5
+            + sum(len(e) + 50 for e in self.external_ids)
+            + sum(v.nbytes for v in self.category_members.values())
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def brands_of(self, position: int) -> str:
+        return self.brand_names[self.brand_codes[position]]
+
+    def positions(self, product_ids: np.ndarray) -> np.ndarray:
+        """Each internal id's position here; -1 where it is not here."""
+        return IdIndex(ids=self.ids).positions(np.asarray(product_ids, dtype=np.int64))
+
+    def in_category(self, category: str, positions: np.ndarray) -> np.ndarray:
+        members = self.category_members.get(category)
+        if members is None:
+            return np.zeros(len(positions), dtype=bool)
+        return np.isin(positions, members)
+
+    # the CatalogSource protocol, for a catalog held whole
+    def covering(self, product_ids: np.ndarray) -> LoadedCatalog:
+        return self
+
+    def internal_ids(self, external_ids: list[str], *, active_only: bool = False) -> dict[str, int]:
+        if self._by_external is None:
+            self._by_external = {external: index for index, external in enumerate(self.external_ids)}
+        out = {}
+        for external in external_ids:
+            position = self._by_external.get(external)
+            if position is not None and (self.active[position] or not active_only):
+                out[external] = int(self.ids[position])
+        return out
+
+
+class CatalogSource(Protocol):
+    """Where a request reads products: the whole catalog in memory, or SQL for just the ones it needs."""
+
+    def covering(self, product_ids: np.ndarray) -> LoadedCatalog: ...
+
+    def internal_ids(self, external_ids: list[str], *, active_only: bool = False) -> dict[str, int]: ...
+
+
+class SqlCatalog:
+    """Products read from the database for each request (no generation to trust: the cache is off or
+    down). The same arrays, so the same filters apply."""
+
+    def __init__(self, store: Store):
+        self.store = store
+
+    def covering(self, product_ids: np.ndarray) -> LoadedCatalog:
+        ids = sorted({int(pid) for pid in np.asarray(product_ids).tolist()})
+        return LoadedCatalog(product_columns(store=self.store, product_ids=ids))
+
+    def internal_ids(self, external_ids: list[str], *, active_only: bool = False) -> dict[str, int]:
+        return product_internal_ids(store=self.store, external_ids=external_ids, active_only=active_only)
+
+
+# --- per store and generation -------------------------------------------------------------------
+@dataclass(frozen=True)
+class Loaded:
+    """What a request serves from: the active model (None: none, or unreadable) and the catalog."""
+
+    model: ServingModel | None
+    catalog: CatalogSource
+
+
+class ServingState:
+    def __init__(self) -> None:
+        self.residency = ModelResidency(settings.SERVING_MODEL_BYTES)
+        self.catalogs: _LruByBytes[tuple[bytes, LoadedCatalog]] = _LruByBytes(
+            settings.SERVING_CATALOG_BYTES, lambda entry: entry[1].nbytes
+        )
+        self.active: OrderedDict[int, tuple[bytes, ActiveModelRow | None]] = OrderedDict()
+        self.catalog_loads = 0
+        self._locks: dict[int, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def _store_lock(self, store_id: int) -> threading.Lock:
+        with self._lock:
+            lock = self._locks.get(store_id)
+            if lock is None:
+                if len(self._locks) > 10_000:
+                    self._locks.clear()
+                lock = self._locks[store_id] = threading.Lock()
+            return lock
+
+    def loaded(self, store: Store, generation: bytes | None) -> Loaded:
+        """The store's model and catalog at `generation` (None: no generation can be trusted, so the
+        active model is looked up and products are read with SQL)."""
+        if generation is None:
+            row = trained_model_active(store=store)
+            return Loaded(self.residency.get(row) if row else None, SqlCatalog(store))
+        return Loaded(self._model(store, generation), self._catalog(store, generation))
+
+    def _model(self, store: Store, generation: bytes) -> ServingModel | None:
+        seen = self.active.get(store.id)
+        if seen is None or seen[0] != generation:
+            row = trained_model_active(store=store)
+            with self._lock:
+                self.active[store.id] = (generation, row)
+                self.active.move_to_end(store.id)
+                while len(self.active) > 100_000:  # a few ints each: no model is held here
+                    self.active.popitem(last=False)
+            seen = (generation, row)
+        return self.residency.get(seen[1]) if seen[1] is not None else None
+
+    def _catalog(self, store: Store, generation: bytes) -> LoadedCatalog:
+        entry = self.catalogs.get(store.id)
+        if entry is not None and entry[0] == generation:
+            return entry[1]
+        with self._store_lock(store.id):
+            entry = self.catalogs.get(store.id)
+            if entry is not None and entry[0] == generation:
+                return entry[1]
+            catalog = LoadedCatalog(product_columns(store=store))
+            self.catalog_loads += 1
+            self.catalogs.put(store.id, (generation, catalog))
+            return catalog
+
+    def clear(self) -> None:
+        self.residency.clear()
+        self.catalogs.clear()
+        with self._lock:
+            self.active.clear()
+
+
+_state: ServingState | None = None
+
+
+def serving_state() -> ServingState:
+    global _state
+    if _state is None:
+        _state = ServingState()
+    return _state
