@@ -280,6 +280,14 @@ def main() -> None:
                 )
             ],  # fmt: skip
             "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
+            # every request distinct (an unused query parameter): computed, never from the cache
+            "for-user distinct": [
+                f"/api/v1/users/{u}/recommendations?limit=10&n={n}" for n, u in enumerate(everyone[:60_000])
+            ],
+            "related distinct": [
+                f"/api/v1/products/P{i}/related?limit=10&n={n}"
+                for n, i in enumerate(rng.zipf(1.3, size=60_000) % args.products)
+            ],
             "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
             "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
         }

@@ -1,8 +1,12 @@
-"""GET /api/v1/health: database and broker, no authentication."""
+"""GET /api/v1/health: database, broker and answer cache, no authentication. Each check has a deadline
+(a hung Redis or broker answers "down: timeout" within a second, instead of pinning a web thread)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from django.conf import settings
 from django.db import connection
@@ -12,6 +16,20 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
+
+from core import answer_cache
+
+CHECK_DEADLINE_SECONDS = 0.8
+# checks that talk to a service that may hang run here, waited for at most the deadline; a hung one holds
+# a thread of this pool (not a web thread) until its own socket timeout
+_checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
+
+
+def within_deadline(check: Callable[[], str]) -> str:
+    try:
+        return _checks.submit(check).result(timeout=CHECK_DEADLINE_SECONDS)
+    except FutureTimeout:
+        return "down: timeout"
 
 
 def database_check() -> str:
@@ -27,11 +45,19 @@ def broker_check() -> str:
     from kombu import Connection
 
     try:
-        with Connection(settings.CELERY_BROKER_URL, connect_timeout=2) as conn:
+        with Connection(
+            settings.CELERY_BROKER_URL, connect_timeout=2, transport_options={"socket_timeout": 2}
+        ) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
         return "ok"
     except Exception as exc:  # noqa: BLE001
         return f"down: {exc.__class__.__name__}"
+
+
+def answer_cache_check() -> str:
+    if not settings.ANSWER_CACHE_URL:
+        return "off"
+    return "ok" if answer_cache.healthy() else "down"
 
 
 def stores_without_model_count() -> int | None:
@@ -61,21 +87,23 @@ class HealthApi(APIView):
                 "status": serializers.ChoiceField(choices=["ok", "degraded", "down"]),
                 "database": serializers.CharField(),
                 "broker": serializers.CharField(),
+                "answer_cache": serializers.CharField(),
                 "stores_without_model": serializers.IntegerField(allow_null=True),
                 "duration_ms": serializers.FloatField(),
             },
         ),
-        summary="Database, broker and models: 200 ok or degraded (broker down, a store with events but no "
-        "active model), 503 when the database is down",
+        summary="Database, broker, answer cache and models: 200 ok or degraded (broker or cache down, a "
+        "store with events but no active model), 503 when the database is down",
     )
     def get(self, request: Request) -> Response:
         started = time.perf_counter()
         database = database_check()
-        broker = broker_check()
+        broker = within_deadline(broker_check)
+        cache = within_deadline(answer_cache_check)
         without_model = stores_without_model_count() if database == "ok" else None
         if database != "ok":
             state, code = "down", 503
-        elif broker != "ok" or without_model:
+        elif broker != "ok" or cache not in ("ok", "off") or without_model:
             state, code = "degraded", 200
         else:
             state, code = "ok", 200
@@ -83,6 +111,7 @@ class HealthApi(APIView):
             "status": state,
             "database": database,
             "broker": broker,
+            "answer_cache": cache,
             "stores_without_model": without_model,
             "duration_ms": round((time.perf_counter() - started) * 1000, 2),
         }

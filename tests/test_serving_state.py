@@ -1,0 +1,219 @@
+"""The computed path's state: the real-time profile equals the events table, answers are the same with
+Redis up, down or hung, catalog changes reach the very next computed answer, and loaded models are held
+by bytes and never loaded twice while they fit."""
+
+from __future__ import annotations
+
+import mmap
+import socket
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from django.conf import settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from core import answer_cache
+from events.profiles import History, profile_entry
+from events.selectors import user_history
+from recommendations.serving.state import serving_state
+from tests.conftest import ApiClient, make_tenant, product
+from tests.test_recommendations import ids, trained  # noqa: F401 - the fixture
+
+BASE = datetime(2026, 11, 1, tzinfo=UTC)
+SHOPPERS = ["ann", "bob", "ann-phone", "bob-card", "cid"]
+
+event_streams = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("events"),
+            st.lists(
+                st.tuples(
+                    st.sampled_from(SHOPPERS),
+                    st.integers(0, 5),  # product
+                    st.sampled_from(["view", "click", "add_to_cart", "purchase"]),
+                    st.sampled_from(["web", "app", "in_store"]),
+                    st.sampled_from(["", "s1", "s2"]),
+                    st.integers(0, 40),  # minutes after BASE: ties and events out of order
+                    st.booleans(),  # resend the previous event id
+                ),
+                min_size=1,
+                max_size=12,
+            ),
+        ),
+        st.tuples(st.just("ask"), st.sampled_from(SHOPPERS)),  # a computed answer (may rebuild)
+        st.tuples(st.just("alias"), st.sampled_from([("ann", "ann-phone"), ("bob", "bob-card")])),
+    ),
+    min_size=1,
+    max_size=10,
+)
+
+
+def _redis_profile(store, user_id: str) -> History | None:
+    found = answer_cache.lookup(store, f"profile-check-{time.time_ns()}", user_id=user_id, with_profile=True)
+    return None if found.profile is None else History.from_members(found.profile)
+
+
+def _sql_profile(store, user_id: str) -> History:
+    rows = user_history(store=store, user_id=user_id, limit=answer_cache.PROFILE_EVENTS)
+    return History.from_entries(
+        [profile_entry(r.id, r.product_id, r.type, r.session_id, r.timestamp) for r in rows]
+    )
+
+
+@pytest.mark.django_db
+@hypothesis_settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(stream=event_streams)
+def test_the_redis_profile_equals_the_events_table(stream):
+    tenant = make_tenant(f"profile-{time.time_ns()}")
+    api, store = tenant.api, tenant.store
+    api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(6)])
+    counter = 0
+    for step in stream:
+        if step[0] == "events":
+            batch = []
+            for user, item, kind, channel, session, minutes, resend in step[1]:
+                counter += 1
+                row = {
+                    "event_id": f"e{counter - 1 if resend and counter > 1 else counter}",
+                    "user_id": user, "product_id": f"p{item}", "type": kind, "channel": channel,
+                    "timestamp": (BASE + timedelta(minutes=minutes)).isoformat(),
+                }  # fmt: skip
+                batch.append({**row, "session_id": session} if session else row)
+            assert api.post("/api/v1/events", batch).status_code == 200
+        elif step[0] == "ask":
+            assert api.get(f"/api/v1/users/{step[1]}/recommendations").status_code == 200
+        else:
+            user, alias = step[1]
+            assert api.post(f"/api/v1/users/{user}/aliases", {"alias_id": alias}).status_code in (200, 201)
+        for user in SHOPPERS:  # every profile Redis holds is the table's, whatever happened in between
+            held = _redis_profile(store, user)
+            if held is not None:
+                expected = _sql_profile(store, user)
+                assert held.product_ids.tolist() == expected.product_ids.tolist(), user
+                assert held.types.tolist() == expected.types.tolist(), user
+                assert held.sessions.tolist() == expected.sessions.tolist(), user
+
+
+def test_a_profile_is_trimmed_to_the_latest_events_in_the_tables_order(api, store):
+    api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(3)])
+    api.post("/api/v1/events", {"user_id": "u", "product_id": "p0", "type": "view"})
+    api.get("/api/v1/users/u/recommendations")  # rebuilds the profile from SQL
+    # then more events than a profile keeps, some older than what it holds
+    events = [
+        {"user_id": "u", "product_id": f"p{i % 3}", "type": "view",
+         "timestamp": (BASE + timedelta(seconds=(i * 7919) % 400)).isoformat()}
+        for i in range(answer_cache.PROFILE_EVENTS + 50)
+    ]  # fmt: skip
+    api.post("/api/v1/events", events)
+    held = _redis_profile(store, "u")
+    expected = _sql_profile(store, "u")
+    assert held is not None and len(held) == answer_cache.PROFILE_EVENTS
+    assert held.product_ids.tolist() == expected.product_ids.tolist()
+
+
+@pytest.fixture
+def hung_port():
+    """A port that accepts connections and never answers: a hung (SIGSTOPped) Redis or broker."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    yield server.getsockname()[1]
+    server.close()
+
+
+SURFACE_REQUESTS = [
+    ("/api/v1/users/u0/recommendations", {"limit": 5}),
+    ("/api/v1/users/u1/recommendations", {"limit": 3, "in_stock": "true"}),
+    ("/api/v1/products/p2/related", {"limit": 4}),
+    ("/api/v1/products/p4/complementary", {"limit": 3}),
+    ("/api/v1/trending", {"limit": 5, "max_per_category": 1}),
+]
+
+
+def _answers(api: ApiClient) -> list:
+    return [
+        (api.get(path, **query).json()["source"], ids(api.get(path, **query)))
+        for path, query in SURFACE_REQUESTS
+    ]
+
+
+@pytest.mark.parametrize("outage", ["down", "hung"])
+def test_answers_are_the_same_with_redis_down_or_hung(trained, tenant, outage, hung_port, settings):  # noqa: F811
+    ApiClient.through_wsgi = True
+    try:
+        api = ApiClient(tenant.raw_key)
+        api.post("/api/v1/events", {"user_id": "u1", "product_id": "p6", "type": "view"})
+        with_redis = _answers(api)
+        settings.ANSWER_CACHE_URL = f"redis://127.0.0.1:{1 if outage == 'down' else hung_port}/0"
+        began = time.perf_counter()
+        without = _answers(api)
+        assert without == with_redis
+        assert time.perf_counter() - began < 3.0  # one short timeout, then Redis is left alone a while
+    finally:
+        ApiClient.through_wsgi = False
+
+
+def test_health_says_degraded_within_a_second_when_redis_hangs(api, hung_port, settings):
+    settings.ANSWER_CACHE_URL = settings.CELERY_BROKER_URL = f"redis://127.0.0.1:{hung_port}/0"
+    began = time.perf_counter()
+    body = api.get("/api/v1/health").json()
+    assert time.perf_counter() - began < 2.0
+    assert body["status"] == "degraded" and body["answer_cache"] == "down"
+    assert body["broker"].startswith("down")
+
+
+def test_a_catalog_change_reaches_the_very_next_computed_answer(trained, tenant):  # noqa: F811
+    ApiClient.through_wsgi = True
+    try:
+        api = ApiClient(tenant.raw_key)
+        first = ids(api.get("/api/v1/products/p0/related", limit=3))
+        assert first[0] == "p1"
+        api.patch("/api/v1/products/p1", {"in_stock": False})
+        assert "p1" not in ids(api.get("/api/v1/products/p0/related", limit=3, in_stock="true"))
+        api.patch("/api/v1/products/p1", {"price": 500})
+        assert "p1" not in ids(api.get("/api/v1/products/p0/related", limit=3, max_price=100))
+        assert "p1" in ids(api.get("/api/v1/products/p0/related", limit=3, min_price=400))
+        api.delete("/api/v1/products/p1")
+        assert "p1" not in ids(api.get("/api/v1/products/p0/related", limit=5))
+        assert "p1" not in ids(api.get("/api/v1/users/u0/recommendations", limit=20))
+    finally:
+        ApiClient.through_wsgi = False
+
+
+def test_models_are_loaded_once_and_evicted_by_bytes(trained, api, store, other_store):  # noqa: F811
+    state = serving_state()
+    loads = state.residency.loads
+    for _ in range(5):
+        api.get("/api/v1/users/u0/recommendations", limit=3, n=str(time.time_ns()))
+    assert state.residency.loads == loads + 1
+    model = next(iter(state.residency.models.entries.values()))
+    assert state.residency.models.bytes == model.nbytes > 0
+    # a budget smaller than two models keeps only the latest one
+    state.residency.models.max_bytes = model.nbytes
+    other = make_tenant("second-shop")
+    other.api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(20)])
+    from tests.test_recommendations import planted_events, train
+
+    other.api.post("/api/v1/events", planted_events())
+    train(other.store)
+    other.api.get("/api/v1/users/u0/recommendations")
+    assert len(state.residency.models.entries) == 1
+    # the model is served from the local file cache, memory-mapped
+    served = next(iter(state.residency.models.entries.values()))
+    assert _memory_mapped(served.neighbours.data) and _memory_mapped(served.popularity)
+    assert len(list(Path(settings.MODEL_CACHE_DIR).iterdir())) == 2  # one folder per version
+
+
+def _memory_mapped(array) -> bool:
+    while array is not None:
+        if isinstance(array, np.memmap | mmap.mmap):
+            return True
+        array = getattr(array, "base", None)
+    return False
