@@ -18,6 +18,7 @@ import json
 import multiprocessing
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -112,6 +113,7 @@ class Connection:
 
 
 _LENGTH = re.compile(rb"content-length: *(\d+)")
+DISTINCT = "&distinct"  # paths ending with it get a parameter of their own on every request
 
 
 def encoded(path: str | tuple[bytes, str], key: str, port: int) -> bytes | tuple[bytes, bytes]:
@@ -127,7 +129,9 @@ def encoded(path: str | tuple[bytes, str], key: str, port: int) -> bytes | tuple
 
 def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at: float, queue) -> None:  # noqa: ANN001
     conn = Connection(port)
+    distinct = bool(paths) and isinstance(paths[0], str) and paths[0].endswith(DISTINCT)
     requests = [encoded(path, key, port) for path in paths]
+    nonce = 0
     latencies = []
     errors = 0
     hits = 0
@@ -141,6 +145,9 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
         if time.time() >= deadline:
             break
         request = requests[choice]
+        if distinct:  # every request its own: never answered from the cache
+            nonce += 1
+            request = request.replace(DISTINCT.encode(), f"&n={start_at}-{os.getpid()}-{nonce}".encode(), 1)
         try:
             if isinstance(request, tuple):  # the shopper acts, then asks: only the answer is timed
                 status, _, _ = conn.get(request[0])
@@ -176,6 +183,94 @@ def drive(
     latencies = np.concatenate([np.array(r[0]) for r in results]) if results else np.zeros(0)
     hit_share = sum(r[2] for r in results) / max(len(latencies), 1)
     return latencies, sum(r[1] for r in results), seconds, hit_share
+
+
+WRK_SCRIPT = r"""
+local paths, counter, distinct, salt = {}, 0, false, "0"
+hits, errors = 0, 0
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("salt", tostring(#threads))
+end
+function init(args)
+  for line in io.lines(args[1]) do paths[#paths + 1] = line end
+  distinct = args[2] == "1"
+  salt = args[3] .. "." .. salt
+  counter = (tonumber(string.sub(salt, -2)) or 1) * 7919 % #paths
+end
+function request()
+  counter = counter + 1
+  local path = paths[(counter % #paths) + 1]
+  if distinct then path = path .. "&n=" .. salt .. "-" .. counter end
+  return wrk.format("GET", path)
+end
+function response(status, headers, body)
+  if status ~= 200 then errors = errors + 1 end
+  for name, value in pairs(headers) do
+    if string.lower(name) == "x-answer-cache" and value == "hit" then hits = hits + 1 end
+  end
+end
+function done(summary, latency, requests)
+  local h, e = 0, 0
+  for _, thread in ipairs(threads) do h = h + thread:get("hits"); e = e + thread:get("errors") end
+  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), h, e))
+end
+"""
+
+
+def drive_wrk(port: int, key: str, paths: list[str], clients: int, seconds: float) -> dict:
+    """The same load from wrk (C, two threads, `clients` keep-alive connections): the client then takes
+    little of the two cores it shares with the server."""
+    import subprocess
+    import tempfile
+
+    distinct = paths[0].endswith(DISTINCT)
+    with tempfile.TemporaryDirectory() as folder:
+        listing = Path(folder) / "paths.txt"
+        listing.write_text("\n".join(p.removesuffix(DISTINCT) for p in paths) + "\n")
+        script = Path(folder) / "paths.lua"
+        script.write_text(WRK_SCRIPT)
+        out = subprocess.run(
+            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "10s",
+             "-H", f"Authorization: Bearer {key}", "-s", str(script), f"http://127.0.0.1:{port}",
+             "--", str(listing), "1" if distinct else "0", str(time.time_ns())],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+    line = next(line for line in out.splitlines() if line.startswith("RESULT"))
+    requests, duration, p50, p95, p99, hits, errors = (int(v) for v in line.split()[1:])
+    return {"rps": round(requests / (duration / 1e6)), "p50_ms": round(p50 / 1000, 2),
+            "p95_ms": round(p95 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "errors": errors,
+            "cache_hits": round(hits / max(requests, 1), 3), "requests": requests}  # fmt: skip
+
+
+def cpu_seconds(root_pid: int) -> tuple[float, float]:
+    """(CPU seconds of the process tree under `root_pid`, CPU seconds of the whole machine), both busy
+    time so far: the server's share and everyone's (PostgreSQL, Redis, the clients)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    busy: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        busy[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
+    tree = {root_pid}
+    changed = True
+    while changed:
+        changed = False
+        for pid, parent in parents.items():
+            if parent in tree and pid not in tree:
+                tree.add(pid)
+                changed = True
+    machine = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    machine_busy = (sum(machine) - machine[3] - machine[4]) / ticks
+    return sum(busy.get(pid, 0.0) for pid in tree), machine_busy
 
 
 def warm(port: int, key: str, paths: list[str]) -> None:
@@ -232,6 +327,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="per worker; default: as in production")
     parser.add_argument("--retrain", action="store_true", help="train a new version of the bench store first")
     parser.add_argument("--surfaces", default="", help="comma-separated subset, e.g. 'for-user,related'")
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "python"],
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator for GET surfaces (view+for-user always uses the Python client: it times "
+        "only the answer of each view-then-answer step)",
+    )
     args = parser.parse_args()
     key, _ = prepare(args.products, args.events, args.retrain)
 
@@ -281,12 +383,10 @@ def main() -> None:
             ],  # fmt: skip
             "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
             # every request distinct (an unused query parameter): computed, never from the cache
-            "for-user distinct": [
-                f"/api/v1/users/{u}/recommendations?limit=10&n={n}" for n, u in enumerate(everyone[:60_000])
-            ],
+            "for-user distinct": [f"/api/v1/users/{u}/recommendations?limit=10{DISTINCT}" for u in everyone],
             "related distinct": [
-                f"/api/v1/products/P{i}/related?limit=10&n={n}"
-                for n, i in enumerate(rng.zipf(1.3, size=60_000) % args.products)
+                f"/api/v1/products/P{i}/related?limit=10{DISTINCT}"
+                for i in rng.zipf(1.3, size=60_000) % args.products
             ],
             "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
             "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
@@ -299,24 +399,43 @@ def main() -> None:
                   seconds=1.0)  # fmt: skip
         print(f"machine: {os.cpu_count()} cores; {args.server} {args.workers} workers x {args.threads} "
               f"threads; {args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
-        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits"]
-        print(f"{'surface':<14} " + " ".join(f"{name:>7}" for name in header))
+        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits", "srv µs", "all µs"]
+        print(f"{'surface':<18} " + " ".join(f"{name:>7}" for name in header) + "   client")
         for name, paths in surfaces.items():
             if name in hot:  # hot answers: asked once just before, as on a live storefront
                 warm(port, key, paths)
             for clients in [int(c) for c in args.clients.split(",")]:
-                latencies, errors, seconds, hit_share = drive(port, key, paths, clients, args.seconds)
-                ms = latencies * 1000
-                row = {
-                    "surface": name, "clients": clients, "rps": round(len(latencies) / seconds),
-                    **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
-                    "errors": errors, "cache_hits": round(hit_share, 3),
-                }  # fmt: skip
+                client = "python" if isinstance(paths[0], tuple) else args.client
+                server_before, machine_before = cpu_seconds(server.pid)
+                if client == "wrk":
+                    row = {
+                        "surface": name,
+                        "clients": clients,
+                        **drive_wrk(port, key, paths, clients, args.seconds),
+                    }
+                    ms = None
+                else:
+                    latencies, errors, seconds, hit_share = drive(port, key, paths, clients, args.seconds)
+                    ms = latencies * 1000
+                    row = {
+                        "surface": name, "clients": clients, "rps": round(len(latencies) / seconds),
+                        **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
+                        "errors": errors, "cache_hits": round(hit_share, 3), "requests": len(latencies),
+                    }  # fmt: skip
+                server_after, machine_after = cpu_seconds(server.pid)
+                answered = max(row["requests"], 1) * (
+                    2 if client == "python" and isinstance(paths[0], tuple) else 1
+                )
+                row["server_cpu_us"] = round((server_after - server_before) / answered * 1e6)
+                row["machine_cpu_us"] = round((machine_after - machine_before) / answered * 1e6)
+                row["client"] = client
                 rows.append(row)
-                if clients == 8:
+                if clients == 8 and ms is not None:
                     histograms[name] = ms
-                print(f"{name:<14} {clients:>7} {row['rps']:>8} {row['p50_ms']:>7} {row['p95_ms']:>7} "
-                      f"{row['p99_ms']:>7} {errors:>6} {hit_share:>7.0%}", flush=True)  # fmt: skip
+                print(f"{name:<18} {clients:>7} {row['rps']:>7} {row['p50_ms']:>7} {row['p95_ms']:>7} "
+                      f"{row['p99_ms']:>7} {row['errors']:>7} {row['cache_hits']:>7.0%} "
+                      f"{row['server_cpu_us']:>7} {row['machine_cpu_us']:>7}   {client}",
+                      flush=True)  # fmt: skip
         visible = np.array(event_visibility(port, key)) * 1000
         print(f"event -> next answer: median {np.median(visible):.1f} ms, max {visible.max():.1f} ms "
               f"(POST the event, then GET: reflected every time)")  # fmt: skip

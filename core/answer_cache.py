@@ -84,7 +84,10 @@ if body and tonumber(ARGV[3]) > 0 then
 end
 local profile = false
 if not body and ARGV[5] == '1' then
-  profile = redis.call('ZRANGE', KEYS[4], -tonumber(ARGV[6]), -1)
+  local members = redis.call('ZRANGE', KEYS[4], -tonumber(ARGV[6]), -1)
+  if #members > 0 then
+    profile = table.concat(members)  -- one string: the client parses one reply, not 200
+  end
 end
 return {keys_gen, store_gen, key, body, shopper_gen, profile}
 """
@@ -250,11 +253,11 @@ def _profile_key_in(namespace: str, user_id: str) -> str:
 
 
 def changed(bump: Callable[..., None], *args: Any) -> None:
-    """Bump now, so that what this transaction computes from here on is not mistaken for the old state,
-    and again once the transaction commits, so that answers computed meanwhile from the old state (by
-    other requests) are not read again."""
+    """Bump now; inside a transaction also once it commits, so that answers computed meanwhile from the
+    old state (by other requests) are not read again. Outside one, the change is committed already."""
     bump(*args)
-    transaction.on_commit(lambda: bump(*args))
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: bump(*args))
 
 
 def store_changed(store: Any) -> None:
@@ -316,7 +319,7 @@ def profiles_changed(store: Any, entries: dict[str, list[ProfileEntry] | None]) 
             counts.append(repr(score))
             counts.append(member)
     try:
-        _append(keys=keys, args=[GENERATION_TTL_SECONDS, PROFILE_EVENTS, *counts], client=client)
+        _evalsha(client, keys, [GENERATION_TTL_SECONDS, PROFILE_EVENTS, *counts], _append)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         _remember_missed(store, entries)
@@ -333,12 +336,8 @@ def profile_store(store: Any, user_id: str, generation: bytes, entries: list[Pro
     for score, member in entries:
         args += [repr(score), member]
     try:
-        return bool(
-            _profile_store(
-                keys=[_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)],
-                args=args, client=client,
-            )
-        )  # fmt: skip
+        keys = [_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)]
+        return bool(_evalsha(client, keys, args, _profile_store))
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return False
@@ -378,7 +377,7 @@ class Lookup:
     key: str | None  # where this request's answer lives for the generations read
     body: bytes | None  # the cached answer, without its recommendation id
     shopper_generation: bytes | None = None
-    profile: list[bytes] | None = None  # the shopper's profile members, oldest first; None: not held
+    profile: bytes | None = None  # the shopper's profile records, oldest first, joined; None: not held
 
 
 MISS = Lookup(None, None, None, None)
@@ -407,12 +406,14 @@ def _command(client: redis.Redis, *args: Any) -> Any:
         raise
 
 
-def _evalsha(client: redis.Redis, keys: list[str], args: list[Any]) -> Any:
-    """The fetch script, by its digest; loaded again when Redis lost it (a restart or a flush)."""
+def _evalsha(client: redis.Redis, keys: list[str], args: list[Any], script: Any = None) -> Any:
+    """A script (the fetch script by default) by its digest, on this thread's connection; loaded again
+    when Redis lost it (a restart or a flush)."""
+    script = script or _fetch
     try:
-        return _command(client, "EVALSHA", _fetch.sha, len(keys), *keys, *args)
+        return _command(client, "EVALSHA", script.sha, len(keys), *keys, *args)
     except redis.exceptions.NoScriptError:
-        return _fetch(keys=keys, args=args, client=client)
+        return script(keys=keys, args=args, client=client)
 
 
 def request_key(meta: dict[str, Any]) -> str:
@@ -460,7 +461,7 @@ def lookup(
         key.decode() if isinstance(key, bytes) else key,
         body,
         shopper_gen,
-        profile if isinstance(profile, list) and profile else None,
+        profile if isinstance(profile, bytes) else None,
     )
 
 

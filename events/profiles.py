@@ -53,8 +53,10 @@ class History:
         return int(self.sessions[-1]) if len(self.sessions) else 0
 
     @classmethod
-    def from_members(cls, members: list[bytes]) -> History:
-        records = np.frombuffer(b"".join(m for m in members if len(m) == RECORD.itemsize), dtype=RECORD)
+    def from_records(cls, joined: bytes) -> History:
+        """From the profile's records joined into one string (as the cache lookup reads them; the empty
+        marker of a profile with no events adds nothing)."""
+        records = np.frombuffer(joined, dtype=RECORD)
         return cls(
             records["product"].astype(np.int64),
             records["type"].astype(np.int64),
@@ -63,4 +65,4 @@ class History:
 
     @classmethod
     def from_entries(cls, entries: list[tuple[int, bytes]]) -> History:
-        return cls.from_members([member for _, member in entries])
+        return cls.from_records(b"".join(member for _, member in entries))

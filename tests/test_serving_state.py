@@ -55,7 +55,7 @@ event_streams = st.lists(
 
 def _redis_profile(store, user_id: str) -> History | None:
     found = answer_cache.lookup(store, f"profile-check-{time.time_ns()}", user_id=user_id, with_profile=True)
-    return None if found.profile is None else History.from_members(found.profile)
+    return None if found.profile is None else History.from_records(found.profile)
 
 
 def _sql_profile(store, user_id: str) -> History:

@@ -158,23 +158,34 @@ def gather_rows(
     return add_sparse((columns, values * np.asarray(weights, dtype=np.float32)[owner]))
 
 
-def personal_scores_sparse(
-    history: sp.csr_matrix, neighbours: sp.csr_matrix, *, repeat_weight: float
-) -> sp.csr_matrix:
-    """The personal part of `score_histories` for one history row, kept sparse: only the items the
+def personal_scores_one(
+    history_items: np.ndarray, history_weights: np.ndarray, neighbours: sp.csr_matrix, *, repeat_weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The personal part of `score_histories` for one history given as a sparse vector (sorted unique
+    items, their recency weights; see `history_vector`), as (sorted indices, values): only the items the
     history's neighbours reach (and the history itself, for repeats) are non-zero. Adding
     `popularity_weight * popularity` gives `score_histories` exactly; serving ranks the non-zero items
     and the most popular ones only, instead of every item of the catalog."""
-    history = sp.csr_matrix(history, dtype=np.float32)
-    history.sum_duplicates()
-    indices, values = gather_rows(neighbours, history.indices, history.data)
+    indices, values = gather_rows(neighbours, history_items, history_weights)
     peak = values.max(initial=0.0)
     if peak > 0:
         values = values / peak
-    if repeat_weight and history.nnz:
+    if repeat_weight and history_items.size:
         indices, values = add_sparse(
-            (indices, values), (history.indices, (repeat_weight / history.data.max()) * history.data)
+            (indices, values), (history_items, (repeat_weight / history_weights.max()) * history_weights)
         )
+    return indices, values
+
+
+def personal_scores_sparse(
+    history: sp.csr_matrix, neighbours: sp.csr_matrix, *, repeat_weight: float
+) -> sp.csr_matrix:
+    """`personal_scores_one` for a history row, as a 1 x items matrix."""
+    history = sp.csr_matrix(history, dtype=np.float32)
+    history.sum_duplicates()
+    indices, values = personal_scores_one(
+        history.indices, history.data, neighbours, repeat_weight=repeat_weight
+    )
     return sp.csr_matrix((values, indices, [0, indices.size]), shape=(1, neighbours.shape[1]))
 
 
@@ -190,11 +201,21 @@ def top_n(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 def history_row(items: np.ndarray, weights: np.ndarray, *, n_items: int, decay: float) -> sp.csr_matrix:
     """One user's history (oldest first) as a recency-weighted row, for serving."""
+    indices, values = history_vector(items, weights, decay=decay)
+    return sp.csr_matrix((values, indices, [0, indices.size]), shape=(1, n_items))
+
+
+def history_vector(items: np.ndarray, weights: np.ndarray, *, decay: float) -> tuple[np.ndarray, np.ndarray]:
+    """One user's history (oldest first) as a recency-weighted sparse vector: (sorted unique items, their
+    summed weights; repeats of an item summed in float32, oldest first)."""
     items = np.asarray(items, dtype=np.int64)
     if items.size == 0:
-        return sp.csr_matrix((1, n_items), dtype=np.float32)
+        return np.zeros(0, np.int64), np.zeros(0, np.float32)
     factors = np.power(decay, np.arange(items.size - 1, -1, -1, dtype=np.float64)).astype(np.float32)
     values = np.asarray(weights, dtype=np.float32) * factors
-    row = sp.csr_matrix((values, (np.zeros(items.size, dtype=np.int64), items)), shape=(1, n_items))
-    row.sum_duplicates()
-    return row
+    unique, inverse = np.unique(items, return_inverse=True)
+    if unique.size == items.size:  # no repeats
+        return unique, values[np.argsort(items, kind="stable")]
+    summed = np.zeros(unique.size, dtype=np.float32)
+    np.add.at(summed, inverse, values)
+    return unique, summed

@@ -3,16 +3,17 @@ and channels), the current session counting twice, and what is in the cart pulli
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
-import scipy.sparse as sp
 
 from events.models import EventType
 from events.profiles import History
 from recommendations.engine.recommender import (
     add_sparse,
     gather_rows,
-    history_row,
-    personal_scores_sparse,
+    history_vector,
+    personal_scores_one,
     row_entries,
 )
 from recommendations.selectors import event_type_weights
@@ -44,11 +45,10 @@ def for_user(request: ServingRequest, user_id: str, options: Options) -> Answer:
     personal = personal_scores(settings, model, history, include_purchased=include_purchased)
     if personal is None:
         return _trending(request, options, "history unknown to the model")
-    scores, row = personal
-    ranked = ranked_personal(model, scores, "popular with shoppers like you")
+    ranked = ranked_personal(model, personal, "popular with shoppers like you")
     return finish(catalog=request.catalog, settings=settings, surface="for_user", ranked=ranked,
                   options=options, model=model, source=model.source,
-                  explain=lambda answered: _because(model, request.catalog, row, answered))  # fmt: skip
+                  explain=lambda answered: _because(model, request.catalog, personal, answered))  # fmt: skip
 
 
 def _trending(request: ServingRequest, options: Options, why: str) -> Answer:
@@ -57,12 +57,20 @@ def _trending(request: ServingRequest, options: Options, why: str) -> Answer:
                   options=options, model=request.model, source=f"{source} ({why})")  # fmt: skip
 
 
+class PersonalScores(NamedTuple):
+    """The personal part of the items' scores for one history, sparse (the model's own scoring rule: add
+    `popularity_weight * popularity` for the full score), and the history as the model weighs it."""
+
+    indices: np.ndarray  # model positions, sorted
+    values: np.ndarray
+    history_items: np.ndarray  # model positions, sorted
+    history_weights: np.ndarray
+
+
 def personal_scores(
     settings: StoreSettings, model: ServingModel, history: History, *, include_purchased: bool
-) -> tuple[sp.csr_matrix, sp.csr_matrix] | None:
-    """The personal part of every item's score for this history, sparse (the model's own scoring rule:
-    add `popularity_weight * popularity` for the full score), and the history row; None when the model
-    knows none of the history's products."""
+) -> PersonalScores | None:
+    """None when the model knows none of the history's products."""
     if not len(history):
         return None
     positions = model.products.positions(history.product_ids)
@@ -74,12 +82,11 @@ def personal_scores(
     known = (positions >= 0) & (event_weights > 0)
     if not known.any():
         return None
-    row = history_row(
-        positions[known], event_weights[known], n_items=len(model.products),
-        decay=model.parameter("history_decay"),
-    )  # fmt: skip
-    personal = personal_scores_sparse(
-        row, model.neighbours,
+    history_items, history_weights = history_vector(
+        positions[known], event_weights[known], decay=model.parameter("history_decay")
+    )
+    indices, values = personal_scores_one(
+        history_items, history_weights, model.neighbours,
         repeat_weight=model.parameter("repeat_weight") if include_purchased else 0.0,
     )  # fmt: skip
     # what is in the cart (or was just bought) steers its complements into the answer
@@ -89,37 +96,38 @@ def personal_scores(
         np.isin(recent_types, (EventType.ADD_TO_CART, EventType.PURCHASE)) & (recent_positions >= 0)
     ]
     if carted.size:
-        indices, values = gather_rows(model.together, carted, np.ones(carted.size, np.float32))
-        if values.size and values.max() > 0:
-            indices, values = add_sparse(
-                (personal.indices, personal.data), (indices, (COMPLEMENT_WEIGHT / values.max()) * values)
-            )
-            personal = sp.csr_matrix((values, indices, [0, indices.size]), shape=personal.shape)
-    return personal, row
+        complement_items, complement_values = gather_rows(
+            model.together, carted, np.ones(carted.size, np.float32)
+        )
+        if complement_values.size and complement_values.max() > 0:
+            scale = COMPLEMENT_WEIGHT / complement_values.max()
+            indices, values = add_sparse((indices, values), (complement_items, scale * complement_values))
+    return PersonalScores(indices, values, history_items, history_weights)
 
 
-def ranked_personal(model: ServingModel, personal: sp.csr_matrix, default_reason: str) -> Ranked:
+def ranked_personal(model: ServingModel, personal: PersonalScores, default_reason: str) -> Ranked:
     """The best TOP_CANDIDATES items by full score. Only items with a personal score or among the
     TOP_CANDIDATES most popular can be there (the rest score popularity alone, below those), so only they
     are scored: a few thousand instead of the whole catalog."""
-    personal.sum_duplicates()
     chosen = np.zeros(len(model.products), dtype=bool)  # a mask beats a sorted union here
     chosen[model.popularity_order[:TOP_CANDIDATES]] = True
     chosen[personal.indices] = True
     candidates = np.flatnonzero(chosen)
     scores = model.parameter("popularity_weight") * model.popularity[candidates].astype(np.float32)
-    scores[np.searchsorted(candidates, personal.indices)] += personal.data
+    scores[np.searchsorted(candidates, personal.indices)] += personal.values
     keep = np.isfinite(scores) & (scores > 0)
     candidates, scores = candidates[keep], scores[keep]
-    order = np.argsort(-scores, kind="stable")[:TOP_CANDIDATES]
-    return Ranked(model.products.ids[candidates[order]], scores[order], default_reason)
+    # ordered only as far as the request looks (Ranked sorts the prefix it is asked for)
+    return Ranked(
+        model.products.ids[candidates], scores, default_reason, presorted=False, at_most=TOP_CANDIDATES
+    )
 
 
 def _because(
-    model: ServingModel, catalog: CatalogSource, row: sp.csr_matrix, product_ids: list[int]
+    model: ServingModel, catalog: CatalogSource, personal: PersonalScores, product_ids: list[int]
 ) -> dict[int, str]:
     """For the items answered, the history item that contributed most: "because you showed interest in X"."""
-    history_positions = row.indices
+    history_positions = personal.history_items
     positions = model.products.positions(np.array(product_ids, dtype=np.int64))
     known = positions >= 0
     if history_positions.size == 0 or not known.any():
@@ -131,7 +139,7 @@ def _because(
     order = np.argsort(answered_positions)
     at = np.minimum(np.searchsorted(answered_positions[order], columns), answered_positions.size - 1)
     hit = answered_positions[order][at] == columns
-    contributions[owner[hit], order[at[hit]]] = values[hit] * row.data[owner[hit]]
+    contributions[owner[hit], order[at[hit]]] = values[hit] * personal.history_weights[owner[hit]]
     anchors = history_positions[contributions.argmax(axis=0)]
     has_anchor = contributions.max(axis=0) > 0
     anchor_ids = model.products.ids[anchors[has_anchor]]

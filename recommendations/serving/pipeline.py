@@ -25,7 +25,9 @@ class Candidate:
 
 
 class Ranked:
-    """Candidates in rank order as arrays; Candidate objects are made only for the slices looked at."""
+    """Candidates in rank order (score descending, ties in the order given), as arrays. Given unsorted,
+    only the prefix a request looks at is ordered (a partition, then a sort of that prefix: the same
+    order a full stable sort gives). Candidate objects are made only for the slices looked at."""
 
     def __init__(
         self,
@@ -33,11 +35,16 @@ class Ranked:
         scores: np.ndarray,
         default_reason: str,
         reasons: dict[int, str] | None = None,
+        *,
+        presorted: bool = True,
+        at_most: int | None = None,
     ):
         self.product_ids = np.asarray(product_ids, dtype=np.int64)
         self.scores = np.asarray(scores, dtype=np.float64)
         self.default_reason = default_reason
         self.reasons = reasons or {}
+        self._ordered = len(self.product_ids) if presorted else 0
+        self._length = len(self.product_ids) if at_most is None else min(at_most, len(self.product_ids))
 
     @classmethod
     def from_dict(cls, scores: dict[int, float], reasons: dict[int, str], default_reason: str) -> Ranked:
@@ -50,10 +57,36 @@ class Ranked:
         )
 
     def __len__(self) -> int:
-        return len(self.product_ids)
+        return self._length
+
+    def _order_prefix(self, end: int) -> None:
+        """Put the best `end` candidates first, in order; the rest stay behind them, unordered."""
+        end = min(end, self._length)
+        if end <= self._ordered:
+            return
+        rest = np.arange(self._ordered, len(self.scores))
+        rest_scores = self.scores[rest]
+        wanted = end - self._ordered
+        if wanted < rest.size:
+            # every score above the wanted-th best, then ties at it in their given order
+            threshold = -np.partition(-rest_scores, wanted - 1)[wanted - 1]
+            above = np.flatnonzero(rest_scores > threshold)
+            ties = np.flatnonzero(rest_scores == threshold)[: wanted - above.size]
+            chosen = np.concatenate([above, ties])
+        else:
+            chosen = np.arange(rest.size)
+        chosen = chosen[np.lexsort((chosen, -rest_scores[chosen]))]
+        others = np.ones(rest.size, dtype=bool)
+        others[chosen] = False
+        order = np.concatenate([rest[chosen], rest[others]])
+        self.product_ids[self._ordered :] = self.product_ids[order]
+        self.scores[self._ordered :] = self.scores[order]
+        self._ordered = end
 
     def __getitem__(self, window: slice) -> list[Candidate]:
-        ids, scores = self.product_ids[window].tolist(), self.scores[window].tolist()
+        start, stop, _ = window.indices(self._length)
+        self._order_prefix(stop)
+        ids, scores = self.product_ids[start:stop].tolist(), self.scores[start:stop].tolist()
         return [
             Candidate(pid, score, self.reasons.get(pid, self.default_reason))
             for pid, score in zip(ids, scores, strict=True)

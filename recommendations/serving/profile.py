@@ -11,7 +11,7 @@ from tenants.models import Store
 
 def history_get(*, store: Store, user_id: str, lookup: answer_cache.Lookup | None) -> History:
     if lookup is not None and lookup.profile is not None:
-        return History.from_members(lookup.profile)
+        return History.from_records(lookup.profile)
     rows = user_history(store=store, user_id=user_id, limit=answer_cache.PROFILE_EVENTS)
     entries = [profile_entry(r.id, r.product_id, r.type, r.session_id, r.timestamp) for r in rows]
     if lookup is not None and lookup.shopper_generation is not None:

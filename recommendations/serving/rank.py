@@ -33,7 +33,8 @@ def rank(request: ServingRequest, user_id: str, product_ids: Any) -> Answer:
         if personal is None:
             scores, reason, source = model.popularity, "popularity", f"trending:{model.source} (unknown user)"
         else:
-            full = personal[0].toarray().ravel() + model.parameter("popularity_weight") * model.popularity
+            full = model.parameter("popularity_weight") * model.popularity.astype(np.float32)
+            full[personal.indices] += personal.values
             scores, reason, source = full, "personal score", model.source
     items = []
     for position_in_input, external_id in enumerate(pid for pid in wanted if pid in found):

@@ -269,3 +269,32 @@ def test_row_entries_are_the_rows_stored_entries():
     rebuilt = np.zeros((rows.size, 40), np.float32)
     rebuilt[owner, columns] = values
     assert np.array_equal(rebuilt, matrix[rows].toarray())
+
+
+def test_the_history_vector_and_one_row_scores_equal_the_matrix_forms():
+    from recommendations.engine.recommender import (
+        history_vector,
+        personal_scores_one,
+        personal_scores_sparse,
+    )
+
+    rng = np.random.default_rng(7)
+    neighbours = sp.random(300, 300, density=0.05, random_state=3, dtype=np.float32, format="csr")
+    for _ in range(200):
+        size = int(rng.integers(1, 60))
+        items = rng.integers(0, 40, size=size)  # many repeats
+        weights = rng.choice([0.5, 1.0, 3.0, 5.0], size=size).astype(np.float32)
+        decay = float(rng.uniform(0.3, 0.99))
+        # the matrix form as serving built it before (scipy's COO -> CSR, then sum_duplicates)
+        factors = np.power(decay, np.arange(size - 1, -1, -1, dtype=np.float64)).astype(np.float32)
+        row = sp.csr_matrix((weights * factors, (np.zeros(size, np.int64), items)), shape=(1, 300))
+        row.sum_duplicates()
+        indices, values = history_vector(items, weights, decay=decay)
+        assert indices.tolist() == row.indices.tolist()
+        # equal up to the order in which float32 sums the repeats of an item
+        np.testing.assert_allclose(values, row.data, rtol=1e-6)
+        repeat = float(rng.choice([0.0, 0.3]))
+        one = personal_scores_one(indices, values, neighbours, repeat_weight=repeat)
+        same_row = sp.csr_matrix((values, indices, [0, indices.size]), shape=(1, 300))
+        matrix = personal_scores_sparse(same_row, neighbours, repeat_weight=repeat)
+        assert one[0].tolist() == matrix.indices.tolist() and one[1].tobytes() == matrix.data.tobytes()
