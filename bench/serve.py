@@ -186,18 +186,19 @@ def drive(
 
 
 WRK_SCRIPT = r"""
-local paths, counter, distinct, salt = {}, 0, false, "0"
+local paths, counter, distinct, salt = {}, 0, false, ""
+index = 0  -- set per thread by setup()
 hits, errors = 0, 0
 local threads = {}
 function setup(thread)
   table.insert(threads, thread)
-  thread:set("salt", tostring(#threads))
+  thread:set("index", #threads)
 end
 function init(args)
   for line in io.lines(args[1]) do paths[#paths + 1] = line end
   distinct = args[2] == "1"
-  salt = args[3] .. "." .. salt
-  counter = (tonumber(string.sub(salt, -2)) or 1) * 7919 % #paths
+  salt = args[3] .. "." .. index
+  counter = (index * 7919) % #paths
 end
 function request()
   counter = counter + 1
@@ -236,9 +237,12 @@ def drive_wrk(port: int, key: str, paths: list[str], clients: int, seconds: floa
             ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "10s",
              "-H", f"Authorization: Bearer {key}", "-s", str(script), f"http://127.0.0.1:{port}",
              "--", str(listing), "1" if distinct else "0", str(time.time_ns())],
-            capture_output=True, text=True, check=True,
-        ).stdout  # fmt: skip
-    line = next(line for line in out.splitlines() if line.startswith("RESULT"))
+            capture_output=True, text=True,
+        )  # fmt: skip
+    if out.returncode != 0 or "RESULT" not in out.stdout:
+        raise RuntimeError(f"wrk failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    out = out.stdout
+    line = next(line for line in out.splitlines() if line.startswith("RESULT"))  # type: ignore[union-attr]
     requests, duration, p50, p95, p99, hits, errors = (int(v) for v in line.split()[1:])
     return {"rps": round(requests / (duration / 1e6)), "p50_ms": round(p50 / 1000, 2),
             "p95_ms": round(p95 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "errors": errors,

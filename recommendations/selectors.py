@@ -4,6 +4,7 @@ active version through `trained_model_active`), and the event-type weights every
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,12 @@ from tenants.models import Store
 def event_type_weights(overrides: dict[str, Any] | None) -> np.ndarray:
     """The weight of each event type, indexed by its stored value: the defaults with the store's
     overrides (StoreSettings.event_weights). Training, global training and serving all read it."""
-    merged = {**DEFAULT_EVENT_WEIGHTS, **(overrides or {})}
+    return _event_type_weights(tuple(sorted((overrides or {}).items()))).copy()
+
+
+@lru_cache(maxsize=1024)
+def _event_type_weights(overrides: tuple[tuple[str, Any], ...]) -> np.ndarray:
+    merged = {**DEFAULT_EVENT_WEIGHTS, **dict(overrides)}
     weights = np.ones(max(EventType.values) + 1, dtype=np.float32)
     for value, label in EventType.choices:
         weights[value] = float(merged.get(label, 1.0))

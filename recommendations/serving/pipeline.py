@@ -154,19 +154,21 @@ def eligible(catalog: LoadedCatalog, positions: np.ndarray, options: Options) ->
     return keep
 
 
-def hydrate(source: CatalogSource, candidates: list[Candidate], options: Options) -> list[Hydrated]:
-    """The candidates that are active and pass the filters, in candidate order."""
+def hydrate(
+    source: CatalogSource, candidates: list[Candidate], options: Options, at_most: int | None = None
+) -> list[Hydrated]:
+    """The candidates that are active and pass the filters, in candidate order (the first `at_most`)."""
     if not candidates:
         return []
     ids = np.fromiter((c.product_id for c in candidates), np.int64, len(candidates))
     catalog = source.covering(ids)
     positions = catalog.positions(ids)
-    keep = eligible(catalog, positions, options)
+    kept = np.flatnonzero(eligible(catalog, positions, options))[:at_most].tolist()
+    found = positions.tolist()
     return [
-        Hydrated(c.product_id, catalog.external_ids[p], catalog.top_category[p], catalog.brands_of(p),
-                 c.score, c.reason)
-        for c, p, ok in zip(candidates, positions.tolist(), keep.tolist(), strict=True)
-        if ok
+        Hydrated(candidates[i].product_id, catalog.external_ids[found[i]], catalog.top_category[found[i]],
+                 catalog.brands_of(found[i]), candidates[i].score, candidates[i].reason)
+        for i in kept
     ]  # fmt: skip
 
 
@@ -185,11 +187,17 @@ def finish(
     picked: list[Hydrated] = []
     chunk = max(wanted * 5, 50)
     start = 0
+    # without boosts, a cap, diversity or pins the answer is the first `wanted` eligible candidates: the
+    # rest of a chunk need not be made into items
+    plain = not (settings.boosts or options.max_per_category or options.diversity > 0 or settings.pins)
     # narrow filters or a per-category cap may drop most candidates: look further down the list, a
     # bounded number of times
     for _ in range(4):
-        picked += hydrate(catalog, ranked[start : start + chunk], options)
+        at_most = wanted - len(picked) if plain else None
+        picked += hydrate(catalog, ranked[start : start + chunk], options, at_most)
         start += chunk
+        if plain and len(picked) >= wanted:
+            break
         if len(_cap(picked, options.max_per_category)) >= wanted * 3 or start >= len(ranked):
             break
         chunk *= 4
