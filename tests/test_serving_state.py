@@ -217,3 +217,27 @@ def _memory_mapped(array) -> bool:
             return True
         array = getattr(array, "base", None)
     return False
+
+
+def test_ranked_orders_each_prefix_as_a_full_stable_sort_would():
+    from recommendations.serving.pipeline import Ranked
+
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        size = int(rng.integers(1, 400))
+        scores = rng.choice([0.1, 0.2, 0.25, 0.5, 1.0], size=size).astype(np.float32)  # many ties
+        positions = np.sort(rng.choice(10_000, size=size, replace=False))
+        shuffled = rng.permutation(size)  # the order given need not be the tie order
+        ranked = Ranked(
+            positions[shuffled] + 7, scores[shuffled], "r", presorted=False, at_most=300,
+            tiebreak=positions[shuffled],
+        )  # fmt: skip
+        expected = np.argsort(-scores, kind="stable")[:300]  # ties by position: positions are sorted
+        got = []
+        start = 0
+        for width in (3, 17, 50, 1000):
+            ids, got_scores = ranked.window(start, start + width)
+            got += ids.tolist()
+            start += width
+        assert got == (positions[expected] + 7).tolist()
+        assert len(ranked) == min(size, 300)

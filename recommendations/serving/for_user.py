@@ -108,19 +108,25 @@ def personal_scores(
 def ranked_personal(model: ServingModel, personal: PersonalScores, default_reason: str) -> Ranked:
     """The best TOP_CANDIDATES items by full score. Only items with a personal score or among the
     TOP_CANDIDATES most popular can be there (the rest score popularity alone, below those), so only they
-    are scored: a few thousand instead of the whole catalog."""
-    chosen = np.zeros(len(model.products), dtype=bool)  # a mask beats a sorted union here
-    chosen[model.popularity_order[:TOP_CANDIDATES]] = True
-    chosen[personal.indices] = True
-    candidates = np.flatnonzero(chosen)
-    scores = model.parameter("popularity_weight") * model.popularity[candidates].astype(np.float32)
-    scores[np.searchsorted(candidates, personal.indices)] += personal.values
+    are scored: a few thousand instead of the whole catalog. Ties go to the lower model position."""
+    weight = np.float32(model.parameter("popularity_weight"))
+    top = model.top_popular  # sorted positions
+    scores_top = weight * model.popularity[top].astype(np.float32)
+    at = np.searchsorted(top, personal.indices)
+    inside = at < top.size
+    inside[inside] = top[at[inside]] == personal.indices[inside]
+    scores_top[at[inside]] += personal.values[inside]
+    outside = personal.indices[~inside]
+    scores_out = weight * model.popularity[outside].astype(np.float32) + personal.values[~inside]
+    candidates = np.concatenate([top, outside])
+    scores = np.concatenate([scores_top, scores_out])
     keep = np.isfinite(scores) & (scores > 0)
     candidates, scores = candidates[keep], scores[keep]
     # ordered only as far as the request looks (Ranked sorts the prefix it is asked for)
     return Ranked(
-        model.products.ids[candidates], scores, default_reason, presorted=False, at_most=TOP_CANDIDATES
-    )
+        model.products.ids[candidates], scores, default_reason,
+        presorted=False, at_most=TOP_CANDIDATES, tiebreak=candidates,
+    )  # fmt: skip
 
 
 def _because(

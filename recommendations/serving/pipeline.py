@@ -17,17 +17,10 @@ from recommendations.serving.state import CatalogSource, LoadedCatalog, ServingM
 from tenants.models import StoreSettings
 
 
-@dataclass(frozen=True)
-class Candidate:
-    product_id: int  # internal id
-    score: float
-    reason: str
-
-
 class Ranked:
-    """Candidates in rank order (score descending, ties in the order given), as arrays. Given unsorted,
-    only the prefix a request looks at is ordered (a partition, then a sort of that prefix: the same
-    order a full stable sort gives). Candidate objects are made only for the slices looked at."""
+    """Candidates in rank order: score descending, ties by `tiebreak` ascending (by default the order
+    given). Given unsorted, only the prefix a request looks at is ordered (a partition, then a sort of that
+    prefix: the order a full sort gives). Read in windows of arrays; items are made only of what is kept."""
 
     def __init__(
         self,
@@ -38,11 +31,13 @@ class Ranked:
         *,
         presorted: bool = True,
         at_most: int | None = None,
+        tiebreak: np.ndarray | None = None,
     ):
         self.product_ids = np.asarray(product_ids, dtype=np.int64)
         self.scores = np.asarray(scores, dtype=np.float64)
         self.default_reason = default_reason
         self.reasons = reasons or {}
+        self.tiebreak = np.arange(len(self.product_ids)) if tiebreak is None else np.asarray(tiebreak)
         self._ordered = len(self.product_ids) if presorted else 0
         self._length = len(self.product_ids) if at_most is None else min(at_most, len(self.product_ids))
 
@@ -64,33 +59,36 @@ class Ranked:
         end = min(end, self._length)
         if end <= self._ordered:
             return
-        rest = np.arange(self._ordered, len(self.scores))
-        rest_scores = self.scores[rest]
-        wanted = end - self._ordered
-        if wanted < rest.size:
-            # every score above the wanted-th best, then ties at it in their given order
+        begin = self._ordered
+        rest_scores = self.scores[begin:]
+        rest_ties = self.tiebreak[begin:]
+        wanted = end - begin
+        if wanted < rest_scores.size:
+            # every score above the wanted-th best, then the ties at it that come first
             threshold = -np.partition(-rest_scores, wanted - 1)[wanted - 1]
             above = np.flatnonzero(rest_scores > threshold)
-            ties = np.flatnonzero(rest_scores == threshold)[: wanted - above.size]
+            ties = np.flatnonzero(rest_scores == threshold)
+            ties = ties[np.argsort(rest_ties[ties], kind="stable")][: wanted - above.size]
             chosen = np.concatenate([above, ties])
         else:
-            chosen = np.arange(rest.size)
-        chosen = chosen[np.lexsort((chosen, -rest_scores[chosen]))]
-        others = np.ones(rest.size, dtype=bool)
+            chosen = np.arange(rest_scores.size)
+        chosen = chosen[np.lexsort((rest_ties[chosen], -rest_scores[chosen]))]
+        others = np.ones(rest_scores.size, dtype=bool)
         others[chosen] = False
-        order = np.concatenate([rest[chosen], rest[others]])
-        self.product_ids[self._ordered :] = self.product_ids[order]
-        self.scores[self._ordered :] = self.scores[order]
+        order = begin + np.concatenate([chosen, np.flatnonzero(others)])
+        self.product_ids[begin:] = self.product_ids[order]
+        self.scores[begin:] = self.scores[order]
+        self.tiebreak[begin:] = self.tiebreak[order]
         self._ordered = end
 
-    def __getitem__(self, window: slice) -> list[Candidate]:
-        start, stop, _ = window.indices(self._length)
+    def window(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+        """(product ids, scores) of ranks start to stop."""
+        stop = min(stop, self._length)
         self._order_prefix(stop)
-        ids, scores = self.product_ids[start:stop].tolist(), self.scores[start:stop].tolist()
-        return [
-            Candidate(pid, score, self.reasons.get(pid, self.default_reason))
-            for pid, score in zip(ids, scores, strict=True)
-        ]
+        return self.product_ids[start:stop], self.scores[start:stop]
+
+    def reason(self, product_id: int) -> str:
+        return self.reasons.get(product_id, self.default_reason)
 
 
 @dataclass(frozen=True)
@@ -155,21 +153,28 @@ def eligible(catalog: LoadedCatalog, positions: np.ndarray, options: Options) ->
 
 
 def hydrate(
-    source: CatalogSource, candidates: list[Candidate], options: Options, at_most: int | None = None
+    source: CatalogSource,
+    ids: np.ndarray,
+    scores: np.ndarray,
+    reason: Callable[[int], str],
+    options: Options,
+    at_most: int | None = None,
 ) -> list[Hydrated]:
     """The candidates that are active and pass the filters, in candidate order (the first `at_most`)."""
-    if not candidates:
+    if not len(ids):
         return []
-    ids = np.fromiter((c.product_id for c in candidates), np.int64, len(candidates))
     catalog = source.covering(ids)
     positions = catalog.positions(ids)
-    kept = np.flatnonzero(eligible(catalog, positions, options))[:at_most].tolist()
-    found = positions.tolist()
-    return [
-        Hydrated(candidates[i].product_id, catalog.external_ids[found[i]], catalog.top_category[found[i]],
-                 catalog.brands_of(found[i]), candidates[i].score, candidates[i].reason)
-        for i in kept
-    ]  # fmt: skip
+    kept = np.flatnonzero(eligible(catalog, positions, options))[:at_most]
+    out = []
+    for product_id, position, score in zip(
+        ids[kept].tolist(), positions[kept].tolist(), scores[kept].tolist(), strict=True
+    ):
+        out.append(
+            Hydrated(product_id, catalog.external_ids[position], catalog.top_category[position],
+                     catalog.brands_of(position), score, reason(product_id))
+        )  # fmt: skip
+    return out
 
 
 def finish(
@@ -194,7 +199,8 @@ def finish(
     # bounded number of times
     for _ in range(4):
         at_most = wanted - len(picked) if plain else None
-        picked += hydrate(catalog, ranked[start : start + chunk], options, at_most)
+        ids, scores = ranked.window(start, start + chunk)
+        picked += hydrate(catalog, ids, scores, ranked.reason, options, at_most)
         start += chunk
         if plain and len(picked) >= wanted:
             break
@@ -206,7 +212,12 @@ def finish(
     picked = _pin(catalog, settings.pins or {}, surface, picked, options)[:wanted]
     if explain is not None:  # reasons worked out for the few items answered, not every candidate
         reasons = explain([item.product_id for item in picked])
-        picked = [replace(item, reason=reasons.get(item.product_id, item.reason)) for item in picked]
+        picked = [
+            Hydrated(
+                i.product_id, i.external_id, i.category, i.brand, i.score, reasons.get(i.product_id, i.reason)
+            )
+            for i in picked
+        ]
     return Answer(
         source,
         [
@@ -282,10 +293,11 @@ def _pin(
     if not wanted:
         return items
     internal_ids = catalog.internal_ids([str(pin.get("id")) for pin in wanted])
+    pinned_ids = np.fromiter(internal_ids.values(), np.int64, len(internal_ids))
     eligible_pins = {
         h.external_id: h
         for h in hydrate(
-            catalog, [Candidate(pid, 0.0, "pinned by the merchant") for pid in internal_ids.values()], options
+            catalog, pinned_ids, np.zeros(pinned_ids.size), lambda _: "pinned by the merchant", options
         )
     }
     out = [item for item in items if item.external_id not in eligible_pins]

@@ -53,11 +53,13 @@ class ServingModel:
     category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     category_items: dict[str, np.ndarray] = field(default_factory=dict)
+    top_popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted positions
     nbytes: int = 0
 
     def __post_init__(self) -> None:
         order = np.argsort(-self.popularity, kind="stable")
         self.popularity_order = order[self.popularity[order] > 0]
+        self.top_popular = np.sort(self.popularity_order[:TOP_CANDIDATES])
         # category level -> its items, so that a category's trending is a numpy mask
         members: dict[str, list[int]] = {}
         for index, path in enumerate(self.category_paths.tolist()):
