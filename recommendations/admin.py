@@ -6,11 +6,21 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from core.errors import ApiError
+from core.svg import bar_chart, line_chart
+from events.selectors import events_per_day
 from recommendations.models import GlobalModel, NetworkSlice, TrainedModel, TrainingRun
+from recommendations.selectors import trained_model_list, training_run_list
 from recommendations.services import trained_model_activate
+from tenants.admin import StoreAdmin
+from tenants.models import Store
+from tenants.selectors import store_settings_get
 
 
 @admin.register(TrainingRun)
@@ -136,3 +146,69 @@ def train_now(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None
             messages.success(request, f"{store.slug}: training run {run.id} queued.")
         except ApiError as error:
             messages.warning(request, f"{store.slug}: {error.message}")
+
+
+admin.site.unregister(Store)
+
+
+@admin.register(Store)
+class StoreDashboardAdmin(StoreAdmin):
+    """The store admin of the tenants app, with what this app adds: the store's dashboard (events per
+    day, hold-out quality per model version, runs and versions) and "train now"."""
+
+    list_display = (*StoreAdmin.list_display, "dashboard_link")
+    actions = [*StoreAdmin.actions, "train_now"]
+
+    @admin.display(description="dashboard")
+    def dashboard_link(self, obj: Store) -> str:
+        return format_html(
+            '<a href="{}">charts and runs</a>', reverse("admin:tenants_store_dashboard", args=[obj.pk])
+        )
+
+    def get_urls(self) -> list:
+        own = [
+            path("<int:store_id>/dashboard/", self.admin_site.admin_view(self.dashboard_view),
+                 name="tenants_store_dashboard"),
+            path("<int:store_id>/train/", self.admin_site.admin_view(self.train_view),
+                 name="tenants_store_train"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def dashboard_view(self, request: HttpRequest, store_id: int) -> HttpResponse:
+        store = get_object_or_404(Store, pk=store_id)
+        versions = sorted(trained_model_list(store=store), key=lambda row: row["version"])
+        quality = {
+            "NDCG@10": [(f"v{r['version']}", float(r["metrics"].get("ndcg@10", 0))) for r in versions],
+            "coverage": [(f"v{r['version']}", float(r["metrics"].get("coverage", 0))) for r in versions],
+        }
+        active = next((row for row in versions if row["is_active"]), None)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"{store.slug}: dashboard",
+            "store": store,
+            "settings": store_settings_get(store=store),
+            "events_chart": bar_chart(events_per_day(store=store), title="events per day (last 60 days)"),
+            "quality_chart": line_chart(quality, title="hold-out quality per model version"),
+            "runs": training_run_list(store=store),
+            "versions": [
+                {
+                    **row,
+                    "ndcg": row["metrics"].get("ndcg@10"),
+                    "recall": row["metrics"].get("recall@10"),
+                    "coverage": row["metrics"].get("coverage"),
+                }
+                for row in reversed(versions)
+            ],  # fmt: skip
+            "active": active,
+            "active_ndcg": active["metrics"].get("ndcg@10") if active else None,
+        }
+        return TemplateResponse(request, "admin/tenants/store/dashboard.html", context)
+
+    def train_view(self, request: HttpRequest, store_id: int) -> HttpResponse:
+        if request.method == "POST":
+            train_now(self, request, Store.objects.filter(pk=store_id))
+        return redirect("admin:tenants_store_dashboard", store_id)
+
+    @admin.action(description="Train now")
+    def train_now(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:
+        train_now(self, request, queryset)

@@ -7,11 +7,7 @@ from typing import Any
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect
-from django.template.response import TemplateResponse
-from django.urls import path, reverse
-from django.utils.html import format_html
+from django.http import HttpRequest
 
 from tenants.models import ApiKey, Store, StoreSettings
 from tenants.services import api_key_issue, api_key_revoke, store_update
@@ -36,66 +32,13 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Store)
 class StoreAdmin(admin.ModelAdmin):
-    list_display = ("slug", "name", "currency", "is_active", "created_at", "dashboard_link")
+    """Stores, their settings and keys. The recommendations admin extends it with the store's dashboard
+    (charts, runs, versions) and "train now": this app knows nothing of models."""
+
+    list_display: tuple[str, ...] = ("slug", "name", "currency", "is_active", "created_at")
     search_fields = ("slug", "name")
     inlines = [StoreSettingsInline, ApiKeyInline]
-    actions = ["issue_api_key", "train_now", "toggle_network_sharing"]
-
-    @admin.display(description="dashboard")
-    def dashboard_link(self, obj: Store) -> str:
-        return format_html(
-            '<a href="{}">charts and runs</a>', reverse("admin:tenants_store_dashboard", args=[obj.pk])
-        )
-
-    def get_urls(self) -> list:
-        own = [
-            path("<int:store_id>/dashboard/", self.admin_site.admin_view(self.dashboard_view),
-                 name="tenants_store_dashboard"),
-            path("<int:store_id>/train/", self.admin_site.admin_view(self.train_view),
-                 name="tenants_store_train"),
-        ]  # fmt: skip
-        return own + super().get_urls()
-
-    def dashboard_view(self, request: HttpRequest, store_id: int) -> HttpResponse:
-        from core.svg import bar_chart, line_chart
-        from events.selectors import events_per_day
-        from recommendations.selectors import trained_model_list, training_run_list
-
-        store = get_object_or_404(Store, pk=store_id)
-        versions = sorted(trained_model_list(store=store), key=lambda row: row["version"])
-        quality = {
-            "NDCG@10": [(f"v{r['version']}", float(r["metrics"].get("ndcg@10", 0))) for r in versions],
-            "coverage": [(f"v{r['version']}", float(r["metrics"].get("coverage", 0))) for r in versions],
-        }
-        active = next((row for row in versions if row["is_active"]), None)
-        context = {
-            **self.admin_site.each_context(request),
-            "title": f"{store.slug}: dashboard",
-            "store": store,
-            "settings": StoreSettings.objects.get_or_create(store=store)[0],
-            "events_chart": bar_chart(events_per_day(store=store), title="events per day (last 60 days)"),
-            "quality_chart": line_chart(quality, title="hold-out quality per model version"),
-            "runs": training_run_list(store=store),
-            "versions": [
-                {
-                    **row,
-                    "ndcg": row["metrics"].get("ndcg@10"),
-                    "recall": row["metrics"].get("recall@10"),
-                    "coverage": row["metrics"].get("coverage"),
-                }
-                for row in reversed(versions)
-            ],  # fmt: skip
-            "active": active,
-            "active_ndcg": active["metrics"].get("ndcg@10") if active else None,
-        }
-        return TemplateResponse(request, "admin/tenants/store/dashboard.html", context)
-
-    def train_view(self, request: HttpRequest, store_id: int) -> HttpResponse:
-        from recommendations.admin import train_now
-
-        if request.method == "POST":
-            train_now(self, request, Store.objects.filter(pk=store_id))
-        return redirect("admin:tenants_store_dashboard", store_id)
+    actions: list[Any] = ["issue_api_key", "toggle_network_sharing"]
 
     @admin.action(description="Turn network sharing on or off")
     def toggle_network_sharing(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:
@@ -103,12 +46,6 @@ class StoreAdmin(admin.ModelAdmin):
             current = StoreSettings.objects.get_or_create(store=store)[0].share_network
             store_update(store=store, data={"share_network": not current})
             messages.success(request, f"{store.slug}: network sharing {'off' if current else 'on'}.")
-
-    @admin.action(description="Train now")
-    def train_now(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:
-        from recommendations.admin import train_now
-
-        train_now(self, request, queryset)
 
     def save_model(self, request: HttpRequest, obj: Store, form: Any, change: bool) -> None:
         super().save_model(request, obj, form, change)

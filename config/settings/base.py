@@ -49,6 +49,7 @@ INSTALLED_APPS = [
     "catalog",
     "events",
     "recommendations",
+    "operations",
 ]
 
 MIDDLEWARE = [

@@ -86,7 +86,7 @@ class Command(BaseCommand):
         from django.contrib.auth import get_user_model
 
         from recommendations.services import training_run_create
-        from tenants.demo import demo_store_create
+        from operations.demo import demo_store_create
         from tenants.models import Store
 
         stored: dict[str, Any] = {}
