@@ -1,6 +1,7 @@
 # The two commands: `make run` (the whole system with demo data) and `make test` (the test suite).
 PYTHON ?= python3
 VENV := .venv
+TYPED := config core tenants catalog events recommendations operations
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
@@ -28,12 +29,14 @@ $(BROWSER_STAMP):
 	fi
 	mkdir -p .local && touch $@
 
-test: $(STAMP) $(BROWSER_STAMP)
+# the lint and the type check run first: CI holds them as it holds the tests
+test: $(STAMP) $(BROWSER_STAMP) lint
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy $(TYPED)
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

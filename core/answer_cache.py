@@ -35,7 +35,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -293,7 +293,7 @@ def shoppers_changed(store: Any, user_ids: Iterable[str]) -> None:
         logger.warning("answer cache unreachable; could not invalidate %d shoppers of %s", len(ids), store.id)
 
 
-ProfileEntry = tuple[float, bytes]  # (score: the event's time in µs, member: the packed event)
+ProfileEntry = tuple[int, bytes]  # (score: the event's time in µs, member: the packed event)
 
 
 def profiles_changed(store: Any, entries: dict[str, list[ProfileEntry] | None]) -> None:
@@ -416,7 +416,7 @@ def _evalsha(client: redis.Redis, keys: list[str], args: list[Any], script: Any 
         return script(keys=keys, args=args, client=client)
 
 
-def request_key(meta: dict[str, Any]) -> str:
+def request_key(meta: Mapping[str, Any]) -> str:
     """What names a request's answer within its store (and shopper): its path and query string as sent.
     Computed from the WSGI environ (Django's `request.META`), the same on the fast path and the full one."""
     return f"{meta.get('PATH_INFO', '')}?{meta.get('QUERY_STRING', '')}"

@@ -14,7 +14,7 @@ from rest_framework.response import Response
 class ApiError(Exception):
     """An error a client can act on: machine-readable code, human message, optional details."""
 
-    status_code = status.HTTP_400_BAD_REQUEST
+    status_code: int = status.HTTP_400_BAD_REQUEST
 
     def __init__(self, code: str, message: str, *, details: Any = None, status_code: int | None = None):
         super().__init__(message)
@@ -26,7 +26,7 @@ class ApiError(Exception):
 
 
 class NotFound(ApiError):
-    status_code = status.HTTP_404_NOT_FOUND
+    status_code: int = status.HTTP_404_NOT_FOUND
 
     def __init__(self, message: str = "not found"):
         super().__init__("not_found", message)

@@ -43,6 +43,11 @@ ANSWERS_CACHED = Counter(
     "Answers of cached surfaces: hit (served from the cache, on the fast path or by the view) or miss",
     ["surface", "outcome"],
 )
+SERVING_LOADS = Counter(
+    "recsys_serving_loads_total",
+    "Models and catalogs loaded into a web process (a model version once per process while it fits)",
+    ["kind"],
+)
 EVENTS_INGESTED = Counter("recsys_events_ingested_total", "Events received, by outcome", ["outcome"])
 TRAINING_SECONDS = Histogram(
     "recsys_training_seconds", "Training run duration", buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600)

@@ -92,6 +92,7 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
             f"type must be one of {', '.join(EVENT_TYPE_BY_NAME)}; got {event_type!r}"[:300],
         )
     channel = row.get("channel")
+    channel_code: int | None
     if channel is None:
         channel_code = Channel.WEB
     else:

@@ -187,7 +187,10 @@ class StoreDashboardAdmin(StoreAdmin):
             "title": f"{store.slug}: dashboard",
             "store": store,
             "settings": store_settings_get(store=store),
-            "events_chart": bar_chart(events_per_day(store=store), title="events per day (last 60 days)"),
+            "events_chart": bar_chart(
+                [(day, float(n)) for day, n in events_per_day(store=store)],
+                title="events per day (last 60 days)",
+            ),
             "quality_chart": line_chart(quality, title="hold-out quality per model version"),
             "runs": training_run_list(store=store),
             "versions": [

@@ -36,7 +36,8 @@ class _SurfaceApi(StoreScopedAPIView):
         response = HttpResponse(served.body, content_type="application/json")
         outcome = "hit" if served.cached else "miss"
         response["X-Answer-Cache"] = outcome
-        answer_cache_counter(request.resolver_match.url_name or "other", outcome).inc()
+        match = request.resolver_match
+        answer_cache_counter((match.url_name if match else None) or "other", outcome).inc()
         return response
 
 

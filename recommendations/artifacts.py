@@ -24,7 +24,7 @@ def artifact_dump(arrays: dict[str, np.ndarray | sp.spmatrix]) -> bytes:
         else:
             flat[name] = np.asarray(value)
     buffer = io.BytesIO()
-    np.savez(buffer, **flat)  # uncompressed: every serving process loads it, and loading must be quick
+    np.savez(buffer, **flat)  # type: ignore[arg-type]  # numpy's stub types **kwds as allow_pickle  # uncompressed: every serving process loads it, and loading must be quick
     return buffer.getvalue()
 
 

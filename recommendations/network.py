@@ -247,8 +247,8 @@ def network_slice_for(*, store: Store, product_ids: np.ndarray) -> tuple[sp.csr_
     if row is None:
         return None, None
     try:
-        arrays = artifact_load(row[0])
-        ids, matrix = np.asarray(arrays["product_ids"], dtype=np.int64), arrays["matrix"].tocoo()
+        arrays = artifact_load(bytes(row[0]))
+        ids, matrix = np.asarray(arrays["product_ids"], dtype=np.int64), sp.coo_matrix(arrays["matrix"])
     except (ArtifactError, KeyError, AttributeError):
         # the store trains on its own; the next global training writes a new slice
         logger.warning(

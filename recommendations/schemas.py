@@ -12,7 +12,9 @@ class RecommendedItemSerializer(serializers.Serializer):
 
 class RecommendationsSerializer(serializers.Serializer):
     recommendation_id = serializers.CharField(help_text="cite it as recommendation_id in later events")
-    source = serializers.CharField(help_text="the model version or fallback that served the answer")
+    source = serializers.CharField(  # type: ignore[assignment]  # a field named like Field.source
+        help_text="the model version or fallback that served the answer"
+    )
     items = RecommendedItemSerializer(many=True)
 
 

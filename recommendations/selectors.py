@@ -93,7 +93,7 @@ def trained_model_list(*, store: Store) -> list[dict[str, Any]]:
         "version", "kind", "is_active", "metrics", "parameters", "n_items", "n_users", "n_events",
         "artifact_bytes", "created_at", "activated_at",
     )  # fmt: skip
-    return list(rows)
+    return [dict(row) for row in rows]
 
 
 def training_run_list(*, store: Store, limit: int = 20) -> list[TrainingRun]:

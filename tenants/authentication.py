@@ -155,7 +155,7 @@ class StoreScopedAPIView(APIView):
     def initial(self, request: Request, *args: Any, **kwargs: Any) -> None:
         self._bound_store: Store | None = None
         super().initial(request, *args, **kwargs)  # authentication and permissions run here
-        self._bound_store = request.auth.store
+        self._bound_store = request.auth.store  # type: ignore[union-attr]  # HasScope made it an ApiKey
         store_var.set(self._bound_store.slug)  # every log line of this request names the store
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,7 +149,7 @@ def _blend_weights_problem(weights: dict[str, Any]) -> str | None:
     return None
 
 
-SHAPE_CHECKS = {
+SHAPE_CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pins": _pins_problem,
     "boosts": _boosts_problem,
     "event_weights": _event_weights_problem,
@@ -176,7 +177,7 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
             errors[field] = "unknown setting"
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             errors[field] = f"must be of type {expected.__name__}"  # type: ignore[union-attr]
-        elif field == "retrain_interval_hours" and not 1 <= value <= 24 * 365:
+        elif field == "retrain_interval_hours" and not 1 <= value <= 24 * 365:  # type: ignore[operator]
             errors[field] = "must be between 1 and 8760"
         elif field in SHAPE_CHECKS and (problem := SHAPE_CHECKS[field](value)):
             errors[field] = problem

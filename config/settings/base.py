@@ -90,7 +90,7 @@ if os.environ.get("DATABASE_URL"):
     EMBEDDED_POSTGRES = False
 else:
     DATABASES = {
-        "default": {"ENGINE": "django.db.backends.postgresql", **embedded.ensure_postgres(DATABASE_NAME)}
+        "default": {"ENGINE": "django.db.backends.postgresql", **embedded.ensure_postgres(DATABASE_NAME)}  # type: ignore[typeddict-item]
     }
     EMBEDDED_POSTGRES = True
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("CONN_MAX_AGE", "60"))

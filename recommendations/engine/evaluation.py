@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -138,7 +139,7 @@ def grid(**options: Iterable) -> list[dict]:
 
 
 def tune(
-    make_model: Callable[..., object],
+    make_model: Callable[..., Any],
     holdout: HoldOut,
     *,
     fit_params: dict,

@@ -67,8 +67,8 @@ def fit_store_model(
     None when the store does not share or no global model exists. `fixed_share` skips choosing the share
     (a merchant's explicit setting)."""
     holdout, protocol = validation_split(interactions)
-    fit_params = {"interaction_half_life_days": interaction_half_life_days}
-    best: dict[str, float] = {
+    fit_params: dict[str, Any] = {"interaction_half_life_days": interaction_half_life_days}
+    best: dict[str, Any] = {
         "history_decay": 0.5,
         "sequence_weight": 3.0,
         "repeat_weight": 1.0 if repeats else 0.0,
@@ -83,7 +83,7 @@ def fit_store_model(
     tried: dict[float, float] = {}
     metrics: dict[str, Any] = {"users": 0}
     can_validate = holdout is not None and len(holdout.users) >= MIN_USERS_TO_TUNE and len(holdout.train) > 0
-    if can_validate:
+    if can_validate and holdout is not None:
         search = grid(
             history_decay=[0.3, 0.6, 1.0],
             sequence_weight=[0.0, 3.0],
@@ -110,7 +110,7 @@ def fit_store_model(
             k=10,
             max_users=EVALUATION_USERS,
         ).as_dict(10)
-        metrics["protocol"] = protocol
+        metrics["protocol"] = protocol  # type: ignore[assignment]  # a label among the figures
         if has_network and 0.0 in tried:
             metrics["ndcg@10_store_only"] = round(tried[0.0], 5)
     progress(0.6, "fitting on all events")

@@ -26,6 +26,7 @@ import scipy.sparse as sp
 from django.conf import settings
 
 from catalog.selectors import CatalogColumns, product_columns, product_internal_ids
+from core.observability import SERVING_LOADS
 from recommendations.artifacts import CATEGORY_SEPARATOR, ArtifactError, artifact_load
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.recommender import SequentialItemKNN
@@ -217,6 +218,7 @@ class ModelResidency:
                 logger.warning("model %s cannot be served: %s", row.model_id, error)
                 return None  # a broken artifact falls back like a missing one
             self.loads += 1
+            SERVING_LOADS.labels("model").inc()
             self.models.put(row.model_id, model)
             return model
 
@@ -382,6 +384,7 @@ class ServingState:
                 return entry[1]
             catalog = LoadedCatalog(product_columns(store=store))
             self.catalog_loads += 1
+            SERVING_LOADS.labels("catalog").inc()
             self.catalogs.put(store.id, (generation, catalog))
             return catalog
 

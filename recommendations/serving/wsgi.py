@@ -141,7 +141,9 @@ class FastAnswers:
         if surface is None:
             return None
         token = bearer_token(environ)
-        entry = recent_keys.get(token) if token else None
+        if token is None:
+            return None
+        entry = recent_keys.get(token)
         if entry is None:
             return None
         key, generation = entry
@@ -154,7 +156,7 @@ class FastAnswers:
         if lookup.store_generation is None:
             return None  # the cache did not answer
         if lookup.keys_generation != generation:
-            recent_keys.forget(token)  # type: ignore[arg-type] - keys or stores changed: look again
+            recent_keys.forget(token)  # keys or stores changed: look again
             return None
         store_var.set(key.store.slug)
         try:

@@ -85,8 +85,8 @@ class Command(BaseCommand):
     def _credentials(self, *, create_demo: bool) -> dict[str, Any]:
         from django.contrib.auth import get_user_model
 
-        from recommendations.services import training_run_create
         from operations.demo import demo_store_create
+        from recommendations.services import training_run_create
         from tenants.models import Store
 
         stored: dict[str, Any] = {}
