@@ -27,6 +27,7 @@ import numpy as np
 import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "bench"))
 
 
 def free_port() -> int:
@@ -161,6 +162,7 @@ def main() -> None:
     parser.add_argument("--products", type=int, default=50_000)
     parser.add_argument("--events", type=int, default=500_000)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--singles", type=int, default=5000, help="events posted one a request")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=None, help="default: as in production")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
@@ -199,6 +201,22 @@ def main() -> None:
             assert sum(a["accepted"] for a in answers) == args.events, "not every event was accepted"
             name = "events (with event_id, idempotent)" if with_ids else "events (no event_id)"
             results.append(report(name, args.events, seconds, latencies))
+
+        # a storefront's events: one a request (the server's CPU per POST is what each page view costs)
+        from serve import cpu_seconds
+
+        singles = make_events(args.singles, args.products, rng, with_ids=True)
+        bodies = [orjson.dumps(event) for event in singles]
+        server_before, machine_before = cpu_seconds(server.pid)
+        seconds, latencies, answers = post_all(port, key, "/api/v1/events", bodies, args.clients)
+        server_after, machine_after = cpu_seconds(server.pid)
+        assert sum(a["accepted"] for a in answers) == args.singles, "not every event was accepted"
+        row = report("single events (one a POST)", args.singles, seconds, latencies)
+        row["server_cpu_us_per_post"] = round((server_after - server_before) / args.singles * 1e6)
+        row["machine_cpu_us_per_post"] = round((machine_after - machine_before) / args.singles * 1e6)
+        print(f"  server CPU per POST {row['server_cpu_us_per_post']} µs (the machine's, with PostgreSQL, "
+              f"Redis and the clients: {row['machine_cpu_us_per_post']} µs)", flush=True)  # fmt: skip
+        results.append(row)
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(results, indent=2))

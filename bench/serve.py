@@ -234,7 +234,8 @@ def drive_wrk(port: int, key: str, paths: list[str], clients: int, seconds: floa
         script = Path(folder) / "paths.lua"
         script.write_text(WRK_SCRIPT)
         out = subprocess.run(
-            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "10s",
+            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
+             "--timeout", "10s",
              "-H", f"Authorization: Bearer {key}", "-s", str(script), f"http://127.0.0.1:{port}",
              "--", str(listing), "1" if distinct else "0", str(time.time_ns())],
             capture_output=True, text=True,

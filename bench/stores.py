@@ -134,7 +134,7 @@ def wrk(port: int, lines: list[str], clients: int, seconds: float, distinct: boo
         script = Path(folder) / "stores.lua"
         script.write_text(WRK_SCRIPT)
         done = subprocess.run(
-            ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "10s",
+            ["wrk", "-t", "2", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
              "-s", str(script), f"http://127.0.0.1:{port}",
              "--", str(listing), "1" if distinct else "0", str(time.time_ns())],
             capture_output=True, text=True,

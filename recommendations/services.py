@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 from django.conf import settings as django_settings
 from django.db import (
     IntegrityError,
@@ -31,7 +32,13 @@ from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import FrequentlyBoughtTogether
-from recommendations.engine.content import ContentEmbedding, product_document
+from recommendations.engine.content import (
+    CONTENT_NEIGHBOURS,
+    CONTENT_WHEN_FEWER_THAN,
+    ContentEmbedding,
+    nearest_in_groups,
+    product_document,
+)
 from recommendations.engine.interactions import IdIndex, sorted_interactions
 from recommendations.engine.recommender import decayed_popularity
 from recommendations.engine.training import fit_store_model
@@ -244,10 +251,10 @@ def _train(run: TrainingRun) -> TrainedModel:
     clock.lap("baskets")
     _progress(run.id, 0.75, "content embeddings")
     vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
-    # Content neighbours are not precomputed (rows x items x dimensions grows with the square of the
-    # catalog): serving asks pgvector for them, from the vectors stored below.
+    content = _content_neighbours(model.similar_, vectors, data.category_paths)
     artifact = artifact_dump(
         {
+            **({"content": content} if content is not None else {}),
             "product_ids": data.product_ids.ids,
             "neighbours": model.neighbours_,
             "similar": model.similar_,
@@ -272,6 +279,25 @@ def _train(run: TrainingRun) -> TrainedModel:
             global_shares_tried={f"{share:g}": round(ndcg, 5) for share, ndcg in fitted.shares_tried.items()},
         )
     return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
+
+
+def _content_neighbours(
+    similar: sp.csr_matrix, vectors: np.ndarray, category_paths: np.ndarray
+) -> sp.csr_matrix | None:
+    """For the items with few collaborative neighbours, their nearest items by content within their top
+    category (as the vectors stored in pgvector would give them), so that serving reads them from the
+    model instead of querying. None when the catalog makes that too costly (serving then asks pgvector)."""
+    counts = np.diff(similar.indptr) if similar.shape[0] == len(vectors) else np.zeros(len(vectors), int)
+    # the stored vectors are half precision: the same neighbours pgvector finds
+    rounded = vectors.astype(np.float16).astype(np.float32)
+    present = np.linalg.norm(rounded, axis=1) > 0
+    rows = np.flatnonzero((counts < CONTENT_WHEN_FEWER_THAN) & present)
+    top = [path.split(CATEGORY_SEPARATOR, 1)[0] for path in category_paths.tolist()]
+    codes = {name: code for code, name in enumerate(sorted(set(top) - {""}))}
+    groups = np.array([codes.get(name, -1) for name in top], dtype=np.int64)
+    norms = np.linalg.norm(rounded, axis=1, keepdims=True)
+    unit = np.divide(rounded, norms, out=np.zeros_like(rounded), where=norms > 0)
+    return nearest_in_groups(unit, groups, rows=rows, k=CONTENT_NEIGHBOURS, candidates=present)
 
 
 def _store_content_vectors(store: Store, product_ids: np.ndarray, vectors: np.ndarray) -> None:

@@ -241,3 +241,28 @@ def test_ranked_orders_each_prefix_as_a_full_stable_sort_would():
             start += width
         assert got == (positions[expected] + 7).tolist()
         assert len(ranked) == min(size, 300)
+
+
+def test_content_neighbours_from_the_model_are_pgvectors(trained, store):  # noqa: F811
+    """Training works out the nearest products by content of the products with few collaborative
+    neighbours; they are the ones pgvector finds from the stored vectors."""
+    from catalog.selectors import product_content_neighbours
+    from recommendations.selectors import trained_model_active
+
+    model = serving_state().residency.get(trained_model_active(store=store))
+    assert model is not None and model.content is not None
+    checked = 0
+    for position in range(len(model.products)):
+        start, end = model.content.indptr[position], model.content.indptr[position + 1]
+        if np.diff(model.similar.indptr)[position] >= 10:
+            assert start == end  # not needed: never asked
+            continue
+        held = dict(zip(model.products.ids[model.content.indices[start:end]].tolist(),
+                        model.content.data[start:end].tolist(), strict=True))  # fmt: skip
+        searched = dict(
+            product_content_neighbours(store=store, product_id=int(model.products.ids[position]), limit=50)
+        )
+        assert held.keys() == searched.keys()
+        assert all(abs(held[p] - searched[p]) < 2e-3 for p in held)
+        checked += bool(held)
+    assert checked > 0

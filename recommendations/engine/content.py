@@ -9,6 +9,11 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+# related products of an item with fewer collaborative neighbours than this also take its nearest items by
+# content (this many), within its top category
+CONTENT_WHEN_FEWER_THAN = 10
+CONTENT_NEIGHBOURS = 50
+
 
 class ContentEmbedding:
     def __init__(self, *, dimensions: int = 64, max_features: int = 100_000, seed: int = 0):
@@ -81,4 +86,53 @@ def product_document(
     # the category path and brand are repeated so that they weigh like a title
     return " ".join(
         [title, description[:2000], " ".join(categories) * 2, f"{brand} {brand}", attribute_words]
+    )
+
+
+def nearest_in_groups(
+    vectors: np.ndarray,
+    groups: np.ndarray,
+    *,
+    rows: np.ndarray,
+    k: int = 50,
+    candidates: np.ndarray | None = None,
+    max_work: float = 2e9,
+) -> sp.csr_matrix | None:
+    """Top-k cosine neighbours (unit vectors, similarity > 0) of `rows` among the `candidates` (a mask;
+    default all) of the same group (`groups[i]` >= 0; a row with no group, -1, looks at every candidate),
+    itself excluded; ties by position. None when that would cost more than `max_work` multiply-adds
+    (a catalog with one huge group): serving then searches at request time."""
+    n = vectors.shape[0]
+    candidates = np.ones(n, dtype=bool) if candidates is None else candidates
+    rows = np.asarray(rows, dtype=np.int64)
+    members: dict[int, np.ndarray] = {}
+    for group in np.unique(groups[rows]).tolist():
+        pool = candidates if group < 0 else candidates & (groups == group)
+        members[group] = np.flatnonzero(pool)
+    work = sum(members[int(g)].size for g in groups[rows].tolist()) * vectors.shape[1]
+    if work > max_work:
+        return None
+    out_rows, out_cols, out_values = [], [], []
+    for group, pool in members.items():
+        batch = rows[groups[rows] == group]
+        if batch.size == 0 or pool.size == 0:
+            continue
+        for start in range(0, batch.size, 1024):
+            part = batch[start : start + 1024]
+            block = vectors[part] @ vectors[pool].T
+            block[part[:, None] == pool[None, :]] = -np.inf  # never itself
+            take = min(k, pool.size)
+            top = np.argpartition(-block, take - 1, axis=1)[:, :take]
+            scores = np.take_along_axis(block, top, axis=1)
+            order = np.lexsort((pool[top], -scores), axis=1)
+            top, scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(scores, order, axis=1)
+            positive = scores > 0
+            out_rows.append(np.repeat(part, take)[positive.ravel()])
+            out_cols.append(pool[top][positive])
+            out_values.append(scores[positive])
+    if not out_rows:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    return sp.csr_matrix(
+        (np.concatenate(out_values).astype(np.float32), (np.concatenate(out_rows), np.concatenate(out_cols))),
+        shape=(n, n),
     )

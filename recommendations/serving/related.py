@@ -4,13 +4,12 @@ products by content (pgvector)."""
 from __future__ import annotations
 
 from catalog.selectors import product_content_neighbours
+from recommendations.engine.content import CONTENT_NEIGHBOURS, CONTENT_WHEN_FEWER_THAN
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, Ranked, finish
 from recommendations.serving.products import anchor_get, category_fallback, matrix_row
 from recommendations.serving.request import ServingRequest
 
-CONTENT_WHEN_FEWER_THAN = 10  # collaborative neighbours; below this, related asks pgvector too
-CONTENT_NEIGHBOURS = 50
 CONTENT_WEIGHT = 0.5
 
 
@@ -28,9 +27,9 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
             scores[product] = score
             reasons[product] = f"shoppers who viewed {external_id} also viewed this"
     if len(cf_items) < max(options.limit, CONTENT_WHEN_FEWER_THAN):
-        # few collaborative neighbours (a cold product): its nearest products by content, from pgvector
-        for product, similarity in product_content_neighbours(
-            store=request.store, product_id=anchor.product_id, limit=CONTENT_NEIGHBOURS
+        # few collaborative neighbours (a cold product): its nearest products by content
+        for product, similarity in _content_neighbours(
+            request, anchor.product_id, anchor.position, len(cf_items)
         ):
             scores[product] = scores.get(product, 0.0) + CONTENT_WEIGHT * similarity
             reasons.setdefault(product, f"similar to {external_id}")
@@ -39,3 +38,17 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
     ranked = Ranked.from_dict(scores, reasons, f"similar to {external_id}")
     return finish(catalog=request.catalog, settings=request.settings, surface="related", ranked=ranked,
                   options=options, model=model, source=model.source)  # fmt: skip
+
+
+def _content_neighbours(
+    request: ServingRequest, product_id: int, position: int, collaborative: int
+) -> list[tuple[int, float]]:
+    """From the model when training worked them out (the items with fewer than CONTENT_WHEN_FEWER_THAN
+    collaborative neighbours), else from pgvector: products of the catalog newer than the model, or asked
+    with a limit above what the model holds."""
+    model = request.model
+    content = model.content if model is not None else None
+    if content is not None and model is not None and collaborative < CONTENT_WHEN_FEWER_THAN:
+        items, similarities = matrix_row(content, position)
+        return list(zip(model.products.ids[items].tolist(), similarities.tolist(), strict=True))
+    return product_content_neighbours(store=request.store, product_id=product_id, limit=CONTENT_NEIGHBOURS)

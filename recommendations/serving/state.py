@@ -52,6 +52,7 @@ class ServingModel:
     vectors: np.ndarray
     popularity: np.ndarray
     category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    content: sp.csr_matrix | None = None  # nearest items by content of the items that need them
     popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     category_items: dict[str, np.ndarray] = field(default_factory=dict)
     top_popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted positions
@@ -77,7 +78,8 @@ class ServingModel:
         )  # fmt: skip
 
     def _matrices(self) -> tuple[sp.csr_matrix, ...]:
-        return (self.neighbours, self.similar, self.transitions, self.together)
+        held = (self.neighbours, self.similar, self.transitions, self.together, self.content)
+        return tuple(matrix for matrix in held if matrix is not None)
 
     def parameter(self, name: str) -> float:
         """A scoring parameter as tuned for this version, else the estimator's default."""
@@ -113,6 +115,7 @@ class ServingModel:
             vectors=np.asarray(arrays["vectors"], dtype=np.float32),
             popularity=np.asarray(arrays["popularity"]),
             category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
+            content=arrays.get("content"),
         )  # fmt: skip
 
 
