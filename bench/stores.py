@@ -59,7 +59,7 @@ def store_events(products: int, events: int, seed: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def prepare(stores: int, products: int, events: int) -> list[tuple[str, int]]:
+def prepare(stores: int, products: int, events: int, retrain: bool = False) -> list[tuple[str, int]]:
     """(an API key, its shoppers) per store; stores are built and trained on the first run only."""
     import django
 
@@ -86,7 +86,7 @@ def prepare(stores: int, products: int, events: int) -> list[tuple[str, int]]:
                  "brand": f"B{i % 7}", "price": 5 + i % 50} for i in range(products)
             ])  # fmt: skip
             event_ingest(store=store, payload=store_events(products, events, seed=index))
-        if not TrainedModel.objects.filter(store=store, is_active=True).exists():
+        if retrain or not TrainedModel.objects.filter(store=store, is_active=True).exists():
             run = TrainingRun.objects.create(store=store, trigger="bench")
             training_run_execute(run_id=run.id)
         # keys are stored hashed: each run issues its own (and drops the last run's)
@@ -171,12 +171,17 @@ def workers_memory(root_pid: int) -> list[tuple[int, float, float]]:
     return out
 
 
-def loads(port: int) -> dict[str, float]:
+def metric(port: int, name: str) -> dict[str, float]:
+    """A metric of the server's /metrics by its `kind` label (summed over the web processes)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()  # noqa: S310
     found = {"model": 0.0, "catalog": 0.0}
-    for kind, value in re.findall(r'^recsys_serving_loads_total\{kind="(\w+)"\} ([\d.e+]+)', text, re.M):
+    for kind, value in re.findall(rf'^{name}\{{kind="(\w+)"\}} ([\d.e+]+)', text, re.M):
         found[kind] = float(value)
     return found
+
+
+def loads(port: int) -> dict[str, float]:
+    return metric(port, "recsys_serving_loads_total")
 
 
 def main() -> None:
@@ -190,9 +195,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--retrain", action="store_true", help="train a new version of every store first")
     args = parser.parse_args()
     print(f"preparing {args.stores} stores of {args.products} products and {args.events} events", flush=True)
-    stores = prepare(args.stores, args.products, args.events)
+    stores = prepare(args.stores, args.products, args.events, args.retrain)
 
     from ingest import free_port, wait_healthy
 
@@ -238,6 +244,9 @@ def main() -> None:
             print(f"{name:<22} {row['rps']:>7} {row['p50_ms']:>7.2f} {row['p95_ms']:>7.2f} "
                   f"{row['p99_ms']:>7.2f} {row['errors']:>7} {row['model_loads']:>12.0f} "
                   f"{row['catalog_loads']:>14.0f}", flush=True)  # fmt: skip
+        held = metric(port, "recsys_serving_bytes")
+        print(f"held by the {workers} web workers together: models {held['model'] / 2**20:.0f} MiB, "
+              f"catalogs {held['catalog'] / 2**20:.0f} MiB", flush=True)  # fmt: skip
         memory = workers_memory(server.pid)
         for pid, rss, pss in memory:
             print(f"process {pid}: RSS {rss:.0f} MiB, PSS {pss:.0f} MiB")

@@ -23,6 +23,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -47,6 +48,13 @@ SERVING_LOADS = Counter(
     "recsys_serving_loads_total",
     "Models and catalogs loaded into a web process (a model version once per process while it fits)",
     ["kind"],
+)
+SERVING_BYTES = Gauge(
+    "recsys_serving_bytes",
+    "Bytes of models and catalogs held by the web processes (each at most SERVING_MODEL_MB and "
+    "SERVING_CATALOG_MB; memory-mapped models are shared through the page cache)",
+    ["kind"],
+    multiprocess_mode="livesum",
 )
 EVENTS_INGESTED = Counter("recsys_events_ingested_total", "Events received, by outcome", ["outcome"])
 TRAINING_SECONDS = Histogram(

@@ -266,3 +266,31 @@ def test_content_neighbours_from_the_model_are_pgvectors(trained, store):  # noq
         assert all(abs(held[p] - searched[p]) < 2e-3 for p in held)
         checked += bool(held)
     assert checked > 0
+
+
+@pytest.mark.django_db
+def test_many_stores_stay_within_the_memory_budget():
+    """However many stores a process serves, what it holds of models and catalogs stays within the
+    budgets (SERVING_MODEL_MB, SERVING_CATALOG_MB), the least recently used going first."""
+    from tests.test_recommendations import CATALOG, planted_events, train
+
+    state = serving_state()
+    tenants = []
+    for index in range(12):
+        tenant = make_tenant(f"budget-{index}")
+        tenant.api.post("/api/v1/products/bulk", CATALOG)
+        tenant.api.post("/api/v1/events", planted_events())
+        train(tenant.store)
+        tenants.append(tenant)
+    tenants[0].api.get("/api/v1/products/p0/related")
+    model_bytes = state.residency.models.bytes
+    catalog_bytes = state.catalogs.bytes
+    state.residency.models.max_bytes = 4 * model_bytes
+    state.catalogs.max_bytes = 4 * catalog_bytes
+    for tenant in tenants[1:]:
+        assert tenant.api.get("/api/v1/products/p0/related").status_code == 200
+        assert state.residency.models.bytes <= state.residency.models.max_bytes
+        assert state.catalogs.bytes <= state.catalogs.max_bytes
+    held = {entry[0] for entry in state.catalogs.entries.items()}
+    assert held == {tenant.store.id for tenant in tenants[-4:]}  # the four most recently used
+    assert len(state.residency.models.entries) == 4

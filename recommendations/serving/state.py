@@ -26,7 +26,7 @@ import scipy.sparse as sp
 from django.conf import settings
 
 from catalog.selectors import CatalogColumns, product_columns, product_internal_ids
-from core.observability import SERVING_LOADS
+from core.observability import SERVING_BYTES, SERVING_LOADS
 from recommendations.artifacts import CATEGORY_SEPARATOR, ArtifactError, artifact_load
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.recommender import SequentialItemKNN
@@ -164,14 +164,16 @@ T = TypeVar("T")
 
 
 class _LruByBytes(Generic[T]):
-    """Least recently used entries, evicted when their bytes pass the budget."""
+    """Least recently used entries, evicted when their bytes pass the budget (one entry is kept even when
+    it alone is larger)."""
 
-    def __init__(self, max_bytes: int, size_of: Callable[[T], int]):
+    def __init__(self, max_bytes: int, size_of: Callable[[T], int], kind: str):
         self.max_bytes = max_bytes
         self.size_of = size_of
         self.entries: OrderedDict[Any, T] = OrderedDict()
         self.bytes = 0
         self.lock = threading.Lock()
+        self.gauge = SERVING_BYTES.labels(kind)
 
     def get(self, key: Any) -> T | None:
         with self.lock:
@@ -190,18 +192,20 @@ class _LruByBytes(Generic[T]):
             while self.bytes > self.max_bytes and len(self.entries) > 1:
                 _, evicted = self.entries.popitem(last=False)
                 self.bytes -= self.size_of(evicted)
+            self.gauge.set(self.bytes)
 
     def clear(self) -> None:
         with self.lock:
             self.entries.clear()
             self.bytes = 0
+            self.gauge.set(0)
 
 
 class ModelResidency:
     """Loaded models of this process by model id (a new activation is a new id)."""
 
     def __init__(self, max_bytes: int):
-        self.models: _LruByBytes[ServingModel] = _LruByBytes(max_bytes, lambda model: model.nbytes)
+        self.models: _LruByBytes[ServingModel] = _LruByBytes(max_bytes, lambda model: model.nbytes, "model")
         self.loads = 0  # how many times a model was loaded (tests and the bench read it)
         self._loading = threading.Lock()
 
@@ -341,7 +345,7 @@ class ServingState:
     def __init__(self) -> None:
         self.residency = ModelResidency(settings.SERVING_MODEL_BYTES)
         self.catalogs: _LruByBytes[tuple[bytes, LoadedCatalog]] = _LruByBytes(
-            settings.SERVING_CATALOG_BYTES, lambda entry: entry[1].nbytes
+            settings.SERVING_CATALOG_BYTES, lambda entry: entry[1].nbytes, "catalog"
         )
         self.active: OrderedDict[int, tuple[bytes, ActiveModelRow | None]] = OrderedDict()
         self.catalog_loads = 0
