@@ -47,7 +47,7 @@ def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
     from catalog.services import product_bulk_upsert
     from events.services import event_ingest
     from recommendations.models import TrainedModel, TrainingRun
-    from recommendations.services import training_run_execute
+    from recommendations.services import trained_model_activate, training_run_execute
     from tenants.models import Store
     from tenants.services import api_key_issue, store_create
 
@@ -70,6 +70,11 @@ def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
     if retrain or not TrainedModel.objects.filter(store=store, is_active=True).exists():
         run = TrainingRun.objects.create(store=store, trigger="bench")
         training_run_execute(run_id=run.id)
+        run.refresh_from_db()
+        # the bench's own posted events (the storefront loop, the visibility check) are the newest, so they
+        # fill the hold-out of a retrain and its NDCG falls below the gate: serve the new version anyway
+        if run.model is not None and not run.model.is_active:
+            trained_model_activate(store=store, version=run.model.version)
     key = api_key_issue(store=store, name="bench").raw_key
     return key, store.id
 

@@ -96,7 +96,7 @@ def nearest_in_groups(
     rows: np.ndarray,
     k: int = 50,
     candidates: np.ndarray | None = None,
-    max_work: float = 2e9,
+    max_work: float = 1e10,
 ) -> sp.csr_matrix | None:
     """Top-k cosine neighbours (unit vectors, similarity > 0) of `rows` among the `candidates` (a mask;
     default all) of the same group (`groups[i]` >= 0; a row with no group, -1, looks at every candidate),
