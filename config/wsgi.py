@@ -1,5 +1,5 @@
-"""WSGI entry point (config/web.py serves it): Django, behind the fast path for recommendation answers
-(recommendations/serving/wsgi.py)."""
+"""WSGI entry point (config/web.py serves it): Django, behind the fast path (core/fast_path.py) for the
+hottest calls: the recommendation surfaces' answers and event ingestion."""
 
 import os
 
@@ -8,6 +8,9 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
 django_application = get_wsgi_application()
 
-from recommendations.serving.wsgi import FastAnswers  # noqa: E402 - needs the apps loaded
+# the handlers need the apps loaded
+from core.fast_path import FastPath  # noqa: E402
+from events.wsgi import fast_ingest  # noqa: E402
+from recommendations.serving.wsgi import fast_answer  # noqa: E402
 
-application = FastAnswers(django_application)
+application = FastPath(django_application, {"GET": [fast_answer], "POST": [fast_ingest]})

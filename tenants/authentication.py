@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from typing import Any, ClassVar
 
 from rest_framework import exceptions
@@ -21,7 +22,7 @@ from core import answer_cache
 from core.observability import store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
-from tenants.services import api_key_touch
+from tenants.services import TOUCH_EVERY_SECONDS, api_key_touch
 
 
 class ApiKeyPrincipal:
@@ -136,6 +137,31 @@ class _RecentKeys:
 
 
 recent_keys = _RecentKeys()
+
+
+def remembered_key(environ: dict[str, Any], scope: str, *, trusted: bool) -> tuple[ApiKey, bytes] | None:
+    """For the WSGI fast path: the request's bearer key as this process remembers it, when it has the
+    scope and its use was recorded lately (else Django takes the request and records it); with the keys
+    generation it was remembered at. `trusted`: checked against the current generation now (one Redis
+    read; else the caller checks it with its own round trip). None: let Django authenticate."""
+    token = bearer_token(environ)
+    if token is None:
+        return None
+    if trusted:
+        generation = answer_cache.keys_generation()
+        key = recent_keys.trusted(token) if generation is not None else None
+        entry = None if key is None or generation is None else (key, generation)
+    else:
+        entry = recent_keys.get(token)
+    if entry is None:
+        return None
+    key = entry[0]
+    if scope not in key.scopes:
+        return None
+    used = key.last_used_at
+    if used is None or time.time() - used.timestamp() > TOUCH_EVERY_SECONDS:
+        return None
+    return entry
 
 
 _SEALED = ("authentication_classes", "permission_classes", "initial", "store", "get_store", "dispatch")

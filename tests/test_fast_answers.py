@@ -1,4 +1,5 @@
-"""The WSGI fast path (recommendations/serving/wsgi.py): answers served before Django, exactly as Django
+"""The WSGI fast path (core/fast_path.py, with the handlers of recommendations/serving/wsgi.py and
+events/wsgi.py): answers and ingestion served before Django, exactly as Django
 would serve them, and everything else handed to Django. Invalidation, revoked keys and store isolation
 through this path are in tests/test_realtime.py, which runs every test through it too."""
 
@@ -108,11 +109,8 @@ def test_everything_unusual_is_answered_by_django(trained, tenant, wsgi_api, dja
     # no key, an unknown key: Django's 401
     assert ApiClient(None).get(RELATED, limit=2).status_code == 401
     assert ApiClient("rk_unknown").get(RELATED, limit=2).status_code == 401
-    # writes and paths that are not cached
-    assert (
-        wsgi_api.post("/api/v1/events", {"user_id": "u", "product_id": "p0", "type": "view"}).status_code
-        == 200
-    )
+    # other writes and paths
+    assert wsgi_api.post("/api/v1/users/u/aliases", {"alias_id": "u-app"}).status_code == 201
     assert wsgi_api.get("/api/v1/store").status_code == 200
     assert wsgi_api.get("/api/v1/nothing-here").status_code == 404
     assert len(django_calls) == calls + 6
@@ -154,6 +152,61 @@ def test_a_computed_answer_makes_no_sql_once_the_store_is_loaded(trained, wsgi_a
 def test_the_fast_path_knows_every_middleware_it_stands_in_for(settings):
     """A middleware added to the settings (CORS, throttling) must be weighed for the fast path, which
     answers before any of them runs: add it to FAST_PATH_MIDDLEWARE once the fast path does its part."""
-    from recommendations.serving.wsgi import FAST_PATH_MIDDLEWARE
+    from core.fast_path import FAST_PATH_MIDDLEWARE
 
     assert tuple(settings.MIDDLEWARE) == FAST_PATH_MIDDLEWARE
+
+
+def test_an_event_post_never_enters_django_and_answers_as_django_would(
+    trained,  # noqa: F811
+    api,
+    wsgi_api,
+    django_calls,
+    store,
+):
+    from events.models import Event
+
+    before = Event.objects.filter(store=store).count()
+    fast = wsgi_api.post(
+        "/api/v1/events", [{"user_id": "f", "product_id": "p0", "type": "view", "event_id": "x1"}]
+    )
+    assert fast.status_code == 200 and django_calls == []
+    slow = api.post(
+        "/api/v1/events", [{"user_id": "f", "product_id": "p2", "type": "view", "event_id": "x2"}]
+    )
+    assert fast.json() == slow.json() == {"accepted": 1, "duplicate": 0, "rejected": 0, "errors": []}
+    assert {k: v for k, v in fast.headers.items() if k != "X-Request-ID"} == {
+        k: v for k, v in slow.headers.items() if k != "X-Request-ID"
+    }
+    # a resend is a duplicate, a bad row among good ones is answered per row, all on the fast path
+    mixed = wsgi_api.post("/api/v1/events", [
+        {"user_id": "f", "product_id": "p0", "type": "view", "event_id": "x1"},
+        {"user_id": "f", "product_id": "nope", "type": "view"},
+    ]).json()  # fmt: skip
+    assert (mixed["duplicate"], mixed["rejected"], mixed["errors"][0]["code"]) == (1, 1, "unknown_product")
+    assert django_calls == [] and Event.objects.filter(store=store).count() == before + 2
+    # the event is in the shopper's very next answer
+    assert wsgi_api.get("/api/v1/users/f/recommendations", limit=1).json()["items"][0]["id"] == "p3"
+
+
+def test_an_event_post_that_stores_nothing_is_answered_by_django(
+    trained,  # noqa: F811
+    tenant,
+    wsgi_api,
+    django_calls,
+    store,
+):
+    from events.models import Event
+
+    before = Event.objects.filter(store=store).count()
+    # every row rejected: Django's 400 with each row's error
+    rejected = wsgi_api.post("/api/v1/events", [{"user_id": "f", "product_id": "nope", "type": "view"}])
+    assert rejected.status_code == 400 and rejected.json()["code"] == "unknown_product"
+    # not JSON, an empty batch, a key that may not write
+    assert wsgi_api.post("/api/v1/events", raw=b"{not json").status_code == 400
+    assert wsgi_api.post("/api/v1/events", []).json()["code"] == "empty_batch"
+    reader = ApiClient(tenant.client_with_scopes("read").raw_key)  # through the production app too
+    assert (
+        reader.post("/api/v1/events", {"user_id": "f", "product_id": "p0", "type": "view"}).status_code == 403
+    )
+    assert len(django_calls) == 4 and Event.objects.filter(store=store).count() == before

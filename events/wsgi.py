@@ -1,0 +1,70 @@
+"""The fast path's handler for event ingestion (core/fast_path.py): a storefront posts an event on every
+page view, so `POST /api/v1/events` is taken before Django when its key is remembered with the write
+scope. It calls the service the view calls and answers as the view would. It declines (the body put back
+for Django) whenever nothing was stored: a body that is not JSON, an error of the whole request, or every
+row rejected. Once something may have been stored it answers itself, failures included, so that a batch
+is never stored twice."""
+
+from __future__ import annotations
+
+import io
+import logging
+from typing import Any
+
+import orjson
+from django.urls import ResolverMatch
+
+from core.errors import ApiError, error_body
+from core.fast_path import FastResponse, allowed_methods
+from core.json import render_json
+from core.observability import EVENTS_INGESTED, store_var
+from events.apis import EventIngestApi
+from events.services import event_ingest
+from tenants.authentication import remembered_key
+from tenants.models import ApiKeyScope
+
+logger = logging.getLogger(__name__)
+
+
+def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse | None:
+    if getattr(match.func, "view_class", None) is not EventIngestApi:
+        return None
+    if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
+        return None
+    entry = remembered_key(environ, ApiKeyScope.WRITE, trusted=True)
+    if entry is None:
+        return None
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return None
+    if length <= 0:
+        return None
+    body = environ["wsgi.input"].read(length)
+    environ["wsgi.input"] = io.BytesIO(body)  # for Django, should this path decline
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    store = entry[0].store
+    store_var.set(store.slug)
+    try:
+        result = event_ingest(store=store, payload=payload)
+    except ApiError:
+        return None  # raised before anything was stored
+    except Exception:  # noqa: BLE001 - something may be stored: answer here, never twice through Django
+        logger.exception("event ingestion failed on the fast path")
+        body = render_json(
+            error_body("server_error", "ingestion failed; send the batch again (with event ids)")
+        )
+        return FastResponse(body, status="500 Internal Server Error")
+    if result.errors and not (result.accepted or result.duplicate):
+        return None  # nothing stored: Django answers the 400 with every row's error
+    for outcome, count in (
+        ("accepted", result.accepted),
+        ("duplicate", result.duplicate),
+        ("rejected", result.rejected),
+    ):
+        if count:
+            EVENTS_INGESTED.labels(outcome).inc(count)
+    return FastResponse(render_json(result.as_dict()), [("Allow", allowed_methods(EventIngestApi))])
