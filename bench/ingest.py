@@ -115,7 +115,9 @@ def make_products(count: int, rng: np.random.Generator) -> list[dict]:
     ]
 
 
-def make_events(count: int, products: int, rng: np.random.Generator, with_ids: bool) -> list[dict]:
+def make_events(
+    count: int, products: int, rng: np.random.Generator, with_ids: bool, id_prefix: str = "E"
+) -> list[dict]:
     now = datetime.now(tz=UTC)
     items = rng.zipf(1.3, size=count) % products
     users = rng.integers(0, max(1, count // 20), size=count)
@@ -132,7 +134,7 @@ def make_events(count: int, products: int, rng: np.random.Generator, with_ids: b
             "timestamp": (now - timedelta(seconds=float(offsets[i]))).isoformat(),
         }
         if with_ids:
-            event["event_id"] = f"E{i}"
+            event["event_id"] = f"{id_prefix}{i}"
         events.append(event)
     return events
 
@@ -205,7 +207,7 @@ def main() -> None:
         # a storefront's events: one a request (the server's CPU per POST is what each page view costs)
         from serve import cpu_seconds
 
-        singles = make_events(args.singles, args.products, rng, with_ids=True)
+        singles = make_events(args.singles, args.products, rng, with_ids=True, id_prefix="single-")
         bodies = [orjson.dumps(event) for event in singles]
         server_before, machine_before = cpu_seconds(server.pid)
         seconds, latencies, answers = post_all(port, key, "/api/v1/events", bodies, args.clients)

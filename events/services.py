@@ -220,16 +220,23 @@ class StoredEvent(NamedTuple):
 
 def _profiles_changed(store: Store, stored: list[StoredEvent]) -> dict[str, list[tuple[int, bytes]]]:
     """Answers about these shoppers (under any id of their profiles) are stale from now on, and the batch's
-    events join the profiles Redis holds of every such id: now, and again once the batch commits (a
-    profile rebuilt from SQL in between, without them, gets them then). Members are idempotent, so the
-    second write only adds what the first could not."""
+    events join the profiles Redis holds of every such id.
+
+    A batch stored outside a transaction (a small one) is committed already: one call appends. Inside
+    one, the profiles are dropped now (the events are not visible to others yet, and a reader must not
+    keep a profile without them) and the events appended once it commits, to any profile rebuilt in
+    between (from a snapshot that may lack them: members are idempotent)."""
     groups = identity_groups(store=store, user_ids={event.user_id for event in stored})
     entries: dict[str, list[tuple[int, bytes]]] = {}
     for event in stored:
         entry = profile_entry(event.id, event.product_id, event.type, event.session_id, event.timestamp)
         for user_id in groups[event.user_id]:
             entries.setdefault(user_id, []).append(entry)
-    answer_cache.changed(answer_cache.profiles_changed, store, entries)
+    if transaction.get_connection().in_atomic_block:
+        answer_cache.profiles_changed(store, dict.fromkeys(entries))
+        transaction.on_commit(lambda: answer_cache.profiles_changed(store, entries))
+    else:
+        answer_cache.profiles_changed(store, entries)
     return entries
 
 

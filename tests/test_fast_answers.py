@@ -128,6 +128,9 @@ def test_a_redis_that_lost_its_scripts_loads_the_lookup_again(trained, wsgi_api)
     assert wsgi_api.get(RELATED, limit=4).headers["X-Answer-Cache"] == "hit"
 
 
+@pytest.mark.django_db(
+    transaction=True
+)  # real commits: a storefront's single events are appended to profiles
 def test_a_computed_answer_makes_no_sql_once_the_store_is_loaded(trained, wsgi_api, api, django_calls):  # noqa: F811
     wsgi_api.get("/api/v1/users/u0/recommendations", limit=3)  # loads the model and the catalog
     api.post("/api/v1/events", {"user_id": "u0", "product_id": "p6", "type": "view"})

@@ -65,7 +65,7 @@ def _sql_profile(store, user_id: str) -> History:
     )
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # real commits: small batches append, large ones append on commit
 @hypothesis_settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -101,6 +101,7 @@ def test_the_redis_profile_equals_the_events_table(stream):
                 assert held.sessions.tolist() == expected.sessions.tolist(), user
 
 
+@pytest.mark.django_db(transaction=True)
 def test_a_profile_is_trimmed_to_the_latest_events_in_the_tables_order(api, store):
     api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(3)])
     api.post("/api/v1/events", {"user_id": "u", "product_id": "p0", "type": "view"})
@@ -111,11 +112,19 @@ def test_a_profile_is_trimmed_to_the_latest_events_in_the_tables_order(api, stor
          "timestamp": (BASE + timedelta(seconds=(i * 7919) % 400)).isoformat()}
         for i in range(answer_cache.PROFILE_EVENTS + 50)
     ]  # fmt: skip
-    api.post("/api/v1/events", events)
+    api.post("/api/v1/events", events)  # a large batch: the profile is dropped, rebuilt when next asked
+    assert _redis_profile(store, "u") is None
+    api.get("/api/v1/users/u/recommendations")
+    # small batches append to it, older events than it holds included, and it keeps the latest ones
+    for i in range(30):
+        minute = BASE + timedelta(seconds=(i * 104729) % 450)
+        api.post("/api/v1/events", {"user_id": "u", "product_id": f"p{i % 3}", "type": "click",
+                                    "timestamp": minute.isoformat()})  # fmt: skip
     held = _redis_profile(store, "u")
     expected = _sql_profile(store, "u")
     assert held is not None and len(held) == answer_cache.PROFILE_EVENTS
     assert held.product_ids.tolist() == expected.product_ids.tolist()
+    assert held.types.tolist() == expected.types.tolist()
 
 
 @pytest.fixture
