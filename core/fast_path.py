@@ -29,6 +29,7 @@ from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.core import signals
 from django.core.handlers.wsgi import get_path_info
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, ResolverMatch, get_resolver
@@ -99,8 +100,8 @@ def _allowed_host(environ: dict[str, Any]) -> bool:
 
 
 @lru_cache(maxsize=64)
-def _timer(surface: str, method: str) -> Any:
-    return REQUEST_SECONDS.labels(surface, method, "2xx")
+def _timer(surface: str, method: str, status: str) -> Any:
+    return REQUEST_SECONDS.labels(surface, method, status)
 
 
 @lru_cache(maxsize=64)
@@ -122,27 +123,34 @@ class FastPath:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         method = environ.get("REQUEST_METHOD", "")
         handlers = self.handlers.get(method)
-        if handlers and environ.get("PATH_INFO", "").startswith(API_PREFIX):
-            started = time.perf_counter()
+        if not handlers or not environ.get("PATH_INFO", "").startswith(API_PREFIX):
+            return self.application(environ, start_response)
+        started = time.perf_counter()
+        # as Django does around a request: database connections past CONN_MAX_AGE are closed, and a reused
+        # one is checked (CONN_HEALTH_CHECKS) before its first query
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
             answered = self._answer(environ, handlers)
-            if answered is not None:
-                response, surface = answered
-                incoming = environ.get("HTTP_X_REQUEST_ID", "")
-                request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
-                request_id_var.set(request_id)
-                start_response(
-                    response.status,
-                    [
-                        ("Content-Type", "application/json"),
-                        ("Content-Length", str(len(response.body))),
-                        *response.headers,
-                        ("X-Request-ID", request_id),
-                        *security_headers(),
-                    ],
-                )
-                _timer(surface, method).observe(time.perf_counter() - started)
-                return [response.body]
-        return self.application(environ, start_response)
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+        if answered is None:
+            return self.application(environ, start_response)  # Django sends its own pair of signals
+        response, surface = answered
+        incoming = environ.get("HTTP_X_REQUEST_ID", "")
+        request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        request_id_var.set(request_id)
+        start_response(
+            response.status,
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(response.body))),
+                *response.headers,
+                ("X-Request-ID", request_id),
+                *security_headers(),
+            ],
+        )
+        _timer(surface, method, response.status[0] + "xx").observe(time.perf_counter() - started)
+        return [response.body]
 
     def _answer(self, environ: dict[str, Any], handlers: list[Handler]) -> tuple[FastResponse, str] | None:
         if _steps_aside() or not _allowed_host(environ):

@@ -213,3 +213,27 @@ def test_an_event_post_that_stores_nothing_is_answered_by_django(
         reader.post("/api/v1/events", {"user_id": "f", "product_id": "p0", "type": "view"}).status_code == 403
     )
     assert len(django_calls) == 4 and Event.objects.filter(store=store).count() == before
+
+
+def test_the_fast_path_manages_database_connections_as_django_does(trained, wsgi_api, django_calls):  # noqa: F811
+    """Django closes connections past CONN_MAX_AGE and health-checks reused ones through the request
+    signals; the fast path sends them too, or its threads would keep a broken connection forever."""
+    from django.core.signals import request_finished, request_started
+
+    seen = []
+
+    def started(**kwargs):
+        seen.append("started")
+
+    def finished(**kwargs):
+        seen.append("finished")
+
+    request_started.connect(started)
+    request_finished.connect(finished)
+    try:
+        wsgi_api.get(RELATED, limit=2)
+        wsgi_api.post("/api/v1/events", {"user_id": "s", "product_id": "p0", "type": "view"})
+    finally:
+        request_started.disconnect(started)
+        request_finished.disconnect(finished)
+    assert django_calls == [] and seen == ["started", "finished"] * 2
