@@ -68,26 +68,35 @@ def user_history(*, store: Store, user_id: str, limit: int) -> list[HistoryRow]:
 
 def identity_groups(*, store: Store, user_ids: set[str]) -> dict[str, set[str]]:
     """For each of these shoppers, every id of their profile: the id, the user an alias belongs to, and
-    that user's aliases (one query). An answer asked about any of them reads all of their events."""
+    that user's aliases. Aliases are one level deep (an alias of an alias points at the user), so one
+    plain query answers for shoppers that are users or have no alias at all (nearly every ingest batch),
+    and a second one fetches the aliases of users that were named only through an alias. Plain queries on
+    purpose: planning a CTE cost more than running it."""
     if not user_ids:
         return {}
+    given = list(user_ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            WITH canonical AS (
-                SELECT given.id AS given, coalesce(a.user_id, given.id) AS id
-                FROM unnest(%s::text[]) AS given(id)
-                LEFT JOIN events_useralias AS a ON a.store_id = %s AND a.alias_id = given.id
-            )
-            SELECT canonical.given, canonical.id FROM canonical
-            UNION SELECT canonical.given, a.alias_id
-            FROM events_useralias AS a JOIN canonical ON a.user_id = canonical.id WHERE a.store_id = %s
-            """,
-            [list(user_ids), store.id, store.id],
+            "SELECT alias_id, user_id FROM events_useralias "
+            "WHERE store_id = %s AND (alias_id = ANY(%s) OR user_id = ANY(%s))",
+            [store.id, given, given],
         )
-        groups: dict[str, set[str]] = {user_id: {user_id} for user_id in user_ids}
-        for given, member in cursor.fetchall():
-            groups[given].add(member)
+        rows = cursor.fetchall()
+        canonical_of = {alias: user for alias, user in rows if alias in user_ids}
+        unseen = {canonical_of[user] for user in canonical_of} - user_ids
+        if unseen:
+            cursor.execute(
+                "SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s AND user_id = ANY(%s)",
+                [store.id, list(unseen)],
+            )
+            rows += cursor.fetchall()
+    aliases_of: dict[str, set[str]] = {}
+    for alias, user in rows:
+        aliases_of.setdefault(user, set()).add(alias)
+    groups = {}
+    for user_id in user_ids:
+        canonical = canonical_of.get(user_id, user_id)
+        groups[user_id] = {user_id, canonical, *aliases_of.get(canonical, ())}
     return groups
 
 
