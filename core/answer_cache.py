@@ -296,7 +296,7 @@ def shoppers_changed(store: Any, user_ids: Iterable[str]) -> None:
 ProfileEntry = tuple[int, bytes]  # (score: the event's time in µs, member: the packed event)
 
 
-def profiles_changed(store: Any, entries: dict[str, list[ProfileEntry] | None]) -> None:
+def profiles_changed(store: Any, entries: Mapping[str, list[ProfileEntry] | None]) -> None:
     """After a commit: each shopper id's answers are stale, and its profile (where Redis holds one) gets
     these events; None drops the profile instead (an alias link merges two histories)."""
     client = _redis()
