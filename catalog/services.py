@@ -6,11 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 from django.db import connection, transaction
 from django.utils import timezone
 
-from catalog.models import Product
+from catalog.models import CONTENT_DIMENSIONS, Product
 from core import answer_cache
 from core.errors import ApiError, NotFound
 from core.validation import RowError, check_no_nul, clean_bool, clean_money, clean_string
@@ -322,3 +323,33 @@ def _raise_single_row_error(result: BulkResult) -> None:
     if result.errors:
         first = result.errors[0]
         raise ApiError(first["code"], first["message"], details=result.errors)
+
+
+def product_content_vectors_write(*, store: Store, product_ids: np.ndarray, vectors: np.ndarray) -> None:
+    """The store's products' content vectors (half precision; zero vectors left as they are)."""
+    _vectors_write("content_embedding", product_ids, vectors, store=store)
+
+
+def unscoped_product_network_vectors_write(*, product_ids: np.ndarray, vectors: np.ndarray) -> None:
+    """Network vectors of products of every sharing store (global training spans stores)."""
+    _vectors_write("network_embedding", product_ids, vectors, store=None)
+
+
+def _vectors_write(column: str, product_ids: np.ndarray, vectors: np.ndarray, *, store: Store | None) -> None:
+    """One COPY into a staging table and one UPDATE: the one place vectors are written."""
+    present = np.linalg.norm(vectors, axis=1) > 0 if len(vectors) else np.zeros(0, bool)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS vector_staging "
+            f"(id bigint, v halfvec({CONTENT_DIMENSIONS})) ON COMMIT DELETE ROWS"
+        )
+        cursor.execute("TRUNCATE vector_staging")
+        with cursor.cursor.copy("COPY vector_staging (id, v) FROM STDIN") as copy:
+            for product_id, vector in zip(product_ids[present], vectors[present], strict=True):
+                copy.write_row((int(product_id), "[" + ",".join(f"{x:.5f}" for x in vector) + "]"))
+        scoped = "AND p.store_id = %s" if store is not None else ""
+        cursor.execute(
+            f"UPDATE catalog_product AS p SET {column} = s.v FROM vector_staging AS s "
+            f"WHERE p.id = s.id {scoped}",
+            [store.id] if store is not None else [],
+        )

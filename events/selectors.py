@@ -12,23 +12,9 @@ from tenants.models import Store
 
 
 def user_identities(*, store: Store, user_id: str) -> list[str]:
-    """The user's own id first (an alias resolves to its user), then every alias: one query."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            """
-            WITH canonical AS (
-                SELECT coalesce(
-                    (SELECT user_id FROM events_useralias WHERE store_id = %s AND alias_id = %s), %s
-                ) AS id
-            )
-            SELECT canonical.id, coalesce(array_agg(a.alias_id) FILTER (WHERE a.alias_id IS NOT NULL), '{}')
-            FROM canonical LEFT JOIN events_useralias AS a ON a.store_id = %s AND a.user_id = canonical.id
-            GROUP BY canonical.id
-            """,
-            [store.id, user_id, user_id, store.id],
-        )
-        canonical, aliases = cursor.fetchone()
-    return [canonical, *aliases]
+    """The user's own id first (an alias resolves to its user), then every alias."""
+    canonical, aliases = _identities(store=store, user_ids={user_id})[user_id]
+    return [canonical, *sorted(aliases - {canonical})]
 
 
 class HistoryRow(NamedTuple):
@@ -40,27 +26,14 @@ class HistoryRow(NamedTuple):
 
 
 def user_history(*, store: Store, user_id: str, limit: int) -> list[HistoryRow]:
-    """The user's latest events across their aliases, oldest first, as stored now: one query. Ordered by
-    time, then row id, as the real-time profile orders them."""
+    """The user's latest events across their aliases, oldest first, as stored now. Ordered by time, then
+    row id, as the real-time profile orders them."""
+    identities = user_identities(store=store, user_id=user_id)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
-            WITH canonical AS (
-                SELECT coalesce(
-                    (SELECT user_id FROM events_useralias WHERE store_id = %s AND alias_id = %s), %s
-                ) AS id
-            ), identities AS (
-                SELECT id FROM canonical
-                UNION ALL
-                SELECT a.alias_id FROM events_useralias AS a, canonical
-                WHERE a.store_id = %s AND a.user_id = canonical.id
-            )
-            SELECT e.id, e.product_id, e.type, e.session_id, e.timestamp
-            FROM events_event AS e
-            WHERE e.store_id = %s AND e.user_id = ANY(ARRAY(SELECT id FROM identities))
-            ORDER BY e.timestamp DESC, e.id DESC LIMIT %s
-            """,
-            [store.id, user_id, user_id, store.id, store.id, limit],
+            "SELECT id, product_id, type, session_id, timestamp FROM events_event "
+            "WHERE store_id = %s AND user_id = ANY(%s) ORDER BY timestamp DESC, id DESC LIMIT %s",
+            [store.id, identities, limit],
         )
         rows = cursor.fetchall()
     return [HistoryRow(*row) for row in reversed(rows)]
@@ -68,10 +41,19 @@ def user_history(*, store: Store, user_id: str, limit: int) -> list[HistoryRow]:
 
 def identity_groups(*, store: Store, user_ids: set[str]) -> dict[str, set[str]]:
     """For each of these shoppers, every id of their profile: the id, the user an alias belongs to, and
-    that user's aliases. Aliases are one level deep (an alias of an alias points at the user), so one
-    plain query answers for shoppers that are users or have no alias at all (nearly every ingest batch),
-    and a second one fetches the aliases of users that were named only through an alias. Plain queries on
-    purpose: planning a CTE cost more than running it."""
+    that user's aliases. An answer asked about any of them reads all of their events."""
+    return {
+        user_id: {user_id, canonical, *aliases}
+        for user_id, (canonical, aliases) in _identities(store=store, user_ids=user_ids).items()
+    }
+
+
+def _identities(*, store: Store, user_ids: set[str]) -> dict[str, tuple[str, set[str]]]:
+    """Each shopper's user (itself, or the user its alias belongs to) and that user's aliases: the one
+    place aliases are resolved. Aliases are one level deep (an alias of an alias points at the user), so
+    one plain query answers for shoppers that are users or have no alias at all (nearly always), and a
+    second one fetches the aliases of users named only through an alias. Plain queries on purpose:
+    planning a CTE cost more than running it."""
     if not user_ids:
         return {}
     given = list(user_ids)
@@ -83,7 +65,7 @@ def identity_groups(*, store: Store, user_ids: set[str]) -> dict[str, set[str]]:
         )
         rows = cursor.fetchall()
         canonical_of = {alias: user for alias, user in rows if alias in user_ids}
-        unseen = {canonical_of[user] for user in canonical_of} - user_ids
+        unseen = set(canonical_of.values()) - user_ids
         if unseen:
             cursor.execute(
                 "SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s AND user_id = ANY(%s)",
@@ -93,11 +75,11 @@ def identity_groups(*, store: Store, user_ids: set[str]) -> dict[str, set[str]]:
     aliases_of: dict[str, set[str]] = {}
     for alias, user in rows:
         aliases_of.setdefault(user, set()).add(alias)
-    groups = {}
+    out = {}
     for user_id in user_ids:
         canonical = canonical_of.get(user_id, user_id)
-        groups[user_id] = {user_id, canonical, *aliases_of.get(canonical, ())}
-    return groups
+        out[user_id] = (canonical, aliases_of.get(canonical, set()))
+    return out
 
 
 def recently_viewed(*, store: Store, identities: list[str], limit: int) -> list[dict[str, Any]]:

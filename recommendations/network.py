@@ -18,6 +18,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
+from catalog.services import unscoped_product_network_vectors_write
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from recommendations.artifacts import ArtifactError, artifact_dump, artifact_load
@@ -211,20 +212,8 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
 
 
 def _write_vectors(product_ids: np.ndarray, vectors: np.ndarray) -> None:
+    unscoped_product_network_vectors_write(product_ids=product_ids, vectors=vectors)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS network_staging "
-            f"(id bigint, v halfvec({CONTENT_DIMENSIONS})) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute("TRUNCATE network_staging")
-        with cursor.cursor.copy("COPY network_staging (id, v) FROM STDIN") as copy:
-            for product_id, vector in zip(product_ids, vectors, strict=True):
-                if np.linalg.norm(vector) > 0:
-                    copy.write_row((int(product_id), "[" + ",".join(f"{x:.5f}" for x in vector) + "]"))
-        cursor.execute(
-            "UPDATE catalog_product AS p SET network_embedding = s.v "
-            "FROM network_staging AS s WHERE p.id = s.id"
-        )
         # products of stores that do not share (any more), or no longer active, leave the network
         cursor.execute(
             "UPDATE catalog_product AS p SET network_embedding = NULL WHERE p.network_embedding IS NOT NULL "

@@ -25,6 +25,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
+from catalog.services import product_content_vectors_write
 from core import answer_cache
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
@@ -267,7 +268,7 @@ def _train(run: TrainingRun) -> TrainedModel:
     )
     clock.lap("content")
     _progress(run.id, 0.9, "storing the new version")
-    _store_content_vectors(store, data.product_ids.ids, vectors)
+    product_content_vectors_write(store=store, product_ids=data.product_ids.ids, vectors=vectors)
     clock.lap("store_vectors")
     metrics["seconds_by_phase"] = clock.laps
     parameters = dict(fitted.parameters)
@@ -298,24 +299,6 @@ def _content_neighbours(
     norms = np.linalg.norm(rounded, axis=1, keepdims=True)
     unit = np.divide(rounded, norms, out=np.zeros_like(rounded), where=norms > 0)
     return nearest_in_groups(unit, groups, rows=rows, k=CONTENT_NEIGHBOURS, candidates=present)
-
-
-def _store_content_vectors(store: Store, product_ids: np.ndarray, vectors: np.ndarray) -> None:
-    present = np.linalg.norm(vectors, axis=1) > 0
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS content_staging "
-            f"(id bigint, v halfvec({CONTENT_DIMENSIONS})) ON COMMIT DELETE ROWS"
-        )
-        cursor.execute("TRUNCATE content_staging")
-        with cursor.cursor.copy("COPY content_staging (id, v) FROM STDIN") as copy:
-            for product_id, vector in zip(product_ids[present], vectors[present], strict=True):
-                copy.write_row((int(product_id), "[" + ",".join(f"{x:.5f}" for x in vector) + "]"))
-        cursor.execute(
-            "UPDATE catalog_product AS p SET content_embedding = s.v FROM content_staging AS s "
-            "WHERE p.store_id = %s AND p.id = s.id",
-            [store.id],
-        )
 
 
 def _save_and_maybe_activate(
