@@ -7,9 +7,10 @@ parsing and connection handling cost no Python. Computed answers (CPU in numpy a
 same on both. `bench/serve.py --server gunicorn` repeats the comparison.
 
 Workers: WEB_CONCURRENCY, else one per core (at least two). Each runs the application on WEB_THREADS
-threads (default 2): a computed answer holds the GIL in Python and numpy for most of its time, so more
-threads mostly contend, while a second one lets a request that waits on PostgreSQL or Redis (an event's
-INSERT, a profile rebuilt) not hold up the process. bench/serve.py measured 2 against 4 (README).
+threads (default 4), so a request waiting on PostgreSQL (an event's INSERT and commit, a profile rebuilt)
+does not hold up the others of its process. bench/serve.py measured 2 threads against 4, alternating, two
+runs each at 8 clients: the storefront loop did better with 4 (689 and 595 answers/s against 452 and
+548); computed and cached answers were within the runs' noise either way.
 
     python -m config.web [--bind 0.0.0.0:8000] [--workers N]    (what docker/ runs)
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 import os
 import sys
 
-BLOCKING_THREADS = int(os.environ.get("WEB_THREADS") or 2)
+BLOCKING_THREADS = int(os.environ.get("WEB_THREADS") or 4)
 
 
 def default_workers() -> int:
