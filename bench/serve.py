@@ -4,10 +4,21 @@
 
 Builds (once; reused on later runs) a store of 100k products and 1M events in the `recsys_bench`
 database, trains it, starts the production web server (config/web.py) with its real worker count, and
-drives each surface with 1, 8 and 32 concurrent clients (client processes on the same machine, lean
-keep-alive connections). Prints p50, p95, p99 and requests/s per surface and concurrency, the time from
-posting an event to seeing it in the next answer, and writes a latency histogram to
-bench/out/serve-latency.png. `--server gunicorn` runs the same with gunicorn's gthread workers.
+drives each surface with 1, 8 and 32 concurrent clients on the same machine: wrk (C) for GETs, lean
+keep-alive Python client processes for the storefront steps (a view POSTed, then the answer timed).
+
+- hot surfaces (for-user, related, complementary, trending): a few hundred shoppers and products asked
+  about again and again, answered from the cache until something changes;
+- "distinct": every request its own (an unused parameter), so every answer is computed;
+- "view+for-user": each step a shopper seen for the first time views a product, then asks for their
+  answer (the view made the cached one stale, and their profile is rebuilt from SQL);
+- "visit": shoppers view five products in a row, asking after each view (their profile is in Redis
+  after the first step).
+
+Prints requests/s, p50, p95, p99, the cache's hit share, and the CPU per request of the web server and of
+the whole machine, the time from posting an event to seeing it in the next answer, and writes a latency
+histogram to bench/out/serve-latency.png. `--server gunicorn` runs the same with gunicorn's gthread
+workers.
 """
 
 from __future__ import annotations
@@ -132,7 +143,18 @@ def encoded(path: str | tuple[bytes, str], key: str, port: int) -> bytes | tuple
     return f"GET {path} HTTP/1.1\r\n{head}\r\n".encode()
 
 
-def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at: float, queue) -> None:  # noqa: ANN001
+def client_loop(
+    port: int,
+    key: str,
+    paths: list,
+    seconds: float,
+    start_at: float,
+    queue,
+    index: int = 0,
+    in_order: bool = False,  # noqa: ANN001
+) -> None:
+    """Requests at random from `paths`; `in_order`: one after the other from this client's own offset
+    (a shopper's visit is consecutive steps)."""
     conn = Connection(port)
     distinct = bool(paths) and isinstance(paths[0], str) and paths[0].endswith(DISTINCT)
     requests = [encoded(path, key, port) for path in paths]
@@ -141,7 +163,10 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
     errors = 0
     hits = 0
     rng = np.random.default_rng(os.getpid())
-    choices = rng.integers(len(requests), size=1_000_000)
+    if in_order:
+        choices = (np.arange(1_000_000) + index * 7919 * 5) % len(requests)
+    else:
+        choices = rng.integers(len(requests), size=1_000_000)
     while time.time() < start_at:
         time.sleep(0.001)
     deadline = start_at + seconds
@@ -172,13 +197,15 @@ def client_loop(port: int, key: str, paths: list[str], seconds: float, start_at:
 
 
 def drive(
-    port: int, key: str, paths: list[str], clients: int, seconds: float
-) -> tuple[np.ndarray, int, float]:
+    port: int, key: str, paths: list, clients: int, seconds: float, in_order: bool = False
+) -> tuple[np.ndarray, int, float, float]:
     queue: multiprocessing.Queue = multiprocessing.Queue()
     start_at = time.time() + 1.0
     workers = [
-        multiprocessing.Process(target=client_loop, args=(port, key, paths, seconds, start_at, queue))
-        for _ in range(clients)
+        multiprocessing.Process(
+            target=client_loop, args=(port, key, paths, seconds, start_at, queue, index, in_order)
+        )
+        for index in range(clients)
     ]
     for worker in workers:
         worker.start()
@@ -373,11 +400,10 @@ def main() -> None:
         users = [f"U{u}" for u in rng.integers(0, args.events // 15, size=500)]
         items = [f"P{i}" for i in rng.zipf(1.3, size=500) % args.products]
         # hot: 500 shoppers asked about again and again (answers come from the cache until they act);
-        # cold: any of all the shoppers, nearly always computed
+        # distinct: every request its own, so every answer is computed
         everyone = [f"U{u}" for u in rng.permutation(args.events // 15)]
         surfaces = {
             "for-user": [f"/api/v1/users/{u}/recommendations?limit=10" for u in users],
-            "for-user cold": [f"/api/v1/users/{u}/recommendations?limit=10&cold=1" for u in everyone],
             # a storefront: each shopper views a product, then asks for their recommendations (every answer
             # is computed: the view makes the cached one stale)
             "view+for-user": [
@@ -391,6 +417,15 @@ def main() -> None:
                     strict=True,
                 )
             ],  # fmt: skip
+            # visits: each shopper views five products in a row, asking for their answer after each view
+            "visit": [
+                (
+                    json.dumps({"user_id": u, "product_id": f"P{i}", "type": "view"}).encode(),
+                    f"/api/v1/users/{u}/recommendations?limit=10",
+                )
+                for u in everyone[20_000:30_000]
+                for i in rng.zipf(1.3, size=5) % args.products
+            ],
             "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
             # every request distinct (an unused query parameter): computed, never from the cache
             "for-user distinct": [f"/api/v1/users/{u}/recommendations?limit=10{DISTINCT}" for u in everyone],
@@ -425,7 +460,9 @@ def main() -> None:
                     }
                     ms = None
                 else:
-                    latencies, errors, seconds, hit_share = drive(port, key, paths, clients, args.seconds)
+                    latencies, errors, seconds, hit_share = drive(
+                        port, key, paths, clients, args.seconds, in_order=name == "visit"
+                    )
                     ms = latencies * 1000
                     row = {
                         "surface": name, "clients": clients, "rps": round(len(latencies) / seconds),
