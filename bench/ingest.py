@@ -140,6 +140,20 @@ def make_events(
     return events
 
 
+def wait_for_autovacuum(env: dict[str, str], limit: float = 120.0) -> float:
+    """Seconds waited until no autovacuum worker runs (the product upserts leave dead rows whose vacuum,
+    HNSW index included, would otherwise be counted against the single POSTs)."""
+    began = time.perf_counter()
+    while time.perf_counter() - began < limit:
+        busy = manage("shell", "-c", "from django.db import connection; c = connection.cursor(); "
+                      "c.execute(\"SELECT count(*) FROM pg_stat_activity WHERE backend_type = "
+                      "'autovacuum worker'\"); print(c.fetchone()[0])", env=env).strip()  # fmt: skip
+        if busy.endswith("0"):
+            break
+        time.sleep(1.0)
+    return time.perf_counter() - began
+
+
 def database_cpu_seconds() -> float:
     """CPU seconds of this machine's PostgreSQL processes so far."""
     ticks = os.sysconf("SC_CLK_TCK")
@@ -217,6 +231,8 @@ def main() -> None:
         # before the large batches, whose aftermath (autovacuum, checkpoints) would weigh on these
         from serve import cpu_seconds
 
+        waited = wait_for_autovacuum(env)
+        print(f"  (waited {waited:.0f} s for autovacuum to finish before the single events)", flush=True)
         singles = make_events(args.singles, args.products, rng, with_ids=True, id_prefix="single-")
         bodies = [orjson.dumps(event) for event in singles]
         server_before, machine_before = cpu_seconds(server.pid)
