@@ -23,7 +23,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -113,6 +114,18 @@ def allowed_methods(view_class: Any) -> str:
     return ", ".join(view.allowed_methods)
 
 
+@contextmanager
+def database_request(environ: dict[str, Any]) -> Iterator[None]:
+    """Around a handler's work that may query the database, as Django does around a request: connections
+    past CONN_MAX_AGE are closed, and a reused one is checked (CONN_HEALTH_CHECKS) before its first query
+    (answers from the cache skip it: they query nothing)."""
+    signals.request_started.send(sender=FastPath, environ=environ)
+    try:
+        yield
+    finally:
+        signals.request_finished.send(sender=FastPath)
+
+
 class FastPath:
     """WSGI middleware: the registered handlers' answers, served without entering Django."""
 
@@ -126,15 +139,9 @@ class FastPath:
         if not handlers or not environ.get("PATH_INFO", "").startswith(API_PREFIX):
             return self.application(environ, start_response)
         started = time.perf_counter()
-        # as Django does around a request: database connections past CONN_MAX_AGE are closed, and a reused
-        # one is checked (CONN_HEALTH_CHECKS) before its first query
-        signals.request_started.send(sender=self.__class__, environ=environ)
-        try:
-            answered = self._answer(environ, handlers)
-        finally:
-            signals.request_finished.send(sender=self.__class__)
+        answered = self._answer(environ, handlers)
         if answered is None:
-            return self.application(environ, start_response)  # Django sends its own pair of signals
+            return self.application(environ, start_response)
         response, surface = answered
         incoming = environ.get("HTTP_X_REQUEST_ID", "")
         request_id = incoming if _SAFE_REQUEST_ID.match(incoming) else uuid.uuid4().hex

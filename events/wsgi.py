@@ -15,7 +15,7 @@ import orjson
 from django.urls import ResolverMatch
 
 from core.errors import ApiError, error_body
-from core.fast_path import FastResponse, allowed_methods
+from core.fast_path import FastResponse, allowed_methods, database_request
 from core.json import render_json
 from core.observability import EVENTS_INGESTED, store_var
 from events.apis import EventIngestApi
@@ -49,7 +49,8 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
     store = entry[0].store
     store_var.set(store.slug)
     try:
-        result = event_ingest(store=store, payload=payload)
+        with database_request(environ):
+            result = event_ingest(store=store, payload=payload)
     except ApiError:
         return None  # raised before anything was stored
     except Exception:  # noqa: BLE001 - something may be stored: answer here, never twice through Django

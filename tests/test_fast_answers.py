@@ -217,7 +217,8 @@ def test_an_event_post_that_stores_nothing_is_answered_by_django(
 
 def test_the_fast_path_manages_database_connections_as_django_does(trained, wsgi_api, django_calls):  # noqa: F811
     """Django closes connections past CONN_MAX_AGE and health-checks reused ones through the request
-    signals; the fast path sends them too, or its threads would keep a broken connection forever."""
+    signals; the fast path sends them too around work that may query (a computed answer, an ingest), or
+    its threads would keep a broken connection forever. A cached answer queries nothing."""
     from django.core.signals import request_finished, request_started
 
     seen = []
@@ -231,7 +232,8 @@ def test_the_fast_path_manages_database_connections_as_django_does(trained, wsgi
     request_started.connect(started)
     request_finished.connect(finished)
     try:
-        wsgi_api.get(RELATED, limit=2)
+        wsgi_api.get(RELATED, limit=2)  # computed
+        wsgi_api.get(RELATED, limit=2)  # cached
         wsgi_api.post("/api/v1/events", {"user_id": "s", "product_id": "p0", "type": "view"})
     finally:
         request_started.disconnect(started)

@@ -10,7 +10,7 @@ from django.http import QueryDict
 from django.urls import ResolverMatch
 
 from core.errors import ApiError
-from core.fast_path import FastResponse, allowed_methods
+from core.fast_path import FastResponse, allowed_methods, database_request
 from core.observability import answer_cache_counter, store_var
 from recommendations.serving.answers import Surface, answer_lookup, serve
 from tenants.authentication import bearer_token, recent_keys, remembered_key
@@ -34,8 +34,12 @@ def fast_answer(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return None
     store_var.set(key.store.slug)
     try:
-        served = serve(surface, key.store, environ, QueryDict(environ.get("QUERY_STRING", "")),
-                       match.kwargs, lookup)  # fmt: skip
+        if lookup.body is not None:  # cached: nothing to parse, nothing to query
+            served = serve(surface, key.store, environ, {}, match.kwargs, lookup)
+        else:
+            with database_request(environ):
+                query = QueryDict(environ.get("QUERY_STRING", ""))
+                served = serve(surface, key.store, environ, query, match.kwargs, lookup)
     except ApiError:
         return None  # Django answers errors
     outcome = "hit" if served.cached else "miss"
