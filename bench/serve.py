@@ -9,7 +9,9 @@ keep-alive Python client processes for the storefront steps (a view POSTed, then
 
 - hot surfaces (for-user, related, complementary, trending): a few hundred shoppers and products asked
   about again and again, answered from the cache until something changes;
-- "distinct": every request its own (an unused parameter), so every answer is computed;
+- "distinct": every request its own (an unused parameter), so every answer is computed; for-user's
+  5,000 shoppers are each asked about once before (their profiles then are in Redis, as for shoppers
+  browsing the storefront);
 - "view+for-user": each step a shopper seen for the first time views a product, then asks for their
   answer (the view made the cached one stale, and their profile is rebuilt from SQL);
 - "visit": shoppers view five products in a row, asking after each view (their profile is in Redis
@@ -428,7 +430,11 @@ def main() -> None:
             ],
             "related": [f"/api/v1/products/{i}/related?limit=10" for i in items],
             # every request distinct (an unused query parameter): computed, never from the cache
-            "for-user distinct": [f"/api/v1/users/{u}/recommendations?limit=10{DISTINCT}" for u in everyone],
+            # 5,000 shoppers active on the storefront (their profiles are in Redis: they were asked about a
+            # moment before), every answer computed
+            "for-user distinct": [
+                f"/api/v1/users/{u}/recommendations?limit=10{DISTINCT}" for u in everyone[:5000]
+            ],
             "related distinct": [
                 f"/api/v1/products/P{i}/related?limit=10{DISTINCT}"
                 for i in rng.zipf(1.3, size=60_000) % args.products
@@ -449,6 +455,8 @@ def main() -> None:
         for name, paths in surfaces.items():
             if name in hot:  # hot answers: asked once just before, as on a live storefront
                 warm(port, key, paths)
+            if name == "for-user distinct":  # every shopper once, so that their profile is in Redis
+                drive_wrk(port, key, paths, 8, max(3.0, len(paths) / 800))
             for clients in [int(c) for c in args.clients.split(",")]:
                 client = "python" if isinstance(paths[0], tuple) else args.client
                 server_before, machine_before = cpu_seconds(server.pid)
