@@ -17,8 +17,8 @@ from django.urls import ResolverMatch
 from core.errors import ApiError, error_body
 from core.fast_path import FastResponse, allowed_methods, database_request
 from core.json import render_json
-from core.observability import EVENTS_INGESTED, store_var
-from events.apis import EventIngestApi
+from core.observability import store_var
+from events.apis import EventIngestApi, ingest_counted
 from events.services import event_ingest
 from tenants.authentication import remembered_key
 from tenants.models import ApiKeyScope
@@ -61,11 +61,5 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return FastResponse(body, status="500 Internal Server Error")
     if result.errors and not (result.accepted or result.duplicate):
         return None  # nothing stored: Django answers the 400 with every row's error
-    for outcome, count in (
-        ("accepted", result.accepted),
-        ("duplicate", result.duplicate),
-        ("rejected", result.rejected),
-    ):
-        if count:
-            EVENTS_INGESTED.labels(outcome).inc(count)
+    ingest_counted(result)
     return FastResponse(render_json(result.as_dict()), [("Allow", allowed_methods(EventIngestApi))])
