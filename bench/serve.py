@@ -15,7 +15,8 @@ keep-alive Python client processes for the storefront steps (a view POSTed, then
 - "view+for-user": each step a shopper seen for the first time views a product, then asks for their
   answer (the view made the cached one stale, and their profile is rebuilt from SQL);
 - "visit": shoppers view five products in a row, asking after each view (their profile is in Redis
-  after the first step).
+  after the first step); "visit (wrk)" the same from wrk, one connection a thread, timing the views as
+  well as the answers (wrk cannot tell them apart).
 
 Prints requests/s, p50, p95, p99, the cache's hit share, and the CPU per request of the web server and of
 the whole machine, the time from posting an event to seeing it in the next answer, and writes a latency
@@ -284,6 +285,70 @@ def drive_wrk(port: int, key: str, paths: list[str], clients: int, seconds: floa
             "cache_hits": round(hits / max(requests, 1), 3), "requests": requests}  # fmt: skip
 
 
+WRK_STEPS_SCRIPT = r"""
+local steps, at, pending = {}, 0, nil
+index = 0  -- set per thread by setup(): one connection a thread, so a thread's requests stay in order
+local threads = {}
+function setup(thread)
+  table.insert(threads, thread)
+  thread:set("index", #threads)
+end
+function init(args)
+  for line in io.lines(args[1]) do
+    local path, body = line:match("^(%S+)\t(.+)$")
+    steps[#steps + 1] = {path, body}
+  end
+  at = (index * 7919 * 5) % #steps
+  post_headers = {["Content-Type"] = "application/json"}
+  for name, value in pairs(wrk.headers) do post_headers[name] = value end  -- the key, the host
+end
+function request()
+  if pending then
+    local path = pending
+    pending = nil
+    return wrk.format("GET", path)
+  end
+  at = at + 1
+  local step = steps[(at % #steps) + 1]
+  pending = step[1]
+  return wrk.format("POST", "/api/v1/events", post_headers, step[2])
+end
+function done(summary, latency, requests)
+  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.errors.status))
+end
+"""
+
+
+def drive_wrk_steps(
+    port: int, key: str, steps: list[tuple[bytes, str]], clients: int, seconds: float
+) -> dict:
+    """Storefront steps from wrk: each of `clients` threads keeps one connection and posts a shopper's
+    view, then asks for their answer, in order. wrk cannot time the answers alone: the latencies are of
+    every request, the views' (committed in PostgreSQL before they are answered) included."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        listing = Path(folder) / "steps.txt"
+        listing.write_text("\n".join(f"{path}\t{event.decode()}" for event, path in steps) + "\n")
+        script = Path(folder) / "steps.lua"
+        script.write_text(WRK_STEPS_SCRIPT)
+        out = subprocess.run(
+            ["wrk", "-t", str(clients), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
+             "--timeout", "10s", "-H", f"Authorization: Bearer {key}", "-s", str(script),
+             f"http://127.0.0.1:{port}", "--", str(listing)],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    found = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
+    if not found:
+        raise RuntimeError(f"wrk failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
+    requests, duration, p50, p95, p99, errors = (int(v) for v in found[0].split()[1:])
+    return {"rps": round(requests / 2 / (duration / 1e6)), "p50_ms": round(p50 / 1000, 2),
+            "p95_ms": round(p95 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "errors": errors,
+            "cache_hits": 0.0, "requests": requests}  # fmt: skip
+
+
 def cpu_seconds(root_pid: int) -> tuple[float, float]:
     """(CPU seconds of the process tree under `root_pid`, CPU seconds of the whole machine), both busy
     time so far: the server's share and everyone's (PostgreSQL, Redis, the clients)."""
@@ -442,6 +507,12 @@ def main() -> None:
             "complementary": [f"/api/v1/products/{i}/complementary?limit=10" for i in items],
             "trending": ["/api/v1/trending?limit=10", "/api/v1/trending?limit=10&category=C3"],
         }
+        # the same visits from wrk (C): the client then takes little of the cores; other shoppers
+        surfaces["visit (wrk)"] = [
+            (json.dumps({"user_id": u, "product_id": f"P{i}", "type": "view"}).encode(),
+             f"/api/v1/users/{u}/recommendations?limit=10")
+            for u in everyone[30_000:40_000] for i in rng.zipf(1.3, size=5) % args.products
+        ]  # fmt: skip
         if args.surfaces:
             surfaces = {name: paths for name, paths in surfaces.items() if name in args.surfaces.split(",")}
         hot = {"for-user", "related", "complementary", "trending"}  # the rest are computed on every request
@@ -459,8 +530,14 @@ def main() -> None:
                 drive_wrk(port, key, paths, 8, max(3.0, len(paths) / 800))
             for clients in [int(c) for c in args.clients.split(",")]:
                 client = "python" if isinstance(paths[0], tuple) else args.client
+                if name == "visit (wrk)":
+                    client = "wrk"
                 server_before, machine_before = cpu_seconds(server.pid)
-                if client == "wrk":
+                if name == "visit (wrk)":
+                    row = {"surface": name, "clients": clients,
+                           **drive_wrk_steps(port, key, paths, clients, args.seconds)}  # fmt: skip
+                    ms = None
+                elif client == "wrk":
                     row = {
                         "surface": name,
                         "clients": clients,
