@@ -13,7 +13,7 @@ from core.params import query_int
 from recommendations.serving.complementary import complementary
 from recommendations.serving.for_user import for_user
 from recommendations.serving.history import buy_again_answer, recently_viewed_answer
-from recommendations.serving.options import options_from_query
+from recommendations.serving.options import Options, options_from_query
 from recommendations.serving.pipeline import Answer, answer_body, rendered
 from recommendations.serving.related import related
 from recommendations.serving.request import ServingRequest, serving_request
@@ -28,7 +28,7 @@ class Surface:
     """A cached surface: how its answer is computed, and what makes it stale."""
 
     name: str  # as analytics, experiments and pins name it
-    compute: Compute  # (the request's state, the URL's arguments, the query) -> the answer
+    compute: Compute  # (the request's state, the query, the URL's arguments) -> the answer
     per_shopper: bool = False  # keyed also by the shopper in the URL, whose new events make it stale
     with_profile: bool = False  # computed from the shopper's profile: the lookup brings it along
     ttl: int = answer_cache.TTL_SECONDS  # kept this long since last read ...
@@ -39,7 +39,7 @@ def _limit(query: Mapping[str, Any]) -> int:
     return query_int(query.get("limit"), "limit", low=1, high=100, default=10) or 10
 
 
-def _options(request: ServingRequest, query: Mapping[str, Any]) -> Any:
+def _options(request: ServingRequest, query: Mapping[str, Any]) -> Options:
     return options_from_query(query, request.settings)
 
 
