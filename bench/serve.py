@@ -39,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -220,38 +221,23 @@ def drive(
     return latencies, sum(r[1] for r in results), seconds, hit_share
 
 
-WRK_SCRIPT = r"""
-local paths, counter, distinct, salt = {}, 0, false, ""
-index = 0  -- set per thread by setup()
-hits, errors = 0, 0
-local threads = {}
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("index", #threads)
-end
-function init(args)
-  for line in io.lines(args[1]) do paths[#paths + 1] = line end
-  distinct = args[2] == "1"
-  salt = args[3] .. "." .. index
-  counter = (index * 7919) % #paths
+# GETs of the listed paths, each thread from its own offset; distinct: a parameter of its own per request
+GET_SCRIPT = r"""
+local counter = 0
+function start(args)
+  distinct = args[3] == "1"
+  counter = (index * 7919) % #lines
 end
 function request()
   counter = counter + 1
-  local path = paths[(counter % #paths) + 1]
+  local path = lines[(counter % #lines) + 1]
   if distinct then path = path .. "&n=" .. salt .. "-" .. counter end
   return wrk.format("GET", path)
 end
 function response(status, headers, body)
-  if status ~= 200 then errors = errors + 1 end
   for name, value in pairs(headers) do
     if string.lower(name) == "x-answer-cache" and value == "hit" then hits = hits + 1 end
   end
-end
-function done(summary, latency, requests)
-  local h, e = 0, 0
-  for _, thread in ipairs(threads) do h = h + thread:get("hits"); e = e + thread:get("errors") end
-  io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), h, e))
 end
 """
 
@@ -259,46 +245,25 @@ end
 def drive_wrk(port: int, key: str, paths: list[str], clients: int, seconds: float) -> dict:
     """The same load from wrk (C, two threads, `clients` keep-alive connections): the client then takes
     little of the two cores it shares with the server."""
-    import subprocess
-    import tempfile
-
     distinct = paths[0].endswith(DISTINCT)
-    with tempfile.TemporaryDirectory() as folder:
-        listing = Path(folder) / "paths.txt"
-        listing.write_text("\n".join(p.removesuffix(DISTINCT) for p in paths) + "\n")
-        script = Path(folder) / "paths.lua"
-        script.write_text(WRK_SCRIPT)
-        out = subprocess.run(
-            ["wrk", "-t", str(min(2, clients)), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
-             "--timeout", "10s",
-             "-H", f"Authorization: Bearer {key}", "-s", str(script), f"http://127.0.0.1:{port}",
-             "--", str(listing), "1" if distinct else "0", str(time.time_ns())],
-            capture_output=True, text=True,
-        )  # fmt: skip
-    if out.returncode != 0 or "RESULT" not in out.stdout:
-        raise RuntimeError(f"wrk failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    out = out.stdout
-    line = next(line for line in out.splitlines() if line.startswith("RESULT"))  # type: ignore[union-attr]
-    requests, duration, p50, p95, p99, hits, errors = (int(v) for v in line.split()[1:])
-    return {"rps": round(requests / (duration / 1e6)), "p50_ms": round(p50 / 1000, 2),
-            "p95_ms": round(p95 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "errors": errors,
-            "cache_hits": round(hits / max(requests, 1), 3), "requests": requests}  # fmt: skip
+    script = GET_SCRIPT.replace('args[3] == "1"', "true" if distinct else "false")
+    totals = wrk.run(
+        script, [p.removesuffix(DISTINCT) for p in paths], port=port, threads=min(2, clients),
+        connections=clients, seconds=seconds, headers=(f"Authorization: Bearer {key}",),
+        salt=str(time.time_ns()),
+    )  # fmt: skip
+    return {"rps": round(totals.requests / totals.seconds), "p50_ms": round(totals.p50_ms, 2),
+            "p95_ms": round(totals.p95_ms, 2), "p99_ms": round(totals.p99_ms, 2), "errors": totals.errors,
+            "cache_hits": round(totals.hits / max(totals.requests, 1), 3),
+            "requests": totals.requests}  # fmt: skip
 
 
-WRK_STEPS_SCRIPT = r"""
-local steps, at, pending = {}, 0, nil
-index = 0  -- set per thread by setup(): one connection a thread, so a thread's requests stay in order
-local threads = {}
-function setup(thread)
-  table.insert(threads, thread)
-  thread:set("index", #threads)
-end
-function init(args)
-  for line in io.lines(args[1]) do
-    local path, body = line:match("^(%S+)\t(.+)$")
-    steps[#steps + 1] = {path, body}
-  end
-  at = (index * 7919 * 5) % #steps
+# a shopper's steps in order (one connection a thread): post the view of a line ("path<TAB>event"), then
+# get the path
+STEPS_SCRIPT = r"""
+local at, pending, post_headers = 0, nil, nil
+function start(args)
+  at = (index * 7919 * 5) % #lines
   post_headers = {["Content-Type"] = "application/json"}
   for name, value in pairs(wrk.headers) do post_headers[name] = value end  -- the key, the host
 end
@@ -309,13 +274,9 @@ function request()
     return wrk.format("GET", path)
   end
   at = at + 1
-  local step = steps[(at % #steps) + 1]
-  pending = step[1]
-  return wrk.format("POST", "/api/v1/events", post_headers, step[2])
-end
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.errors.status))
+  local path, body = lines[(at % #lines) + 1]:match("^(%S+)\t(.+)$")
+  pending = path
+  return wrk.format("POST", "/api/v1/events", post_headers, body)
 end
 """
 
@@ -326,27 +287,13 @@ def drive_wrk_steps(
     """Storefront steps from wrk: each of `clients` threads keeps one connection and posts a shopper's
     view, then asks for their answer, in order. wrk cannot time the answers alone: the latencies are of
     every request, the views' (committed in PostgreSQL before they are answered) included."""
-    import subprocess
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as folder:
-        listing = Path(folder) / "steps.txt"
-        listing.write_text("\n".join(f"{path}\t{event.decode()}" for event, path in steps) + "\n")
-        script = Path(folder) / "steps.lua"
-        script.write_text(WRK_STEPS_SCRIPT)
-        out = subprocess.run(
-            ["wrk", "-t", str(clients), "-c", str(clients), "-d", f"{max(1, round(seconds))}s",
-             "--timeout", "10s", "-H", f"Authorization: Bearer {key}", "-s", str(script),
-             f"http://127.0.0.1:{port}", "--", str(listing)],
-            capture_output=True, text=True,
-        )  # fmt: skip
-    found = [line for line in out.stdout.splitlines() if line.startswith("RESULT")]
-    if not found:
-        raise RuntimeError(f"wrk failed: {out.stdout[-2000:]} {out.stderr[-2000:]}")
-    requests, duration, p50, p95, p99, errors = (int(v) for v in found[0].split()[1:])
-    return {"rps": round(requests / 2 / (duration / 1e6)), "p50_ms": round(p50 / 1000, 2),
-            "p95_ms": round(p95 / 1000, 2), "p99_ms": round(p99 / 1000, 2), "errors": errors,
-            "cache_hits": 0.0, "requests": requests}  # fmt: skip
+    totals = wrk.run(
+        STEPS_SCRIPT, [f"{path}\t{event.decode()}" for event, path in steps], port=port, threads=clients,
+        connections=clients, seconds=seconds, headers=(f"Authorization: Bearer {key}",),
+    )  # fmt: skip
+    return {"rps": round(totals.requests / 2 / totals.seconds), "p50_ms": round(totals.p50_ms, 2),
+            "p95_ms": round(totals.p95_ms, 2), "p99_ms": round(totals.p99_ms, 2), "errors": totals.errors,
+            "cache_hits": 0.0, "requests": totals.requests}  # fmt: skip
 
 
 def cpu_seconds(root_pid: int) -> tuple[float, float]:

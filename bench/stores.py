@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import wrk
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -97,54 +98,28 @@ def prepare(stores: int, products: int, events: int, retrain: bool = False) -> l
     return out
 
 
-WRK_SCRIPT = r"""
-local lines, counter, distinct, salt = {}, 0, false, ""
-index = 0
-function setup(thread)
-  index = index + 1
-  thread:set("index", index)
-end
-function init(args)
-  for line in io.lines(args[1]) do
-    local key, path = line:match("^(%S+) (%S+)$")
-    lines[#lines + 1] = {key, path}
-  end
-  distinct = args[2] == "1"
-  salt = args[3] .. "." .. index
+# each line is "<api key> <path>": a store's key, then what to ask it
+SCRIPT = r"""
+local counter = 0
+function start(args)
+  distinct = args[3] == "1"
   counter = (index * 7919) % #lines
 end
 function request()
   counter = counter + 1
-  local line = lines[(counter % #lines) + 1]
-  local path = line[2]
+  local key, path = lines[(counter % #lines) + 1]:match("^(%S+) (%S+)$")
   if distinct then path = path .. "&n=" .. salt .. "-" .. counter end
-  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. line[1]})
-end
-function done(summary, latency, requests)
-  io.write(string.format("RESULT %d %d %d %d %d %d\n", summary.requests, summary.duration,
-    latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.errors.status))
+  return wrk.format("GET", path, {["Authorization"] = "Bearer " .. key})
 end
 """
 
 
-def wrk(port: int, lines: list[str], clients: int, seconds: float, distinct: bool) -> dict:
-    with tempfile.TemporaryDirectory() as folder:
-        listing = Path(folder) / "lines.txt"
-        listing.write_text("\n".join(lines) + "\n")
-        script = Path(folder) / "stores.lua"
-        script.write_text(WRK_SCRIPT)
-        done = subprocess.run(
-            ["wrk", "-t", "2", "-c", str(clients), "-d", f"{max(1, round(seconds))}s", "--timeout", "10s",
-             "-s", str(script), f"http://127.0.0.1:{port}",
-             "--", str(listing), "1" if distinct else "0", str(time.time_ns())],
-            capture_output=True, text=True,
-        )  # fmt: skip
-    found = [line for line in done.stdout.splitlines() if line.startswith("RESULT")]
-    if not found:
-        raise RuntimeError(f"wrk failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
-    requests, duration, p50, p95, p99, errors = (int(v) for v in found[0].split()[1:])
-    return {"rps": round(requests / (duration / 1e6)), "p50_ms": p50 / 1000, "p95_ms": p95 / 1000,
-            "p99_ms": p99 / 1000, "errors": errors, "requests": requests}  # fmt: skip
+def drive(port: int, lines: list[str], clients: int, seconds: float, distinct: bool) -> dict:
+    script = SCRIPT.replace('args[3] == "1"', "true" if distinct else "false")
+    totals = wrk.run(script, lines, port=port, threads=2, connections=clients, seconds=seconds,
+                     salt=str(time.time_ns()))  # fmt: skip
+    return {"rps": round(totals.requests / totals.seconds), "p50_ms": totals.p50_ms, "p95_ms": totals.p95_ms,
+            "p99_ms": totals.p99_ms, "errors": totals.errors, "requests": totals.requests}  # fmt: skip
 
 
 def workers_memory(root_pid: int) -> list[tuple[int, float, float]]:
@@ -224,8 +199,8 @@ def main() -> None:
         lines = [lines[i] for i in rng.permutation(len(lines))]
         # one pass over every line, so each worker has loaded what it serves and each shopper's profile is
         # in Redis (as on a live deployment); it also caches these answers for the cached run
-        wrk(port, lines, clients=args.clients, seconds=max(5.0, len(lines) / 300), distinct=False)
-        wrk(port, lines, clients=args.clients, seconds=max(5.0, len(lines) / 300), distinct=True)
+        drive(port, lines, clients=args.clients, seconds=max(5.0, len(lines) / 300), distinct=False)
+        drive(port, lines, clients=args.clients, seconds=max(5.0, len(lines) / 300), distinct=True)
         threads = args.threads or web.BLOCKING_THREADS
         print(f"machine: {os.cpu_count()} cores; granian {workers} workers x {threads} threads; "
               f"{len(stores)} stores; wrk with {args.clients} connections on the same cores",
@@ -236,7 +211,7 @@ def main() -> None:
         )
         for name, distinct in (("spread, computed", True), ("spread, cached", False)):  # noqa: B007
             before = loads(port)
-            row = wrk(port, lines, args.clients, args.seconds, distinct)
+            row = drive(port, lines, args.clients, args.seconds, distinct)
             after = loads(port)
             row.update(traffic=name, model_loads=after["model"] - before["model"],
                        catalog_loads=after["catalog"] - before["catalog"])  # fmt: skip
