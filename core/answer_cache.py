@@ -469,7 +469,13 @@ def put(key: str | None, body: bytes, *, ttl: int = TTL_SECONDS) -> None:
     client = _redis()
     if client is None or key is None:
         return
+    connection = _connection(client)
     try:
-        _command(client, "SET", key, body, "EX", ttl)
+        # no reply asked for (CLIENT REPLY SKIP): the answer is already on its way to the shopper, and
+        # waiting for Redis's "OK" would only hold the thread
+        connection.send_packed_command(
+            connection.pack_commands([("CLIENT", "REPLY", "SKIP"), ("SET", key, body, "EX", ttl)])
+        )
     except (redis.RedisError, OSError) as error:  # a cache that is down only costs speed
+        connection.disconnect()
         _unreachable(error)
