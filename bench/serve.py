@@ -474,7 +474,7 @@ def main() -> None:
             if name in hot:  # hot answers: asked once just before, as on a live storefront
                 warm(port, key, paths)
             if name == "for-user distinct":  # every shopper once, so that their profile is in Redis
-                drive_wrk(port, key, paths, 8, max(3.0, len(paths) / 800))
+                drive_wrk(port, key, paths, 8, max(3.0, len(paths) / 400))
             for clients in [int(c) for c in args.clients.split(",")]:
                 client = "python" if isinstance(paths[0], tuple) else args.client
                 if name == "visit (wrk)":
