@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 TTL_SECONDS = 300  # since the answer was last read (the generations keep it right, not the TTL)
 GENERATION_TTL_SECONDS = 86_400  # of a shopper's generation, since it was last bumped or read
 KEYS_GENERATION = "rc:keys:gen"
+# _START: the store and keys generations that Redis lacks (a new store, or a Redis restarted without its
+# data) start at the time in µs, not 0, so that no process takes what it remembered under an old
+# generation (a catalog, an active model, a trusted key) for the current state.
 PROFILE_EVENTS = 200  # a profile's latest events: what for-user reads of a history
 PROFILE_TTL_SECONDS = 3600  # since the profile was rebuilt: bounds what a missed append can cost
 UNREACHABLE_BACKOFF_SECONDS = 5.0
@@ -69,14 +72,19 @@ _MISSED_LIMIT = 100_000
 # never restarts from 0 while an answer of an earlier 0 could still be read. An answer read again lives
 # on (ARGV[3] seconds from now; 0 for answers that must age out with the clock).
 _FETCH_SCRIPT = """
-local store_gen = redis.call('GET', KEYS[1]) or '0'
+local function started(key)  -- a generation Redis lacks starts at the time in µs: see _START
+  local now = redis.call('TIME')
+  redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])), 'NX')  -- an integer, for INCR
+  return redis.call('GET', key)
+end
+local store_gen = redis.call('GET', KEYS[1]) or started(KEYS[1])
 local shopper_gen = redis.call('GET', KEYS[2])
 if shopper_gen then
   redis.call('EXPIRE', KEYS[2], ARGV[4])
 else
   shopper_gen = '0'
 end
-local keys_gen = redis.call('GET', KEYS[3]) or '0'
+local keys_gen = redis.call('GET', KEYS[3]) or started(KEYS[3])
 local key = ARGV[1] .. ':' .. store_gen .. ':' .. shopper_gen .. ':' .. ARGV[2]
 local body = redis.call('GET', key)
 if body and tonumber(ARGV[3]) > 0 then
@@ -364,7 +372,11 @@ def keys_generation() -> bytes | None:
     if client is None:
         return None
     try:
-        return _command(client, "GET", KEYS_GENERATION) or b"0"
+        found = _command(client, "GET", KEYS_GENERATION)
+        if found is None:
+            _command(client, "SET", KEYS_GENERATION, time.time_ns() // 1000, "NX")
+            found = _command(client, "GET", KEYS_GENERATION)
+        return found
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return None

@@ -303,3 +303,29 @@ def test_many_stores_stay_within_the_memory_budget():
     held = {entry[0] for entry in state.catalogs.entries.items()}
     assert held == {tenant.store.id for tenant in tenants[-4:]}  # the four most recently used
     assert len(state.residency.models.entries) == 4
+
+
+def test_a_redis_that_lost_its_data_never_vouches_for_what_a_process_remembers(trained, api, store):  # noqa: F811
+    """Generations Redis lacks start at the time, not at 0: after a restart without its data, what a
+    process loaded under an old generation (a catalog, the active model) is not taken for current."""
+    from core import answer_cache
+
+    ApiClient.through_wsgi = True
+    try:
+        from catalog.models import Product
+
+        def lose_data() -> None:  # this store's keys (the broker shares the database: not a FLUSHDB)
+            redis = answer_cache._redis()
+            redis.delete(*redis.keys(f"{answer_cache._namespace(store)}*"))
+
+        client = ApiClient(api.raw_key)
+        lose_data()  # the store's generation starts now, as for a new store
+        assert "p1" in ids(client.get("/api/v1/products/p0/related", limit=3))
+        loads = serving_state().catalog_loads
+        # the catalog changes while Redis is away, and it comes back without its data
+        lose_data()
+        Product.objects.filter(store=store, external_id="p1").update(is_active=False)
+        assert "p1" not in ids(client.get("/api/v1/products/p0/related", limit=3, n="after"))
+        assert serving_state().catalog_loads == loads + 1
+    finally:
+        ApiClient.through_wsgi = False
