@@ -126,6 +126,16 @@ def database_request(environ: dict[str, Any]) -> Iterator[None]:
         signals.request_finished.send(sender=FastPath)
 
 
+@lru_cache(maxsize=16_384)
+def _resolve(resolver: Any, path: str) -> ResolverMatch | None:
+    """URL resolution, remembered per path: a shopper's or a product's URL comes back again and again,
+    and resolving walks every pattern. (Handlers only read the match.)"""
+    try:
+        return resolver.resolve(path)
+    except Resolver404:
+        return None
+
+
 class FastPath:
     """WSGI middleware: the registered handlers' answers, served without entering Django."""
 
@@ -162,9 +172,8 @@ class FastPath:
     def _answer(self, environ: dict[str, Any], handlers: list[Handler]) -> tuple[FastResponse, str] | None:
         if _steps_aside() or not _allowed_host(environ):
             return None
-        try:
-            match = get_resolver().resolve(get_path_info(environ))
-        except Resolver404:
+        match = _resolve(get_resolver(), get_path_info(environ))
+        if match is None:
             return None
         for handler in handlers:
             try:
