@@ -60,6 +60,7 @@ _fetch: Any = None
 _bump: Any = None
 _profile_store: Any = None
 _append: Any = None
+_advance: Any = None
 _unreachable_until = 0.0
 # (store namespace, shopper id) whose profile appends or invalidations Redis missed: dropped on recovery;
 # and stores (their namespaces) and the keys generation whose bumps it missed: bumped on recovery
@@ -141,6 +142,20 @@ end
 return #KEYS / 2
 """
 
+# A store's or the keys' generation moves on; one that Redis lacks starts at the time in µs (see _START),
+# as the lookup starts it, never at 1.
+_ADVANCE_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  if redis.call('EXISTS', key) == 1 then
+    redis.call('INCR', key)
+  else
+    local now = redis.call('TIME')
+    redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])))
+  end
+end
+return #KEYS
+"""
+
 # Every shopper of an ingest batch in one command: a pipeline of INCR and EXPIRE per shopper costs the
 # client ~50 µs of CPU a command, which made invalidation most of an ingest request's time.
 _BUMP_SCRIPT = """
@@ -155,7 +170,7 @@ return #KEYS
 def _redis() -> redis.Redis | None:
     """The cache's client; None when it is off, or did not answer a moment ago (left alone for a few
     seconds, so that a hung Redis costs one short timeout, not one per request)."""
-    global _client, _client_url, _fetch, _bump, _profile_store, _append, _unreachable_until
+    global _client, _client_url, _fetch, _bump, _profile_store, _append, _advance, _unreachable_until
     if not settings.ANSWER_CACHE_URL:
         return None
     if _client is None or _client_url != settings.ANSWER_CACHE_URL:
@@ -170,6 +185,7 @@ def _redis() -> redis.Redis | None:
         _bump = _client.register_script(_BUMP_SCRIPT)
         _profile_store = _client.register_script(_PROFILE_STORE_SCRIPT)
         _append = _client.register_script(_APPEND_SCRIPT)
+        _advance = _client.register_script(_ADVANCE_SCRIPT)
     if _unreachable_until and (_missed or _missed_stores or _missed_keys):
         _replay_missed(_client)
     return _client
@@ -189,10 +205,10 @@ def _replay_missed(client: redis.Redis) -> None:
     global _unreachable_until, _missed_keys
     try:
         for namespace in list(_missed_stores):
-            client.incr(f"{namespace}:gen")
+            _advance(keys=[f"{namespace}:gen"], client=client)
             _missed_stores.discard(namespace)
         if _missed_keys:
-            client.incr(KEYS_GENERATION)
+            _advance(keys=[KEYS_GENERATION], client=client)
             _missed_keys = False
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
@@ -276,7 +292,7 @@ def store_changed(store: Any) -> None:
             _missed_stores.add(_namespace(store))
         return
     try:
-        client.incr(f"{_namespace(store)}:gen")
+        _advance(keys=[f"{_namespace(store)}:gen"], client=client)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         _missed_stores.add(_namespace(store))
@@ -359,7 +375,7 @@ def keys_changed() -> None:
         _missed_keys = bool(settings.ANSWER_CACHE_URL)
         return
     try:
-        client.incr(KEYS_GENERATION)
+        _advance(keys=[KEYS_GENERATION], client=client)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         _missed_keys = True

@@ -327,5 +327,9 @@ def test_a_redis_that_lost_its_data_never_vouches_for_what_a_process_remembers(t
         Product.objects.filter(store=store, external_id="p1").update(is_active=False)
         assert "p1" not in ids(client.get("/api/v1/products/p0/related", limit=3, n="after"))
         assert serving_state().catalog_loads == loads + 1
+        # a write that finds no generation starts it at the time too, never at 1
+        lose_data()
+        answer_cache.store_changed(store)
+        assert int(answer_cache._redis().get(f"{answer_cache._namespace(store)}:gen")) > 10**15
     finally:
         ApiClient.through_wsgi = False
