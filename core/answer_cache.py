@@ -57,7 +57,6 @@ UNREACHABLE_BACKOFF_SECONDS = 5.0
 _client: redis.Redis | None = None
 _client_url = ""
 _fetch: Any = None
-_bump: Any = None
 _profile_store: Any = None
 _append: Any = None
 _advance: Any = None
@@ -156,21 +155,11 @@ end
 return #KEYS
 """
 
-# Every shopper of an ingest batch in one command: a pipeline of INCR and EXPIRE per shopper costs the
-# client ~50 µs of CPU a command, which made invalidation most of an ingest request's time.
-_BUMP_SCRIPT = """
-for _, key in ipairs(KEYS) do
-  redis.call('INCR', key)
-  redis.call('EXPIRE', key, ARGV[1])
-end
-return #KEYS
-"""
-
 
 def _redis() -> redis.Redis | None:
     """The cache's client; None when it is off, or did not answer a moment ago (left alone for a few
     seconds, so that a hung Redis costs one short timeout, not one per request)."""
-    global _client, _client_url, _fetch, _bump, _profile_store, _append, _advance, _unreachable_until
+    global _client, _client_url, _fetch, _profile_store, _append, _advance, _unreachable_until
     if not settings.ANSWER_CACHE_URL:
         return None
     if _client is None or _client_url != settings.ANSWER_CACHE_URL:
@@ -182,7 +171,6 @@ def _redis() -> redis.Redis | None:
             settings.ANSWER_CACHE_URL, socket_timeout=0.2, socket_connect_timeout=0.2
         )
         _fetch = _client.register_script(_FETCH_SCRIPT)
-        _bump = _client.register_script(_BUMP_SCRIPT)
         _profile_store = _client.register_script(_PROFILE_STORE_SCRIPT)
         _append = _client.register_script(_APPEND_SCRIPT)
         _advance = _client.register_script(_ADVANCE_SCRIPT)
@@ -297,24 +285,6 @@ def store_changed(store: Any) -> None:
         _unreachable(error)
         _missed_stores.add(_namespace(store))
         logger.warning("answer cache unreachable; could not invalidate store %s", store.id)
-
-
-def shoppers_changed(store: Any, user_ids: Iterable[str]) -> None:
-    """Cached answers about these shoppers (any id of their profiles) are stale from now on."""
-    client = _redis()
-    ids = set(user_ids)
-    if not ids:
-        return
-    if client is None:
-        if settings.ANSWER_CACHE_URL:
-            _remember_missed(store, ids)
-        return
-    try:
-        _bump(keys=[_shopper_key(store, user_id) for user_id in ids], args=[GENERATION_TTL_SECONDS])
-    except (redis.RedisError, OSError) as error:
-        _unreachable(error)
-        _remember_missed(store, ids)
-        logger.warning("answer cache unreachable; could not invalidate %d shoppers of %s", len(ids), store.id)
 
 
 ProfileEntry = tuple[int, bytes]  # (score: the event's time in µs, member: the packed event)

@@ -27,7 +27,13 @@ from django.conf import settings
 
 from catalog.selectors import CatalogColumns, product_columns, product_internal_ids
 from core.observability import SERVING_BYTES, SERVING_LOADS
-from recommendations.artifacts import CATEGORY_SEPARATOR, ArtifactError, artifact_load
+from recommendations.artifacts import (
+    CATEGORY_SEPARATOR,
+    ArtifactError,
+    arrays_from_flat,
+    artifact_load,
+    flat_arrays,
+)
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.recommender import SequentialItemKNN
 from recommendations.selectors import ActiveModelRow, trained_model_active, trained_model_artifact
@@ -129,13 +135,8 @@ def _write_arrays(folder: Path, arrays: dict[str, Any]) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".writing-"))
     try:
-        for name, value in arrays.items():
-            if sp.issparse(value):
-                for part in ("data", "indices", "indptr"):
-                    np.save(staging / f"{name}__{part}.npy", getattr(value, part), allow_pickle=False)
-                np.save(staging / f"{name}__shape.npy", np.array(value.shape, np.int64), allow_pickle=False)
-            else:
-                np.save(staging / f"{name}.npy", np.asarray(value), allow_pickle=False)
+        for name, value in flat_arrays(arrays).items():
+            np.save(staging / f"{name}.npy", value, allow_pickle=False)
         os.replace(staging, folder)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
@@ -145,19 +146,9 @@ def _write_arrays(folder: Path, arrays: dict[str, Any]) -> None:
 
 def _read_arrays(folder: Path) -> dict[str, Any]:
     """The arrays of a version folder, memory-mapped (read-only, shared through the page cache)."""
-    loaded = {path.stem: np.load(path, mmap_mode="r", allow_pickle=False) for path in folder.glob("*.npy")}
-    out: dict[str, Any] = {}
-    for name, value in loaded.items():
-        if name.endswith("__data"):
-            base = name.removesuffix("__data")
-            out[base] = sp.csr_matrix(
-                (value, loaded[f"{base}__indices"], loaded[f"{base}__indptr"]),
-                shape=tuple(int(n) for n in loaded[f"{base}__shape"]),
-                copy=False,
-            )
-        elif "__" not in name:
-            out[name] = value
-    return out
+    return arrays_from_flat(
+        {path.stem: np.load(path, mmap_mode="r", allow_pickle=False) for path in folder.glob("*.npy")}
+    )
 
 
 T = TypeVar("T")
