@@ -35,6 +35,7 @@ def _event_type_weights(overrides: tuple[tuple[str, Any], ...]) -> np.ndarray:
 class ActiveModelRow:
     """The store's active model version, without its artifact."""
 
+    store_id: int
     model_id: int
     version: int
     parameters: dict[str, Any]
@@ -55,11 +56,18 @@ def trained_model_active(*, store: Store, kind: str = ModelKind.STORE) -> Active
     if row is None:
         return None
     model_id, version, parameters, created_at = row
-    return ActiveModelRow(model_id, version, parameters or {}, int(created_at.timestamp() * 1_000_000))
+    return ActiveModelRow(
+        store.id, model_id, version, parameters or {}, int(created_at.timestamp() * 1_000_000)
+    )
 
 
-def trained_model_artifact(*, model_id: int) -> bytes | None:
-    blob = TrainedModel.objects.filter(pk=model_id).values_list("artifact", flat=True).first()
+def trained_model_artifact(*, row: ActiveModelRow) -> bytes | None:
+    """The artifact of the version `row` names, read within its store."""
+    blob = (
+        TrainedModel.objects.filter(store_id=row.store_id, pk=row.model_id)
+        .values_list("artifact", flat=True)
+        .first()
+    )
     return None if blob is None else bytes(blob)
 
 

@@ -227,7 +227,7 @@ class ModelResidency:
                 return _read_arrays(folder)
             except (ValueError, KeyError, OSError):
                 shutil.rmtree(folder, ignore_errors=True)  # torn or foreign: fetch it again
-        blob = trained_model_artifact(model_id=row.model_id)
+        blob = trained_model_artifact(row=row)
         if blob is None:
             raise ArtifactError("no artifact")
         arrays = artifact_load(blob)
