@@ -25,11 +25,17 @@ CHECK_DEADLINE_SECONDS = 0.8
 _checks = ThreadPoolExecutor(max_workers=4, thread_name_prefix="health")
 
 
-def within_deadline(check: Callable[[], str]) -> str:
-    try:
-        return _checks.submit(check).result(timeout=CHECK_DEADLINE_SECONDS)
-    except FutureTimeout:
-        return "down: timeout"
+def within_deadline(*checks: Callable[[], str]) -> list[str]:
+    """The checks run at once, all waited for until one deadline: health answers within it."""
+    deadline = time.monotonic() + CHECK_DEADLINE_SECONDS
+    futures = [_checks.submit(check) for check in checks]
+    results = []
+    for future in futures:
+        try:
+            results.append(future.result(timeout=max(0.0, deadline - time.monotonic())))
+        except FutureTimeout:
+            results.append("down: timeout")
+    return results
 
 
 def database_check() -> str:
@@ -98,8 +104,7 @@ class HealthApi(APIView):
     def get(self, request: Request) -> Response:
         started = time.perf_counter()
         database = database_check()
-        broker = within_deadline(broker_check)
-        cache = within_deadline(answer_cache_check)
+        broker, cache = within_deadline(broker_check, answer_cache_check)
         without_model = stores_without_model_count() if database == "ok" else None
         if database != "ok":
             state, code = "down", 503

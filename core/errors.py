@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -79,3 +80,43 @@ def raise_all_rows_rejected(result: dict[str, Any], errors: list[dict[str, Any]]
     raise ApiError(
         "invalid_rows", f"all {len(errors)} rows were rejected; the first: {first['message']}", details=result
     )
+
+
+# --- Django's own error views (config/urls.py: handler400/403/404/500), JSON under /api/ ---------------
+# DRF renders the errors of its views; these answer the rest: a route that does not exist, a request that
+# Django refused before any view (a bad host, a body too large), and an unhandled exception.
+
+
+def _is_api(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def _json_error(status_code: int, code: str, message: str) -> JsonResponse:
+    from core.observability import request_id_var
+
+    body = error_body(code, message, {"request_id": request_id_var.get()} if status_code >= 500 else None)
+    return JsonResponse(body, status=status_code)
+
+
+def bad_request_view(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _json_error(400, "bad_request", str(exception) or "bad request")
+    return defaults.bad_request(request, exception)
+
+
+def permission_denied_view(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _json_error(403, "permission_denied", "permission denied")
+    return defaults.permission_denied(request, exception)
+
+
+def not_found_view(request: HttpRequest, exception: Exception) -> HttpResponse:
+    if _is_api(request):
+        return _json_error(404, "not_found", f"no API route {request.path!r}; see /api/v1/docs/")
+    return defaults.page_not_found(request, exception)
+
+
+def server_error_view(request: HttpRequest) -> HttpResponse:
+    if _is_api(request):
+        return _json_error(500, "internal_error", "internal error; quote the request id when reporting it")
+    return defaults.server_error(request)

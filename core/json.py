@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -38,7 +39,12 @@ class OrjsonRenderer(BaseRenderer):
 
 
 def render_json(data: Any) -> bytes:
-    return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=_default)
+    try:
+        return orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS, default=_default)
+    except orjson.JSONEncodeError:
+        # an integer past 64 bits, which a merchant's jsonb attributes may hold (PostgreSQL reads a number
+        # like 1.8446744073709552e+19 back as an integer): the standard library writes any size
+        return json.dumps(data, default=_default, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _default(value: Any) -> Any:

@@ -61,6 +61,11 @@ class TrainingRun(BaseModel):
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # the worker running it writes this every TRAINING_HEARTBEAT_SECONDS; a run whose heartbeat is older
+    # than TRAINING_STALE_SECONDS lost its worker and may be claimed again
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # how many times a worker claimed it; the claim's number fences the writes of a worker that lost it
+    attempt = models.PositiveIntegerField(default=0)
 
     class Meta:
         constraints = [

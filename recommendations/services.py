@@ -6,6 +6,7 @@ and activates it in one short transaction."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,7 +22,7 @@ from django.db import (
     connection,
     transaction,
 )
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
@@ -78,35 +79,129 @@ def training_run_create(*, store: Store, kind: str = ModelKind.STORE, trigger: s
     return run
 
 
-def _progress(run_id: int, progress: float, message: str) -> None:
-    TrainingRun.objects.filter(pk=run_id).update(
-        progress=progress, message=message, updated_at=timezone.now()
-    )
+class TrainingRunBusy(Exception):
+    """Another worker holds the run and its heartbeat is fresh: look again in `retry_in` seconds (it either
+    finishes, or its heartbeat goes stale and the run can be taken over)."""
+
+    def __init__(self, run_id: int, retry_in: float):
+        super().__init__(f"training run {run_id} is running elsewhere; look again in {retry_in:.0f} s")
+        self.retry_in = retry_in
+
+
+class TrainingRunLost(Exception):
+    """This worker's claim on the run was taken over (its heartbeat went stale): it must write nothing."""
+
+
+def _claimed(run: TrainingRun) -> Any:
+    """The run's row, only while this worker's claim holds."""
+    return TrainingRun.objects.filter(pk=run.pk, attempt=run.attempt, status=RunStatus.RUNNING)
+
+
+def _progress(run: TrainingRun, progress: float, message: str) -> None:
+    now = timezone.now()
+    if not _claimed(run).update(progress=progress, message=message, heartbeat_at=now, updated_at=now):
+        raise TrainingRunLost(f"training run {run.pk} was taken over by another worker")
+
+
+class _Heartbeat:
+    """A thread that writes the run's heartbeat every TRAINING_HEARTBEAT_SECONDS while it trains (a
+    phase may take minutes without progress to report). It stops when the run ends or is taken over."""
+
+    def __init__(self, run: TrainingRun):
+        self.run = run
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, name=f"heartbeat-{run.pk}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+    def _beat(self) -> None:
+        try:
+            while not self.stop.wait(django_settings.TRAINING_HEARTBEAT_SECONDS):
+                now = timezone.now()
+                if not _claimed(self.run).update(heartbeat_at=now):
+                    return  # taken over: the final write will find out and write nothing
+        except Exception:  # noqa: BLE001 - a heartbeat missed is a takeover at worst, never a crash
+            logger.warning("the heartbeat of training run %s failed", self.run.pk, exc_info=True)
+        finally:
+            connection.close()  # this thread's own connection
+
+
+def _claim(run_id: int) -> TrainingRun | None:
+    """Move the run to running under a new claim: a queued run, or a running one whose worker was lost
+    (its heartbeat is stale). None when it is finished; TrainingRunBusy while another worker holds it."""
+    now = timezone.now()
+    stale_seconds = django_settings.TRAINING_STALE_SECONDS
+    with transaction.atomic():
+        run = TrainingRun.objects.select_for_update().select_related("store").filter(pk=run_id).first()
+        if run is None or run.status not in (RunStatus.QUEUED, RunStatus.RUNNING):
+            return None
+        if run.status == RunStatus.RUNNING:
+            beat = run.heartbeat_at or run.updated_at
+            age = (now - beat).total_seconds()
+            if age < stale_seconds:
+                raise TrainingRunBusy(run_id, stale_seconds - age + 1)
+        if run.attempt >= django_settings.TRAINING_MAX_ATTEMPTS:
+            run.status, run.finished_at = RunStatus.FAILED, now
+            run.message = f"gave up after {run.attempt} attempts (workers lost or transient errors)"
+            run.save(update_fields=["status", "finished_at", "message", "updated_at"])
+            TRAINING_RUNS.labels("failed").inc()
+            return None
+        took_over = run.status == RunStatus.RUNNING
+        run.status, run.attempt, run.heartbeat_at, run.started_at = (
+            RunStatus.RUNNING,
+            run.attempt + 1,
+            now,
+            now,
+        )
+        run.progress = 0.01
+        run.message = (
+            f"loading events (attempt {run.attempt}, after a lost worker)" if took_over else "loading events"
+        )
+        run.save(
+            update_fields=[
+                "status",
+                "attempt",
+                "heartbeat_at",
+                "started_at",
+                "progress",
+                "message",
+                "updated_at",
+            ]
+        )
+    return run
 
 
 def training_run_execute(*, run_id: int) -> TrainingRun | None:
-    """Run a queued training run. Safe to call twice: only the call that moves it from queued to running
-    does the work; the other returns None."""
-    claimed = TrainingRun.objects.filter(pk=run_id, status=RunStatus.QUEUED).update(
-        status=RunStatus.RUNNING, started_at=timezone.now(), progress=0.01, message="loading events"
-    )
-    if not claimed:
+    """Run a queued training run, or take over one whose worker was lost. Safe to call twice: only the
+    call that claims it does the work; a call while another worker holds it raises TrainingRunBusy (the
+    task looks again later), and a finished run returns None."""
+    run = _claim(run_id)
+    if run is None:
         return None
-    run = TrainingRun.objects.select_related("store").get(pk=run_id)
     started = time.monotonic()
     try:
-        _train(run)
+        with _Heartbeat(run):
+            _train(run)
+    except TrainingRunLost:
+        logger.warning("training run %s was taken over by another worker; this one stops", run_id)
+        return None
     except (OperationalError, InterfaceError) as exc:
         # the database went away for a moment: queue the run again; the task retries with backoff
         logger.warning("training run %s hit a transient database error: %s", run_id, exc)
-        TrainingRun.objects.filter(pk=run_id).update(
+        _claimed(run).update(
             status=RunStatus.QUEUED, progress=0.0, message=f"retrying after {type(exc).__name__}"
         )
         raise
     except Exception as exc:
         logger.exception("training run %s failed", run_id)
         TRAINING_RUNS.labels("failed").inc()
-        TrainingRun.objects.filter(pk=run_id).update(
+        _claimed(run).update(
             status=RunStatus.FAILED, finished_at=timezone.now(), message=f"{type(exc).__name__}: {exc}"[:2000]
         )
         raise
@@ -120,21 +215,30 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
 
 
 def training_runs_recover(*, store: Store | None = None) -> int:
-    """Mark failed the running runs that have reported no progress for TRAINING_STALE_MINUTES: their
-    worker was killed (the message is redelivered, but the run is no longer queued, so nothing would
-    ever finish it). The active model is untouched. Answers how many were marked."""
-    cutoff = timezone.now() - timedelta(minutes=django_settings.TRAINING_STALE_MINUTES)
-    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING, updated_at__lt=cutoff)
+    """Queue again the running runs whose heartbeat is older than TRAINING_STALE_SECONDS (their worker
+    was killed; with Redis as the broker its message comes back only after the visibility timeout), and
+    enqueue them: a worker takes them over within a minute or two. The active model is untouched. Answers
+    how many were queued again."""
+    from recommendations.tasks import train_store_task
+
+    cutoff = timezone.now() - timedelta(seconds=django_settings.TRAINING_STALE_SECONDS)
+    stale = TrainingRun.objects.filter(status=RunStatus.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, updated_at__lt=cutoff)
+    )
     if store is not None:
         stale = stale.filter(store=store)
-    marked = stale.update(
-        status=RunStatus.FAILED,
-        finished_at=timezone.now(),
-        message=f"the worker was lost: no progress for {django_settings.TRAINING_STALE_MINUTES} minutes",
-    )
-    if marked:
-        TRAINING_RUNS.labels("failed").inc(marked)
-    return marked
+    with transaction.atomic():
+        ids = list(stale.select_for_update(skip_locked=True).values_list("pk", flat=True))
+        if not ids:
+            return 0
+        TrainingRun.objects.filter(pk__in=ids).update(
+            status=RunStatus.QUEUED,
+            message=f"the worker was lost (no heartbeat for {django_settings.TRAINING_STALE_SECONDS:g} s); "
+            "queued again",
+        )
+        transaction.on_commit(lambda: [train_store_task.delay(run_id) for run_id in ids])
+    logger.warning("queued again %d training runs whose worker was lost: %s", len(ids), ids)
+    return len(ids)
 
 
 @dataclass(frozen=True)
@@ -222,7 +326,7 @@ def _train(run: TrainingRun) -> TrainedModel:
     network, global_version = network_slice_for(store=store, product_ids=data.product_ids.ids)
     clock.lap("load")
     interactions = data.interactions
-    _progress(run.id, 0.2, f"loaded {data.n_events} events over {len(data.product_ids)} products; tuning")
+    _progress(run, 0.2, f"loaded {data.n_events} events over {len(data.product_ids)} products; tuning")
 
     # Weights are tuned, the global share chosen and the version evaluated on a time split (the last
     # tenth of the store's time); with too few shoppers spanning the cut, on each shopper's last event.
@@ -233,7 +337,7 @@ def _train(run: TrainingRun) -> TrainedModel:
         network=network,
         fixed_share=None if fixed_share is None else float(fixed_share),
         interaction_half_life_days=INTERACTION_HALF_LIFE_DAYS,
-        progress=lambda fraction, message: _progress(run.id, fraction, message),
+        progress=lambda fraction, message: _progress(run, fraction, message),
     )
     model, metrics = fitted.model, fitted.metrics
     clock.lap("tune_evaluate_fit")
@@ -250,7 +354,7 @@ def _train(run: TrainingRun) -> TrainedModel:
         interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items
     )
     clock.lap("baskets")
-    _progress(run.id, 0.75, "content embeddings")
+    _progress(run, 0.75, "content embeddings")
     vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
     content = _content_neighbours(model.similar_, vectors, data.category_paths)
     artifact = artifact_dump(
@@ -267,7 +371,7 @@ def _train(run: TrainingRun) -> TrainedModel:
         }
     )
     clock.lap("content")
-    _progress(run.id, 0.9, "storing the new version")
+    _progress(run, 0.9, "storing the new version")
     product_content_vectors_write(store=store, product_ids=data.product_ids.ids, vectors=vectors)
     clock.lap("store_vectors")
     metrics["seconds_by_phase"] = clock.laps
@@ -307,6 +411,8 @@ def _save_and_maybe_activate(
     store = run.store
     with transaction.atomic():
         Store.objects.select_for_update().get(pk=store.pk)  # serialise version numbers per store
+        if not _claimed(run).select_for_update().exists():
+            raise TrainingRunLost(f"training run {run.pk} was taken over by another worker")
         latest = TrainedModel.objects.filter(store=store, kind=run.kind).aggregate(v=Max("version"))["v"] or 0
         model = TrainedModel.objects.create(
             store=store, kind=run.kind, version=latest + 1, metrics=metrics, parameters=parameters,

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 from django.db import InterfaceError, OperationalError
 
-from recommendations.services import scheduled_training_enqueue, training_run_execute, training_runs_recover
+from recommendations.services import (
+    TrainingRunBusy,
+    scheduled_training_enqueue,
+    training_run_execute,
+    training_runs_recover,
+)
+
+# enough looks, a heartbeat's staleness apart, to outlast the longest training (the task's time limit)
+BUSY_LOOKS = 100
 
 
 # Queues are assigned in settings (CELERY_TASK_ROUTES): training has its own, so workers scale by kind.
 @shared_task(
+    bind=True,
     acks_late=True,
     soft_time_limit=3600,
     time_limit=3700,
@@ -18,8 +27,13 @@ from recommendations.services import scheduled_training_enqueue, training_run_ex
     retry_backoff=5,
     max_retries=5,
 )
-def train_store_task(run_id: int) -> None:
-    training_run_execute(run_id=run_id)
+def train_store_task(self: Task, run_id: int) -> None:
+    try:
+        training_run_execute(run_id=run_id)
+    except TrainingRunBusy as busy:
+        # delivered again while its first worker may still live: look again once its heartbeat would be
+        # stale (the run then is finished, or is taken over here); a training lasts at most the time limit
+        raise self.retry(countdown=busy.retry_in, max_retries=BUSY_LOOKS) from busy
 
 
 @shared_task(ignore_result=True, soft_time_limit=120, time_limit=150)

@@ -8,6 +8,7 @@ key's scope for the method, and binds `self.store` from the key. Subclasses cann
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from typing import Any, ClassVar
@@ -19,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from core import answer_cache
+from core.errors import ApiError
 from core.observability import store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
@@ -164,6 +166,26 @@ def remembered_key(environ: dict[str, Any], scope: str, *, trusted: bool) -> tup
     return entry
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_request_text(url_kwargs: dict[str, Any], query: Any) -> None:
+    """Ids in the URL and query values with control characters (NUL above all, which PostgreSQL refuses)
+    are a 400, before any view reads them."""
+    for name, value in url_kwargs.items():
+        if isinstance(value, str) and _CONTROL.search(value):
+            raise ApiError(
+                "invalid_id", f"{name} must not contain control characters", details={"parameter": name}
+            )
+    for name, values in query.lists():
+        if _CONTROL.search(name) or any(_CONTROL.search(value) for value in values):
+            raise ApiError(
+                "invalid_parameter",
+                f"{name!r} must not contain control characters",
+                details={"parameter": name},
+            )
+
+
 _SEALED = ("authentication_classes", "permission_classes", "initial", "store", "get_store", "dispatch")
 
 
@@ -182,6 +204,7 @@ class StoreScopedAPIView(APIView):
         self._bound_store: Store | None = None
         super().initial(request, *args, **kwargs)  # authentication and permissions run here
         self._bound_store = request.auth.store  # type: ignore[union-attr]  # HasScope made it an ApiKey
+        check_request_text(self.kwargs, request.query_params)
         store_var.set(self._bound_store.slug)  # every log line of this request names the store
 
     @property

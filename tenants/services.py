@@ -164,6 +164,8 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
     unknown = set(data) - {"name", "currency", "settings", *SETTINGS_FIELDS}
     if unknown:
         raise ApiError("unknown_field", f"unknown fields: {sorted(unknown)}", details=sorted(unknown))
+    if data.get("settings") is not None and not isinstance(data["settings"], dict):
+        raise ApiError("invalid", "invalid store settings", details={"settings": "must be an object"})
     settings_data = dict(data.get("settings") or {})
     settings_data.update({k: v for k, v in data.items() if k in SETTINGS_FIELDS})
     errors: dict[str, str] = {}

@@ -138,11 +138,15 @@ CELERY_BEAT_SCHEDULE = {
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
     "recover-lost-training-runs": {
         "task": "recommendations.tasks.recover_training_runs_task",
-        "schedule": 300.0,
+        "schedule": 60.0,
     },
 }
-# A running training run that reports no progress for this long lost its worker (phases report often).
-TRAINING_STALE_MINUTES = int(os.environ.get("TRAINING_STALE_MINUTES", "30"))
+# A running training run's worker writes a heartbeat this often; a run whose heartbeat is older than
+# TRAINING_STALE_SECONDS lost its worker: the redelivered task, or the periodic recovery, takes it over.
+TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", "10"))
+TRAINING_STALE_SECONDS = float(os.environ.get("TRAINING_STALE_SECONDS", "60"))
+# a run that has been claimed this many times (lost workers and transient errors) fails for good
+TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "8"))
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
 # Schedules live in the database, editable from the admin (Periodic tasks); the entries above are
 # written there when beat starts.

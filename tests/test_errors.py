@@ -1,0 +1,97 @@
+"""Every answer under /api/ is the API's JSON error, whatever refused the request: an unknown route, a
+method, an unhandled exception (500 with the request id), ids and parameters with control characters."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+import pytest
+from django.test import Client
+
+from tests.conftest import product
+
+
+def _json(response: Any) -> dict[str, Any]:
+    assert response["Content-Type"].startswith("application/json"), response.content[:200]
+    return orjson.loads(response.content)
+
+
+def test_unknown_api_route_is_a_json_404(db):
+    response = Client().get("/api/v1/no-such-thing", HTTP_AUTHORIZATION="Bearer x")
+    assert response.status_code == 404
+    assert _json(response)["code"] == "not_found"
+
+
+def test_a_page_outside_the_api_keeps_django_s_404(db):
+    response = Client().get("/no-such-page")
+    assert response.status_code == 404
+    assert not response["Content-Type"].startswith("application/json")
+
+
+def test_method_not_allowed_is_json(api):
+    response = api.request("PUT", "/api/v1/trending", {})
+    assert response.status_code == 405
+    assert response.json()["code"] == "method_not_allowed"
+
+
+def test_an_unhandled_exception_is_a_json_500_with_the_request_id(api, tenant, monkeypatch):
+    from recommendations import apis
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(apis.TrendingApi, "get", broken)
+    client = Client(raise_request_exception=False)
+    response = client.get(
+        "/api/v1/trending", HTTP_AUTHORIZATION=f"Bearer {tenant.raw_key}", HTTP_X_REQUEST_ID="req-500"
+    )
+    assert response.status_code == 500
+    body = _json(response)
+    assert body["code"] == "internal_error"
+    assert body["details"] == {"request_id": "req-500"}
+    assert response["X-Request-ID"] == "req-500"
+    assert "boom" not in response.content.decode()  # nothing internal leaks
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/products/a%00b",
+        "/api/v1/products/a%01b/related",
+        "/api/v1/users/u%00/recommendations",
+        "/api/v1/users/u%1f/recently-viewed",
+    ],
+)
+def test_ids_with_control_characters_are_a_400(api, path):
+    response = api.get(path)
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_id"
+
+
+def test_query_values_with_nul_are_a_400(api):
+    api.post("/api/v1/products/bulk", [product("p1")])
+    response = api.get("/api/v1/products/p1/related", exclude="p2\x00")
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid_parameter"
+    response = api.get("/api/v1/trending", category="a\x00")
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize("settings_value", [[None, None], "x", 3, True])
+def test_store_settings_that_are_not_an_object_are_a_400(api, settings_value):
+    response = api.patch("/api/v1/store", {"settings": settings_value})
+    assert response.status_code == 400, response.content
+    assert response.json()["details"] == {"settings": "must be an object"}
+
+
+@pytest.mark.parametrize("number", [18446744073709551615, 2**64 + 1, -(2**63) - 1, 1.5e308])
+def test_product_attributes_with_huge_numbers_read_back(api, number):
+    body = json.dumps([product("big", attributes={"n": number})]).encode()
+    stored = api.post("/api/v1/products/bulk", raw=body)
+    assert stored.status_code in (200, 201, 400), stored.content
+    listed = api.get("/api/v1/products")
+    assert listed.status_code == 200, listed.content
+    single = api.get("/api/v1/products/big")
+    assert single.status_code in (200, 404), single.content
