@@ -29,6 +29,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+from bench_env import BENCH_LIMITS  # noqa: E402
 
 
 def free_port() -> int:
@@ -202,7 +203,12 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = parser.parse_args()
 
-    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.base", "LOG_LEVEL": "WARNING"}
+    env = {
+        **os.environ,
+        **BENCH_LIMITS,
+        "DJANGO_SETTINGS_MODULE": "config.settings.base",
+        "LOG_LEVEL": "WARNING",
+    }
     env.setdefault("RECSYS_DATABASE_NAME", "recsys_bench")
     manage("migrate", "--verbosity", "0", env=env)
     slug = f"bench-{int(time.time())}"

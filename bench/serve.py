@@ -40,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import wrk
+from bench_env import BENCH_LIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -393,7 +394,7 @@ def main() -> None:
     from ingest import free_port, wait_healthy
 
     port = free_port()
-    env = {**os.environ}
+    env = {**os.environ, **BENCH_LIMITS}
     from config import web
 
     args.workers = args.workers or web.default_workers()

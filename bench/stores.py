@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import wrk
+from bench_env import BENCH_LIMITS
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -181,7 +182,7 @@ def main() -> None:
 
     port = free_port()
     metrics = Path(tempfile.mkdtemp(prefix="recsys-metrics-"))
-    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
+    env = {**os.environ, **BENCH_LIMITS, "PROMETHEUS_MULTIPROC_DIR": str(metrics)}
     workers = args.workers or web.default_workers()
     command = web.command(bind=f"127.0.0.1:{port}", workers=workers, threads=args.threads)
     server = subprocess.Popen(command, cwd=ROOT, env=env)

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS, Product
-from core import answer_cache
+from core import answer_cache, rate_limit
 from core.errors import ApiError, NotFound
 from core.validation import RowError, check_no_nul, clean_bool, clean_money, clean_string
 from tenants.models import Store
@@ -201,12 +201,34 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
                 to_write.append(row)
         if not to_write:
             return result
+        new = sum(1 for row in to_write if row.external_id not in existing)
+        _check_product_quota(cursor, store, new)
         _copy_to_staging(cursor, to_write)
         result.updated = _update_existing(cursor, store)
         result.created = _insert_new(cursor, store)
         answer_cache.changed(answer_cache.store_changed, store)
     result.errors.sort(key=lambda error: error["index"])
     return result
+
+
+def _check_product_quota(cursor: Any, store: Store, new: int) -> None:
+    """A batch that would take the catalog past the store's max_products is refused whole (403
+    `quota_exceeded`); updates of products it holds always pass. Counted only when there are new ones."""
+    limit = rate_limit.quota(store, "max_products")
+    if limit <= 0 or new <= 0:
+        return
+    cursor.execute(
+        "SELECT count(*) FROM (SELECT 1 FROM catalog_product WHERE store_id = %s LIMIT %s) AS held",
+        [store.id, limit],
+    )
+    held = int(cursor.fetchone()[0])
+    if held + new > limit:
+        raise ApiError(
+            "quota_exceeded",
+            f"this store's catalog may hold {limit} products; it holds {held}, and this request adds {new}",
+            details={"quota": "max_products", "limit": limit, "used": held, "new": new},
+            status_code=403,
+        )
 
 
 _STAGING_COLUMNS = (

@@ -6,7 +6,13 @@ import os
 from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
+# a web request's query never runs longer than this (workers, which load a store's events, are not bound;
+# nor are processes this one starts)
+_timeout_set_here = "REQUEST_STATEMENT_TIMEOUT_MS" not in os.environ
+os.environ.setdefault("REQUEST_STATEMENT_TIMEOUT_MS", "15000")
 django_application = get_wsgi_application()
+if _timeout_set_here:
+    del os.environ["REQUEST_STATEMENT_TIMEOUT_MS"]
 
 # the handlers need the apps loaded
 from core.fast_path import FastPath  # noqa: E402

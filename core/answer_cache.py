@@ -60,6 +60,8 @@ _fetch: Any = None
 _profile_store: Any = None
 _append: Any = None
 _advance: Any = None
+_take: Any = None
+_reserve: Any = None
 _unreachable_until = 0.0
 # (store namespace, shopper id) whose profile appends or invalidations Redis missed: dropped on recovery;
 # and stores (their namespaces) and the keys generation whose bumps it missed: bumped on recovery
@@ -68,10 +70,55 @@ _missed_stores: set[str] = set()
 _missed_keys = False
 _MISSED_LIMIT = 100_000
 
+# A token bucket per API key (core/rate_limit.py): `rate` tokens a second, at most `burst`; a request
+# takes one. Answers {allowed (1/0), tokens left (floor), ms until a token is there, s until full}.
+_BUCKET_FUNCTION = """
+local function take_token(key, rate, burst)
+  local now = redis.call('TIME')
+  local t = tonumber(now[1]) + tonumber(now[2]) / 1000000
+  local state = redis.call('HMGET', key, 't', 'v')
+  local tokens = burst
+  if state[1] and state[2] then
+    tokens = math.min(burst, tonumber(state[2]) + math.max(0, t - tonumber(state[1])) * rate)
+  end
+  local allowed = 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    allowed = 1
+  end
+  redis.call('HSET', key, 't', string.format('%.6f', t), 'v', string.format('%.6f', tokens))
+  redis.call('EXPIRE', key, math.ceil(burst / rate) + 1)
+  return {allowed, math.floor(tokens), math.max(0, math.ceil((1 - tokens) / rate * 1000)),
+          math.ceil((burst - tokens) / rate)}
+end
+"""
+
+# A daily quota: reserve ARGV[1] units of KEYS[1] (a counter for the day) unless that passes ARGV[2];
+# answers the count after (reserved) or -1 - the count now (refused).
+_RESERVE_SCRIPT = """
+local used = tonumber(redis.call('GET', KEYS[1]) or '0')
+local wanted = tonumber(ARGV[1])
+if used + wanted > tonumber(ARGV[2]) then
+  return -1 - used
+end
+used = redis.call('INCRBY', KEYS[1], wanted)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return used
+"""
+
+_TAKE_SCRIPT = (
+    _BUCKET_FUNCTION
+    + """
+return take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+"""
+)
+
 # A shopper's generation lives while it is bumped or read, far longer than any answer read under it, so it
 # never restarts from 0 while an answer of an earlier 0 could still be read. An answer read again lives
 # on (ARGV[3] seconds from now; 0 for answers that must age out with the clock).
-_FETCH_SCRIPT = """
+_FETCH_SCRIPT = (
+    _BUCKET_FUNCTION
+    + """
 local function started(key)  -- a generation Redis lacks starts at the time in µs: see _START
   local now = redis.call('TIME')
   redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])), 'NX')  -- an integer, for INCR
@@ -86,6 +133,13 @@ else
 end
 local keys_gen = redis.call('GET', KEYS[3]) or started(KEYS[3])
 local key = ARGV[1] .. ':' .. store_gen .. ':' .. shopper_gen .. ':' .. ARGV[2]
+local bucket = false
+if KEYS[5] then  -- the key's rate limit, taken in the same round trip; over it, nothing else is read
+  bucket = take_token(KEYS[5], tonumber(ARGV[7]), tonumber(ARGV[8]))
+  if bucket[1] == 0 then
+    return {keys_gen, store_gen, key, false, shopper_gen, false, bucket}
+  end
+end
 local body = redis.call('GET', key)
 if body and tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', key, ARGV[3])
@@ -97,8 +151,9 @@ if not body and ARGV[5] == '1' then
     profile = table.concat(members)  -- one string: the client parses one reply, not 200
   end
 end
-return {keys_gen, store_gen, key, body, shopper_gen, profile}
+return {keys_gen, store_gen, key, body, shopper_gen, profile, bucket}
 """
+)
 
 # A profile rebuilt from SQL is kept only when the shopper's generation is still the one read before the
 # query: an event committed meanwhile has bumped it (and found no profile to append to).
@@ -159,7 +214,16 @@ return #KEYS
 def _redis() -> redis.Redis | None:
     """The cache's client; None when it is off, or did not answer a moment ago (left alone for a few
     seconds, so that a hung Redis costs one short timeout, not one per request)."""
-    global _client, _client_url, _fetch, _profile_store, _append, _advance, _unreachable_until
+    global \
+        _client, \
+        _client_url, \
+        _fetch, \
+        _profile_store, \
+        _append, \
+        _advance, \
+        _take, \
+        _reserve, \
+        _unreachable_until
     if not settings.ANSWER_CACHE_URL:
         return None
     if _client is None or _client_url != settings.ANSWER_CACHE_URL:
@@ -174,6 +238,8 @@ def _redis() -> redis.Redis | None:
         _profile_store = _client.register_script(_PROFILE_STORE_SCRIPT)
         _append = _client.register_script(_APPEND_SCRIPT)
         _advance = _client.register_script(_ADVANCE_SCRIPT)
+        _take = _client.register_script(_TAKE_SCRIPT)
+        _reserve = _client.register_script(_RESERVE_SCRIPT)
     if _unreachable_until and (_missed or _missed_stores or _missed_keys):
         _replay_missed(_client)
     return _client
@@ -376,6 +442,7 @@ class Lookup:
     body: bytes | None  # the cached answer, without its recommendation id
     shopper_generation: bytes | None = None
     profile: bytes | None = None  # the shopper's profile records, oldest first, joined; None: not held
+    bucket: list[int] | None = None  # the rate limit's answer (take_token), when one was asked for
 
 
 MISS = Lookup(None, None, None, None)
@@ -427,29 +494,32 @@ def lookup(
     user_id: str | None = None,
     slide: int = TTL_SECONDS,
     with_profile: bool = False,
+    bucket: tuple[str, int, int] | None = None,
 ) -> Lookup:
     """One round trip: the generations, the key they give this request, and the answer if cached (which
     then lives `slide` more seconds; 0 leaves its expiry as it was); when it is not cached and
-    `with_profile`, the shopper's profile too."""
+    `with_profile`, the shopper's profile too. `bucket` (key, rate, burst): a token of that rate limit is
+    taken first; when none is left, nothing else is read (Lookup.bucket says so)."""
     client = _redis()
     if client is None:
         return MISS
     namespace = _namespace(store)
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
     profile_key = _profile_key_in(namespace, user_id) if user_id is not None else f"{namespace}:p:-"
+    keys = [f"{namespace}:gen", _shopper_key(store, user_id), KEYS_GENERATION, profile_key]
+    args: list[Any] = [
+        namespace,
+        digest,
+        slide,
+        GENERATION_TTL_SECONDS,
+        "1" if with_profile else "0",
+        PROFILE_EVENTS,
+    ]
+    if bucket is not None:
+        keys.append(bucket[0])
+        args += [bucket[1], bucket[2]]
     try:
-        keys_gen, store_gen, key, body, shopper_gen, profile = _evalsha(
-            client,
-            keys=[f"{namespace}:gen", _shopper_key(store, user_id), KEYS_GENERATION, profile_key],
-            args=[
-                namespace,
-                digest,
-                slide,
-                GENERATION_TTL_SECONDS,
-                "1" if with_profile else "0",
-                PROFILE_EVENTS,
-            ],
-        )
+        keys_gen, store_gen, key, body, shopper_gen, profile, taken = _evalsha(client, keys=keys, args=args)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return MISS
@@ -457,10 +527,38 @@ def lookup(
         keys_gen,
         store_gen,
         key.decode() if isinstance(key, bytes) else key,
-        body,
+        body or None,
         shopper_gen,
         profile if isinstance(profile, bytes) else None,
+        taken if isinstance(taken, list) else None,
     )
+
+
+def quota_reserve(store: Any, name: str, day: str, amount: int, limit: int) -> tuple[bool, int] | None:
+    """Reserve `amount` of the store's quota `name` for `day` (a UTC date) unless that passes `limit`:
+    (reserved, the day's count after it or now). None when Redis is off or down (no quota then)."""
+    client = _redis()
+    if client is None:
+        return None
+    key = f"{_namespace(store)}:quota:{name}:{day}"
+    try:
+        used = int(_evalsha(client, keys=[key], args=[amount, limit, 2 * 86_400], script=_reserve))
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return None
+    return (True, used) if used >= 0 else (False, -1 - used)
+
+
+def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:
+    """A token of a rate limit (see _BUCKET_FUNCTION); None when Redis is off or down (no limit then)."""
+    client = _redis()
+    if client is None:
+        return None
+    try:
+        return _evalsha(client, keys=[bucket_key], args=[rate, burst], script=_take)
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return None
 
 
 def put(key: str | None, body: bytes, *, ttl: int = TTL_SECONDS) -> None:

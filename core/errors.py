@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
+from django.db import OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
+from psycopg.errors import QueryCanceled
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 
@@ -17,11 +19,20 @@ class ApiError(Exception):
 
     status_code: int = status.HTTP_400_BAD_REQUEST
 
-    def __init__(self, code: str, message: str, *, details: Any = None, status_code: int | None = None):
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        details: Any = None,
+        status_code: int | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ):
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+        self.headers = headers or []
         if status_code is not None:
             self.status_code = status_code
 
@@ -53,7 +64,16 @@ _DRF_CODES = {
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     if isinstance(exc, ApiError):
-        return Response(error_body(exc.code, exc.message, exc.details), status=exc.status_code)
+        return Response(
+            error_body(exc.code, exc.message, exc.details), status=exc.status_code, headers=dict(exc.headers)
+        )
+    if isinstance(exc, OperationalError) and isinstance(exc.__cause__, QueryCanceled):
+        # the web processes' statement timeout (REQUEST_STATEMENT_TIMEOUT_MS) cut a query short
+        return Response(
+            error_body("query_timeout", "the request took too long; try again or narrow it"),
+            status=503,
+            headers={"Retry-After": "5"},
+        )
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "not found"), status=404)
     if isinstance(exc, PermissionDenied):

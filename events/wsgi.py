@@ -12,8 +12,10 @@ import logging
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.urls import ResolverMatch
 
+from core import rate_limit
 from core.errors import ApiError, error_body
 from core.fast_path import FastResponse, allowed_methods, database_request
 from core.json import render_json
@@ -38,8 +40,13 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         length = int(environ.get("CONTENT_LENGTH") or 0)
     except ValueError:
         return None
-    if length <= 0:
-        return None
+    if length <= 0 or length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+        return None  # Django answers the 413, before reading it
+    bucket = rate_limit.take(entry[0])
+    if bucket is not None:
+        environ[rate_limit.ENVIRON_KEY] = bucket  # taken: Django, should it answer instead, takes no other
+        if not bucket.allowed:
+            return None  # Django answers the 429
     body = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)  # for Django, should this path decline
     try:
@@ -56,10 +63,11 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
     except Exception:  # noqa: BLE001 - something may be stored: answer here, never twice through Django
         logger.exception("event ingestion failed on the fast path")
         body = render_json(
-            error_body("server_error", "ingestion failed; send the batch again (with event ids)")
+            error_body("internal_error", "ingestion failed; send the batch again (with event ids)")
         )
         return FastResponse(body, status="500 Internal Server Error")
     if result.errors and not (result.accepted or result.duplicate):
         return None  # nothing stored: Django answers the 400 with every row's error
     ingest_counted(result)
-    return FastResponse(render_json(result.as_dict()), [("Allow", allowed_methods(EventIngestApi))])
+    headers = [("Allow", allowed_methods(EventIngestApi)), *(bucket.headers() if bucket is not None else [])]
+    return FastResponse(render_json(result.as_dict()), headers)

@@ -13,13 +13,14 @@ import threading
 import time
 from typing import Any, ClassVar
 
+from django.conf import settings as django_settings
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from core import answer_cache
+from core import answer_cache, rate_limit
 from core.errors import ApiError
 from core.observability import store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
@@ -166,6 +167,23 @@ def remembered_key(environ: dict[str, Any], scope: str, *, trusted: bool) -> tup
     return entry
 
 
+def check_body_size(meta: dict[str, Any]) -> None:
+    """A body larger than DATA_UPLOAD_MAX_MEMORY_SIZE is refused from its Content-Length, before a byte of
+    it is read or parsed."""
+    try:
+        length = int(meta.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        raise ApiError("invalid_content_length", "the Content-Length header is not a number") from None
+    limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+    if limit is not None and length > limit:
+        raise ApiError(
+            "body_too_large",
+            f"the body is {length} bytes; at most {limit} are taken (send fewer rows a request)",
+            details={"limit": limit},
+            status_code=413,
+        )
+
+
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -186,7 +204,15 @@ def check_request_text(url_kwargs: dict[str, Any], query: Any) -> None:
             )
 
 
-_SEALED = ("authentication_classes", "permission_classes", "initial", "store", "get_store", "dispatch")
+_SEALED = (
+    "authentication_classes",
+    "permission_classes",
+    "initial",
+    "finalize_response",
+    "store",
+    "get_store",
+    "dispatch",
+)
 
 
 class StoreScopedAPIView(APIView):
@@ -204,8 +230,22 @@ class StoreScopedAPIView(APIView):
         self._bound_store: Store | None = None
         super().initial(request, *args, **kwargs)  # authentication and permissions run here
         self._bound_store = request.auth.store  # type: ignore[union-attr]  # HasScope made it an ApiKey
+        # the fast path may have taken this request's token already (and then handed it over)
+        bucket = request.META.get(rate_limit.ENVIRON_KEY) or rate_limit.take(request.auth)
+        request.rate_limit = bucket  # type: ignore[attr-defined]  # its headers go on the answer
+        if bucket is not None and not bucket.allowed:
+            raise rate_limit.over_limit(bucket)
+        check_body_size(request.META)
         check_request_text(self.kwargs, request.query_params)
         store_var.set(self._bound_store.slug)  # every log line of this request names the store
+
+    def finalize_response(self, request: Request, response: Any, *args: Any, **kwargs: Any) -> Any:
+        response = super().finalize_response(request, response, *args, **kwargs)
+        bucket = getattr(request, "rate_limit", None)
+        if bucket is not None:
+            for name, value in bucket.headers():
+                response[name] = value
+        return response
 
     @property
     def store(self) -> Store:

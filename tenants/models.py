@@ -11,6 +11,20 @@ class Store(BaseModel):
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, default="USD")
     is_active = models.BooleanField(default=True)
+    # Limits, set by the operator (the admin), never by the store's own keys. Empty: the deployment's
+    # default (settings.RATE_LIMIT_PER_SECOND and the rest); 0: no limit.
+    rate_limit_per_second = models.PositiveIntegerField(
+        null=True, blank=True, help_text="requests per second per API key (token bucket); empty: default"
+    )
+    rate_limit_burst = models.PositiveIntegerField(
+        null=True, blank=True, help_text="requests a key may make at once (the bucket's size); empty: default"
+    )
+    max_products = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="products the catalog may hold; empty: default; 0: no limit"
+    )
+    max_events_per_day = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="events stored per UTC day; empty: default; 0: no limit"
+    )
 
     class Meta:
         ordering = ["slug"]

@@ -22,12 +22,20 @@ class StoreSettingsSerializer(serializers.Serializer):
     retrain_interval_hours = serializers.IntegerField(min_value=1, max_value=8760)
 
 
+class StoreLimitsSerializer(serializers.Serializer):
+    rate_limit_per_second = serializers.IntegerField(help_text="requests a second per API key; 0: none")
+    rate_limit_burst = serializers.IntegerField(help_text="requests a key may make at once")
+    max_products = serializers.IntegerField(help_text="products the catalog may hold; 0: none")
+    max_events_per_day = serializers.IntegerField(help_text="events a UTC day; 0: none")
+
+
 class StoreSerializer(serializers.Serializer):
     id = serializers.CharField(help_text="the store's slug")
     name = serializers.CharField()
     currency = serializers.CharField()
     created_at = serializers.DateTimeField()
     settings = StoreSettingsSerializer()
+    limits = StoreLimitsSerializer(read_only=True, help_text="set by the operator")
 
 
 class StorePatchSerializer(serializers.Serializer):

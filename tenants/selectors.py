@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+from core import rate_limit
 from tenants.models import ApiKey, Store, StoreSettings
 from tenants.services import hash_secret, split_raw_key
 
@@ -50,4 +51,16 @@ def store_to_dict(*, store: Store) -> dict:
             "event_weights": settings.event_weights,
             "retrain_interval_hours": settings.retrain_interval_hours,
         },
+        "limits": store_limits(store=store),
+    }
+
+
+def store_limits(*, store: Store) -> dict[str, int]:
+    """The limits that apply to the store (set by the operator, else the deployment's); 0: none."""
+    rate, burst = rate_limit.limits(store)
+    return {
+        "rate_limit_per_second": rate,
+        "rate_limit_burst": burst if rate else 0,
+        "max_products": rate_limit.quota(store, "max_products"),
+        "max_events_per_day": rate_limit.quota(store, "max_events_per_day"),
     }

@@ -94,6 +94,13 @@ else:
     }
     EMBEDDED_POSTGRES = True
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("CONN_MAX_AGE", "60"))
+# A query of a web request that runs longer than this is cancelled (503 `query_timeout`); workers are not
+# bound by it (config/wsgi.py sets a default for the web processes only). Unset or 0: no limit.
+REQUEST_STATEMENT_TIMEOUT_MS = int(os.environ.get("REQUEST_STATEMENT_TIMEOUT_MS") or 0)
+if REQUEST_STATEMENT_TIMEOUT_MS:
+    DATABASES["default"].setdefault("OPTIONS", {})["options"] = (
+        f"-c statement_timeout={REQUEST_STATEMENT_TIMEOUT_MS}"
+    )
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -164,6 +171,13 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # --- API ----------------------------------------------------------------------------------------
 MAX_BATCH_ROWS = 10_000
 DATA_UPLOAD_MAX_MEMORY_SIZE = 64 * 1024 * 1024  # 10,000 products with descriptions fit
+# Limits a store gets unless the operator sets its own (tenants.models.Store; 0 means none): requests
+# per second per API key as a token bucket in Redis (a key may burst to RATE_LIMIT_BURST at once), the
+# products a catalog may hold, the events stored per UTC day.
+RATE_LIMIT_PER_SECOND = int(os.environ.get("RATE_LIMIT_PER_SECOND", "100"))
+RATE_LIMIT_BURST = int(os.environ.get("RATE_LIMIT_BURST", "200"))
+MAX_PRODUCTS = int(os.environ.get("MAX_PRODUCTS", "5000000"))
+MAX_EVENTS_PER_DAY = int(os.environ.get("MAX_EVENTS_PER_DAY", "20000000"))
 
 REST_FRAMEWORK = {
     # Merchant endpoints get their authentication from tenants.authentication.StoreScopedAPIView;

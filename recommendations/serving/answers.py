@@ -79,8 +79,13 @@ class Served:
 
 
 def answer_lookup(
-    surface: Surface, store: Store, meta: Mapping[str, Any], kwargs: Mapping[str, Any]
+    surface: Surface,
+    store: Store,
+    meta: Mapping[str, Any],
+    kwargs: Mapping[str, Any],
+    bucket: tuple[str, int, int] | None = None,
 ) -> answer_cache.Lookup:
+    """The cache's round trip for this request; `bucket`: a rate limit's token taken in it too."""
     shopper = kwargs.get("user_id") if surface.per_shopper else None
     return answer_cache.lookup(
         store,
@@ -88,6 +93,7 @@ def answer_lookup(
         user_id=shopper,
         slide=surface.ttl if surface.slides else 0,
         with_profile=surface.with_profile,
+        bucket=bucket,
     )
 
 

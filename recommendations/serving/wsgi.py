@@ -9,6 +9,7 @@ from typing import Any
 from django.http import QueryDict
 from django.urls import ResolverMatch
 
+from core import rate_limit
 from core.errors import ApiError
 from core.fast_path import FastResponse, allowed_methods, database_request
 from core.observability import answer_cache_counter, store_var
@@ -26,12 +27,19 @@ def fast_answer(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
     if entry is None:
         return None
     key, generation = entry
-    lookup = answer_lookup(surface, key.store, environ, match.kwargs)
+    limit = rate_limit.bucket_args(key)
+    lookup = answer_lookup(surface, key.store, environ, match.kwargs, bucket=limit)
     if lookup.store_generation is None:
         return None  # the cache did not answer
     if lookup.keys_generation != generation:  # keys or stores changed since: look the key up again
         recent_keys.forget(bearer_token(environ) or "")
-        return None
+        return None  # (Django takes a token at the store's current limits)
+    bucket = None
+    if limit is not None and lookup.bucket is not None:
+        bucket = rate_limit.Bucket.from_reply(lookup.bucket, limit[2])
+        environ[rate_limit.ENVIRON_KEY] = bucket  # taken: Django, should it answer instead, takes no other
+        if not bucket.allowed:
+            return None  # Django answers the 429
     store_var.set(key.store.slug)
     try:
         if lookup.body is not None:  # cached: nothing to parse, nothing to query
@@ -44,4 +52,5 @@ def fast_answer(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return None  # Django answers errors
     outcome = "hit" if served.cached else "miss"
     answer_cache_counter(match.url_name or "other", outcome).inc()
-    return FastResponse(served.body, [("X-Answer-Cache", outcome), ("Allow", allowed_methods(view_class))])
+    headers = [("X-Answer-Cache", outcome), ("Allow", allowed_methods(view_class))]
+    return FastResponse(served.body, headers + (bucket.headers() if bucket is not None else []))
