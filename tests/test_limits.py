@@ -17,8 +17,8 @@ from django.db import OperationalError
 from django.test import TestCase
 from psycopg.errors import QueryCanceled
 
-from core.errors import api_exception_handler
 from catalog.models import Product
+from core.errors import api_exception_handler
 from events.models import Event
 from tenants.models import Store
 from tests.conftest import ApiClient, product
