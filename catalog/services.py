@@ -375,3 +375,10 @@ def _vectors_write(column: str, product_ids: np.ndarray, vectors: np.ndarray, *,
             f"WHERE p.id = s.id {scoped}",
             [store.id] if store is not None else [],
         )
+
+
+def store_erase(store_id: int) -> dict[str, int]:
+    """Every product of a store, with its content and network vectors (they are columns of its row)."""
+    with connection.cursor() as cursor:
+        cursor.execute("DELETE FROM catalog_product WHERE store_id = %s", [store_id])
+        return {"products": cursor.rowcount}

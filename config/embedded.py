@@ -25,6 +25,26 @@ MIN_PGVECTOR = (0, 8, 4)
 started_here = {"postgres": False, "broker": False}
 
 
+def local_secret_key() -> str:
+    """A random SECRET_KEY for a local setup, generated once into the local data folder (readable by its
+    owner only) and the same for every process of the setup afterwards."""
+    import secrets
+
+    path = LOCAL_DIR / "secret_key"
+    if not path.exists():
+        LOCAL_DIR.mkdir(parents=True, exist_ok=True)
+        candidate = path.with_suffix(f".{os.getpid()}")
+        candidate.write_text(secrets.token_urlsafe(50))
+        candidate.chmod(0o600)
+        try:
+            os.link(candidate, path)  # the first process's key wins; the others read it
+        except FileExistsError:
+            pass
+        finally:
+            candidate.unlink()
+    return path.read_text().strip()
+
+
 def ensure_postgres(database: str) -> dict[str, str]:
     """Start (or reattach to) the embedded PostgreSQL and make sure `database` exists.
 

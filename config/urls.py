@@ -8,7 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
 from core.apis import HealthApi
 from core.observability import metrics_view
-from events.apis import EventIngestApi, UserAliasApi
+from events.apis import EventIngestApi, UserAliasApi, UserApi, UserDataApi
 from recommendations.apis import (
     BuyAgainApi,
     ComplementaryApi,
@@ -40,6 +40,8 @@ api_v1 = [
     path("users/<str:user_id>/recently-viewed", RecentlyViewedApi.as_view(), name="user-recently-viewed"),
     path("users/<str:user_id>/buy-again", BuyAgainApi.as_view(), name="user-buy-again"),
     path("users/<str:user_id>/aliases", UserAliasApi.as_view(), name="user-aliases"),
+    path("users/<str:user_id>/data", UserDataApi.as_view(), name="user-data"),
+    path("users/<str:user_id>", UserApi.as_view(), name="user"),
     path("trending", TrendingApi.as_view(), name="trending"),
     path("training-runs", TrainingRunListApi.as_view(), name="training-runs"),
     path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run"),

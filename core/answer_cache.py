@@ -549,6 +549,29 @@ def quota_reserve(store: Any, name: str, day: str, amount: int, limit: int) -> t
     return (True, used) if used >= 0 else (False, -1 - used)
 
 
+def store_forget(store: Any, extra_keys: Iterable[str] = ()) -> int | None:
+    """Delete every key of the store (answers, generations, profiles, quotas) and `extra_keys` (its API
+    keys' rate limits): for a store being erased. None when Redis is off or down (they expire on their
+    own then: answers in minutes, profiles in an hour, generations in a day)."""
+    client = _redis()
+    if client is None:
+        return None
+    removed = 0
+    try:
+        batch: list[Any] = list(extra_keys)
+        for key in client.scan_iter(match=f"{_namespace(store)}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 1000:
+                removed += int(client.unlink(*batch))
+                batch = []
+        if batch:
+            removed += int(client.unlink(*batch))
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return None
+    return removed
+
+
 def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:
     """A token of a rate limit (see _BUCKET_FUNCTION); None when Redis is off or down (no limit then)."""
     client = _redis()

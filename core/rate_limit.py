@@ -61,12 +61,16 @@ def limits(store: Any) -> tuple[int, int]:
     return rate, max(burst, 1)
 
 
+def bucket_key(api_key: Any) -> str:
+    return f"rl:{api_key.prefix}"
+
+
 def bucket_args(api_key: Any) -> tuple[str, int, int] | None:
     """What the answer lookup takes to charge this key's bucket in its round trip; None: no limit."""
     rate, burst = limits(api_key.store)
     if rate <= 0:
         return None
-    return f"rl:{api_key.prefix}", rate, burst
+    return bucket_key(api_key), rate, burst
 
 
 def take(api_key: Any) -> Bucket | None:

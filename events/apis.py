@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from django.utils import timezone
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core import erasure
 from core.errors import ApiError, raise_all_rows_rejected
 from core.json import json_body
 from core.observability import EVENTS_INGESTED
 from events import schemas
+from events.selectors import user_identities
 from events.services import IngestResult, event_ingest, user_alias_link
 from tenants.authentication import StoreScopedAPIView
+from tenants.models import Store
 
 
 def ingest_counted(result: IngestResult) -> None:
@@ -56,3 +60,38 @@ class UserAliasApi(StoreScopedAPIView):
             raise ApiError("invalid", 'the body must be {"alias_id": "..."}')
         result = user_alias_link(store=self.store, user_id=user_id, alias_id=body.get("alias_id"))
         return Response(result, status=201 if result["created"] else 200)
+
+
+def _identities(store: Store, user_id: str) -> list[str]:
+    if len(user_id) > 256 or not user_id.strip():
+        raise ApiError("invalid_id", "user_id must be 1 to 256 characters", details={"parameter": "user_id"})
+    return user_identities(store=store, user_id=user_id)
+
+
+class UserApi(StoreScopedAPIView):
+    @extend_schema(
+        request=None,
+        responses=schemas.UserErasedSerializer,
+        summary="Erase a shopper: their events, aliases, profile and cached answers (Shopify's "
+        "customers/redact)",
+        description="Every id of the shopper's profile is erased: theirs and their aliases'. Aggregates "
+        "(trained models, trending) stay; they hold no shopper id. Erasing an unknown shopper erases nothing "
+        "and succeeds.",
+    )
+    def delete(self, request: Request, user_id: str) -> Response:
+        identities = _identities(self.store, user_id)
+        deleted = erasure.shopper_erase(self.store, identities)
+        return Response({"user_id": user_id, "identities": identities, "deleted": deleted})
+
+
+class UserDataApi(StoreScopedAPIView):
+    @extend_schema(
+        responses=schemas.UserDataSerializer,
+        summary="Everything stored about a shopper (Shopify's customers/data_request)",
+    )
+    def get(self, request: Request, user_id: str) -> Response:
+        identities = _identities(self.store, user_id)
+        exported = erasure.shopper_export(self.store, identities)
+        return Response(
+            {"user_id": user_id, "identities": identities, "exported_at": timezone.now(), **exported}
+        )

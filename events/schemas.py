@@ -37,3 +37,38 @@ class AliasOutSerializer(serializers.Serializer):
     user_id = serializers.CharField(help_text="the user the alias now belongs to")
     alias_id = serializers.CharField()
     created = serializers.BooleanField()
+
+
+class UserErasedSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    identities = serializers.ListField(child=serializers.CharField(), help_text="every id erased")
+    deleted = serializers.DictField(child=serializers.IntegerField(), help_text="rows deleted by kind")
+
+
+class ExportedAliasSerializer(serializers.Serializer):
+    alias_id = serializers.CharField()
+    user_id = serializers.CharField()
+    created_at = serializers.DateTimeField()
+
+
+class ExportedEventSerializer(serializers.Serializer):
+    event_id = serializers.CharField(allow_null=True)
+    user_id = serializers.CharField()
+    session_id = serializers.CharField(allow_blank=True)
+    product_id = serializers.CharField(allow_null=True, help_text="null when the product is gone")
+    type = serializers.CharField()
+    quantity = serializers.IntegerField()
+    price = serializers.DecimalField(max_digits=14, decimal_places=4, allow_null=True)
+    rating = serializers.FloatField(allow_null=True)
+    channel = serializers.CharField()
+    timestamp = serializers.DateTimeField()
+    recommendation_id = serializers.CharField(allow_null=True)
+    received_at = serializers.DateTimeField()
+
+
+class UserDataSerializer(serializers.Serializer):
+    user_id = serializers.CharField()
+    identities = serializers.ListField(child=serializers.CharField())
+    exported_at = serializers.DateTimeField()
+    aliases = ExportedAliasSerializer(many=True)
+    events = ExportedEventSerializer(many=True)

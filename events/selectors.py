@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 
 from django.db import connection
 
-from events.models import EventType
+from events.models import Channel, EventType
 from tenants.models import Store
 
 
@@ -157,3 +157,49 @@ def popular_products(*, store: Store, days: int = 30, limit: int = 5000) -> list
             [store.id, days, limit],
         )
         return [(int(pid), int(count)) for pid, count in cursor.fetchall()]
+
+
+def shopper_export(store: Store, identities: list[str]) -> dict[str, Any]:
+    """What is stored about a shopper (every id of their profile): their aliases and every event, oldest
+    first, as the merchant sent them (the product's id, the event type and channel by name)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT alias_id, user_id, created_at FROM events_useralias "
+            "WHERE store_id = %s AND (user_id = ANY(%s) OR alias_id = ANY(%s)) ORDER BY created_at, alias_id",
+            [store.id, identities, identities],
+        )
+        aliases = [
+            {"alias_id": alias_id, "user_id": user_id, "created_at": created}
+            for alias_id, user_id, created in cursor.fetchall()
+        ]
+        cursor.execute(
+            """
+            SELECT e.event_id, e.user_id, e.session_id, p.external_id, e.type, e.quantity, e.price, e.rating,
+                   e.channel, e.timestamp, e.recommendation_id, e.received_at
+            FROM events_event AS e
+            LEFT JOIN catalog_product AS p ON p.store_id = e.store_id AND p.id = e.product_id
+            WHERE e.store_id = %s AND e.user_id = ANY(%s)
+            ORDER BY e.timestamp, e.id
+            """,
+            [store.id, identities],
+        )
+        type_names, channel_names = dict(EventType.choices), dict(Channel.choices)
+        events = [
+            {
+                "event_id": event_id,
+                "user_id": user_id,
+                "session_id": session_id,
+                "product_id": product_id,
+                "type": type_names.get(kind, str(kind)),
+                "quantity": quantity,
+                "price": price,
+                "rating": rating,
+                "channel": channel_names.get(channel, str(channel)),
+                "timestamp": timestamp,
+                "recommendation_id": recommendation_id or None,
+                "received_at": received_at,
+            }
+            for (event_id, user_id, session_id, product_id, kind, quantity, price, rating, channel, timestamp,
+                 recommendation_id, received_at) in cursor.fetchall()
+        ]  # fmt: skip
+    return {"aliases": aliases, "events": events}

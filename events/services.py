@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from catalog.selectors import product_internal_ids
-from core import answer_cache
+from core import answer_cache, rate_limit
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
 from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel, UserAlias
@@ -162,6 +162,7 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
             result.errors.append(error.as_dict(index))
     if not cleaned:
         return result
+    rate_limit.daily_quota_take(store, "max_events_per_day", len(cleaned), "events")
 
     appended: dict[str, list[tuple[int, bytes]]] = {}
     try:
@@ -368,3 +369,30 @@ def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, A
         dropped: dict[str, list[tuple[int, bytes]] | None] = dict.fromkeys(set().union(*groups.values()))
         answer_cache.changed(answer_cache.profiles_changed, store, dropped)
     return {"user_id": canonical, "alias_id": alias_id, "created": True}
+
+
+def shopper_erase(store: Store, identities: list[str]) -> dict[str, int]:
+    """Delete every event and alias of a shopper (all ids of their profile); once committed, their
+    real-time profiles are dropped and their cached answers can no longer be read."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM events_event WHERE store_id = %s AND user_id = ANY(%s)", [store.id, identities]
+        )
+        events = cursor.rowcount
+        cursor.execute(
+            "DELETE FROM events_useralias WHERE store_id = %s AND (user_id = ANY(%s) OR alias_id = ANY(%s))",
+            [store.id, identities, identities],
+        )
+        aliases = cursor.rowcount
+        dropped: dict[str, list[tuple[int, bytes]] | None] = dict.fromkeys(identities)
+        answer_cache.changed(answer_cache.profiles_changed, store, dropped)
+    return {"events": events, "aliases": aliases}
+
+
+def store_erase(store_id: int) -> dict[str, int]:
+    """Every event and alias of a store (a worker runs it: a large store's events take a while)."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("DELETE FROM events_event WHERE store_id = %s", [store_id])
+        events = cursor.rowcount
+        cursor.execute("DELETE FROM events_useralias WHERE store_id = %s", [store_id])
+        return {"events": events, "aliases": cursor.rowcount}

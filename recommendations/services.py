@@ -517,3 +517,18 @@ def scheduled_training_enqueue() -> int:
         except ApiError:
             continue  # a run is already open
     return queued
+
+
+def store_erase(store_id: int) -> dict[str, int]:
+    """A store's training runs, model versions (their artifacts are in the row) and network slices. The
+    global model stays: it is an aggregate over the stores that shared, with no shopper in it."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        deleted = {}
+        for name, table in (
+            ("training_runs", "recommendations_trainingrun"),
+            ("network_slices", "recommendations_networkslice"),
+            ("models", "recommendations_trainedmodel"),
+        ):
+            cursor.execute(f"DELETE FROM {table} WHERE store_id = %s", [store_id])  # noqa: S608 - fixed names
+            deleted[name] = cursor.rowcount
+    return deleted

@@ -10,7 +10,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from tenants.models import ApiKey, Store, StoreSettings
-from tenants.services import api_key_issue, api_key_revoke, store_update
+from tenants.services import api_key_issue, api_key_revoke, store_delete, store_update
 
 
 class StoreSettingsInline(admin.StackedInline):
@@ -38,7 +38,18 @@ class StoreAdmin(admin.ModelAdmin):
     list_display: tuple[str, ...] = ("slug", "name", "currency", "is_active", "created_at")
     search_fields = ("slug", "name")
     inlines = [StoreSettingsInline, ApiKeyInline]
-    actions: list[Any] = ["issue_api_key", "toggle_network_sharing"]
+    actions: list[Any] = ["issue_api_key", "toggle_network_sharing", "delete_and_erase"]
+    readonly_fields = ("deleted_at",)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Django's delete would gather every event of the store in memory first: "Delete and erase" instead
+        return False
+
+    @admin.action(description="Delete and erase: all products, events, models and cached answers")
+    def delete_and_erase(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:
+        for store in queryset:
+            store_delete(store=store)
+            messages.warning(request, f"{store.slug}: deleted; a worker is erasing its data.")
 
     @admin.action(description="Turn network sharing on or off")
     def toggle_network_sharing(self, request: HttpRequest, queryset: QuerySet[Store]) -> None:

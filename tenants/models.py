@@ -11,6 +11,8 @@ class Store(BaseModel):
     name = models.CharField(max_length=200)
     currency = models.CharField(max_length=3, default="USD")
     is_active = models.BooleanField(default=True)
+    # set when the store was deleted: it is inactive at once, and a worker erases all of its data
+    deleted_at = models.DateTimeField(null=True, blank=True, editable=False)
     # Limits, set by the operator (the admin), never by the store's own keys. Empty: the deployment's
     # default (settings.RATE_LIMIT_PER_SECOND and the rest); 0: no limit.
     rate_limit_per_second = models.PositiveIntegerField(

@@ -38,6 +38,12 @@ class StoreSerializer(serializers.Serializer):
     limits = StoreLimitsSerializer(read_only=True, help_text="set by the operator")
 
 
+class StoreDeletedSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    status = serializers.ChoiceField(choices=["erasing"])
+    deleted_at = serializers.DateTimeField()
+
+
 class StorePatchSerializer(serializers.Serializer):
     name = serializers.CharField(required=False)
     currency = serializers.CharField(required=False, min_length=3, max_length=3)

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from core import answer_cache
+from core import answer_cache, erasure, rate_limit
 from core.errors import ApiError
 from tenants.models import ApiKey, ApiKeyScope, Store, StoreSettings
 
@@ -198,3 +198,34 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
         store.settings = store_settings  # what was loaded with the store is stale now
         answer_cache.changed(answer_cache.store_changed, store)
     return store
+
+
+def store_delete(*, store: Store) -> Store:
+    """Delete a store: inactive at once (its keys stop working everywhere: the keys generation moves on
+    commit), then a worker erases every row of every app, its vectors and artifacts, and its Redis keys
+    (store_erase). Idempotent."""
+    from tenants.tasks import store_erase_task
+
+    with transaction.atomic():
+        if store.deleted_at is None:
+            store.deleted_at = timezone.now()
+        store.is_active = False
+        store.save(update_fields=["deleted_at", "is_active", "updated_at"])
+        transaction.on_commit(lambda: store_erase_task.delay(store.id))
+    return store
+
+
+def store_erase(*, store_id: int) -> dict[str, int] | None:
+    """Erase a deleted store for good: every app's rows (core/erasure.py), its Redis keys, then its keys,
+    settings and row. Only a store that store_delete marked deleted; safe to run twice (None: gone)."""
+    store = Store.objects.filter(pk=store_id).first()
+    if store is None:
+        return None
+    if store.deleted_at is None:
+        raise ApiError("store_not_deleted", f"store {store.slug!r} was not deleted; refusing to erase it")
+    deleted = erasure.store_erase(store.id)
+    bucket_keys = [rate_limit.bucket_key(key) for key in ApiKey.objects.filter(store=store)]
+    answer_cache.store_forget(store, bucket_keys)
+    deleted["api_keys"] = ApiKey.objects.filter(store=store).count()
+    store.delete()  # its keys and settings go with it
+    return deleted

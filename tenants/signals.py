@@ -17,7 +17,8 @@ def _keys_changed(sender: Any, **kwargs: Any) -> None:
     answer_cache.changed(answer_cache.keys_changed)
     instance = kwargs.get("instance")
     store = instance if isinstance(instance, Store) else getattr(instance, "store", None)
-    if sender is not ApiKey and isinstance(store, Store):
+    # (a deleted store's rows going has no answers to make stale: its Redis keys are erased with it)
+    if sender is not ApiKey and isinstance(store, Store) and store.deleted_at is None:
         answer_cache.changed(answer_cache.store_changed, store)
 
 

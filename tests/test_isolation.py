@@ -46,7 +46,13 @@ def scoped_routes() -> set[str]:
 
 # route -> calls made by the other store: (method, path, body, expected status)
 CASES: dict[str, list[tuple[str, str, Any, int]]] = {
-    "api/v1/store": [("GET", "/api/v1/store", None, 200), ("PATCH", "/api/v1/store", {"name": "x"}, 200)],
+    "api/v1/store": [
+        ("GET", "/api/v1/store", None, 200),
+        ("PATCH", "/api/v1/store", {"name": "x"}, 200),
+        ("DELETE", "/api/v1/store", None, 202),  # deletes the caller's own store only
+    ],
+    "api/v1/users/<str:user_id>": [("DELETE", f"/api/v1/users/{SENTINEL}", None, 200)],
+    "api/v1/users/<str:user_id>/data": [("GET", f"/api/v1/users/{SENTINEL}/data", None, 200)],
     "api/v1/products": [("GET", "/api/v1/products", None, 200)],
     "api/v1/products/bulk": [("POST", "/api/v1/products/bulk", [{"id": "victim", "price": 0}], 400)],
     "api/v1/products/<str:product_id>": [
@@ -136,10 +142,18 @@ def test_other_store_cannot_see_or_change(victim, api, other_api, method, path, 
     before = snapshot(victim)
     response = other_api.request(method, path, body)
     assert response.status_code == expected
-    assert SENTINEL not in response.content.decode()
+    content = response.content.decode()
+    if path == f"/api/v1/users/{SENTINEL}" or path.endswith("/data"):
+        # erasure and export name the ids asked about, and nothing of the victim's
+        answer = response.json()
+        assert answer.pop("user_id") == SENTINEL and answer.pop("identities") == [SENTINEL]
+        assert answer.get("events", []) == [] and answer.get("aliases", []) == []
+        assert set(answer.get("deleted", {}).values()) <= {0}
+        content = str(answer)
+    assert SENTINEL not in content
     if method == "GET" and (
         path in {"/api/v1/products", "/api/v1/models", "/api/v1/trending"}
-        or path.startswith("/api/v1/users/")
+        or (path.startswith("/api/v1/users/") and not path.endswith("/data"))
     ):
         assert response.json()["items"] == []
     assert snapshot(victim) == before

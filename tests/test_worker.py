@@ -13,6 +13,7 @@ import pytest
 from django.conf import settings
 
 from recommendations.serving.state import serving_state
+from tenants.models import Store
 from tests.conftest import make_tenant
 from tests.test_recommendations import CATALOG, planted_events
 
@@ -77,3 +78,23 @@ def test_a_training_run_requested_through_the_api_runs_on_the_worker(worker):
     answer = api.get("/api/v1/products/p0/related", limit=1).json()
     assert answer["source"] == "store-model:v1"
     assert answer["items"][0]["id"] == "p1"
+
+
+@pytest.mark.slow
+def test_a_store_deleted_through_the_api_is_erased_by_the_worker(worker):
+    from tests.test_privacy import rows_of_store
+
+    tenant = make_tenant("erased-shop")
+    api = tenant.api
+    api.post("/api/v1/products/bulk", CATALOG)
+    api.post("/api/v1/events", planted_events(users=10))
+    assert rows_of_store(tenant.store.id)
+    assert api.delete("/api/v1/store").status_code == 202
+    assert api.get("/api/v1/trending").status_code == 401
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and Store.objects.filter(pk=tenant.store.id).exists():
+        time.sleep(0.5)
+    if Store.objects.filter(pk=tenant.store.id).exists():
+        worker.terminate()
+        pytest.fail(f"the store was not erased\n{worker.stdout.read()[-3000:]}")
+    assert rows_of_store(tenant.store.id) == {}

@@ -24,12 +24,21 @@ def env_list(name: str, default: str) -> list[str]:
 
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = os.environ.get("SECRET_KEY", "")
-if not SECRET_KEY:
-    if not DEBUG and os.environ.get("RECSYS_REQUIRE_SECRET_KEY"):
-        raise RuntimeError("SECRET_KEY must be set")
-    # A development key; production sets SECRET_KEY (docker/.env.example).
-    SECRET_KEY = "dev-insecure-" + "x" * 40  # noqa: S105
+# SECRET_KEY signs the admin's sessions. Production (DEBUG off with a real DATABASE_URL, as docker/ runs,
+# or RECSYS_REQUIRE_SECRET_KEY set) refuses to start without a real one: missing, short, or the example
+# file's placeholder. A local setup (the embedded PostgreSQL: `make run`, the tests) gets a random key,
+# generated once into the local data folder.
+SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
+PLACEHOLDER_SECRET_KEYS = {"change-me-to-a-long-random-string"}
+if not SECRET_KEY or SECRET_KEY in PLACEHOLDER_SECRET_KEYS or len(SECRET_KEY) < 32:
+    if not DEBUG and (os.environ.get("DATABASE_URL") or env_bool("RECSYS_REQUIRE_SECRET_KEY", False)):
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            "SECRET_KEY is missing, too short (under 32 characters) or the example's placeholder; set it "
+            "to a random value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'"
+        )
+    SECRET_KEY = embedded.local_secret_key()
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "http://127.0.0.1:8000,http://localhost:8000")
 
@@ -139,6 +148,7 @@ CELERY_TASK_ROUTES = {
     "recommendations.tasks.train_global_task": {"queue": "train-global"},
     "recommendations.tasks.schedule_training_task": {"queue": "maintenance"},
     "recommendations.tasks.recover_training_runs_task": {"queue": "maintenance"},
+    "tenants.tasks.store_erase_task": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks

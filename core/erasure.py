@@ -1,0 +1,71 @@
+"""Erasure and export (GDPR; a Shopify app must answer `customers/redact`, `customers/data_request` and
+`shop/redact`), across apps without one app reading another's tables: each app registers, in its
+AppConfig.ready, what it erases of a shopper or a store and what it exports of a shopper. The endpoints
+(events/apis.py for shoppers, tenants/apis.py for the store) run every registered part.
+
+A shopper is erased by the ids of their profile (their own id and every alias): their events, aliases,
+real-time profile and cached answers. Aggregates (trained models, trending, metrics) stay: they hold no
+shopper id. A store is erased whole: every row of every app, its vectors and artifacts, and its Redis keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+ShopperEraser = Callable[[Any, list[str]], dict[str, int]]  # (store, identities) -> rows deleted by kind
+ShopperExporter = Callable[[Any, list[str]], dict[str, Any]]  # (store, identities) -> parts of the export
+StoreEraser = Callable[[int], dict[str, int]]  # (store id) -> rows deleted by kind
+
+
+@dataclass(frozen=True)
+class _Part:
+    app: str
+    order: int
+    erase_shopper: ShopperEraser | None
+    export_shopper: ShopperExporter | None
+    erase_store: StoreEraser | None
+
+
+_parts: dict[str, _Part] = {}
+
+
+def register(
+    app: str,
+    *,
+    order: int = 50,
+    erase_shopper: ShopperEraser | None = None,
+    export_shopper: ShopperExporter | None = None,
+    erase_store: StoreEraser | None = None,
+) -> None:
+    """`order`: store erasers run from low to high (rows that point at others go first)."""
+    _parts[app] = _Part(app, order, erase_shopper, export_shopper, erase_store)
+
+
+def _ordered() -> list[_Part]:
+    return sorted(_parts.values(), key=lambda part: (part.order, part.app))
+
+
+def shopper_erase(store: Any, identities: list[str]) -> dict[str, int]:
+    deleted: dict[str, int] = {}
+    for part in _ordered():
+        if part.erase_shopper is not None:
+            deleted.update(part.erase_shopper(store, identities))
+    return deleted
+
+
+def shopper_export(store: Any, identities: list[str]) -> dict[str, Any]:
+    exported: dict[str, Any] = {}
+    for part in _ordered():
+        if part.export_shopper is not None:
+            exported.update(part.export_shopper(store, identities))
+    return exported
+
+
+def store_erase(store_id: int) -> dict[str, int]:
+    deleted: dict[str, int] = {}
+    for part in _ordered():
+        if part.erase_store is not None:
+            deleted.update(part.erase_store(store_id))
+    return deleted
