@@ -22,11 +22,14 @@ from recommendations.apis import (
     TrendingApi,
     UserRecommendationsApi,
 )
-from tenants.apis import StoreApi
+from tenants.apis import ApiKeyDetailApi, ApiKeyListApi, ApiKeyRotateApi, StoreApi
 
 api_v1 = [
     path("health", HealthApi.as_view(), name="health"),
     path("store", StoreApi.as_view(), name="store"),
+    path("keys", ApiKeyListApi.as_view(), name="keys"),
+    path("keys/<str:prefix>", ApiKeyDetailApi.as_view(), name="key"),
+    path("keys/<str:prefix>/rotate", ApiKeyRotateApi.as_view(), name="key-rotate"),
     path("products", ProductListApi.as_view(), name="product-list"),
     path("products/bulk", ProductBulkApi.as_view(), name="product-bulk"),
     path("products/<str:product_id>", ProductDetailApi.as_view(), name="product-detail"),

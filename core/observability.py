@@ -31,6 +31,8 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# who is acting, for the audit log: an API key ("api key rk_<prefix>"), an admin user, else "system"
+actor_var: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="system")
 store_var: contextvars.ContextVar[str] = contextvars.ContextVar("store", default="-")
 
 REQUEST_SECONDS = Histogram(
@@ -95,6 +97,7 @@ class RequestMiddleware:
         # that line must still carry them. The next request on this thread sets its own.
         request_id_var.set(request_id)
         store_var.set("-")
+        actor_var.set("system")
         started = time.perf_counter()
         response = self.get_response(request)
         match = getattr(request, "resolver_match", None)
@@ -143,3 +146,17 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     queue_registry.register(QueueDepthCollector())
     output += generate_latest(queue_registry)
     return HttpResponse(output, content_type=CONTENT_TYPE_LATEST)
+
+
+class AdminActorMiddleware:
+    """The admin user behind an /admin/ request, named in the audit log (after AuthenticationMiddleware)."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path.startswith("/admin/"):
+            user = getattr(request, "user", None)
+            if user is not None and user.is_authenticated:
+                actor_var.set(f"admin {user.get_username()}")
+        return self.get_response(request)

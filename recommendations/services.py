@@ -47,6 +47,7 @@ from recommendations.engine.training import fit_store_model
 from recommendations.models import ModelKind, NetworkSlice, RunStatus, TrainedModel, TrainingRun
 from recommendations.selectors import event_type_weights
 from tenants.models import Store, StoreSettings
+from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
 
@@ -457,6 +458,7 @@ def _activate(model: TrainedModel) -> None:
     model.activated_at = timezone.now()
     model.save(update_fields=["is_active", "activated_at", "updated_at"])
     store = model.store
+    audit_record(store=store, action="model_activated", target=f"{model.kind} v{model.version}")
     answer_cache.changed(answer_cache.store_changed, store)
 
 

@@ -6,11 +6,13 @@ from drf_spectacular.utils import extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.errors import ApiError
 from core.json import json_body
+from core.validation import RowError, clean_timestamp
 from tenants import schemas
-from tenants.authentication import StoreScopedAPIView
-from tenants.selectors import store_to_dict
-from tenants.services import store_delete, store_update
+from tenants.authentication import CONTROL_CHARACTERS, StoreScopedAPIView
+from tenants.selectors import api_key_get, api_key_list, api_key_to_dict, store_to_dict
+from tenants.services import api_key_issue, api_key_revoke, api_key_rotate, store_delete, store_update
 
 
 class StoreApi(StoreScopedAPIView):
@@ -39,3 +41,69 @@ class StoreApi(StoreScopedAPIView):
     def delete(self, request: Request) -> Response:
         store = store_delete(store=self.store)
         return Response({"id": store.slug, "status": "erasing", "deleted_at": store.deleted_at}, status=202)
+
+
+class ApiKeyListApi(StoreScopedAPIView):
+    admin_methods = frozenset({"GET", "POST"})
+
+    @extend_schema(responses=schemas.ApiKeySerializer(many=True), summary="The store's API keys (admin key)")
+    def get(self, request: Request) -> Response:
+        return Response([api_key_to_dict(key) for key in api_key_list(store=self.store)])
+
+    @extend_schema(
+        request=schemas.ApiKeyInSerializer,
+        responses={201: schemas.IssuedKeySerializer},
+        summary="Issue an API key (admin key); its secret is in this answer only",
+    )
+    def post(self, request: Request) -> Response:
+        body = json_body(request)
+        if not isinstance(body, dict):
+            raise ApiError("invalid", 'the body must be {"name", "scopes", "expires_at"}')
+        unknown = set(body) - {"name", "scopes", "expires_at"}
+        if unknown:
+            raise ApiError("unknown_field", f"unknown fields: {sorted(unknown)}", details=sorted(unknown))
+        name = body.get("name", "default")
+        if not isinstance(name, str) or not 0 < len(name) <= 100 or CONTROL_CHARACTERS.search(name):
+            raise ApiError("invalid", "name must be a string of 1 to 100 characters")
+        scopes = body.get("scopes")
+        if scopes is not None and (
+            not isinstance(scopes, list) or not scopes or not all(isinstance(s, str) for s in scopes)
+        ):
+            raise ApiError("invalid_scope", "scopes must be a non-empty list of read, write and admin")
+        expires_at = None
+        if body.get("expires_at") is not None:
+            try:
+                expires_at = clean_timestamp(body["expires_at"], "expires_at")
+            except RowError as error:
+                raise ApiError("invalid_expiry", error.message) from error
+        issued = api_key_issue(store=self.store, name=name, scopes=scopes, expires_at=expires_at)
+        return Response({**api_key_to_dict(issued.api_key), "key": issued.raw_key}, status=201)
+
+
+class ApiKeyDetailApi(StoreScopedAPIView):
+    admin_methods = frozenset({"DELETE"})
+
+    @extend_schema(request=None, responses=schemas.ApiKeySerializer, summary="Revoke an API key (admin key)")
+    def delete(self, request: Request, prefix: str) -> Response:
+        key = api_key_revoke(store=self.store, api_key=api_key_get(store=self.store, prefix=prefix))
+        return Response(api_key_to_dict(key))
+
+
+class ApiKeyRotateApi(StoreScopedAPIView):
+    admin_methods = frozenset({"POST"})
+
+    @extend_schema(
+        request=schemas.ApiKeyRotateSerializer,
+        responses={201: schemas.IssuedKeySerializer},
+        summary="Rotate an API key (admin key): a new key with its name and scopes; the old one keeps "
+        "working for overlap_hours (default 24)",
+    )
+    def post(self, request: Request, prefix: str) -> Response:
+        body = json_body(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else {}
+        if not isinstance(body, dict) or set(body) - {"overlap_hours"}:
+            raise ApiError("invalid", 'the body may be {"overlap_hours": <hours>}')
+        old = api_key_get(store=self.store, prefix=prefix)
+        issued = api_key_rotate(store=self.store, api_key=old, overlap_hours=body.get("overlap_hours", 24))
+        return Response(
+            {**api_key_to_dict(issued.api_key), "key": issued.raw_key, "replaces": old.prefix}, status=201
+        )

@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from core import answer_cache, rate_limit
 from core.errors import ApiError
-from core.observability import store_var
+from core.observability import actor_var, store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
 from tenants.services import TOUCH_EVERY_SECONDS, api_key_touch
@@ -102,7 +102,7 @@ class _RecentKeys:
         the generation against the one it reads with its answer (the fast path's single round trip)."""
         digest = hashlib.sha256(token.encode()).digest()
         entry = self.entries.get(digest)
-        if entry is not None:
+        if entry is not None and entry[0].is_live():  # an expiry moves no generation: checked here
             return entry
         generation = answer_cache.keys_generation()
         if generation is None:
@@ -118,7 +118,7 @@ class _RecentKeys:
             return api_key_get_by_raw_key(raw_key=token)
         digest = hashlib.sha256(token.encode()).digest()
         entry = self.entries.get(digest)
-        if entry is not None and entry[1] == generation:
+        if entry is not None and entry[1] == generation and entry[0].is_live():
             return entry[0]
         return self._remember(token, digest, generation)
 
@@ -184,19 +184,19 @@ def check_body_size(meta: dict[str, Any]) -> None:
         )
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def check_request_text(url_kwargs: dict[str, Any], query: Any) -> None:
     """Ids in the URL and query values with control characters (NUL above all, which PostgreSQL refuses)
     are a 400, before any view reads them."""
     for name, value in url_kwargs.items():
-        if isinstance(value, str) and _CONTROL.search(value):
+        if isinstance(value, str) and CONTROL_CHARACTERS.search(value):
             raise ApiError(
                 "invalid_id", f"{name} must not contain control characters", details={"parameter": name}
             )
     for name, values in query.lists():
-        if _CONTROL.search(name) or any(_CONTROL.search(value) for value in values):
+        if CONTROL_CHARACTERS.search(name) or any(CONTROL_CHARACTERS.search(value) for value in values):
             raise ApiError(
                 "invalid_parameter",
                 f"{name!r} must not contain control characters",
@@ -230,6 +230,7 @@ class StoreScopedAPIView(APIView):
         self._bound_store: Store | None = None
         super().initial(request, *args, **kwargs)  # authentication and permissions run here
         self._bound_store = request.auth.store  # type: ignore[union-attr]  # HasScope made it an ApiKey
+        actor_var.set(f"api key {request.auth.prefix}")  # type: ignore[union-attr]  # for the audit log
         # the fast path may have taken this request's token already (and then handed it over)
         bucket = request.META.get(rate_limit.ENVIRON_KEY) or rate_limit.take(request.auth)
         request.rate_limit = bucket  # type: ignore[attr-defined]  # its headers go on the answer

@@ -1,7 +1,10 @@
 """Stores (tenants), their API keys and settings."""
 
+from datetime import datetime
+
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
+from django.utils import timezone
 
 from core.models import BaseModel
 
@@ -51,6 +54,8 @@ class ApiKey(BaseModel):
     scopes = ArrayField(models.CharField(max_length=16, choices=ApiKeyScope.choices), default=list)
     revoked_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    # the key stops working at this time (a rotation sets it on the key it replaces); empty: never
+    expires_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["store", "created_at"])]
@@ -61,6 +66,12 @@ class ApiKey(BaseModel):
     @property
     def is_revoked(self) -> bool:
         return self.revoked_at is not None
+
+    def is_live(self, now: datetime | None = None) -> bool:
+        """Neither revoked nor expired (nor its store inactive)."""
+        if self.revoked_at is not None or not self.store.is_active:
+            return False
+        return self.expires_at is None or self.expires_at > (now or timezone.now())
 
 
 class StoreSettings(BaseModel):
@@ -84,3 +95,26 @@ class StoreSettings(BaseModel):
 
     def __str__(self) -> str:
         return f"settings of {self.store_id}"
+
+
+class AuditEntry(models.Model):
+    """Who changed what, when: keys issued, rotated and revoked; settings and limits; model activations;
+    store deletion; experiments. Kept when the store is erased (its slug stays, the link goes): the
+    entries name keys by their visible prefix and settings by name, never a shopper."""
+
+    store = models.ForeignKey(Store, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    store_slug = models.CharField(max_length=64)
+    actor = models.CharField(max_length=200, help_text="the API key's prefix, or the admin user")
+    action = models.CharField(max_length=64)
+    target = models.CharField(max_length=200, blank=True, default="")
+    changes = models.JSONField(default=dict, blank=True)
+    request_id = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["store", "-created_at"], name="audit_store_recent")]
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return f"{self.created_at:%Y-%m-%d %H:%M} {self.actor} {self.action} {self.target}"

@@ -51,6 +51,34 @@ class StorePatchSerializer(serializers.Serializer):
     share_network = serializers.BooleanField(required=False)
 
 
+class ApiKeySerializer(serializers.Serializer):
+    prefix = serializers.CharField(help_text="the key's visible part: rk_<prefix>_...")
+    name = serializers.CharField()
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=["read", "write", "admin"]))
+    created_at = serializers.DateTimeField()
+    last_used_at = serializers.DateTimeField(allow_null=True, help_text="recorded at most once a minute")
+    expires_at = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    live = serializers.BooleanField(help_text="neither revoked nor expired")
+
+
+class IssuedKeySerializer(ApiKeySerializer):
+    key = serializers.CharField(help_text="the whole key, shown in this answer only")
+    replaces = serializers.CharField(required=False, help_text="on a rotation: the prefix of the old key")
+
+
+class ApiKeyInSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100, required=False, default="default")
+    scopes = serializers.ListField(
+        child=serializers.ChoiceField(choices=["read", "write", "admin"]), required=False, min_length=1
+    )
+    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class ApiKeyRotateSerializer(serializers.Serializer):
+    overlap_hours = serializers.FloatField(required=False, default=24, min_value=0, max_value=720)
+
+
 class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
     target_class = "tenants.authentication.ApiKeyAuthentication"
     name = "ApiKey"

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+from typing import Any
 
 from core import rate_limit
+from core.errors import NotFound
 from tenants.models import ApiKey, Store, StoreSettings
 from tenants.services import hash_secret, split_raw_key
 
@@ -17,7 +19,7 @@ def api_key_get_by_raw_key(*, raw_key: str) -> ApiKey | None:
     prefix, secret = parts
     # the store's settings ride along: every recommendation request reads them
     key = ApiKey.objects.select_related("store", "store__settings").filter(prefix=prefix).first()
-    if key is None or key.revoked_at is not None or not key.store.is_active:
+    if key is None or not key.is_live():
         return None
     if not hmac.compare_digest(key.hashed_secret, hash_secret(secret)):
         return None
@@ -64,3 +66,27 @@ def store_limits(*, store: Store) -> dict[str, int]:
         "max_products": rate_limit.quota(store, "max_products"),
         "max_events_per_day": rate_limit.quota(store, "max_events_per_day"),
     }
+
+
+def api_key_to_dict(key: ApiKey) -> dict[str, Any]:
+    return {
+        "prefix": key.prefix,
+        "name": key.name,
+        "scopes": list(key.scopes),
+        "created_at": key.created_at,
+        "last_used_at": key.last_used_at,
+        "expires_at": key.expires_at,
+        "revoked_at": key.revoked_at,
+        "live": key.is_live(),
+    }
+
+
+def api_key_list(*, store: Store) -> list[ApiKey]:
+    return list(ApiKey.objects.filter(store=store).select_related("store").order_by("-created_at", "-id"))
+
+
+def api_key_get(*, store: Store, prefix: str) -> ApiKey:
+    key = ApiKey.objects.filter(store=store, prefix=prefix).select_related("store").first()
+    if key is None:
+        raise NotFound(f"no API key with prefix {prefix!r}")
+    return key

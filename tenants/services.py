@@ -6,6 +6,7 @@ import hashlib
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -13,7 +14,8 @@ from django.utils import timezone
 
 from core import answer_cache, erasure, rate_limit
 from core.errors import ApiError
-from tenants.models import ApiKey, ApiKeyScope, Store, StoreSettings
+from core.observability import actor_var, request_id_var
+from tenants.models import ApiKey, ApiKeyScope, AuditEntry, Store, StoreSettings
 
 KEY_PREFIX = "rk_"
 
@@ -39,26 +41,92 @@ def split_raw_key(raw_key: str) -> tuple[str, str] | None:
     return prefix, secret
 
 
-def api_key_issue(*, store: Store, name: str = "default", scopes: list[str] | None = None) -> IssuedKey:
+def audit_record(*, store: Store | None, action: str, target: str = "", changes: dict | None = None) -> None:
+    """An entry of the audit log, naming the actor of this request or task (core.observability.actor_var)."""
+    AuditEntry.objects.create(
+        store=store,
+        store_slug=store.slug if store is not None else "",
+        actor=actor_var.get()[:200],
+        action=action,
+        target=target[:200],
+        changes=changes or {},
+        request_id=request_id_var.get()[:64] if request_id_var.get() != "-" else "",
+    )
+
+
+def api_key_issue(
+    *,
+    store: Store,
+    name: str = "default",
+    scopes: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> IssuedKey:
     scopes = scopes or [ApiKeyScope.READ, ApiKeyScope.WRITE, ApiKeyScope.ADMIN]
     unknown = set(scopes) - set(ApiKeyScope.values)
     if unknown:
         raise ApiError("invalid_scope", f"unknown scopes: {sorted(unknown)}")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ApiError("invalid_expiry", "expires_at must be in the future")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        store=store, name=name, prefix=prefix, hashed_secret=hash_secret(secret), scopes=list(scopes)
-    )
+    with transaction.atomic():
+        key = ApiKey.objects.create(
+            store=store,
+            name=name,
+            prefix=prefix,
+            hashed_secret=hash_secret(secret),
+            scopes=list(scopes),
+            expires_at=expires_at,
+        )
+        audit_record(
+            store=store,
+            action="key_issued",
+            target=prefix,
+            changes={"name": name, "scopes": list(scopes), "expires_at": _iso(expires_at)},
+        )
     return IssuedKey(api_key=key, raw_key=f"{KEY_PREFIX}{prefix}_{secret}")
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def api_key_revoke(*, store: Store, api_key: ApiKey) -> ApiKey:
     if api_key.store_id != store.id:
         raise ApiError("not_found", "not found", status_code=404)
     if api_key.revoked_at is None:
-        api_key.revoked_at = timezone.now()
-        api_key.save(update_fields=["revoked_at", "updated_at"])
+        with transaction.atomic():
+            api_key.revoked_at = timezone.now()
+            api_key.save(update_fields=["revoked_at", "updated_at"])
+            audit_record(store=store, action="key_revoked", target=api_key.prefix)
     return api_key
+
+
+MAX_ROTATION_OVERLAP_HOURS = 24 * 30
+
+
+def api_key_rotate(*, store: Store, api_key: ApiKey, overlap_hours: float = 24) -> IssuedKey:
+    """A new key with the same name and scopes; the old one keeps working for `overlap_hours` (0: stops
+    now), so that every client can move to the new one before it ends."""
+    if api_key.store_id != store.id or not api_key.is_live():
+        raise ApiError("not_found", "no live key with this prefix", status_code=404)
+    if isinstance(overlap_hours, bool) or not isinstance(overlap_hours, int | float):
+        raise ApiError("invalid", "overlap_hours must be a number")
+    if not 0 <= overlap_hours <= MAX_ROTATION_OVERLAP_HOURS:
+        raise ApiError("invalid", f"overlap_hours must be between 0 and {MAX_ROTATION_OVERLAP_HOURS}")
+    with transaction.atomic():
+        issued = api_key_issue(store=store, name=api_key.name, scopes=list(api_key.scopes))
+        ends = timezone.now() + timedelta(hours=overlap_hours)
+        if api_key.expires_at is None or api_key.expires_at > ends:
+            api_key.expires_at = ends
+            api_key.save(update_fields=["expires_at", "updated_at"])
+        audit_record(
+            store=store,
+            action="key_rotated",
+            target=api_key.prefix,
+            changes={"replaced_by": issued.api_key.prefix, "expires_at": _iso(api_key.expires_at)},
+        )
+    return issued
 
 
 TOUCH_EVERY_SECONDS = 60  # a key's use is recorded at most this often
@@ -186,15 +254,22 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
     if errors:
         raise ApiError("invalid", "invalid store settings", details=errors)
     with transaction.atomic():
-        if "name" in data:
+        changes: dict[str, Any] = {}
+        if "name" in data and data["name"] != store.name:
+            changes["name"] = [store.name, data["name"]]
             store.name = data["name"]
-        if "currency" in data:
+        if "currency" in data and data["currency"].upper() != store.currency:
+            changes["currency"] = [store.currency, data["currency"].upper()]
             store.currency = data["currency"].upper()
         store.save()
         store_settings, _ = StoreSettings.objects.get_or_create(store=store)
         for field, value in settings_data.items():
+            if getattr(store_settings, field) != value:
+                changes[field] = [getattr(store_settings, field), value]
             setattr(store_settings, field, value)
         store_settings.save()
+        if changes:
+            audit_record(store=store, action="store_updated", changes=changes)
         store.settings = store_settings  # what was loaded with the store is stale now
         answer_cache.changed(answer_cache.store_changed, store)
     return store
@@ -209,6 +284,7 @@ def store_delete(*, store: Store) -> Store:
     with transaction.atomic():
         if store.deleted_at is None:
             store.deleted_at = timezone.now()
+            audit_record(store=store, action="store_deleted", target=store.slug)
         store.is_active = False
         store.save(update_fields=["deleted_at", "is_active", "updated_at"])
         transaction.on_commit(lambda: store_erase_task.delay(store.id))

@@ -124,6 +124,14 @@ def make_tenant(slug: str) -> Tenant:
 
 
 @pytest.fixture(autouse=True)
+def system_actor() -> None:
+    """Services called by a test act as the system (a request of an earlier test named its key)."""
+    from core.observability import actor_var
+
+    actor_var.set("system")
+
+
+@pytest.fixture(autouse=True)
 def serving_memory(tmp_path: Any) -> Any:
     """Each test starts with nothing loaded and its own model file cache: model ids repeat across test
     databases."""

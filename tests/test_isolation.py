@@ -13,7 +13,7 @@ from catalog.models import Product
 from events.models import Event, UserAlias
 from recommendations.models import TrainedModel, TrainingRun
 from tenants.authentication import StoreScopedAPIView
-from tenants.models import StoreSettings
+from tenants.models import ApiKey, StoreSettings
 from tests.conftest import ApiClient, product
 
 SENTINEL = "SENTINEL-7f3a"
@@ -51,6 +51,9 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
         ("PATCH", "/api/v1/store", {"name": "x"}, 200),
         ("DELETE", "/api/v1/store", None, 202),  # deletes the caller's own store only
     ],
+    "api/v1/keys": [("GET", "/api/v1/keys", None, 200), ("POST", "/api/v1/keys", {"name": "mine"}, 201)],
+    "api/v1/keys/<str:prefix>": [("DELETE", "/api/v1/keys/{key_prefix}", None, 404)],
+    "api/v1/keys/<str:prefix>/rotate": [("POST", "/api/v1/keys/{key_prefix}/rotate", None, 404)],
     "api/v1/users/<str:user_id>": [("DELETE", f"/api/v1/users/{SENTINEL}", None, 200)],
     "api/v1/users/<str:user_id>/data": [("GET", f"/api/v1/users/{SENTINEL}/data", None, 200)],
     "api/v1/products": [("GET", "/api/v1/products", None, 200)],
@@ -129,6 +132,7 @@ def snapshot(store) -> tuple:
         ),
         list(TrainingRun.objects.filter(store=store).values_list("id", "status")),
         list(UserAlias.objects.filter(store=store).values_list("alias_id", "user_id")),
+        list(ApiKey.objects.filter(store=store).values_list("prefix", "revoked_at", "expires_at")),
     )
 
 
@@ -136,7 +140,10 @@ def snapshot(store) -> tuple:
     ("method", "path", "body", "expected"), [case for cases in CASES.values() for case in cases]
 )
 def test_other_store_cannot_see_or_change(victim, api, other_api, method, path, body, expected):
-    path = path.format(run_id=TrainingRun.objects.get(store=victim).id)
+    path = path.format(
+        run_id=TrainingRun.objects.get(store=victim).id,
+        key_prefix=ApiKey.objects.filter(store=victim).first().prefix,  # type: ignore[union-attr]
+    )
     if method == "GET":
         api.request(method, path)  # the victim asks first: its answer may now be in the answer cache
     before = snapshot(victim)
