@@ -14,7 +14,7 @@ from catalog.selectors import (
 )
 from catalog.services import product_bulk_upsert, product_deactivate, product_patch, product_put
 from core.errors import raise_all_rows_rejected
-from core.json import json_body
+from core.json import json_body, json_body_or_empty
 from core.pagination import encode_cursor, page_request_from_query
 from core.params import query_bool, query_time
 from tenants.authentication import StoreScopedAPIView
@@ -22,7 +22,7 @@ from tenants.authentication import StoreScopedAPIView
 
 class ProductBulkApi(StoreScopedAPIView):
     @extend_schema(
-        request=schemas.ProductInSerializer(many=True),
+        request=schemas.ProductInSerializer(many=True, max_length=10_000),  # type: ignore[call-arg]
         responses=schemas.ProductBulkResultSerializer,
         summary="Upsert up to 10,000 products; valid rows are stored, invalid rows come back per index",
     )
@@ -42,9 +42,19 @@ class ProductListApi(StoreScopedAPIView):
             OpenApiParameter("category", str, description="products whose category path has this level"),
             OpenApiParameter("in_stock", bool),
             OpenApiParameter("active", bool),
-            OpenApiParameter("updated_since", str, description="ISO 8601 time"),
-            OpenApiParameter("limit", int, description="1 to 1000, default 100"),
-            OpenApiParameter("cursor", str, description="next_cursor of the previous page"),
+            OpenApiParameter(
+                "updated_since", {"type": "string", "format": "date-time"}, description="ISO 8601 time"
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                description="1 to 1000, default 100",
+            ),
+            OpenApiParameter(
+                "cursor",
+                {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                description="next_cursor of the previous page",
+            ),
         ],
         responses=schemas.ProductPageSerializer,
         operation_id="products_list",
@@ -59,7 +69,7 @@ class ProductListApi(StoreScopedAPIView):
             category=query.get("category"),
             in_stock=query_bool(query.get("in_stock"), "in_stock"),
             active=query_bool(query.get("active"), "active"),
-            updated_since=query_time(query.get("updated_since"), "updated_since"),
+            updated_since=query_time(query.get("updated_since"), "updated_since", iso_only=True),
         )
         next_cursor = encode_cursor(products[-1].id) if len(products) == page.limit else None
         return Response({"items": [product_to_dict(p) for p in products], "next_cursor": next_cursor})
@@ -71,8 +81,8 @@ class ProductDetailApi(StoreScopedAPIView):
         return Response(product_to_dict(product_get(store=self.store, external_id=product_id)))
 
     @extend_schema(
-        request=schemas.ProductInSerializer,
-        responses=schemas.ProductOutSerializer,
+        request=schemas.ProductPutSerializer,
+        responses={200: schemas.ProductOutSerializer, 201: schemas.ProductOutSerializer},
         summary="Create or replace one product (fields left out take their defaults)",
     )
     def put(self, request: Request, product_id: str) -> Response:
@@ -80,12 +90,14 @@ class ProductDetailApi(StoreScopedAPIView):
         return Response(product_to_dict(product), status=201 if created else 200)
 
     @extend_schema(
-        request=schemas.ProductInSerializer(partial=True),
+        request=schemas.ProductPatchSerializer(partial=True),
         responses=schemas.ProductOutSerializer,
         summary="Change some fields of one product",
     )
     def patch(self, request: Request, product_id: str) -> Response:
-        product = product_patch(store=self.store, external_id=product_id, data=json_body(request))
+        # an empty body changes nothing (and answers the product)
+        body = json_body_or_empty(request)
+        product = product_patch(store=self.store, external_id=product_id, data=body)
         return Response(product_to_dict(product))
 
     @extend_schema(responses={204: None}, summary="Deactivate a product: it is never recommended again")

@@ -2,6 +2,8 @@
 
 from rest_framework import serializers
 
+from core.schema import ID, ID_OR_EMPTY, TEXT_OR_EMPTY, register_request_schemas, text
+
 
 class ProductInSerializer(serializers.Serializer):
     id = serializers.CharField(max_length=256, help_text="the merchant's own product id")
@@ -22,7 +24,19 @@ class ProductInSerializer(serializers.Serializer):
     active = serializers.BooleanField(required=False)
 
 
-class ProductOutSerializer(ProductInSerializer):
+class ProductOutSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    title = serializers.CharField()
+    description = serializers.CharField(allow_blank=True)
+    category_path = serializers.ListField(child=serializers.CharField())
+    brand = serializers.CharField(allow_blank=True)
+    gtin = serializers.CharField(allow_blank=True)
+    price = serializers.FloatField(allow_null=True)
+    currency = serializers.CharField(allow_blank=True)
+    in_stock = serializers.BooleanField()
+    attributes = serializers.DictField()
+    image_url = serializers.CharField(allow_blank=True)
+    active = serializers.BooleanField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -44,3 +58,91 @@ class ProductBulkResultSerializer(serializers.Serializer):
     updated = serializers.IntegerField()
     rejected = serializers.IntegerField()
     errors = RowErrorSerializer(many=True)  # type: ignore[assignment]  # a field named like the property
+
+
+# (OpenAPI 3.0 has no "null" type: `nullable` says it)
+MONEY = {
+    "anyOf": [
+        {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 9_999_999_999.9999,
+            "nullable": True,
+        },  # as stored: 4 places
+        {"type": "string", "pattern": "^[0-9]{1,9}([.][0-9]{1,4})?$", "description": 'e.g. "12.50"'},
+    ]
+}
+_PRODUCT_FIELDS = {
+    "title": text(1000),
+    "description": {**text(100_000, blank=True), "nullable": True},
+    "category_path": {
+        "anyOf": [
+            {"type": "array", "maxItems": 10, "items": text(200)},
+            {
+                "type": "string",
+                "maxLength": 200,
+                "pattern": TEXT_OR_EMPTY,
+                "description": 'levels split by ">"',
+            },
+        ]
+    },
+    "brand": {**text(200, blank=True), "nullable": True},
+    "gtin": {"type": "string", "pattern": "^[0-9]{0,14}$", "nullable": True},
+    "price": MONEY,
+    "currency": {"type": "string", "pattern": "^([A-Za-z]{3})?$", "nullable": True},
+    "in_stock": {"type": "boolean"},
+    "attributes": {"type": "object"},
+    "image_url": {
+        "type": "string",
+        "maxLength": 2048,
+        "pattern": "^(https?://[^\\u0000]*)?$",
+        "nullable": True,
+    },
+    "active": {"type": "boolean"},
+}
+
+
+def external_id(max_length: int = 256, description: str = "", *, blank: bool = False) -> dict:
+    """An id of the merchant's: a string, or a number taken as its decimal string."""
+    string = {"type": "string", "maxLength": max_length, "pattern": ID_OR_EMPTY if blank else ID}
+    return {"anyOf": [string, {"type": "number"}], "description": description}
+
+
+PRODUCT_ID = external_id(description="the merchant's own product id")
+
+register_request_schemas(
+    {
+        # a row of POST /products/bulk: title is needed for a product the store does not hold yet
+        "ProductInRequest": {
+            "type": "object",
+            "properties": {"id": PRODUCT_ID, **_PRODUCT_FIELDS},
+            "required": ["id"],
+            "additionalProperties": False,
+        },
+        # PUT /products/{id}: the whole product (the id is the URL's)
+        "ProductPutRequest": {
+            "type": "object",
+            "properties": _PRODUCT_FIELDS,
+            "required": ["title"],
+            "additionalProperties": False,
+        },
+        # PATCH /products/{id}: any of the fields
+        "PatchedProductPatchRequest": {
+            "type": "object",
+            "properties": _PRODUCT_FIELDS,
+            "additionalProperties": False,
+        },
+    }
+)
+
+
+class ProductPutSerializer(serializers.Serializer):
+    """PUT /products/{id} (the schema is core.schema's ProductPutRequest)."""
+
+    title = serializers.CharField()
+
+
+class ProductPatchSerializer(serializers.Serializer):
+    """PATCH /products/{id} (the schema is core.schema's PatchedProductPatchRequest)."""
+
+    title = serializers.CharField(required=False)

@@ -19,9 +19,11 @@ from tenants.models import Store
 
 
 def product_get(*, store: Store, external_id: str) -> Product:
-    product = Product.objects.filter(store=store, external_id=external_id).first()
+    """An active product: a deleted one is gone from its URL (an upsert brings it back; the list shows it
+    with `active=false`)."""
+    product = Product.objects.filter(store=store, external_id=external_id, is_active=True).first()
     if product is None:
-        raise NotFound("no such product")
+        raise NotFound("no such product (or it was deleted)")
     return product
 
 

@@ -14,7 +14,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS, Product
 from core import answer_cache, rate_limit
 from core.errors import ApiError, NotFound
-from core.validation import RowError, check_no_nul, clean_bool, clean_money, clean_string
+from core.validation import RowError, clean_bool, clean_money, clean_string, without_nul
 from tenants.models import Store
 
 MAX_ATTRIBUTES_BYTES = 64 * 1024
@@ -80,7 +80,7 @@ def _clean_category_path(value: Any) -> list[str]:
 def _clean_attributes(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise RowError("attributes", "invalid_type", "attributes must be a JSON object")
-    check_no_nul(value, "attributes")
+    value = without_nul(value, "attributes")
     if len(orjson.dumps(value)) > MAX_ATTRIBUTES_BYTES:
         raise RowError("attributes", "too_large", f"attributes exceed {MAX_ATTRIBUTES_BYTES} bytes")
     return value
@@ -88,14 +88,14 @@ def _clean_attributes(value: Any) -> dict[str, Any]:
 
 def _clean_currency(value: Any) -> str:
     currency = clean_string(value, "currency", max_length=3, required=False, empty_ok=True)
-    if currency and (len(currency) != 3 or not currency.isalpha()):
+    if currency and (len(currency) != 3 or not currency.isascii() or not currency.isalpha()):
         raise RowError("currency", "invalid_currency", "currency must be a three-letter ISO 4217 code")
     return currency.upper()
 
 
 def _clean_gtin(value: Any) -> str:
     gtin = clean_string(value, "gtin", max_length=14, required=False, empty_ok=True)
-    if gtin and not gtin.isdigit():
+    if gtin and not (gtin.isascii() and gtin.isdigit()):
         raise RowError("gtin", "invalid_gtin", "gtin must be 8 to 14 digits")
     return gtin
 
@@ -316,8 +316,8 @@ def product_put(*, store: Store, external_id: str, data: Any) -> tuple[Product, 
 
 
 def product_patch(*, store: Store, external_id: str, data: Any) -> Product:
-    if not Product.objects.filter(store=store, external_id=external_id).exists():
-        raise NotFound("no such product")
+    if not Product.objects.filter(store=store, external_id=external_id, is_active=True).exists():
+        raise NotFound("no such product (or it was deleted: PUT brings it back)")
     result = product_bulk_upsert(store=store, rows=[_single_row(external_id, data)])
     _raise_single_row_error(result)
     return Product.objects.get(store=store, external_id=external_id)
@@ -325,11 +325,11 @@ def product_patch(*, store: Store, external_id: str, data: Any) -> Product:
 
 def product_deactivate(*, store: Store, external_id: str) -> None:
     """DELETE makes a product inactive: it stays for history and is never recommended."""
-    changed = Product.objects.filter(store=store, external_id=external_id).update(
+    changed = Product.objects.filter(store=store, external_id=external_id, is_active=True).update(
         is_active=False, updated_at=timezone.now()
     )
     if not changed:
-        raise NotFound("no such product")
+        raise NotFound("no such product (or it was deleted already)")
     answer_cache.changed(answer_cache.store_changed, store)
 
 

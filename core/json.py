@@ -65,6 +65,13 @@ def json_body(request: Any) -> Any:
     return request.data
 
 
+def json_body_or_empty(request: Any) -> Any:
+    """The parsed JSON body, or {} when there is none (calls whose every field is optional)."""
+    if request.META.get("CONTENT_LENGTH") in (None, "", "0"):
+        return {}
+    return request.data
+
+
 def jsonb_dict(value: Any) -> dict:
     """A jsonb object read through Django's raw cursor (which hands jsonb back as text)."""
     if isinstance(value, str):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,13 +22,13 @@ def page_request_from_query(query: Any) -> PageRequest:
     limit = query_int(query.get("limit"), "limit", low=1, high=MAX_PAGE_SIZE, default=DEFAULT_PAGE_SIZE)
     cursor = query.get("cursor")
     after = 0
-    if cursor:
-        try:
-            after = int(base64.urlsafe_b64decode(cursor.encode() + b"==").decode())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ApiError("invalid_cursor", "cursor is not one this API handed out") from exc
+    if cursor is not None:
+        # the last key of the previous page, as decimal digits (the schema's pattern)
+        if not (cursor.isascii() and cursor.isdigit() and len(cursor) <= 18):
+            raise ApiError("invalid_cursor", "cursor is not one this API handed out")
+        after = int(cursor)
     return PageRequest(after=after, limit=limit or DEFAULT_PAGE_SIZE)
 
 
 def encode_cursor(last_key: int) -> str:
-    return base64.urlsafe_b64encode(str(last_key).encode()).decode().rstrip("=")
+    return str(last_key)

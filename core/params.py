@@ -14,7 +14,7 @@ def bad_parameter(name: str, message: str) -> ApiError:
 
 
 def query_int(raw: Any, name: str, *, low: int, high: int, default: int | None) -> int | None:
-    if raw in (None, ""):
+    if raw is None:
         return default
     try:
         value = int(raw)
@@ -26,7 +26,7 @@ def query_int(raw: Any, name: str, *, low: int, high: int, default: int | None) 
 
 
 def query_float(raw: Any, name: str, *, low: float, high: float, default: float | None) -> float | None:
-    if raw in (None, ""):
+    if raw is None:
         return default
     try:
         value = float(raw)
@@ -38,7 +38,7 @@ def query_float(raw: Any, name: str, *, low: float, high: float, default: float 
 
 
 def query_bool(raw: Any, name: str) -> bool | None:
-    if raw in (None, ""):
+    if raw is None:
         return None
     if isinstance(raw, bool):
         return raw
@@ -59,10 +59,14 @@ def query_text(raw: Any, name: str, *, max_length: int = 200) -> str | None:
     return value
 
 
-def query_time(raw: Any, name: str) -> datetime | None:
-    if raw in (None, ""):
+def query_time(raw: Any, name: str, *, iso_only: bool = False) -> datetime | None:
+    if raw is None:
         return None
     try:
+        if iso_only:  # (the schema's date-time: digits are not epoch seconds here)
+            if not isinstance(raw, str) or not raw[:1].isdigit() or "T" not in raw.upper():
+                raise RowError(name, "invalid_timestamp", "not an ISO 8601 date and time")
+            return clean_timestamp(raw, name)
         return clean_timestamp(raw, name)
     except RowError as error:
         raise bad_parameter(name, "must be an ISO 8601 time or epoch seconds") from error

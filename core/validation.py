@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import math
+import re
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class RowError(Exception):
@@ -33,6 +36,8 @@ def clean_string(
         raise RowError(field, "invalid_type", f"{field} must be a string")
     if "\x00" in value:
         raise RowError(field, "invalid_character", f"{field} must not contain NUL bytes")
+    if field.endswith("id") and _CONTROL.search(value):  # ids appear in URLs, which refuse them
+        raise RowError(field, "invalid_character", f"{field} must not contain control characters")
     if not value.strip() and not empty_ok:
         raise RowError(field, "blank", f"{field} must not be blank")
     if len(value) > max_length:
@@ -74,7 +79,10 @@ def clean_money(value: Any, field: str, *, maximum: Decimal = Decimal("1e10")) -
         raise RowError(field, "negative", f"{field} must not be negative")
     if amount >= maximum:
         raise RowError(field, "out_of_range", f"{field} must be below {maximum}")
-    return amount.quantize(Decimal("0.0001"))
+    amount = amount.quantize(Decimal("0.0001"))  # as stored: 9999999999.99999 rounds up to the limit
+    if amount >= maximum:
+        raise RowError(field, "out_of_range", f"{field} must be below {maximum}")
+    return amount
 
 
 def clean_timestamp(value: Any, field: str) -> datetime:
@@ -93,7 +101,10 @@ def clean_timestamp(value: Any, field: str) -> datetime:
         raise RowError(field, "invalid_timestamp", f"{field} is not an ISO 8601 time: {value!r}") from exc
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed
+    try:  # in UTC: PostgreSQL takes offsets of up to 15:59 only (ISO 8601 allows 23:59)
+        return parsed.astimezone(UTC)
+    except OverflowError as exc:
+        raise RowError(field, "invalid_timestamp", f"{field} is out of range") from exc
 
 
 def check_no_nul(value: Any, field: str, depth: int = 0) -> None:
@@ -110,3 +121,17 @@ def check_no_nul(value: Any, field: str, depth: int = 0) -> None:
     elif isinstance(value, list):
         for item in value:
             check_no_nul(item, field, depth + 1)
+
+
+def without_nul(value: Any, field: str, depth: int = 0) -> Any:
+    """A JSON value with every NUL character (which PostgreSQL's jsonb cannot hold) replaced by U+FFFD,
+    in keys and strings alike: free-form attributes are kept, not refused, for one character."""
+    if depth > 20:
+        raise RowError(field, "too_deep", f"{field} is nested too deeply")
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k, field, depth + 1): without_nul(v, field, depth + 1) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(item, field, depth + 1) for item in value]
+    return value

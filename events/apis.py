@@ -16,6 +16,7 @@ from events.selectors import user_identities
 from events.services import IngestResult, event_ingest, user_alias_link
 from tenants.authentication import StoreScopedAPIView
 from tenants.models import Store
+from tenants.schemas import ErrorSerializer
 
 
 def ingest_counted(result: IngestResult) -> None:
@@ -51,7 +52,7 @@ class EventIngestApi(StoreScopedAPIView):
 class UserAliasApi(StoreScopedAPIView):
     @extend_schema(
         request=schemas.AliasInSerializer,
-        responses={200: schemas.AliasOutSerializer, 201: schemas.AliasOutSerializer},
+        responses={200: schemas.AliasOutSerializer, 201: schemas.AliasOutSerializer, 409: ErrorSerializer},
         summary="Link an anonymous session, device or loyalty-card id to this user (idempotent)",
     )
     def post(self, request: Request, user_id: str) -> Response:
@@ -63,7 +64,7 @@ class UserAliasApi(StoreScopedAPIView):
 
 
 def _identities(store: Store, user_id: str) -> list[str]:
-    if len(user_id) > 256 or not user_id.strip():
+    if len(user_id) > 256:
         raise ApiError("invalid_id", "user_id must be 1 to 256 characters", details={"parameter": "user_id"})
     return user_identities(store=store, user_id=user_id)
 
@@ -71,7 +72,7 @@ def _identities(store: Store, user_id: str) -> list[str]:
 class UserApi(StoreScopedAPIView):
     @extend_schema(
         request=None,
-        responses=schemas.UserErasedSerializer,
+        responses={200: schemas.UserErasedSerializer},
         summary="Erase a shopper: their events, aliases, profile and cached answers (Shopify's "
         "customers/redact)",
         description="Every id of the shopper's profile is erased: theirs and their aliases'. Aggregates "

@@ -2,7 +2,8 @@
 
 from rest_framework import serializers
 
-from catalog.schemas import RowErrorSerializer
+from catalog.schemas import MONEY, RowErrorSerializer, external_id
+from core.schema import register_request_schemas
 from events.models import Channel, EventType
 
 
@@ -58,7 +59,7 @@ class ExportedEventSerializer(serializers.Serializer):
     product_id = serializers.CharField(allow_null=True, help_text="null when the product is gone")
     type = serializers.CharField()
     quantity = serializers.IntegerField()
-    price = serializers.DecimalField(max_digits=14, decimal_places=4, allow_null=True)
+    price = serializers.FloatField(allow_null=True)
     rating = serializers.FloatField(allow_null=True)
     channel = serializers.CharField()
     timestamp = serializers.DateTimeField()
@@ -72,3 +73,57 @@ class UserDataSerializer(serializers.Serializer):
     exported_at = serializers.DateTimeField()
     aliases = ExportedAliasSerializer(many=True)
     events = ExportedEventSerializer(many=True)
+
+
+EVENT_IN = {
+    "type": "object",
+    "properties": {
+        "event_id": {**external_id(128, "makes a resend idempotent"), "nullable": True},
+        "user_id": external_id(),
+        "session_id": {**external_id(), "nullable": True},
+        "product_id": external_id(description="a product the store holds"),
+        "type": {"type": "string", "enum": [label for _, label in EventType.choices]},
+        "quantity": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True},
+        "price": MONEY,
+        "rating": {"type": "number", "minimum": -1000, "maximum": 1000, "nullable": True},
+        "channel": {
+            "type": "string",
+            "enum": [*(label for _, label in Channel.choices), None],
+            "nullable": True,
+        },
+        "timestamp": {
+            "anyOf": [
+                {"type": "string", "format": "date-time", "nullable": True},
+                {"type": "number", "minimum": 0, "maximum": 32503680000, "exclusiveMaximum": True},
+            ],
+            "description": "ISO 8601 or epoch seconds, at most a day ahead; default now",
+        },
+        "recommendation_id": {
+            **external_id(64, "the answer this event follows", blank=True),
+            "nullable": True,
+        },
+    },
+    "required": ["user_id", "product_id", "type"],
+    "additionalProperties": False,
+}
+register_request_schemas(
+    {
+        "EventInRequest": EVENT_IN,
+        "EventOrEventsRequest": {
+            "oneOf": [
+                {"$ref": "#/components/schemas/EventInRequest"},
+                {
+                    "type": "array",
+                    "items": {"$ref": "#/components/schemas/EventInRequest"},
+                    "minItems": 1,
+                    "maxItems": 10_000,
+                },
+            ]
+        },
+        "AliasInRequest": {
+            "type": "object",
+            "properties": {"alias_id": external_id()},
+            "required": ["alias_id"],
+        },
+    }
+)

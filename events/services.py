@@ -343,8 +343,6 @@ def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, A
         alias_id = clean_string(alias_id, "alias_id", max_length=256)
     except RowError as error:
         raise ApiError(error.code, error.message, details={"field": error.field}) from error
-    if alias_id == user_id:
-        raise ApiError("alias_is_user", "an id cannot be an alias of itself")
     with transaction.atomic():
         # serialise links of one store, so that two links cannot make a cycle between them
         Store.objects.select_for_update().filter(pk=store.pk).first()
@@ -352,8 +350,12 @@ def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, A
             UserAlias.objects.filter(store=store, alias_id=user_id).values_list("user_id", flat=True).first()
             or user_id
         )
-        if canonical == alias_id:
-            raise ApiError("alias_is_user", f"{user_id!r} is already an alias of {alias_id!r}")
+        if alias_id == user_id:  # an id is one shopper with itself: nothing to link
+            return {"user_id": canonical, "alias_id": alias_id, "created": False}
+        if canonical == alias_id:  # the other way round: a conflict with what is stored
+            raise ApiError(
+                "alias_is_user", f"{user_id!r} is already an alias of {alias_id!r}", status_code=409
+            )
         existing = UserAlias.objects.filter(store=store, alias_id=alias_id).first()
         if existing is not None:
             if existing.user_id != canonical:

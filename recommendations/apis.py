@@ -22,6 +22,7 @@ from recommendations.serving.pipeline import answer_dict
 from recommendations.serving.rank import rank
 from recommendations.serving.request import serving_request
 from tenants.authentication import StoreScopedAPIView
+from tenants.schemas import ErrorSerializer
 from tenants.selectors import store_settings_get
 
 
@@ -118,7 +119,11 @@ class RankApi(StoreScopedAPIView):
 
 
 class TrainingRunListApi(StoreScopedAPIView):
-    @extend_schema(request=None, responses={202: schemas.TrainingRunSerializer}, summary="Start training")
+    @extend_schema(
+        request=None,
+        responses={202: schemas.TrainingRunSerializer, 409: ErrorSerializer},
+        summary="Start training (409 training_in_progress while a run of the store is queued or running)",
+    )
     def post(self, request: Request) -> Response:
         run = training_run_create(store=self.store)
         return Response(selectors.training_run_to_dict(run), status=202)
@@ -134,7 +139,7 @@ class TrainingRunDetailApi(StoreScopedAPIView):
 
 
 class ModelListApi(StoreScopedAPIView):
-    @extend_schema(responses=schemas.TrainedModelSerializer(many=True), summary="The store's model versions")
+    @extend_schema(responses=schemas.TrainedModelListSerializer, summary="The store's model versions")
     def get(self, request: Request) -> Response:
         return Response({"items": selectors.trained_model_list(store=self.store)})
 
@@ -157,7 +162,7 @@ class RecentlyViewedApi(_SurfaceApi):
     surface = SURFACES["recently_viewed"]  # stale on the shopper's next event, or a catalog change
 
     @extend_schema(
-        parameters=[OpenApiParameter("limit", int)],
+        parameters=[schemas.limit_parameter()],
         responses=schemas.RecommendationsSerializer,
         summary="Products the user viewed, latest first (across their aliases)",
     )
@@ -169,7 +174,7 @@ class BuyAgainApi(_SurfaceApi):
     surface = SURFACES["buy_again"]  # stale on the shopper's next event; and a minute after computed
 
     @extend_schema(
-        parameters=[OpenApiParameter("limit", int)],
+        parameters=[schemas.limit_parameter()],
         responses=schemas.RecommendationsSerializer,
         summary="Products the user buys on a cycle that are due now, most overdue first",
     )

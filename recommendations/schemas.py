@@ -3,6 +3,8 @@
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import serializers
 
+from core.schema import register_request_schemas, text
+
 
 class RecommendedItemSerializer(serializers.Serializer):
     id = serializers.CharField()
@@ -23,7 +25,7 @@ class RankedSerializer(RecommendationsSerializer):
 
 
 class RankRequestSerializer(serializers.Serializer):
-    product_ids = serializers.ListField(child=serializers.CharField(), max_length=1000)
+    product_ids = serializers.ListField(child=serializers.CharField(), min_length=1, max_length=1000)
 
 
 class TrainingRunSerializer(serializers.Serializer):
@@ -56,14 +58,56 @@ class TrainedModelSerializer(serializers.Serializer):
     activated_at = serializers.DateTimeField(allow_null=True)
 
 
+def limit_parameter(high: int = 100, default: int = 10) -> OpenApiParameter:
+    return OpenApiParameter(
+        "limit",
+        {"type": "integer", "minimum": 1, "maximum": high},
+        description=f"1 to {high}, default {default}",
+    )
+
+
 FILTER_PARAMETERS = [
-    OpenApiParameter("limit", int, description="1 to 100, default 10"),
-    OpenApiParameter("category", str, description="only products with this level in their category path"),
-    OpenApiParameter("brand", str),
-    OpenApiParameter("min_price", float),
-    OpenApiParameter("max_price", float),
+    limit_parameter(),
+    OpenApiParameter(
+        "category",
+        {"type": "string", "maxLength": 200},
+        description="only products with this level in their category path",
+    ),
+    OpenApiParameter("brand", {"type": "string", "maxLength": 200}),
+    OpenApiParameter("min_price", {"type": "number", "minimum": 0, "maximum": 1e10}),
+    OpenApiParameter("max_price", {"type": "number", "minimum": 0, "maximum": 1e10}),
     OpenApiParameter("in_stock", bool),
     OpenApiParameter("exclude", str, description="comma-separated product ids to leave out"),
-    OpenApiParameter("max_per_category", int, description="diversity: at most this many per top category"),
-    OpenApiParameter("diversity", float, description="maximal marginal relevance, 0 (off) to 1"),
+    OpenApiParameter(
+        "max_per_category",
+        {"type": "integer", "minimum": 1, "maximum": 100},
+        description="diversity: at most this many per top category",
+    ),
+    OpenApiParameter(
+        "diversity",
+        {"type": "number", "minimum": 0, "maximum": 1},
+        description="maximal marginal relevance, 0 (off) to 1",
+    ),
 ]
+
+
+class TrainedModelListSerializer(serializers.Serializer):
+    items = TrainedModelSerializer(many=True)
+
+
+register_request_schemas(
+    {
+        "RankRequestRequest": {
+            "type": "object",
+            "properties": {
+                "product_ids": {
+                    "type": "array",
+                    "minItems": 1,
+                    "maxItems": 1000,
+                    "items": {"anyOf": [text(256, blank=True), {"type": "integer"}]},
+                }
+            },
+            "required": ["product_ids"],
+        }
+    }
+)

@@ -7,7 +7,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.errors import ApiError
-from core.json import json_body
+from core.json import json_body_or_empty
 from core.validation import RowError, clean_timestamp
 from tenants import schemas
 from tenants.authentication import CONTROL_CHARACTERS, StoreScopedAPIView
@@ -28,7 +28,8 @@ class StoreApi(StoreScopedAPIView):
         summary="Change the store's name or settings (admin-scoped key)",
     )
     def patch(self, request: Request) -> Response:
-        store = store_update(store=self.store, data=json_body(request))
+        body = json_body_or_empty(request)
+        store = store_update(store=self.store, data=body)
         return Response(store_to_dict(store=store))
 
     @extend_schema(
@@ -56,7 +57,7 @@ class ApiKeyListApi(StoreScopedAPIView):
         summary="Issue an API key (admin key); its secret is in this answer only",
     )
     def post(self, request: Request) -> Response:
-        body = json_body(request)
+        body = json_body_or_empty(request)
         if not isinstance(body, dict):
             raise ApiError("invalid", 'the body must be {"name", "scopes", "expires_at"}')
         unknown = set(body) - {"name", "scopes", "expires_at"}
@@ -72,6 +73,8 @@ class ApiKeyListApi(StoreScopedAPIView):
             raise ApiError("invalid_scope", "scopes must be a non-empty list of read, write and admin")
         expires_at = None
         if body.get("expires_at") is not None:
+            if not isinstance(body["expires_at"], str):
+                raise ApiError("invalid_expiry", "expires_at must be an ISO 8601 time")
             try:
                 expires_at = clean_timestamp(body["expires_at"], "expires_at")
             except RowError as error:
@@ -83,7 +86,9 @@ class ApiKeyListApi(StoreScopedAPIView):
 class ApiKeyDetailApi(StoreScopedAPIView):
     admin_methods = frozenset({"DELETE"})
 
-    @extend_schema(request=None, responses=schemas.ApiKeySerializer, summary="Revoke an API key (admin key)")
+    @extend_schema(
+        request=None, responses={200: schemas.ApiKeySerializer}, summary="Revoke an API key (admin key)"
+    )
     def delete(self, request: Request, prefix: str) -> Response:
         key = api_key_revoke(store=self.store, api_key=api_key_get(store=self.store, prefix=prefix))
         return Response(api_key_to_dict(key))
@@ -99,7 +104,7 @@ class ApiKeyRotateApi(StoreScopedAPIView):
         "working for overlap_hours (default 24)",
     )
     def post(self, request: Request, prefix: str) -> Response:
-        body = json_body(request) if request.META.get("CONTENT_LENGTH") not in (None, "", "0") else {}
+        body = json_body_or_empty(request)
         if not isinstance(body, dict) or set(body) - {"overlap_hours"}:
             raise ApiError("invalid", 'the body may be {"overlap_hours": <hours>}')
         old = api_key_get(store=self.store, prefix=prefix)

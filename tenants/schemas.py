@@ -3,6 +3,13 @@
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import serializers
 
+from core.schema import NO_CONTROL_CHARACTERS, TEXT_OR_EMPTY, register_request_schemas
+
+# the event types by name (tenants cannot import events: the names are the contract's)
+EVENT_TYPE_NAMES = (
+    "view", "click", "add_to_cart", "remove_from_cart", "add_to_wishlist", "purchase", "rating", "return"
+)  # fmt: skip
+
 
 class ErrorSerializer(serializers.Serializer):
     code = serializers.CharField()
@@ -85,3 +92,92 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
 
     def get_security_definition(self, auto_schema):  # type: ignore[no-untyped-def]
         return {"type": "http", "scheme": "bearer", "description": "the store's API key: `Bearer rk_...`"}
+
+
+_SETTINGS = {
+    "share_network": {"type": "boolean"},
+    "include_purchased": {"type": "boolean"},
+    "default_filters": {"type": "object"},
+    "diversity": {"type": "object"},
+    "blend_weights": {
+        "type": "object",
+        "properties": {"global": {"type": "number", "minimum": 0, "maximum": 1, "nullable": True}},
+        "additionalProperties": False,
+    },
+    "pins": {
+        "type": "object",
+        "additionalProperties": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {"id": {"type": "string"}, "position": {"type": "integer", "minimum": 0}},
+                "required": ["id"],
+            },
+        },
+    },
+    "boosts": {
+        "type": "object",
+        "properties": {
+            kind: {
+                "type": "object",
+                "additionalProperties": {
+                    "type": "number",
+                    "minimum": 0,
+                    "exclusiveMinimum": True,
+                    "maximum": 1e6,
+                },
+            }
+            for kind in ("brand", "category", "product")
+        },
+        "additionalProperties": False,
+    },
+    "event_weights": {
+        "type": "object",
+        "properties": {name: {"type": "number", "minimum": 0, "maximum": 1e6} for name in EVENT_TYPE_NAMES},
+        "additionalProperties": False,
+    },
+    "retrain_interval_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
+}
+register_request_schemas(
+    {
+        "PatchedStoreSettingsRequest": {
+            "type": "object",
+            "properties": _SETTINGS,
+            "additionalProperties": False,
+        },
+        "PatchedStorePatchRequest": {
+            "type": "object",
+            "properties": {
+                "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_OR_EMPTY},
+                "currency": {"type": "string", "minLength": 3, "maxLength": 3, "pattern": TEXT_OR_EMPTY},
+                "settings": {"$ref": "#/components/schemas/PatchedStoreSettingsRequest"},
+                **_SETTINGS,
+            },
+            "additionalProperties": False,
+        },
+        "ApiKeyInRequest": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100,
+                    "pattern": NO_CONTROL_CHARACTERS,
+                },
+                "scopes": {
+                    "type": "array",
+                    "nullable": True,
+                    "minItems": 1,
+                    "items": {"type": "string", "enum": ["read", "write", "admin"]},
+                },
+                "expires_at": {"type": "string", "format": "date-time", "nullable": True},
+            },
+            "additionalProperties": False,
+        },
+        "ApiKeyRotateRequest": {
+            "type": "object",
+            "properties": {"overlap_hours": {"type": "number", "minimum": 0, "maximum": 720}},
+            "additionalProperties": False,
+        },
+    }
+)

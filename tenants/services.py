@@ -15,6 +15,7 @@ from django.utils import timezone
 from core import answer_cache, erasure, rate_limit
 from core.errors import ApiError
 from core.observability import actor_var, request_id_var
+from core.validation import RowError, without_nul
 from tenants.models import ApiKey, ApiKeyScope, AuditEntry, Store, StoreSettings
 
 KEY_PREFIX = "rk_"
@@ -65,8 +66,6 @@ def api_key_issue(
     unknown = set(scopes) - set(ApiKeyScope.values)
     if unknown:
         raise ApiError("invalid_scope", f"unknown scopes: {sorted(unknown)}")
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ApiError("invalid_expiry", "expires_at must be in the future")
     prefix = secrets.token_hex(6)
     secret = secrets.token_urlsafe(32)
     with transaction.atomic():
@@ -225,22 +224,23 @@ SHAPE_CHECKS: dict[str, Callable[[Any], str | None]] = {
 }
 
 
-def store_update(*, store: Store, data: dict[str, Any]) -> Store:
-    """PATCH semantics: `name`, `currency` and any key of `settings`; unknown keys are an error."""
-    if not isinstance(data, dict):
-        raise ApiError("invalid", "the body must be a JSON object")
-    unknown = set(data) - {"name", "currency", "settings", *SETTINGS_FIELDS}
-    if unknown:
-        raise ApiError("unknown_field", f"unknown fields: {sorted(unknown)}", details=sorted(unknown))
-    if data.get("settings") is not None and not isinstance(data["settings"], dict):
-        raise ApiError("invalid", "invalid store settings", details={"settings": "must be an object"})
-    settings_data = dict(data.get("settings") or {})
-    settings_data.update({k: v for k, v in data.items() if k in SETTINGS_FIELDS})
+def _integral(settings_data: dict[str, Any]) -> dict[str, Any]:
+    """Numbers JSON calls integers (5.0 is one) as Python ints: the interval, and pins' positions."""
+    hours = settings_data.get("retrain_interval_hours")
+    if isinstance(hours, float) and hours.is_integer():
+        settings_data["retrain_interval_hours"] = int(hours)
+    pins = settings_data.get("pins")
+    if isinstance(pins, dict):
+        for entries in pins.values():
+            for entry in entries if isinstance(entries, list) else []:
+                position = entry.get("position") if isinstance(entry, dict) else None
+                if isinstance(position, float) and position.is_integer():
+                    entry["position"] = int(position)
+    return settings_data
+
+
+def _settings_problems(settings_data: dict[str, Any]) -> dict[str, str]:
     errors: dict[str, str] = {}
-    if "name" in data and (not isinstance(data["name"], str) or not 0 < len(data["name"]) <= 200):
-        errors["name"] = "must be a string of 1 to 200 characters"
-    if "currency" in data and (not isinstance(data["currency"], str) or len(data["currency"]) != 3):
-        errors["currency"] = "must be a three-letter ISO 4217 code"
     for field, value in settings_data.items():
         expected = SETTINGS_FIELDS.get(field)
         if expected is None:
@@ -251,6 +251,34 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
             errors[field] = "must be between 1 and 8760"
         elif field in SHAPE_CHECKS and (problem := SHAPE_CHECKS[field](value)):
             errors[field] = problem
+    return errors
+
+
+def store_update(*, store: Store, data: dict[str, Any]) -> Store:
+    """PATCH semantics: `name`, `currency` and any key of `settings`; unknown keys are an error."""
+    if not isinstance(data, dict):
+        raise ApiError("invalid", "the body must be a JSON object")
+    unknown = set(data) - {"name", "currency", "settings", *SETTINGS_FIELDS}
+    if unknown:
+        raise ApiError("unknown_field", f"unknown fields: {sorted(unknown)}", details=sorted(unknown))
+    if "settings" in data and not isinstance(data["settings"], dict):
+        raise ApiError("invalid", "invalid store settings", details={"settings": "must be an object"})
+    try:  # (jsonb holds no NUL: free-form settings keep U+FFFD instead, as product attributes do)
+        nested = _integral(without_nul(dict(data.get("settings") or {}), "settings"))
+        top_level = _integral(
+            without_nul({k: v for k, v in data.items() if k in SETTINGS_FIELDS}, "settings")
+        )
+    except RowError as error:
+        raise ApiError("invalid", "invalid store settings", details={"settings": error.message}) from error
+    settings_data = {**nested, **top_level}
+    errors: dict[str, str] = {}
+    name, currency = data.get("name"), data.get("currency")
+    if "name" in data and (not isinstance(name, str) or not 0 < len(name) <= 200 or "\x00" in name):
+        errors["name"] = "must be a string of 1 to 200 characters, without NUL"
+    if "currency" in data and (not isinstance(currency, str) or len(currency) != 3 or "\x00" in currency):
+        errors["currency"] = "must be a three-letter ISO 4217 code"
+    for source in (nested, top_level):  # each checked (the top level's value wins)
+        errors.update(_settings_problems(source))
     if errors:
         raise ApiError("invalid", "invalid store settings", details=errors)
     with transaction.atomic():

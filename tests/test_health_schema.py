@@ -25,6 +25,26 @@ def test_health_reports_a_broker_that_is_down(db, settings):
     assert body["broker"].startswith("down")
 
 
+def test_health_answers_degraded_within_a_second_when_redis_and_the_broker_hang(db, monkeypatch):
+    import time
+
+    from core import apis
+
+    def hung() -> str:
+        time.sleep(3)
+        return "ok"
+
+    monkeypatch.setattr(apis, "answer_cache_check", hung)
+    monkeypatch.setattr(apis, "broker_check", hung)
+    started = time.monotonic()
+    response = Client().get("/api/v1/health")
+    took = time.monotonic() - started
+    assert response.status_code == 200 and took < 1.0
+    body = response.json()
+    assert body["status"] == "degraded"
+    assert body["answer_cache"] == body["broker"] == "down: timeout"
+
+
 def test_schema_lists_every_v1_path_with_shapes(db):
     response = Client().get("/api/v1/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
     assert response.status_code == 200

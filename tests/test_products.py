@@ -108,10 +108,18 @@ def test_bulk_rejects_malformed_bodies(api, raw, code):
     assert response.json()["message"]
 
 
-def test_nul_bytes_in_attributes_are_rejected(api):
-    response = api.post("/api/v1/products/bulk", [product("a", attributes={"k": "v\x00"})])
-    assert response.status_code == 400
-    assert response.json()["details"]["errors"][0]["code"] == "invalid_character"
+def test_nul_characters_in_attributes_are_kept_as_replacement_characters(api):
+    # jsonb cannot hold NUL: free-form attributes keep everything else, in keys and values alike
+    response = api.post(
+        "/api/v1/products/bulk", [product("a", attributes={"k\x00": ["v\x00", {"x": "\x00"}]})]
+    )
+    assert response.status_code == 200 and response.json()["created"] == 1
+    assert api.get("/api/v1/products/a").json()["attributes"] == {"k\ufffd": ["v\ufffd", {"x": "\ufffd"}]}
+    # NUL in an id or a title is still refused
+    refused = api.post("/api/v1/products/bulk", [product("b\x00")])
+    assert (
+        refused.status_code == 400 and refused.json()["details"]["errors"][0]["code"] == "invalid_character"
+    )
 
 
 def test_bulk_upsert_is_set_based(api):
@@ -163,8 +171,13 @@ def test_patch_of_a_missing_product_is_404(api):
 def test_delete_deactivates(api, store):
     api.put("/api/v1/products/a", {"title": "Boot"})
     assert api.delete("/api/v1/products/a").status_code == 204
-    assert api.get("/api/v1/products/a").json()["active"] is False
-    assert Product.objects.filter(store=store, external_id="a").exists()
+    # gone from its URL (and its surfaces); kept for history, listed with active=false
+    assert api.get("/api/v1/products/a").status_code == 404
+    assert api.get("/api/v1/products/a/related").status_code == 404
+    assert api.patch("/api/v1/products/a", {"price": 3}).status_code == 404
+    assert api.delete("/api/v1/products/a").status_code == 404
+    assert [p["id"] for p in api.get("/api/v1/products", active="false").json()["items"]] == ["a"]
+    assert Product.objects.filter(store=store, external_id="a", is_active=False).exists()
     assert api.delete("/api/v1/products/nope").status_code == 404
     # an upsert brings it back
     api.post("/api/v1/products/bulk", [{"id": "a", "price": 2}])

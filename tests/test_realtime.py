@@ -55,7 +55,13 @@ def test_alias_linking_is_idempotent_and_guarded(trained, api, store):  # noqa: 
     assert dict(UserAlias.objects.filter(store=store).values_list("alias_id", "user_id")) == {
         "anon-1": "alice", "anon-2": "alice", "carol-device": "carol", "carol-tab": "carol",
     }  # fmt: skip
-    assert api.post("/api/v1/users/alice/aliases", {"alias_id": "alice"}).json()["code"] == "alias_is_user"
+    itself = api.post("/api/v1/users/alice/aliases", {"alias_id": "alice"})  # one shopper with itself
+    assert itself.status_code == 200 and itself.json() == {
+        "user_id": "alice",
+        "alias_id": "alice",
+        "created": False,
+    }
+    assert api.post("/api/v1/users/anon-1/aliases", {"alias_id": "alice"}).json()["code"] == "alias_is_user"
     assert api.post("/api/v1/users/alice/aliases", {"alias_id": ""}).status_code == 400
     assert api.post("/api/v1/users/alice/aliases", {"alias_id": "anon-1", "x": 1}).status_code == 200
 

@@ -33,6 +33,8 @@ class Surface:
     with_profile: bool = False  # computed from the shopper's profile: the lookup brings it along
     ttl: int = answer_cache.TTL_SECONDS  # kept this long since last read ...
     slides: bool = True  # ... or, when False, since computed (answers that move with the clock)
+    # query parameters the view handles itself (related's `scope`): a request with one is not served here
+    view_parameters: frozenset[str] = frozenset()
 
 
 def _limit(query: Mapping[str, Any]) -> int:
@@ -52,7 +54,11 @@ SURFACES = {
             per_shopper=True,
             with_profile=True,
         ),
-        Surface("related", lambda r, q, k: related(r, k["product_id"], _options(r, q))),
+        Surface(
+            "related",
+            lambda r, q, k: related(r, k["product_id"], _options(r, q)),
+            view_parameters=frozenset({"scope"}),
+        ),
         Surface("complementary", lambda r, q, k: complementary(r, k["product_id"], _options(r, q))),
         Surface("trending", lambda r, q, k: trending(r, _options(r, q))),
         Surface(

@@ -24,9 +24,9 @@ class Anchor:
 
 
 def anchor_get(request: ServingRequest, external_id: str, options: Options) -> Anchor:
-    found = request.catalog.internal_ids([external_id])
+    found = request.catalog.internal_ids([external_id], active_only=True)
     if external_id not in found:
-        raise NotFound("no such product")
+        raise NotFound("no such product (or it was deleted)")
     product_id = found[external_id]
     options.exclude.add(external_id)  # never recommend a product to itself
     catalog = request.catalog.covering(np.array([product_id]))

@@ -19,8 +19,13 @@ def rank(request: ServingRequest, user_id: str, product_ids: Any) -> Answer:
     """Every given product that exists and is active, best first for this shopper."""
     if not isinstance(product_ids, list) or not product_ids or len(product_ids) > MAX_PRODUCTS:
         raise ApiError("invalid", f"product_ids must be a list of 1 to {MAX_PRODUCTS} product ids")
-    if not all(isinstance(pid, str | int) and not isinstance(pid, bool) for pid in product_ids):
-        raise ApiError("invalid", "product_ids must be strings")
+    product_ids = [int(pid) if isinstance(pid, float) and pid.is_integer() else pid for pid in product_ids]
+    if not all(
+        (isinstance(pid, str) and len(pid) <= 256 and "\x00" not in pid)
+        or (isinstance(pid, int) and not isinstance(pid, bool))
+        for pid in product_ids
+    ):
+        raise ApiError("invalid", "product_ids must be strings of at most 256 characters, without NUL")
     wanted = list(dict.fromkeys(str(pid) for pid in product_ids))
     found = request.catalog.internal_ids(wanted, active_only=True)
     unknown = [pid for pid in wanted if pid not in found]

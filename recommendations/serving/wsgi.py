@@ -14,7 +14,7 @@ from core.errors import ApiError
 from core.fast_path import FastResponse, allowed_methods, database_request
 from core.observability import answer_cache_counter, store_var
 from recommendations.serving.answers import Surface, answer_lookup, serve
-from tenants.authentication import bearer_token, recent_keys, remembered_key
+from tenants.authentication import bearer_token, plain_request_text, recent_keys, remembered_key
 from tenants.models import ApiKeyScope
 
 
@@ -23,6 +23,11 @@ def fast_answer(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
     surface: Surface | None = getattr(view_class, "surface", None)
     if surface is None:
         return None
+    query_string = environ.get("QUERY_STRING", "")
+    if not plain_request_text(match.kwargs, query_string):
+        return None  # Django answers the 400
+    if surface.view_parameters and any(f"{name}=" in query_string for name in surface.view_parameters):
+        return None  # (related's scope=network is the view's own answer)
     entry = remembered_key(environ, ApiKeyScope.READ, trusted=False)
     if entry is None:
         return None
