@@ -200,6 +200,7 @@ class Load:
                 "requests": len(rows),
                 "ok": statuses.get(200, 0),
                 "5xx": sum(n for s, n in statuses.items() if s >= 500),
+                "503": statuses.get(503, 0),  # of them: "unavailable, retry" (the database down)
                 "failed_connections": statuses.get(0, 0),
                 "p95_ms": round(seconds[int(len(seconds) * 0.95)] * 1000, 1) if seconds else None,
                 "max_ms": round(seconds[-1] * 1000, 1) if seconds else None,
@@ -213,7 +214,8 @@ class Load:
 def print_window(title: str, figures: dict[str, dict]) -> None:
     print(f"  {title}")
     for kind, row in figures.items():
-        print(f"    {kind:<9} {row['requests']:>6} requests  {row['ok']:>6} ok  {row['5xx']:>4} 5xx  "
+        print(f"    {kind:<9} {row['requests']:>6} requests  {row['ok']:>6} ok  {row['5xx']:>4} 5xx "
+              f"({row['503']} of them 503)  "
               f"{row['failed_connections']:>3} failed connections  "
               f"p95 {row['p95_ms']} ms  max {row['max_ms']} ms")  # fmt: skip
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db import OperationalError
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from psycopg.errors import QueryCanceled
@@ -44,6 +44,12 @@ class NotFound(ApiError):
         super().__init__("not_found", message)
 
 
+DATABASE_UNAVAILABLE = (
+    "the database is unavailable for a moment; send the request again (events with their event_id are "
+    "stored once however often they are sent)"
+)
+
+
 def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"code": code, "message": message, "details": details}
 
@@ -73,6 +79,10 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             error_body("query_timeout", "the request took too long; try again or narrow it"),
             status=503,
             headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, OperationalError | InterfaceError):  # PostgreSQL down or restarting
+        return Response(
+            error_body("database_unavailable", DATABASE_UNAVAILABLE), status=503, headers={"Retry-After": "1"}
         )
     if isinstance(exc, Http404):
         return Response(error_body("not_found", "not found"), status=404)

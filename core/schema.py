@@ -81,7 +81,10 @@ def add_error_responses(result: dict[str, Any], generator: Any, request: Any, pu
             responses.setdefault(
                 "429", _error("the key's rate limit, or the store's daily quota, is reached", _RATE_HEADERS)
             )
-            responses.setdefault("503", _error("the request took too long (query_timeout); retry"))
+            responses.setdefault(
+                "503",
+                _error("the database is unavailable, or the request took too long; retry (Retry-After)"),
+            )
     return result
 
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import orjson
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.urls import ResolverMatch
 
 from core import rate_limit
-from core.errors import ApiError, error_body
+from core.errors import DATABASE_UNAVAILABLE, ApiError, error_body
 from core.fast_path import FastResponse, allowed_methods, database_request
 from core.json import render_json
 from core.observability import store_var
@@ -60,6 +61,10 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
             result = event_ingest(store=store, payload=payload)
     except ApiError:
         return None  # raised before anything was stored
+    except (OperationalError, InterfaceError):  # the database is down or restarting: a retry will do
+        logger.warning("event ingestion found the database unavailable", exc_info=True)
+        body = render_json(error_body("database_unavailable", DATABASE_UNAVAILABLE))
+        return FastResponse(body, [("Retry-After", "1")], status="503 Service Unavailable")
     except Exception:  # noqa: BLE001 - something may be stored: answer here, never twice through Django
         logger.exception("event ingestion failed on the fast path")
         body = render_json(

@@ -95,3 +95,32 @@ def test_product_attributes_with_huge_numbers_read_back(api, number):
     assert listed.status_code == 200, listed.content
     single = api.get("/api/v1/products/big")
     assert single.status_code in (200, 404), single.content
+
+
+def test_a_database_that_is_down_is_a_503_to_retry(api, tenant, monkeypatch):
+    from django.db import OperationalError
+
+    from events import services
+    from recommendations import apis
+
+    def down(*args: Any, **kwargs: Any) -> Any:
+        raise OperationalError("connection to server failed: the database system is starting up")
+
+    monkeypatch.setattr(apis.TrendingApi, "get", down)
+    response = api.get("/api/v1/trending")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert response.json()["code"] == "database_unavailable"
+    # the fast path's ingestion says the same (nothing was stored; a resend with event ids is safe)
+    monkeypatch.setattr(services, "_ingest", down)
+    from tests.conftest import ApiClient
+
+    ApiClient.through_wsgi = True
+    try:
+        wsgi = ApiClient(tenant.raw_key)
+        wsgi.post("/api/v1/products/bulk", [product("p1")])
+        answered = wsgi.post(
+            "/api/v1/events", {"event_id": "e1", "user_id": "u", "product_id": "p1", "type": "view"}
+        )
+    finally:
+        ApiClient.through_wsgi = False
+    assert answered.status_code == 503 and answered.json()["code"] == "database_unavailable"
