@@ -62,6 +62,7 @@ _append: Any = None
 _advance: Any = None
 _take: Any = None
 _reserve: Any = None
+_gate: Any = None
 _unreachable_until = 0.0
 # (store namespace, shopper id) whose profile appends or invalidations Redis missed: dropped on recovery;
 # and stores (their namespaces) and the keys generation whose bumps it missed: bumped on recovery
@@ -105,6 +106,29 @@ used = redis.call('INCRBY', KEYS[1], wanted)
 redis.call('EXPIRE', KEYS[1], ARGV[3])
 return used
 """
+
+# Ingestion's gate in one round trip: the key's token (as _TAKE_SCRIPT), then, when granted, the day's
+# quota reserved (as _RESERVE_SCRIPT; ARGV[3] units of KEYS[2] unless that passes ARGV[4]; ARGV[4] 0: none)
+_GATE_SCRIPT = (
+    _BUCKET_FUNCTION
+    + """
+local bucket = {1, -1, 0, 0}
+if tonumber(ARGV[1]) > 0 then
+  bucket = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
+end
+if bucket[1] == 0 or tonumber(ARGV[4]) <= 0 then
+  return {bucket, 0}
+end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local wanted = tonumber(ARGV[3])
+if used + wanted > tonumber(ARGV[4]) then
+  return {bucket, -1 - used}
+end
+used = redis.call('INCRBY', KEYS[2], wanted)
+redis.call('EXPIRE', KEYS[2], ARGV[5])
+return {bucket, used}
+"""
+)
 
 _TAKE_SCRIPT = (
     _BUCKET_FUNCTION
@@ -223,6 +247,7 @@ def _redis() -> redis.Redis | None:
         _advance, \
         _take, \
         _reserve, \
+        _gate, \
         _unreachable_until
     if not settings.ANSWER_CACHE_URL:
         return None
@@ -240,6 +265,7 @@ def _redis() -> redis.Redis | None:
         _advance = _client.register_script(_ADVANCE_SCRIPT)
         _take = _client.register_script(_TAKE_SCRIPT)
         _reserve = _client.register_script(_RESERVE_SCRIPT)
+        _gate = _client.register_script(_GATE_SCRIPT)
     if _unreachable_until and (_missed or _missed_stores or _missed_keys):
         _replay_missed(_client)
     return _client
@@ -570,6 +596,29 @@ def store_forget(store: Any, extra_keys: Iterable[str] = ()) -> int | None:
         _unreachable(error)
         return None
     return removed
+
+
+def gate(
+    bucket: tuple[str, int, int] | None, store: Any, quota: str, day: str, amount: int, limit: int
+) -> tuple[list[int] | None, tuple[bool, int] | None] | None:
+    """A token of `bucket` and, when granted, `amount` of the store's daily `quota`, in one round trip:
+    (the bucket's answer or None when there is no limit, (reserved, count) or None when there is no
+    quota). None when Redis is off or down."""
+    client = _redis()
+    if client is None:
+        return None
+    bucket_key, rate, burst = bucket if bucket is not None else ("rl:-", 0, 0)
+    quota_key = f"{_namespace(store)}:quota:{quota}:{day}"
+    try:
+        taken, used = _evalsha(
+            client, keys=[bucket_key, quota_key], args=[rate, burst, amount, limit, 2 * 86_400], script=_gate
+        )
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return None
+    granted = int(taken[0]) == 1
+    reserved = None if limit <= 0 or not granted else ((True, int(used)) if used >= 0 else (False, -1 - used))
+    return (taken if bucket is not None else None), reserved
 
 
 def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:

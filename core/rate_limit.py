@@ -101,25 +101,48 @@ def quota(store: Any, name: str) -> int:
     return int(getattr(settings, name.upper()) if own is None else own)
 
 
+# where the fast path notes that it reserved the request's quota already (Django then reserves none)
+QUOTA_ENVIRON_KEY = "recsys.quota_reserved"
+
+
 def daily_quota_take(store: Any, name: str, amount: int, what: str) -> None:
     """Count `amount` against the store's daily quota `name`, or raise a 429 `quota_exceeded` (with the
     seconds to the next UTC day) when that would pass it. No quota set, or Redis unavailable: no check."""
-    from core.errors import ApiError
-
     limit = quota(store, name)
     if limit <= 0 or amount <= 0:
         return
     now = datetime.now(tz=UTC)
     reserved = answer_cache.quota_reserve(store, name, now.date().isoformat(), amount, limit)
-    if reserved is None or reserved[0]:
-        return
+    if reserved is not None and not reserved[0]:
+        raise quota_exceeded(name, limit, reserved[1], amount, what, now)
+
+
+def ingest_gate(api_key: Any, amount: int) -> tuple[Bucket | None, bool | None]:
+    """For the fast path's ingestion, one round trip: the key's token, then `amount` events of the
+    store's daily quota. (the bucket or None without a limit, whether the quota was reserved: True, refused:
+    False, not checked (none set, or the token refused): None). Redis unavailable: (None, None)."""
+    store = api_key.store
+    args = bucket_args(api_key)
+    limit = quota(store, "max_events_per_day")
+    day = datetime.now(tz=UTC).date().isoformat()
+    answered = answer_cache.gate(args, store, "max_events_per_day", day, amount, limit)
+    if answered is None:
+        return None, None
+    taken, reserved = answered
+    bucket = None if taken is None or args is None else Bucket.from_reply(taken, args[2])
+    return bucket, (None if reserved is None else reserved[0])
+
+
+def quota_exceeded(name: str, limit: int, used: int, amount: int, what: str, now: datetime) -> Exception:
+    from core.errors import ApiError
+
     tomorrow = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC)
     retry_after = max(1, math.ceil((tomorrow - now).total_seconds()))
-    raise ApiError(
+    return ApiError(
         "quota_exceeded",
-        f"this store may send {limit} {what} a day (UTC); {reserved[1]} were sent today, and this request "
+        f"this store may send {limit} {what} a day (UTC); {used} were sent today, and this request "
         f"has {amount}",
-        details={"quota": name, "limit": limit, "used": reserved[1], "retry_after": retry_after},
+        details={"quota": name, "limit": limit, "used": used, "retry_after": retry_after},
         status_code=429,
         headers=[("Retry-After", str(retry_after))],
     )

@@ -7,7 +7,7 @@ from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from core import erasure
+from core import erasure, rate_limit
 from core.errors import ApiError, raise_all_rows_rejected
 from core.json import json_body
 from core.observability import EVENTS_INGESTED
@@ -42,7 +42,8 @@ class EventIngestApi(StoreScopedAPIView):
         summary="One event or up to 10,000; a resent event_id is counted as duplicate, stored once",
     )
     def post(self, request: Request) -> Response:
-        result = event_ingest(store=self.store, payload=json_body(request))
+        reserved = bool(request.META.get(rate_limit.QUOTA_ENVIRON_KEY))  # by the fast path, which declined
+        result = event_ingest(store=self.store, payload=json_body(request), quota_reserved=reserved)
         ingest_counted(result)
         if result.errors and not (result.accepted or result.duplicate):
             raise_all_rows_rejected(result.as_dict(), result.errors)

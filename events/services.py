@@ -139,13 +139,20 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
     )
 
 
-def event_ingest(*, store: Store, payload: Any) -> IngestResult:
-    """Store one event or a list of up to MAX_BATCH_ROWS. Resends of an event_id count as duplicates."""
+def event_rows(payload: Any) -> list[Any]:
+    """The rows of an ingestion body: one event, a list, or {"events": [...]}."""
     rows = payload if isinstance(payload, list) else [payload]
     if isinstance(payload, dict) and set(payload) == {"events"}:
         rows = payload["events"]
         if not isinstance(rows, list):
             raise ApiError("invalid", "events must be a list")
+    return rows
+
+
+def event_ingest(*, store: Store, payload: Any, quota_reserved: bool = False) -> IngestResult:
+    """Store one event or a list of up to MAX_BATCH_ROWS. Resends of an event_id count as duplicates.
+    Every row sent counts against the store's daily quota (unless `quota_reserved` already)."""
+    rows = event_rows(payload)
     if len(rows) > settings.MAX_BATCH_ROWS:
         raise ApiError(
             "batch_too_large", f"at most {settings.MAX_BATCH_ROWS} events a request; got {len(rows)}"
@@ -160,9 +167,10 @@ def event_ingest(*, store: Store, payload: Any) -> IngestResult:
             cleaned.append(event_row_clean(row, index, now))
         except RowError as error:
             result.errors.append(error.as_dict(index))
+    if not quota_reserved:
+        rate_limit.daily_quota_take(store, "max_events_per_day", len(rows), "events")
     if not cleaned:
         return result
-    rate_limit.daily_quota_take(store, "max_events_per_day", len(cleaned), "events")
 
     appended: dict[str, list[tuple[int, bytes]]] = {}
     try:

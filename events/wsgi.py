@@ -22,7 +22,7 @@ from core.fast_path import FastResponse, allowed_methods, database_request
 from core.json import render_json
 from core.observability import store_var
 from events.apis import EventIngestApi, ingest_counted
-from events.services import event_ingest
+from events.services import event_ingest, event_rows
 from tenants.authentication import remembered_key
 from tenants.models import ApiKeyScope
 
@@ -43,22 +43,28 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return None
     if length <= 0 or length > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
         return None  # Django answers the 413, before reading it
-    bucket = rate_limit.take(entry[0])
-    if bucket is not None:
-        environ[rate_limit.ENVIRON_KEY] = bucket  # taken: Django, should it answer instead, takes no other
-        if not bucket.allowed:
-            return None  # Django answers the 429
     body = environ["wsgi.input"].read(length)
     environ["wsgi.input"] = io.BytesIO(body)  # for Django, should this path decline
     try:
         payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
+        rows = len(event_rows(payload))
+    except (orjson.JSONDecodeError, ApiError):
         return None
+    # the key's rate limit and the store's daily quota, in one round trip
+    bucket, reserved = rate_limit.ingest_gate(entry[0], rows)
+    if bucket is not None:
+        environ[rate_limit.ENVIRON_KEY] = bucket  # taken: Django, should it answer instead, takes no other
+        if not bucket.allowed:
+            return None  # Django answers the 429
+    if reserved is False:
+        return None  # Django answers the quota's 429
+    if reserved:
+        environ[rate_limit.QUOTA_ENVIRON_KEY] = True  # (and Django, should it answer, reserves none)
     store = entry[0].store
     store_var.set(store.slug)
     try:
         with database_request(environ):
-            result = event_ingest(store=store, payload=payload)
+            result = event_ingest(store=store, payload=payload, quota_reserved=bool(reserved))
     except ApiError:
         return None  # raised before anything was stored
     except (OperationalError, InterfaceError):  # the database is down or restarting: a retry will do
