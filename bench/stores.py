@@ -30,6 +30,9 @@ import numpy as np
 import wrk
 from bench_env import BENCH_LIMITS
 
+for _name, _value in BENCH_LIMITS.items():  # this process stores events through the services too
+    os.environ.setdefault(_name, _value)
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))

@@ -14,6 +14,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS, Product
 from core import answer_cache, rate_limit
 from core.errors import ApiError, NotFound
+from core.observability import REFUSED_BY_LIMIT
 from core.validation import RowError, clean_bool, clean_money, clean_string, without_nul
 from tenants.models import Store
 
@@ -223,6 +224,7 @@ def _check_product_quota(cursor: Any, store: Store, new: int) -> None:
     )
     held = int(cursor.fetchone()[0])
     if held + new > limit:
+        REFUSED_BY_LIMIT.labels("max_products").inc()
         raise ApiError(
             "quota_exceeded",
             f"this store's catalog may hold {limit} products; it holds {held}, and this request adds {new}",

@@ -59,6 +59,11 @@ SERVING_BYTES = Gauge(
     multiprocess_mode="livesum",
 )
 EVENTS_INGESTED = Counter("recsys_events_ingested_total", "Events received, by outcome", ["outcome"])
+REFUSED_BY_LIMIT = Counter(
+    "recsys_refused_by_limit_total",
+    "Requests refused by a limit: rate_limited, quota (products or events a day), body_too_large",
+    ["limit"],
+)
 TRAINING_SECONDS = Histogram(
     "recsys_training_seconds", "Training run duration", buckets=(1, 5, 15, 30, 60, 120, 300, 900, 3600)
 )

@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 
 from core import answer_cache
+from core.observability import REFUSED_BY_LIMIT
 
 # where the fast path leaves the token it took, should it hand the request to Django (not charged twice)
 ENVIRON_KEY = "recsys.rate_limit"
@@ -85,6 +86,7 @@ def take(api_key: Any) -> Bucket | None:
 def over_limit(bucket: Bucket) -> Exception:
     from core.errors import ApiError
 
+    REFUSED_BY_LIMIT.labels("rate_limited").inc()
     return ApiError(
         "rate_limited",
         f"too many requests with this API key (at most {bucket.limit} at once); "
@@ -136,6 +138,7 @@ def ingest_gate(api_key: Any, amount: int) -> tuple[Bucket | None, bool | None]:
 def quota_exceeded(name: str, limit: int, used: int, amount: int, what: str, now: datetime) -> Exception:
     from core.errors import ApiError
 
+    REFUSED_BY_LIMIT.labels(name).inc()
     tomorrow = datetime.combine(now.date() + timedelta(days=1), time.min, tzinfo=UTC)
     retry_after = max(1, math.ceil((tomorrow - now).total_seconds()))
     return ApiError(

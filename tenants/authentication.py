@@ -22,7 +22,7 @@ from rest_framework.views import APIView
 
 from core import answer_cache, rate_limit
 from core.errors import ApiError
-from core.observability import actor_var, store_var
+from core.observability import REFUSED_BY_LIMIT, actor_var, store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
 from tenants.selectors import api_key_get_by_raw_key
 from tenants.services import TOUCH_EVERY_SECONDS, api_key_touch
@@ -176,6 +176,7 @@ def check_body_size(meta: dict[str, Any]) -> None:
         raise ApiError("invalid_content_length", "the Content-Length header is not a number") from None
     limit = django_settings.DATA_UPLOAD_MAX_MEMORY_SIZE
     if limit is not None and length > limit:
+        REFUSED_BY_LIMIT.labels("body_too_large").inc()
         raise ApiError(
             "body_too_large",
             f"the body is {length} bytes; at most {limit} are taken (send fewer rows a request)",

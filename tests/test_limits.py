@@ -182,3 +182,16 @@ def test_the_web_statement_timeout_cancels_a_long_query(db):
         [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.stdout.strip().splitlines()[-1] == "QueryCanceled", done.stderr[-2000:]
+
+
+def test_refusals_are_counted_by_limit(api, store):
+    from prometheus_client import REGISTRY
+
+    def refused(limit: str) -> float:
+        return REGISTRY.get_sample_value("recsys_refused_by_limit_total", {"limit": limit}) or 0.0
+
+    before = refused("rate_limited"), refused("max_products")
+    _limit(store, rate_limit_per_second=1, rate_limit_burst=1, max_products=1)
+    api.post("/api/v1/products/bulk", [product("a"), product("b")])  # the key's one token: a quota refusal
+    api.get("/api/v1/trending")  # no token left
+    assert (refused("rate_limited"), refused("max_products")) == (before[0] + 1, before[1] + 1)
