@@ -1,7 +1,7 @@
 # The two commands: `make run` (the whole system with demo data) and `make test` (the test suite).
 PYTHON ?= python3
 VENV := .venv
-TYPED := config core tenants catalog events recommendations operations
+TYPED := config core tenants catalog events recommendations outcomes operations
 # the Django plugin of mypy loads the settings: with these it starts no embedded service (it queries nothing)
 TYPECHECK_ENV := DATABASE_URL=postgres://typecheck@127.0.0.1:1/none CELERY_BROKER_URL=memory:// ANSWER_CACHE_URL= \
 	SECRET_KEY=typecheck-only-not-a-secret-0123456789abcdef

@@ -633,17 +633,85 @@ def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:
         return None
 
 
-def put(key: str | None, body: bytes, *, ttl: int = TTL_SECONDS) -> None:
+# Every answer served is an impression (outcomes/): appended here, in the answer's own write, and drained
+# into PostgreSQL by a worker. Capped (approximately) so that a stopped drain cannot fill Redis.
+IMPRESSIONS_STREAM = "rc:impressions"
+IMPRESSIONS_MAX = 2_000_000
+
+
+@dataclass(frozen=True)
+class Impression:
+    recommendation_id: str
+    store_id: int
+    surface: str
+    user_id: str  # "" for answers about no shopper
+    body: bytes  # the answer as cached (without its recommendation id): the worker reads its items
+
+
+def _impression_command(impression: Impression) -> tuple[Any, ...]:
+    return (
+        "XADD", IMPRESSIONS_STREAM, "MAXLEN", "~", IMPRESSIONS_MAX, "*",
+        "r", impression.recommendation_id, "s", impression.store_id, "f", impression.surface,
+        "u", impression.user_id, "t", int(time.time() * 1000), "b", impression.body,
+    )  # fmt: skip
+
+
+def put(
+    key: str | None, body: bytes, *, ttl: int = TTL_SECONDS, impression: Impression | None = None
+) -> None:
+    """Keep an answer under `key` (None: not kept) and record its impression, in one write."""
     client = _redis()
-    if client is None or key is None:
+    if client is None or (key is None and impression is None):
         return
+    commands: list[tuple[Any, ...]] = []
+    # no reply asked for (CLIENT REPLY SKIP): the answer is already on its way to the shopper, and
+    # waiting for Redis's "OK" would only hold the thread
+    if key is not None:
+        commands += [("CLIENT", "REPLY", "SKIP"), ("SET", key, body, "EX", ttl)]
+    if impression is not None:
+        commands += [("CLIENT", "REPLY", "SKIP"), _impression_command(impression)]
     connection = _connection(client)
     try:
-        # no reply asked for (CLIENT REPLY SKIP): the answer is already on its way to the shopper, and
-        # waiting for Redis's "OK" would only hold the thread
-        connection.send_packed_command(
-            connection.pack_commands([("CLIENT", "REPLY", "SKIP"), ("SET", key, body, "EX", ttl)])
-        )
+        connection.send_packed_command(connection.pack_commands(commands))
     except (redis.RedisError, OSError) as error:  # a cache that is down only costs speed
         connection.disconnect()
         _unreachable(error)
+
+
+def impressions_claim(
+    consumer: str, *, count: int, stale_ms: int, group: str = "drain"
+) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The next impressions for a drainer: first those another drainer read and never acknowledged for
+    `stale_ms` (it died), then new ones. Each stays pending until impressions_ack."""
+    client = _redis()
+    if client is None:
+        return []
+    try:
+        try:
+            client.xgroup_create(IMPRESSIONS_STREAM, group, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        claimed: Any = client.xautoclaim(IMPRESSIONS_STREAM, group, consumer, stale_ms, "0-0", count=count)
+        entries = [entry for entry in claimed[1] if entry and entry[1]]
+        if len(entries) < count:
+            fresh: Any = client.xreadgroup(
+                group, consumer, {IMPRESSIONS_STREAM: ">"}, count=count - len(entries)
+            )
+            for _, stream_entries in fresh or []:
+                entries += stream_entries
+        return entries
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return []
+
+
+def impressions_ack(ids: list[bytes], *, group: str = "drain") -> None:
+    """Done with these (stored): acknowledged and deleted from the stream."""
+    client = _redis()
+    if client is None or not ids:
+        return
+    pipe = client.pipeline(transaction=False)
+    pipe.xack(IMPRESSIONS_STREAM, group, *ids)
+    pipe.xdel(IMPRESSIONS_STREAM, *ids)
+    pipe.execute()

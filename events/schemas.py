@@ -67,12 +67,21 @@ class ExportedEventSerializer(serializers.Serializer):
     received_at = serializers.DateTimeField()
 
 
+class ExportedImpressionSerializer(serializers.Serializer):
+    recommendation_id = serializers.CharField()
+    surface = serializers.CharField()
+    user_id = serializers.CharField()
+    items = serializers.ListField(child=serializers.CharField(), help_text="product ids, in the order shown")
+    served_at = serializers.DateTimeField()
+
+
 class UserDataSerializer(serializers.Serializer):
     user_id = serializers.CharField()
     identities = serializers.ListField(child=serializers.CharField())
     exported_at = serializers.DateTimeField()
     aliases = ExportedAliasSerializer(many=True)
     events = ExportedEventSerializer(many=True)
+    impressions = ExportedImpressionSerializer(many=True, help_text="the answers shown to the shopper")
 
 
 EVENT_IN = {

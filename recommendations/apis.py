@@ -16,9 +16,8 @@ from recommendations import schemas, selectors
 from recommendations.network import related_network
 from recommendations.schemas import FILTER_PARAMETERS
 from recommendations.services import trained_model_activate, training_run_create
-from recommendations.serving.answers import SURFACES, Surface, serve
+from recommendations.serving.answers import SURFACES, Surface, recorded, recorded_dict, serve
 from recommendations.serving.options import options_from_query
-from recommendations.serving.pipeline import answer_dict
 from recommendations.serving.rank import rank
 from recommendations.serving.request import serving_request
 from tenants.authentication import StoreScopedAPIView
@@ -76,7 +75,8 @@ class RelatedApi(_SurfaceApi):
             raise ApiError("unsupported_scope", "scope must be 'store' or 'network'")
         if scope == "network":  # not cached: other stores' sharing settings apply at once
             options = options_from_query(request.query_params, store_settings_get(store=self.store))
-            return Response(related_network(store=self.store, external_id=product_id, options=options))
+            answer = related_network(store=self.store, external_id=product_id, options=options)
+            return Response(recorded_dict(self.store, "related", None, answer))
         return self.served(request, product_id=product_id)
 
 
@@ -110,12 +110,12 @@ class RankApi(StoreScopedAPIView):
         responses=schemas.RankedSerializer,
         summary="A personal order of the given products",
     )
-    def post(self, request: Request, user_id: str) -> Response:
+    def post(self, request: Request, user_id: str) -> HttpResponse:
         body = json_body(request)
         if not isinstance(body, dict):
             raise ApiError("invalid", 'the body must be {"product_ids": [...]}')
         answer = rank(serving_request(self.store), user_id, body.get("product_ids"))
-        return Response(answer_dict(answer))
+        return HttpResponse(recorded(self.store, "rank", user_id, answer), content_type="application/json")
 
 
 class TrainingRunListApi(StoreScopedAPIView):

@@ -124,6 +124,17 @@ def make_tenant(slug: str) -> Tenant:
 
 
 @pytest.fixture(autouse=True)
+def empty_impressions_stream() -> Any:
+    """Each test starts with no impressions waiting in Redis (earlier tests' answers append to it)."""
+    from core import answer_cache
+
+    client = answer_cache._redis()
+    if client is not None:
+        client.delete(answer_cache.IMPRESSIONS_STREAM)
+    yield
+
+
+@pytest.fixture(autouse=True)
 def system_actor() -> None:
     """Services called by a test act as the system (a request of an earlier test named its key)."""
     from core.observability import actor_var

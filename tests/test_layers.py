@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-APPS = ("core", "tenants", "catalog", "events", "recommendations", "operations")
+APPS = ("core", "tenants", "catalog", "events", "recommendations", "outcomes", "operations")
 # what each package may not import (its own sub-packages aside)
 FORBIDDEN = {
     "core": ("tenants", "catalog", "events", "recommendations", "operations"),
     "tenants": ("catalog", "recommendations", "operations"),
     "catalog": ("events", "recommendations", "operations"),
     "events": ("recommendations", "operations"),
-    "recommendations": ("operations",),
+    "recommendations": ("outcomes", "operations"),
+    "outcomes": ("catalog", "events", "recommendations", "operations"),
     "recommendations/engine": ("django", "rest_framework", "core", "tenants", "catalog", "events", "config"),
 }
 

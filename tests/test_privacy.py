@@ -10,6 +10,7 @@ from django.apps import apps
 from django.db import connection, models
 
 from core import answer_cache
+from outcomes.services import impressions_drain
 from tenants.models import Store
 from tenants.tasks import store_erase_task
 from tests.conftest import make_tenant, product
@@ -79,10 +80,12 @@ def shoppers(tenant, other_tenant, django_capture_on_commit_callbacks):
         tenant.api.post("/api/v1/events", _events("alice", ["p2", "p3"], "a"))
         tenant.api.post("/api/v1/events", _events("bob", ["p0", "p4"], "b"))
         other_tenant.api.post("/api/v1/events", _events("alice", ["p1"], "o"))
-    # her profile is held in Redis once an answer about her was computed
+    # her profile is held in Redis once an answer about her was computed; the answers are impressions
     assert tenant.api.get("/api/v1/users/alice/recently-viewed").json()["items"]
     assert tenant.api.get("/api/v1/users/alice/recommendations").status_code == 200
+    assert tenant.api.get("/api/v1/users/anon-1/recommendations").status_code == 200
     assert redis_keys(tenant.store, "p:")
+    assert impressions_drain() == 3
     return tenant
 
 
@@ -95,7 +98,7 @@ def test_a_shopper_is_erased_with_her_aliases_and_nothing_of_her_remains(
     assert response.status_code == 200
     body = response.json()
     assert body["identities"] == ["alice", "anon-1"]
-    assert body["deleted"] == {"events": 4, "aliases": 1}
+    assert body["deleted"] == {"events": 4, "aliases": 1, "impressions": 3}
     assert rows_mentioning(tenant.store.id, ["alice", "anon-1"]) == {}
     # her profile is gone from Redis, and answers about her know nothing of her
     assert redis_keys(tenant.store, "p:") == []  # (bob's was never built)
@@ -115,7 +118,7 @@ def test_erasing_through_an_alias_erases_the_whole_shopper(shoppers, tenant):
 def test_erasing_an_unknown_shopper_succeeds_and_erases_nothing(shoppers, tenant):
     response = tenant.api.delete("/api/v1/users/nobody")
     assert response.status_code == 200
-    assert response.json()["deleted"] == {"events": 0, "aliases": 0}
+    assert response.json()["deleted"] == {"events": 0, "aliases": 0, "impressions": 0}
 
 
 def test_erasure_needs_the_write_scope(shoppers, tenant):
@@ -135,6 +138,9 @@ def test_the_export_holds_every_event_and_alias_of_the_shopper_and_no_one_else_s
     assert {e["user_id"] for e in events} == {"alice", "anon-1"}
     assert {e["product_id"] for e in events} == {"p0", "p1", "p2", "p3"}
     assert {e["type"] for e in events} == {"view"} and {e["channel"] for e in events} == {"web"}
+    shown = body["impressions"]
+    assert [i["surface"] for i in shown] == ["recently_viewed", "for_user", "for_user"]
+    assert {i["user_id"] for i in shown} == {"alice", "anon-1"} and all(i["items"] is not None for i in shown)
 
 
 def test_a_deleted_store_stops_answering_at_once_and_is_erased_whole(

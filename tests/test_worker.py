@@ -98,3 +98,21 @@ def test_a_store_deleted_through_the_api_is_erased_by_the_worker(worker):
         worker.terminate()
         pytest.fail(f"the store was not erased\n{worker.stdout.read()[-3000:]}")
     assert rows_of_store(tenant.store.id) == {}
+
+
+@pytest.mark.slow
+def test_answers_served_become_impressions_through_the_worker(worker):
+    from outcomes.models import Impression
+    from outcomes.tasks import impressions_drain_task
+
+    tenant = make_tenant("impressed-shop")
+    tenant.api.post("/api/v1/products/bulk", CATALOG)
+    served = {tenant.api.get("/api/v1/trending", limit=n).json()["recommendation_id"] for n in (1, 2, 3)}
+    impressions_drain_task.delay()  # what beat sends every 5 seconds
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and Impression.objects.filter(store=tenant.store).count() < 3:
+        time.sleep(0.5)
+    assert (
+        set(Impression.objects.filter(store=tenant.store).values_list("recommendation_id", flat=True))
+        == served
+    )

@@ -58,6 +58,7 @@ INSTALLED_APPS = [
     "catalog",
     "events",
     "recommendations",
+    "outcomes",
     "operations",
 ]
 
@@ -150,10 +151,13 @@ CELERY_TASK_ROUTES = {
     "recommendations.tasks.schedule_training_task": {"queue": "maintenance"},
     "recommendations.tasks.recover_training_runs_task": {"queue": "maintenance"},
     "tenants.tasks.store_erase_task": {"queue": "maintenance"},
+    "outcomes.tasks.impressions_drain_task": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
+    # every answer served is an impression: drained from Redis into PostgreSQL within seconds
+    "drain-impressions": {"task": "outcomes.tasks.impressions_drain_task", "schedule": 5.0},
     "recover-lost-training-runs": {
         "task": "recommendations.tasks.recover_training_runs_task",
         "schedule": 60.0,

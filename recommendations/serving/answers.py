@@ -4,11 +4,13 @@ next request. The same function serves the WSGI fast path and the DRF views, so 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from core import answer_cache
+from core.json import render_json
 from core.params import query_int
 from recommendations.serving.complementary import complementary
 from recommendations.serving.for_user import for_user
@@ -115,12 +117,33 @@ def serve(
     unknown product) raise ApiError before anything is kept."""
     if lookup is None:
         lookup = answer_lookup(surface, store, meta, kwargs)
+    recommendation_id = uuid.uuid4().hex
+    shopper = str(kwargs.get("user_id") or "")
     if lookup.body is not None:
-        return Served(rendered(lookup.body), cached=True)
+        impression = answer_cache.Impression(recommendation_id, store.id, surface.name, shopper, lookup.body)
+        answer_cache.put(None, b"", impression=impression)
+        return Served(rendered(lookup.body, recommendation_id), cached=True)
     if lookup.store_generation is None:
         lookup = None  # the cache is off or down: nothing it said can be trusted
     answer = surface.compute(serving_request(store, lookup), query, dict(kwargs))
     body = answer_body(answer)
-    if lookup is not None:
-        answer_cache.put(lookup.key, body, ttl=surface.ttl)
-    return Served(rendered(body), cached=False)
+    impression = answer_cache.Impression(recommendation_id, store.id, surface.name, shopper, body)
+    answer_cache.put(lookup.key if lookup is not None else None, body, ttl=surface.ttl, impression=impression)
+    return Served(rendered(body, recommendation_id), cached=False)
+
+
+def recorded(store: Store, surface: str, user_id: str | None, answer: Answer) -> bytes:
+    """An answer served outside `serve` (rank, network related), recorded as an impression, rendered."""
+    body = answer_body(answer)
+    recommendation_id = uuid.uuid4().hex
+    impression = answer_cache.Impression(recommendation_id, store.id, surface, user_id or "", body)
+    answer_cache.put(None, b"", impression=impression)
+    return rendered(body, recommendation_id)
+
+
+def recorded_dict(store: Store, surface: str, user_id: str | None, answer: dict[str, Any]) -> dict[str, Any]:
+    """An answer built as a dict with its recommendation id (network related), recorded as an impression."""
+    body = render_json({key: value for key, value in answer.items() if key != "recommendation_id"})
+    impression = answer_cache.Impression(answer["recommendation_id"], store.id, surface, user_id or "", body)
+    answer_cache.put(None, b"", impression=impression)
+    return answer

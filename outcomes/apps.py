@@ -1,0 +1,17 @@
+from django.apps import AppConfig
+
+
+class OutcomesConfig(AppConfig):
+    name = "outcomes"
+
+    def ready(self) -> None:
+        from core import erasure
+        from outcomes import selectors, services
+
+        erasure.register(
+            "outcomes",
+            order=5,
+            erase_shopper=services.shopper_erase,
+            export_shopper=selectors.shopper_export,
+            erase_store=services.store_erase,
+        )

@@ -1,0 +1,76 @@
+"""Every answer served is an impression: from the cache or computed, by the fast path or Django, rank and
+network answers too. Appended to a Redis stream in the answer's own write, drained into PostgreSQL by a
+worker task, stored once per recommendation id however often it is delivered."""
+
+from __future__ import annotations
+
+from core import answer_cache
+from outcomes.models import Impression
+from outcomes.services import impressions_drain
+from outcomes.tasks import impressions_drain_task
+from tests.conftest import ApiClient, product
+from tests.test_recommendations import trained  # noqa: F401 - the fixture
+
+
+def test_cached_and_computed_answers_of_both_paths_are_impressions(trained, tenant, api):  # noqa: F811
+    answers = [
+        api.get("/api/v1/products/p0/related", limit=3),  # computed, through Django
+        api.get("/api/v1/products/p0/related", limit=3),  # the same, from the cache
+        api.get("/api/v1/users/u1/recommendations", limit=4),
+        api.get("/api/v1/trending"),
+    ]
+    ApiClient.through_wsgi = True
+    try:
+        fast = ApiClient(tenant.raw_key)
+        answers.append(fast.get("/api/v1/users/u2/recommendations", limit=2))  # the fast path
+        answers.append(fast.get("/api/v1/users/u2/recommendations", limit=2))
+    finally:
+        ApiClient.through_wsgi = False
+    answers.append(api.post("/api/v1/users/u1/rank", {"product_ids": ["p3", "p1", "nope"]}))
+    assert {a.headers.get("X-Answer-Cache") for a in answers[:2]} == {"miss", "hit"}
+    assert impressions_drain_task.apply().get() == len(answers)
+    for answer in answers:
+        body = answer.json()
+        stored = Impression.objects.get(recommendation_id=body["recommendation_id"])
+        assert stored.store_id == tenant.store.id
+        assert stored.items == [item["id"] for item in body["items"]]
+        assert stored.source == body["source"]
+    by_id = {a.json()["recommendation_id"]: a for a in answers}
+    surfaces = dict(Impression.objects.values_list("recommendation_id", "surface"))
+    assert [surfaces[rid] for rid in by_id] == [
+        "related", "related", "for_user", "trending", "for_user", "for_user", "rank"
+    ]  # fmt: skip
+    users = dict(Impression.objects.values_list("recommendation_id", "user_id"))
+    assert [users[rid] for rid in by_id] == ["", "", "u1", "", "u2", "u2", "u1"]
+
+
+def test_a_drain_that_died_is_taken_over_and_nothing_is_stored_twice(trained, api):  # noqa: F811
+    served = [api.get("/api/v1/trending", limit=n).json()["recommendation_id"] for n in (1, 2, 3)]
+    # a drainer reads the entries and dies before acknowledging them
+    assert len(answer_cache.impressions_claim("dead", count=10, stale_ms=60_000)) == 3
+    assert impressions_drain(stale_ms=60_000) == 0  # still its own, for a minute
+    assert impressions_drain(stale_ms=0) == 3  # then claimed by another
+    assert sorted(Impression.objects.values_list("recommendation_id", flat=True)) == sorted(served)
+    # delivered again (an acknowledgement lost): stored once
+    client = answer_cache._redis()
+    assert client is not None
+    again = answer_cache.Impression(served[0], trained.store_id, "trending", "", b'{"source":"x","items":[]}')
+    answer_cache.put(None, b"", impression=again)
+    assert impressions_drain() == 0
+    assert Impression.objects.count() == 3
+    assert client.xlen(answer_cache.IMPRESSIONS_STREAM) == 0  # drained entries are deleted
+
+
+def test_entries_that_are_not_impressions_are_dropped(db):
+    client = answer_cache._redis()
+    assert client is not None
+    client.xadd(answer_cache.IMPRESSIONS_STREAM, {"r": "x", "b": "not json"})
+    assert impressions_drain() == 0
+    assert client.xlen(answer_cache.IMPRESSIONS_STREAM) == 0
+
+
+def test_with_redis_off_answers_are_served_without_impressions(api, settings):
+    api.post("/api/v1/products/bulk", [product("p1")])
+    settings.ANSWER_CACHE_URL = ""
+    assert api.get("/api/v1/trending").status_code == 200
+    assert impressions_drain() == 0
