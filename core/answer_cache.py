@@ -158,15 +158,25 @@ end
 local keys_gen = redis.call('GET', KEYS[3]) or started(KEYS[3])
 local key = ARGV[1] .. ':' .. store_gen .. ':' .. shopper_gen .. ':' .. ARGV[2]
 local bucket = false
-if KEYS[5] then  -- the key's rate limit, taken in the same round trip; over it, nothing else is read
+if tonumber(ARGV[8]) > 0 then  -- the key's rate limit, in the same round trip; over it, nothing is read
   bucket = take_token(KEYS[5], tonumber(ARGV[7]), tonumber(ARGV[8]))
   if bucket[1] == 0 then
-    return {keys_gen, store_gen, key, false, shopper_gen, false, bucket}
+    return {keys_gen, store_gen, key, false, shopper_gen, false, bucket, 0}
   end
 end
 local body = redis.call('GET', key)
 if body and tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', key, ARGV[3])
+end
+local recorded = 0
+-- a cached answer's impression, appended here (the body never travels twice), unless the caller would
+-- not serve it (the keys generation it trusts has moved)
+if body and ARGV[9] ~= '' and (ARGV[14] == '' or ARGV[14] == keys_gen) then
+  local now = redis.call('TIME')
+  redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[13], '*', 'r', ARGV[9], 's', ARGV[10], 'f', ARGV[11],
+             'u', ARGV[12], 't', now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)),
+             'b', body)
+  recorded = 1
 end
 local profile = false
 if not body and ARGV[5] == '1' then
@@ -175,7 +185,7 @@ if not body and ARGV[5] == '1' then
     profile = table.concat(members)  -- one string: the client parses one reply, not 200
   end
 end
-return {keys_gen, store_gen, key, body, shopper_gen, profile, bucket}
+return {keys_gen, store_gen, key, body, shopper_gen, profile, bucket, recorded}
 """
 )
 
@@ -469,6 +479,8 @@ class Lookup:
     shopper_generation: bytes | None = None
     profile: bytes | None = None  # the shopper's profile records, oldest first, joined; None: not held
     bucket: list[int] | None = None  # the rate limit's answer (take_token), when one was asked for
+    recorded: bool = False  # the cached answer's impression was appended by the lookup itself
+    recommendation_id: str | None = None  # the id the lookup gave that impression
 
 
 MISS = Lookup(None, None, None, None)
@@ -521,6 +533,8 @@ def lookup(
     slide: int = TTL_SECONDS,
     with_profile: bool = False,
     bucket: tuple[str, int, int] | None = None,
+    impression: Impression | None = None,
+    trusted_keys_generation: bytes | None = None,
 ) -> Lookup:
     """One round trip: the generations, the key they give this request, and the answer if cached (which
     then lives `slide` more seconds; 0 leaves its expiry as it was); when it is not cached and
@@ -532,7 +546,9 @@ def lookup(
     namespace = _namespace(store)
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
     profile_key = _profile_key_in(namespace, user_id) if user_id is not None else f"{namespace}:p:-"
-    keys = [f"{namespace}:gen", _shopper_key(store, user_id), KEYS_GENERATION, profile_key]
+    bucket_key, rate, burst = bucket if bucket is not None else ("rl:-", 0, 0)
+    keys = [f"{namespace}:gen", _shopper_key(store, user_id), KEYS_GENERATION, profile_key, bucket_key,
+            IMPRESSIONS_STREAM]  # fmt: skip
     args: list[Any] = [
         namespace,
         digest,
@@ -540,12 +556,20 @@ def lookup(
         GENERATION_TTL_SECONDS,
         "1" if with_profile else "0",
         PROFILE_EVENTS,
+        rate,
+        burst,
+        *(
+            (impression.recommendation_id, impression.store_id, impression.surface, impression.user_id)
+            if impression is not None
+            else ("", "", "", "")
+        ),
+        IMPRESSIONS_MAX,
+        trusted_keys_generation or "",
     ]
-    if bucket is not None:
-        keys.append(bucket[0])
-        args += [bucket[1], bucket[2]]
     try:
-        keys_gen, store_gen, key, body, shopper_gen, profile, taken = _evalsha(client, keys=keys, args=args)
+        keys_gen, store_gen, key, body, shopper_gen, profile, taken, recorded = _evalsha(
+            client, keys=keys, args=args
+        )
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return MISS
@@ -557,6 +581,8 @@ def lookup(
         shopper_gen,
         profile if isinstance(profile, bytes) else None,
         taken if isinstance(taken, list) else None,
+        bool(recorded),
+        impression.recommendation_id if impression is not None else None,
     )
 
 
@@ -636,7 +662,7 @@ def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:
 # Every answer served is an impression (outcomes/): appended here, in the answer's own write, and drained
 # into PostgreSQL by a worker. Capped (approximately) so that a stopped drain cannot fill Redis.
 IMPRESSIONS_STREAM = "rc:impressions"
-IMPRESSIONS_MAX = 2_000_000
+IMPRESSIONS_MAX = 1_000_000  # a minute or more of a busy deployment's answers, should the drain stop
 
 
 @dataclass(frozen=True)

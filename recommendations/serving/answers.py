@@ -92,9 +92,15 @@ def answer_lookup(
     meta: Mapping[str, Any],
     kwargs: Mapping[str, Any],
     bucket: tuple[str, int, int] | None = None,
+    trusted_keys_generation: bytes | None = None,
 ) -> answer_cache.Lookup:
-    """The cache's round trip for this request; `bucket`: a rate limit's token taken in it too."""
+    """The cache's round trip for this request; `bucket`: a rate limit's token taken in it too. A cached
+    answer's impression is appended in it as well (unless the keys generation is no longer
+    `trusted_keys_generation`: the caller will not serve it)."""
     shopper = kwargs.get("user_id") if surface.per_shopper else None
+    impression = answer_cache.Impression(
+        uuid.uuid4().hex, store.id, surface.name, str(kwargs.get("user_id") or ""), b""
+    )
     return answer_cache.lookup(
         store,
         answer_cache.request_key(meta),
@@ -102,6 +108,8 @@ def answer_lookup(
         slide=surface.ttl if surface.slides else 0,
         with_profile=surface.with_profile,
         bucket=bucket,
+        impression=impression,
+        trusted_keys_generation=trusted_keys_generation,
     )
 
 
@@ -117,11 +125,14 @@ def serve(
     unknown product) raise ApiError before anything is kept."""
     if lookup is None:
         lookup = answer_lookup(surface, store, meta, kwargs)
-    recommendation_id = uuid.uuid4().hex
+    recommendation_id = lookup.recommendation_id or uuid.uuid4().hex
     shopper = str(kwargs.get("user_id") or "")
     if lookup.body is not None:
-        impression = answer_cache.Impression(recommendation_id, store.id, surface.name, shopper, lookup.body)
-        answer_cache.put(None, b"", impression=impression)
+        if not lookup.recorded:  # (the lookup appends a cached answer's impression itself)
+            impression = answer_cache.Impression(
+                recommendation_id, store.id, surface.name, shopper, lookup.body
+            )
+            answer_cache.put(None, b"", impression=impression)
         return Served(rendered(lookup.body, recommendation_id), cached=True)
     if lookup.store_generation is None:
         lookup = None  # the cache is off or down: nothing it said can be trusted

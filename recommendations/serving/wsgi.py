@@ -33,7 +33,9 @@ def fast_answer(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return None
     key, generation = entry
     limit = rate_limit.bucket_args(key)
-    lookup = answer_lookup(surface, key.store, environ, match.kwargs, bucket=limit)
+    lookup = answer_lookup(
+        surface, key.store, environ, match.kwargs, bucket=limit, trusted_keys_generation=generation
+    )
     if lookup.store_generation is None:
         return None  # the cache did not answer
     if lookup.keys_generation != generation:  # keys or stores changed since: look the key up again
