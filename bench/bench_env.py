@@ -7,3 +7,13 @@ BENCH_LIMITS = {
     "MAX_PRODUCTS": "1000000000000",
     "MAX_EVENTS_PER_DAY": "1000000000000",
 }
+
+
+def clear_impressions() -> None:
+    """The impressions the bench's answers appended (no drain runs during a bench: it measures the web
+    path): dropped before and after a run, so that they do not pile up in Redis."""
+    from core import answer_cache
+
+    client = answer_cache._redis()
+    if client is not None:
+        client.delete(answer_cache.IMPRESSIONS_STREAM)

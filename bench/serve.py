@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import wrk
-from bench_env import BENCH_LIMITS
+from bench_env import BENCH_LIMITS, clear_impressions
 
 for _name, _value in BENCH_LIMITS.items():  # this process stores events through the services too
     os.environ.setdefault(_name, _value)
@@ -414,6 +414,7 @@ def main() -> None:
     histograms = {}
     try:
         wait_healthy(port)
+        clear_impressions()
         rng = np.random.default_rng(1)
         users = [f"U{u}" for u in rng.integers(0, args.events // 15, size=500)]
         items = [f"P{i}" for i in rng.zipf(1.3, size=500) % args.products]
@@ -525,6 +526,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        clear_impressions()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "serve.json").write_text(json.dumps(rows, indent=2))
     plot(histograms)

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import wrk
-from bench_env import BENCH_LIMITS
+from bench_env import BENCH_LIMITS, clear_impressions
 
 for _name, _value in BENCH_LIMITS.items():  # this process stores events through the services too
     os.environ.setdefault(_name, _value)
@@ -193,6 +193,7 @@ def main() -> None:
     rows = []
     try:
         wait_healthy(port)
+        clear_impressions()
         # per store: two of its shoppers and two of its products, asked in a random order of stores
         lines = []
         for key, users in stores:
@@ -233,6 +234,7 @@ def main() -> None:
     finally:
         server.terminate()
         server.wait(timeout=20)
+        clear_impressions()
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "stores.json").write_text(json.dumps(rows, indent=2))
 

@@ -662,7 +662,8 @@ def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:
 # Every answer served is an impression (outcomes/): appended here, in the answer's own write, and drained
 # into PostgreSQL by a worker. Capped (approximately) so that a stopped drain cannot fill Redis.
 IMPRESSIONS_STREAM = "rc:impressions"
-IMPRESSIONS_MAX = 1_000_000  # a minute or more of a busy deployment's answers, should the drain stop
+# about 1 KB each: at most about 500 MB; 50 s of 10,000 answers a second, should the drain stop
+IMPRESSIONS_MAX = 500_000
 
 
 @dataclass(frozen=True)
