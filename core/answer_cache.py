@@ -61,7 +61,6 @@ _profile_store: Any = None
 _append: Any = None
 _advance: Any = None
 _take: Any = None
-_reserve: Any = None
 _gate: Any = None
 _unreachable_until = 0.0
 # (store namespace, shopper id) whose profile appends or invalidations Redis missed: dropped on recovery;
@@ -94,21 +93,9 @@ local function take_token(key, rate, burst)
 end
 """
 
-# A daily quota: reserve ARGV[1] units of KEYS[1] (a counter for the day) unless that passes ARGV[2];
-# answers the count after (reserved) or -1 - the count now (refused).
-_RESERVE_SCRIPT = """
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local wanted = tonumber(ARGV[1])
-if used + wanted > tonumber(ARGV[2]) then
-  return -1 - used
-end
-used = redis.call('INCRBY', KEYS[1], wanted)
-redis.call('EXPIRE', KEYS[1], ARGV[3])
-return used
-"""
-
-# Ingestion's gate in one round trip: the key's token (as _TAKE_SCRIPT), then, when granted, the day's
-# quota reserved (as _RESERVE_SCRIPT; ARGV[3] units of KEYS[2] unless that passes ARGV[4]; ARGV[4] 0: none)
+# A daily quota, and ingestion's gate in one round trip: the key's token (as _TAKE_SCRIPT; ARGV[1] 0: no
+# limit), then, when granted, ARGV[3] units of the day's quota KEYS[2] reserved unless that passes ARGV[4]
+# (0: no quota); the count after (reserved), or -1 - the count now (refused)
 _GATE_SCRIPT = (
     _BUCKET_FUNCTION
     + """
@@ -161,14 +148,13 @@ local bucket = false
 if tonumber(ARGV[8]) > 0 then  -- the key's rate limit, in the same round trip; over it, nothing is read
   bucket = take_token(KEYS[5], tonumber(ARGV[7]), tonumber(ARGV[8]))
   if bucket[1] == 0 then
-    return {keys_gen, store_gen, key, false, shopper_gen, false, bucket, 0}
+    return {keys_gen, store_gen, key, false, shopper_gen, false, bucket}
   end
 end
 local body = redis.call('GET', key)
 if body and tonumber(ARGV[3]) > 0 then
   redis.call('EXPIRE', key, ARGV[3])
 end
-local recorded = 0
 -- a cached answer's impression, appended here (the body never travels twice), unless the caller would
 -- not serve it (the keys generation it trusts has moved)
 if body and ARGV[9] ~= '' and (ARGV[14] == '' or ARGV[14] == keys_gen) then
@@ -176,7 +162,6 @@ if body and ARGV[9] ~= '' and (ARGV[14] == '' or ARGV[14] == keys_gen) then
   redis.call('XADD', KEYS[6], 'MAXLEN', '~', ARGV[13], '*', 'r', ARGV[9], 's', ARGV[10], 'f', ARGV[11],
              'u', ARGV[12], 't', now[1] .. string.format('%03d', math.floor(tonumber(now[2]) / 1000)),
              'b', body)
-  recorded = 1
 end
 local profile = false
 if not body and ARGV[5] == '1' then
@@ -185,7 +170,7 @@ if not body and ARGV[5] == '1' then
     profile = table.concat(members)  -- one string: the client parses one reply, not 200
   end
 end
-return {keys_gen, store_gen, key, body, shopper_gen, profile, bucket, recorded}
+return {keys_gen, store_gen, key, body, shopper_gen, profile, bucket}
 """
 )
 
@@ -248,17 +233,7 @@ return #KEYS
 def _redis() -> redis.Redis | None:
     """The cache's client; None when it is off, or did not answer a moment ago (left alone for a few
     seconds, so that a hung Redis costs one short timeout, not one per request)."""
-    global \
-        _client, \
-        _client_url, \
-        _fetch, \
-        _profile_store, \
-        _append, \
-        _advance, \
-        _take, \
-        _reserve, \
-        _gate, \
-        _unreachable_until
+    global _client, _client_url, _fetch, _profile_store, _append, _advance, _take, _gate, _unreachable_until
     if not settings.ANSWER_CACHE_URL:
         return None
     if _client is None or _client_url != settings.ANSWER_CACHE_URL:
@@ -274,7 +249,6 @@ def _redis() -> redis.Redis | None:
         _append = _client.register_script(_APPEND_SCRIPT)
         _advance = _client.register_script(_ADVANCE_SCRIPT)
         _take = _client.register_script(_TAKE_SCRIPT)
-        _reserve = _client.register_script(_RESERVE_SCRIPT)
         _gate = _client.register_script(_GATE_SCRIPT)
     if _unreachable_until and (_missed or _missed_stores or _missed_keys):
         _replay_missed(_client)
@@ -479,8 +453,7 @@ class Lookup:
     shopper_generation: bytes | None = None
     profile: bytes | None = None  # the shopper's profile records, oldest first, joined; None: not held
     bucket: list[int] | None = None  # the rate limit's answer (take_token), when one was asked for
-    recorded: bool = False  # the cached answer's impression was appended by the lookup itself
-    recommendation_id: str | None = None  # the id the lookup gave that impression
+    recommendation_id: str | None = None  # the id the lookup gave a cached answer's impression (appended)
 
 
 MISS = Lookup(None, None, None, None)
@@ -567,9 +540,7 @@ def lookup(
         trusted_keys_generation or "",
     ]
     try:
-        keys_gen, store_gen, key, body, shopper_gen, profile, taken, recorded = _evalsha(
-            client, keys=keys, args=args
-        )
+        keys_gen, store_gen, key, body, shopper_gen, profile, taken = _evalsha(client, keys=keys, args=args)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return MISS
@@ -581,7 +552,6 @@ def lookup(
         shopper_gen,
         profile if isinstance(profile, bytes) else None,
         taken if isinstance(taken, list) else None,
-        bool(recorded),
         impression.recommendation_id if impression is not None else None,
     )
 
@@ -589,16 +559,8 @@ def lookup(
 def quota_reserve(store: Any, name: str, day: str, amount: int, limit: int) -> tuple[bool, int] | None:
     """Reserve `amount` of the store's quota `name` for `day` (a UTC date) unless that passes `limit`:
     (reserved, the day's count after it or now). None when Redis is off or down (no quota then)."""
-    client = _redis()
-    if client is None:
-        return None
-    key = f"{_namespace(store)}:quota:{name}:{day}"
-    try:
-        used = int(_evalsha(client, keys=[key], args=[amount, limit, 2 * 86_400], script=_reserve))
-    except (redis.RedisError, OSError) as error:
-        _unreachable(error)
-        return None
-    return (True, used) if used >= 0 else (False, -1 - used)
+    answered = gate(None, store, name, day, amount, limit)
+    return None if answered is None else answered[1]
 
 
 def store_forget(store: Any, extra_keys: Iterable[str] = ()) -> int | None:

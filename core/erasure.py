@@ -47,25 +47,23 @@ def _ordered() -> list[_Part]:
     return sorted(_parts.values(), key=lambda part: (part.order, part.app))
 
 
-def shopper_erase(store: Any, identities: list[str]) -> dict[str, int]:
-    deleted: dict[str, int] = {}
+def _gathered(part_function: str, *args: Any) -> dict[str, Any]:
+    """What every registered part's function of that name answers, merged, in the parts' order."""
+    gathered: dict[str, Any] = {}
     for part in _ordered():
-        if part.erase_shopper is not None:
-            deleted.update(part.erase_shopper(store, identities))
-    return deleted
+        function = getattr(part, part_function)
+        if function is not None:
+            gathered.update(function(*args))
+    return gathered
+
+
+def shopper_erase(store: Any, identities: list[str]) -> dict[str, int]:
+    return _gathered("erase_shopper", store, identities)
 
 
 def shopper_export(store: Any, identities: list[str]) -> dict[str, Any]:
-    exported: dict[str, Any] = {}
-    for part in _ordered():
-        if part.export_shopper is not None:
-            exported.update(part.export_shopper(store, identities))
-    return exported
+    return _gathered("export_shopper", store, identities)
 
 
 def store_erase(store_id: int) -> dict[str, int]:
-    deleted: dict[str, int] = {}
-    for part in _ordered():
-        if part.erase_store is not None:
-            deleted.update(part.erase_store(store_id))
-    return deleted
+    return _gathered("erase_store", store_id)

@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from core.admin import ReadOnlyAdmin
 from tenants.models import ApiKey, AuditEntry, Store, StoreSettings
 from tenants.services import (
     api_key_issue,
@@ -123,19 +124,10 @@ class ApiKeyAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditEntry)
-class AuditEntryAdmin(admin.ModelAdmin):
+class AuditEntryAdmin(ReadOnlyAdmin):
     """Read-only: who changed keys, settings, limits, models and experiments, and when."""
 
     list_display = ("created_at", "store_slug", "actor", "action", "target", "changes", "request_id")
     list_filter = ("action", "store_slug")
     search_fields = ("store_slug", "actor", "target", "request_id")
     date_hierarchy = "created_at"
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

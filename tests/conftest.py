@@ -118,6 +118,22 @@ class Tenant:
         return ApiClient(issued.raw_key)
 
 
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a process a test starts (a web server, a worker): the test settings, on the test
+    database and broker."""
+    import os
+
+    from django.conf import settings
+
+    return {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "RECSYS_DATABASE_NAME": settings.DATABASES["default"]["NAME"],
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        **extra,
+    }
+
+
 def make_tenant(slug: str) -> Tenant:
     store, issued = store_create(slug=slug, name=slug.title())
     return Tenant(store=store, raw_key=issued.raw_key, api=ApiClient(issued.raw_key))

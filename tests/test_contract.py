@@ -14,9 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
-from tests.conftest import make_tenant, product
+from tests.conftest import make_tenant, product, subprocess_env
 
 ROOT = Path(__file__).resolve().parent.parent
 MAX_EXAMPLES = int(os.environ.get("CONTRACT_MAX_EXAMPLES", "20"))
@@ -32,13 +31,7 @@ def _free_port() -> int:
 @pytest.fixture
 def server(transactional_db):
     port = _free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "RECSYS_DATABASE_NAME": settings.DATABASES["default"]["NAME"],
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-        "LOG_LEVEL": "WARNING",
-    }
+    env = subprocess_env(LOG_LEVEL="WARNING")
     from config import web
 
     process = subprocess.Popen(web.command(bind=f"127.0.0.1:{port}", workers=1), cwd=ROOT, env=env)

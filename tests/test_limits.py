@@ -4,7 +4,6 @@ products and on events a day; the web processes' statement timeout."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from catalog.models import Product
 from core.errors import api_exception_handler
 from events.models import Event
 from tenants.models import Store
-from tests.conftest import ApiClient, product
+from tests.conftest import ApiClient, product, subprocess_env
 from tests.test_recommendations import trained  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -162,13 +161,7 @@ def test_a_cancelled_query_is_a_503():
 
 
 def test_the_web_statement_timeout_cancels_a_long_query(db):
-    database = django_settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "RECSYS_DATABASE_NAME": database["NAME"],
-        "REQUEST_STATEMENT_TIMEOUT_MS": "100",
-    }
+    env = subprocess_env(REQUEST_STATEMENT_TIMEOUT_MS="100")
     script = (
         "import django; django.setup()\n"
         "from django.db import connection\n"

@@ -3,7 +3,6 @@ embedded one) runs a training run requested through the API, end to end."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ from django.conf import settings
 
 from recommendations.serving.state import serving_state
 from tenants.models import Store
-from tests.conftest import make_tenant
+from tests.conftest import make_tenant, subprocess_env
 from tests.test_recommendations import CATALOG, planted_events
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,13 +26,7 @@ def worker(transactional_db):
     with app.connection_for_write() as connection:  # drop stale messages of earlier test runs
         for queue in settings.CELERY_TASK_QUEUES_USED:
             connection.default_channel.queue_purge(queue)
-    database = settings.DATABASES["default"]
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "config.settings.test",
-        "RECSYS_DATABASE_NAME": database["NAME"],
-        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
-    }
+    env = subprocess_env()
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
          "-Q", ",".join(settings.CELERY_TASK_QUEUES_USED), "--without-heartbeat", "--without-gossip",

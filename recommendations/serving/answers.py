@@ -127,12 +127,7 @@ def serve(
         lookup = answer_lookup(surface, store, meta, kwargs)
     recommendation_id = lookup.recommendation_id or uuid.uuid4().hex
     shopper = str(kwargs.get("user_id") or "")
-    if lookup.body is not None:
-        if not lookup.recorded:  # (the lookup appends a cached answer's impression itself)
-            impression = answer_cache.Impression(
-                recommendation_id, store.id, surface.name, shopper, lookup.body
-            )
-            answer_cache.put(None, b"", impression=impression)
+    if lookup.body is not None:  # (the lookup appended the cached answer's impression itself)
         return Served(rendered(lookup.body, recommendation_id), cached=True)
     if lookup.store_generation is None:
         lookup = None  # the cache is off or down: nothing it said can be trusted
@@ -144,17 +139,20 @@ def serve(
 
 
 def recorded(store: Store, surface: str, user_id: str | None, answer: Answer) -> bytes:
-    """An answer served outside `serve` (rank, network related), recorded as an impression, rendered."""
+    """An answer served outside `serve` (rank), recorded as an impression, rendered."""
     body = answer_body(answer)
     recommendation_id = uuid.uuid4().hex
-    impression = answer_cache.Impression(recommendation_id, store.id, surface, user_id or "", body)
-    answer_cache.put(None, b"", impression=impression)
+    _record(store, surface, user_id, recommendation_id, body)
     return rendered(body, recommendation_id)
 
 
 def recorded_dict(store: Store, surface: str, user_id: str | None, answer: dict[str, Any]) -> dict[str, Any]:
     """An answer built as a dict with its recommendation id (network related), recorded as an impression."""
     body = render_json({key: value for key, value in answer.items() if key != "recommendation_id"})
-    impression = answer_cache.Impression(answer["recommendation_id"], store.id, surface, user_id or "", body)
-    answer_cache.put(None, b"", impression=impression)
+    _record(store, surface, user_id, answer["recommendation_id"], body)
     return answer
+
+
+def _record(store: Store, surface: str, user_id: str | None, recommendation_id: str, body: bytes) -> None:
+    impression = answer_cache.Impression(recommendation_id, store.id, surface, user_id or "", body)
+    answer_cache.put(None, b"", impression=impression)
