@@ -15,7 +15,6 @@ from events import schemas
 from events.selectors import user_identities
 from events.services import IngestResult, event_ingest, user_alias_link
 from tenants.authentication import StoreScopedAPIView
-from tenants.models import Store
 from tenants.schemas import ErrorSerializer
 
 
@@ -64,12 +63,6 @@ class UserAliasApi(StoreScopedAPIView):
         return Response(result, status=201 if result["created"] else 200)
 
 
-def _identities(store: Store, user_id: str) -> list[str]:
-    if len(user_id) > 256:
-        raise ApiError("invalid_id", "user_id must be 1 to 256 characters", details={"parameter": "user_id"})
-    return user_identities(store=store, user_id=user_id)
-
-
 class UserApi(StoreScopedAPIView):
     @extend_schema(
         request=None,
@@ -81,7 +74,7 @@ class UserApi(StoreScopedAPIView):
         "and succeeds.",
     )
     def delete(self, request: Request, user_id: str) -> Response:
-        identities = _identities(self.store, user_id)
+        identities = user_identities(store=self.store, user_id=user_id)  # (the id was checked in initial)
         deleted = erasure.shopper_erase(self.store, identities)
         return Response({"user_id": user_id, "identities": identities, "deleted": deleted})
 
@@ -92,7 +85,7 @@ class UserDataApi(StoreScopedAPIView):
         summary="Everything stored about a shopper (Shopify's customers/data_request)",
     )
     def get(self, request: Request, user_id: str) -> Response:
-        identities = _identities(self.store, user_id)
+        identities = user_identities(store=self.store, user_id=user_id)  # (the id was checked in initial)
         exported = erasure.shopper_export(self.store, identities)
         return Response(
             {"user_id": user_id, "identities": identities, "exported_at": timezone.now(), **exported}
