@@ -95,7 +95,7 @@ _PRODUCT_FIELDS = {
     "image_url": {
         "type": "string",
         "maxLength": 2048,
-        "pattern": "^(https?://[^\\u0000]*)?$",
+        "pattern": "^(https?://[^\\u0000\\[\\]]*)?$",
         "nullable": True,
     },
     "active": {"type": "boolean"},

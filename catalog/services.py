@@ -103,8 +103,9 @@ def _clean_gtin(value: Any) -> str:
 
 def _clean_image_url(value: Any) -> str:
     url = clean_string(value, "image_url", max_length=2048, required=False, empty_ok=True)
-    if url and not url.startswith(("http://", "https://")):
-        raise RowError("image_url", "invalid_url", "image_url must be an http(s) URL")
+    # (square brackets only belong to IPv6 hosts, and an unmatched one makes the URL unreadable: refused)
+    if url and (not url.startswith(("http://", "https://")) or "[" in url or "]" in url):
+        raise RowError("image_url", "invalid_url", "image_url must be an http(s) URL, without [ or ]")
     return url
 
 

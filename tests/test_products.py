@@ -222,3 +222,14 @@ def test_list_rejects_bad_parameters(api, query):
     response = api.get("/api/v1/products", **query)
     assert response.status_code == 400
     assert response.json()["code"]
+
+
+def test_an_image_url_with_square_brackets_is_refused(api):
+    # an unmatched bracket makes the URL unreadable to any client (urlsplit: "Invalid IPv6 URL")
+    response = api.post("/api/v1/products/bulk", [product("a", image_url="http://[x/a.png")])
+    assert response.status_code == 400
+    assert response.json()["details"]["errors"][0]["code"] == "invalid_url"
+    assert (
+        api.post("/api/v1/products/bulk", [product("b", image_url="https://x.example/a.png")]).status_code
+        == 200
+    )
