@@ -17,3 +17,24 @@ def clear_impressions() -> None:
     client = answer_cache._redis()
     if client is not None:
         client.delete(answer_cache.IMPRESSIONS_STREAM)
+
+
+def django_setup() -> None:
+    """Django for the bench's own process, which builds its data and migrates as an operator's command
+    does: as the tables' owner, every store in scope (core/tenancy.py). The servers and workers it starts
+    do not inherit that: they connect as the application's role."""
+    import os
+
+    import django
+
+    added = "RECSYS_DATABASE_ROLE" not in os.environ
+    if added:
+        os.environ["RECSYS_DATABASE_ROLE"] = "owner"
+    try:
+        django.setup()
+    finally:
+        if added:
+            del os.environ["RECSYS_DATABASE_ROLE"]
+    from core import tenancy
+
+    tenancy.enter(tenancy.ALL)

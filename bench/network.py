@@ -49,9 +49,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     args = parser.parse_args()
 
-    import django
+    from bench_env import django_setup
 
-    django.setup()
+    django_setup()
     from django.db import connection
 
     from recommendations.network import EF_SEARCH, MAX_SCAN_TUPLES

@@ -57,9 +57,9 @@ SLUG = "serve-bench"
 
 def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
     """The bench store and a fresh API key; built and trained on the first run only."""
-    import django
+    from bench_env import django_setup
 
-    django.setup()
+    django_setup()
     from django.core.management import call_command
     from train import generated_events
 

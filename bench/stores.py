@@ -66,9 +66,9 @@ def store_events(products: int, events: int, seed: int) -> list[dict]:
 
 def prepare(stores: int, products: int, events: int, retrain: bool = False) -> list[tuple[str, int]]:
     """(an API key, its shoppers) per store; stores are built and trained on the first run only."""
-    import django
+    from bench_env import django_setup
 
-    django.setup()
+    django_setup()
     from django.core.management import call_command
 
     from catalog.services import product_bulk_upsert

@@ -63,9 +63,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=60_000)
     args = parser.parse_args()
 
-    import django
+    from bench_env import django_setup
 
-    django.setup()
+    django_setup()
     from django.core.management import call_command
 
     from catalog.services import product_bulk_upsert

@@ -20,6 +20,11 @@ PGDATA = LOCAL_DIR / "pgdata"
 REDIS_DIR = LOCAL_DIR / "redis"
 REDIS_SOCKET = REDIS_DIR / "redis.sock"
 MIN_PGVECTOR = (0, 8, 4)
+# Row-level security (core/tenancy.py) binds only a role that neither owns the tables nor is a superuser:
+# the owner runs the migrations, the application (web servers, workers) connects as the other.
+OWNER_ROLE = "recsys_owner"
+APP_ROLE = "recsys_app"
+ROLES = {"owner": OWNER_ROLE, "app": APP_ROLE}
 
 # What this process started (rather than reattached to): `make run` stops only those on Ctrl-C.
 started_here = {"postgres": False, "broker": False}
@@ -45,10 +50,11 @@ def local_secret_key() -> str:
     return path.read_text().strip()
 
 
-def ensure_postgres(database: str) -> dict[str, str]:
-    """Start (or reattach to) the embedded PostgreSQL and make sure `database` exists.
+def ensure_postgres(database: str, role: str = "app") -> dict[str, str]:
+    """Start (or reattach to) the embedded PostgreSQL and make sure `database` exists, owned by the
+    owner role, with the application's role beside it.
 
-    Returns Django connection settings (socket directory as HOST).
+    Returns Django connection settings (socket directory as HOST) for `role`: "app" or "owner".
     """
     LOCAL_DIR.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -63,26 +69,62 @@ def ensure_postgres(database: str) -> dict[str, str]:
     info = server.get_postmaster_info()
     host = str(info.socket_dir)
     port = str(info.port or 5432)
-    _create_database_if_missing(host=host, port=port, database=database)
-    return {"NAME": database, "USER": "postgres", "PASSWORD": "", "HOST": host, "PORT": port}
+    _prepare_database(host=host, port=port, database=database)
+    return {"NAME": database, "USER": ROLES[role], "PASSWORD": "", "HOST": host, "PORT": port}
 
 
-def _create_database_if_missing(*, host: str, port: str, database: str) -> None:
+def _prepare_database(*, host: str, port: str, database: str) -> None:
+    """As the superuser: the two roles, pgvector in template1 (so that a test database, created by the
+    owner, has it) and `database` owned by the owner role. One query when all is in place already."""
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+    def connect(dbname: str) -> psycopg.Connection:
+        return psycopg.connect(host=host, port=port, user="postgres", dbname=dbname, autocommit=True)
+
+    with connect("postgres") as conn:
+        ready = conn.execute(
+            "SELECT (SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)) = 2, "
+            "(SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s)",
+            [[OWNER_ROLE, APP_ROLE], database],
+        ).fetchone()
+        if ready is not None and ready[0] and ready[1] == OWNER_ROLE:
+            return
         available = conn.execute(
             "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
         ).fetchone()
-    if available is None:
-        raise RuntimeError("the embedded PostgreSQL has no pgvector extension")
-    version = tuple(int(part) for part in available[0].split("."))
-    if version < MIN_PGVECTOR:
-        raise RuntimeError(f"pgvector {available[0]} is older than 0.8.4 (HNSW vacuum bugs); upgrade")
+        if available is None:
+            raise RuntimeError("the embedded PostgreSQL has no pgvector extension")
+        version = tuple(int(part) for part in available[0].split("."))
+        if version < MIN_PGVECTOR:
+            raise RuntimeError(f"pgvector {available[0]} is older than 0.8.4 (HNSW vacuum bugs); upgrade")
+        for role, rights in ((OWNER_ROLE, "CREATEDB"), (APP_ROLE, "NOCREATEDB")):
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+                with contextlib.suppress(psycopg.errors.DuplicateObject):  # another process made it
+                    conn.execute(
+                        sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS " + rights).format(
+                            sql.Identifier(role)
+                        )
+                    )
+        owner = sql.Identifier(OWNER_ROLE)
+        if ready is None or ready[1] is None:
+            with contextlib.suppress(psycopg.errors.DuplicateDatabase):
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(database), owner))
+        else:  # made before the roles were: the owner role takes it over, tables included
+            conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(database), owner))
+    with connect("template1") as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    with connect(database) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        # tables first: their own sequences follow them; what is left (a free sequence, a view) after
+        for kind, relkinds in (("TABLE", ["r", "p"]), ("SEQUENCE", ["S"]), ("VIEW", ["v"])):
+            for (name,) in conn.execute(
+                "SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind = ANY(%s) "
+                "AND pg_get_userbyid(c.relowner) = 'postgres'",
+                [relkinds],
+            ).fetchall():
+                conn.execute(sql.SQL(f"ALTER {kind} {{}} OWNER TO {{}}").format(sql.Identifier(name), owner))
 
 
 def stop_postgres() -> None:

@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from core import answer_cache
+from core import answer_cache, tenancy
 
 CHECK_DEADLINE_SECONDS = 0.8
 # checks that talk to a service that may hang run here, waited for at most the deadline; a hung one holds
@@ -69,7 +69,7 @@ def answer_cache_check() -> str:
 def stores_without_model_count() -> int | None:
     """Active stores that have events but no active model: their shoppers get fallbacks."""
     try:
-        with connection.cursor() as cursor:
+        with tenancy.all_stores(), connection.cursor() as cursor:  # a count across the stores
             cursor.execute(
                 "SELECT count(*) FROM tenants_store AS s WHERE s.is_active "
                 "AND EXISTS (SELECT 1 FROM events_event AS e WHERE e.store_id = s.id) "

@@ -35,6 +35,7 @@ from django.core.handlers.wsgi import get_path_info
 from django.http.request import split_domain_port, validate_host
 from django.urls import Resolver404, ResolverMatch, get_resolver
 
+from core import tenancy
 from core.observability import REQUEST_SECONDS, request_id_var
 
 # The middlewares of settings.MIDDLEWARE whose effect on a successful API call this path reproduces (the
@@ -150,7 +151,11 @@ class FastPath:
         if not handlers or not environ.get("PATH_INFO", "").startswith(API_PREFIX):
             return self.application(environ, start_response)
         started = time.perf_counter()
-        answered = self._answer(environ, handlers)
+        scope = tenancy.enter(tenancy.NONE)  # a handler scopes the database to its key's store
+        try:
+            answered = self._answer(environ, handlers)
+        finally:
+            tenancy.leave(scope)
         if answered is None:
             return self.application(environ, start_response)
         response, surface = answered

@@ -30,6 +30,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
+from core import tenancy
+
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 # who is acting, for the audit log: an API key ("api key rk_<prefix>"), an admin user, else "system"
 actor_var: contextvars.ContextVar[str] = contextvars.ContextVar("actor", default="system")
@@ -104,7 +106,13 @@ class RequestMiddleware:
         store_var.set("-")
         actor_var.set("system")
         started = time.perf_counter()
-        response = self.get_response(request)
+        # no store's rows until the request's key is known (core/tenancy.py); the scope of the request
+        # ends with it (a test's client runs requests in the test's own context)
+        scope = tenancy.enter(tenancy.NONE)
+        try:
+            response = self.get_response(request)
+        finally:
+            tenancy.leave(scope)
         match = getattr(request, "resolver_match", None)
         if match and match.url_name:
             surface = match.url_name
@@ -164,4 +172,6 @@ class AdminActorMiddleware:
             user = getattr(request, "user", None)
             if user is not None and user.is_authenticated:
                 actor_var.set(f"admin {user.get_username()}")
+                if user.is_staff:  # the operators' admin sees every store (core/tenancy.py)
+                    tenancy.enter(tenancy.ALL)  # (RequestMiddleware ends it with the request)
         return self.get_response(request)

@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-import psycopg
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 
 from catalog.selectors import product_internal_ids
 from core import answer_cache, rate_limit
@@ -263,10 +262,10 @@ def _store_events(
 ) -> list[StoredEvent]:
     """Store the events whose event_id is not stored yet; answers the rows stored, with their ids.
 
-    Small batches are one INSERT ... ON CONFLICT DO NOTHING RETURNING. Large ones are COPY with ids drawn
-    from the sequence first; resends are rare, so that is the common case. When a row's event_id is
-    already stored, the COPY fails whole and is rolled back to its savepoint, and the batch goes through a
-    temporary table so that INSERT ... ON CONFLICT DO NOTHING drops the resends."""
+    Small batches are one INSERT ... ON CONFLICT DO NOTHING RETURNING. Large ones are COPY into a
+    temporary table (row-level security allows no COPY into the events table itself), with ids drawn from
+    the sequence first, then one INSERT ... SELECT; when the batch names event ids, ON CONFLICT DO NOTHING
+    RETURNING drops the resends and tells which rows were stored."""
     rows = _event_rows(store, events, product_ids)
     if len(rows) <= SMALL_BATCH:
         values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(rows))
@@ -281,20 +280,6 @@ def _store_events(
         [len(rows)],
     )
     ids = [row[0] for row in cursor.fetchall()]
-    numbered = [(event_id, *row) for event_id, row in zip(ids, rows, strict=True)]
-    stored = [
-        StoredEvent(event_id, row[1], row[3], row[4], row[2], row[9])
-        for event_id, row in zip(ids, rows, strict=True)
-    ]
-    if not any(event.event_id is not None for event in events):
-        _copy_rows(cursor, "events_event", numbered)
-        return stored
-    try:
-        with transaction.atomic():  # a savepoint
-            _copy_rows(cursor, "events_event", numbered)
-        return stored
-    except (IntegrityError, psycopg.errors.UniqueViolation):
-        pass  # rolled back to the savepoint; take the slow path
     cursor.execute(
         "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (id bigint, store_id bigint, user_id text, "
         "session_id text, product_id bigint, type smallint, quantity int, price numeric, rating float8, "
@@ -302,14 +287,22 @@ def _store_events(
         "received_at timestamptz) ON COMMIT DELETE ROWS"
     )
     cursor.execute("TRUNCATE event_staging")  # empty already, unless inside an outer transaction
-    _copy_rows(cursor, "event_staging", numbered)
-    cursor.execute(
-        f"""
-        INSERT INTO events_event (id, {_COLUMNS}, received_at)
-        SELECT id, {_COLUMNS}, received_at FROM event_staging {_CONFLICT} RETURNING {_RETURNED}
-        """
+    with cursor.cursor.copy(f"COPY event_staging (id, {_COLUMNS}, received_at) FROM STDIN") as copy:
+        write = copy.write_row
+        for event_id, row in zip(ids, rows, strict=True):
+            write((event_id, *row))
+    insert = (
+        f"INSERT INTO events_event (id, {_COLUMNS}, received_at) "
+        f"SELECT id, {_COLUMNS}, received_at FROM event_staging"
     )
-    return [StoredEvent(*row) for row in cursor.fetchall()]
+    if any(event.event_id is not None for event in events):
+        cursor.execute(f"{insert} {_CONFLICT} RETURNING {_RETURNED}")
+        return [StoredEvent(*row) for row in cursor.fetchall()]
+    cursor.execute(insert)
+    return [
+        StoredEvent(event_id, row[1], row[3], row[4], row[2], row[9])
+        for event_id, row in zip(ids, rows, strict=True)
+    ]
 
 
 def _event_rows(store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> list[tuple]:
@@ -333,13 +326,6 @@ def _event_rows(store: Store, events: list[CleanEvent], product_ids: dict[str, i
         )
         for event in events
     ]
-
-
-def _copy_rows(cursor: Any, table: str, rows: list[tuple]) -> None:
-    with cursor.cursor.copy(f"COPY {table} (id, {_COLUMNS}, received_at) FROM STDIN") as copy:
-        write = copy.write_row
-        for row in rows:
-            write(row)
 
 
 def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import product_content_vectors_write
-from core import answer_cache
+from core import answer_cache, tenancy
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
@@ -122,6 +122,7 @@ class _Heartbeat:
         self.thread.join(timeout=5)
 
     def _beat(self) -> None:
+        tenancy.set_store(self.run.store_id)  # a thread starts with no scope (core/tenancy.py)
         try:
             while not self.stop.wait(django_settings.TRAINING_HEARTBEAT_SECONDS):
                 now = timezone.now()
@@ -187,7 +188,7 @@ def training_run_execute(*, run_id: int) -> TrainingRun | None:
         return None
     started = time.monotonic()
     try:
-        with _Heartbeat(run):
+        with _Heartbeat(run), tenancy.store_scope(run.store_id):  # the store's rows only
             _train(run)
     except TrainingRunLost:
         logger.warning("training run %s was taken over by another worker; this one stops", run_id)

@@ -20,7 +20,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from core import answer_cache, rate_limit
+from core import answer_cache, rate_limit, tenancy
 from core.errors import ApiError
 from core.observability import REFUSED_BY_LIMIT, actor_var, store_var
 from tenants.models import ApiKey, ApiKeyScope, Store
@@ -61,6 +61,7 @@ class ApiKeyAuthentication(BaseAuthentication):
         key = recent_keys.trusted(token)
         if key is None:
             raise exceptions.AuthenticationFailed("the API key is unknown or revoked")
+        tenancy.set_store(key.store_id)  # from here on the database shows this store's rows only
         api_key_touch(api_key=key)
         return ApiKeyPrincipal(key), key
 
@@ -164,6 +165,7 @@ def remembered_key(environ: dict[str, Any], scope: str, *, trusted: bool) -> tup
     used = key.last_used_at
     if used is None or time.time() - used.timestamp() > TOUCH_EVERY_SECONDS:
         return None
+    tenancy.set_store(key.store_id)  # from here on the database shows this store's rows only
     return entry
 
 

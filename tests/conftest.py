@@ -130,6 +130,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         "DJANGO_SETTINGS_MODULE": "config.settings.test",
         "RECSYS_DATABASE_NAME": settings.DATABASES["default"]["NAME"],
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "RECSYS_DATABASE_ROLE": "app",  # as in production: bound by row-level security
         **extra,
     }
 
@@ -148,6 +149,17 @@ def empty_impressions_stream() -> Any:
     if client is not None:
         client.delete(answer_cache.IMPRESSIONS_STREAM)
     yield
+
+
+@pytest.fixture(autouse=True)
+def all_stores_scope() -> Any:
+    """A test's own setup and checks see every store, as an operator's command does (core/tenancy.py);
+    the requests it makes are scoped to their key's store, and test_tenancy.py leaves this scope."""
+    from core import tenancy
+
+    token = tenancy.enter(tenancy.ALL)
+    yield
+    tenancy.leave(token)
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 from config import embedded
 
@@ -32,8 +33,6 @@ SECRET_KEY = os.environ.get("SECRET_KEY", "").strip()
 PLACEHOLDER_SECRET_KEYS = {"change-me-to-a-long-random-string"}
 if not SECRET_KEY or SECRET_KEY in PLACEHOLDER_SECRET_KEYS or len(SECRET_KEY) < 32:
     if not DEBUG and (os.environ.get("DATABASE_URL") or env_bool("RECSYS_REQUIRE_SECRET_KEY", False)):
-        from django.core.exceptions import ImproperlyConfigured
-
         raise ImproperlyConfigured(
             "SECRET_KEY is missing, too short (under 32 characters) or the example's placeholder; set it "
             "to a random value, e.g. python -c 'import secrets; print(secrets.token_urlsafe(50))'"
@@ -96,14 +95,25 @@ TEMPLATES = [
 
 # --- database -----------------------------------------------------------------------------------
 DATABASE_NAME = os.environ.get("RECSYS_DATABASE_NAME", "recsys")
+# Row-level security (core/tenancy.py) binds the application only when its role neither owns the tables nor
+# is a superuser. "app" (the default: servers, workers, commands) connects as the application's role;
+# "owner" as the tables' owner, for migrations (manage.py picks it for migrate) and the tests' own process,
+# which creates the test database. With DATABASE_URL, DATABASE_OWNER_URL is the owner's (when unset,
+# DATABASE_URL serves both); DATABASE_APP_ROLE names the role the migrations grant the tables to.
+DATABASE_ROLE = os.environ.get("RECSYS_DATABASE_ROLE", "app")
+if DATABASE_ROLE not in embedded.ROLES:
+    raise ImproperlyConfigured(f"RECSYS_DATABASE_ROLE is 'app' or 'owner', not {DATABASE_ROLE!r}")
+DATABASE_APP_ROLE = os.environ.get("DATABASE_APP_ROLE", embedded.APP_ROLE)
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"])}
+    url = os.environ["DATABASE_URL"]
+    if DATABASE_ROLE == "owner":
+        url = os.environ.get("DATABASE_OWNER_URL") or url
+    DATABASES = {"default": dj_database_url.parse(url)}
     EMBEDDED_POSTGRES = False
 else:
-    DATABASES = {
-        "default": {"ENGINE": "django.db.backends.postgresql", **embedded.ensure_postgres(DATABASE_NAME)}  # type: ignore[typeddict-item]
-    }
+    DATABASES = {"default": {**embedded.ensure_postgres(DATABASE_NAME, DATABASE_ROLE)}}  # type: ignore[typeddict-item]
     EMBEDDED_POSTGRES = True
+DATABASES["default"]["ENGINE"] = "core.db"  # Django's PostgreSQL backend that sends the tenancy scope
 DATABASES["default"]["CONN_MAX_AGE"] = int(os.environ.get("CONN_MAX_AGE", "60"))
 # A query of a web request that runs longer than this is cancelled (503 `query_timeout`); workers are not
 # bound by it (config/wsgi.py sets a default for the web processes only). Unset or 0: no limit.

@@ -1,8 +1,8 @@
 """python manage.py serve: the whole system on one machine (what `make run` calls).
 
-Migrates, creates the demo store and an admin login on first start, then runs granian (the production
-web server, config/web.py) on 127.0.0.1:8000 and a Celery worker, and stops all of them, and the embedded
-services, on Ctrl-C.
+Migrates (as the tables' owner), creates the demo store and an admin login on first start, then runs
+granian (the production web server, config/web.py) on 127.0.0.1:8000 and a Celery worker, and stops all of
+them, and the embedded services, on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -38,7 +38,12 @@ class Command(BaseCommand):
         parser.add_argument("--no-worker", action="store_true", help="do not start a Celery worker")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        call_command("migrate", interactive=False, verbosity=0)
+        # as the tables' owner (this process is the application's role, bound by row-level security)
+        subprocess.run(
+            [sys.executable, str(embedded.PROJECT_ROOT / "manage.py"), "migrate", "--noinput", "-v", "0"],
+            env={**os.environ, "RECSYS_DATABASE_ROLE": "owner"},
+            check=True,
+        )
         call_command("collectstatic", interactive=False, verbosity=0)
         credentials = self._credentials(create_demo=not options["no_demo"])
         environment = {
