@@ -3,6 +3,7 @@ and a query without a store's scope sees no rows."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -177,3 +178,14 @@ def test_servers_and_workers_connect_as_the_application_role():
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split() == [settings.DATABASE_APP_ROLE, "0"]  # and, unscoped, it sees no product
+
+
+def test_a_role_that_row_level_security_does_not_bind_is_reported(caplog, settings):
+    from core.db import base
+
+    settings.DATABASE_ROLE = "app"  # as a server would be; this process connects as the tables' owner
+    connection.ensure_connection()
+    with caplog.at_level(logging.ERROR, logger="core.db.base"):
+        base._check_role(connection.connection)
+    assert "row-level security does not bind" in caplog.text
+    assert "the tables' owner" in caplog.text

@@ -9,15 +9,50 @@ a Django cursor (COPY) are covered too: the scope is sent when the Django cursor
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.conf import settings
 from django.db.backends.postgresql import base
 from psycopg import pq
 
 from core import tenancy
 
+logger = logging.getLogger(__name__)
 _UNKNOWN = object()
 _SET_SCOPE = f"SELECT set_config('{tenancy.SETTING}', %s, false)"
+# Whether this process checked that row-level security binds its role (once, on its first connection).
+_role_checked = False
+_ROLE_CHECK = (
+    "SELECT r.rolname, r.rolsuper, r.rolbypassrls, pg_get_userbyid(c.relowner) = r.rolname "
+    "FROM pg_roles AS r LEFT JOIN pg_class AS c ON c.oid = to_regclass('events_event') "
+    "WHERE r.rolname = current_user"
+)
+
+
+def _check_role(connection: Any) -> None:
+    """A deployment whose application connects as a superuser, a role with BYPASSRLS or the tables' owner
+    has no row-level security in effect; said once per process, as an error in the log."""
+    global _role_checked
+    _role_checked = True
+    if settings.DATABASE_ROLE != "app":
+        return
+    row = connection.execute(_ROLE_CHECK).fetchone()
+    if row is None:
+        return
+    name, superuser, bypass, owner = row
+    reasons = [
+        what
+        for what, flag in (("a superuser", superuser), ("BYPASSRLS", bypass), ("the tables' owner", owner))
+        if flag
+    ]
+    if reasons:
+        logger.error(
+            "row-level security does not bind the database role %r (%s): connect the application as a role "
+            "that is none of these (README, Production)",
+            name,
+            ", ".join(reasons),
+        )
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -28,6 +63,11 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         self._scope_sent = _UNKNOWN
         return super().get_new_connection(conn_params)
+
+    def init_connection_state(self) -> None:
+        super().init_connection_state()
+        if not _role_checked:
+            _check_role(self.connection)
 
     def create_cursor(self, name: str | None = None) -> Any:
         wanted = tenancy.current()
