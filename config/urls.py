@@ -9,6 +9,7 @@ from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
 from core.apis import HealthApi
 from core.observability import metrics_view
 from events.apis import EventIngestApi, UserAliasApi, UserApi, UserDataApi
+from outcomes.apis import AnalyticsApi
 from recommendations.apis import (
     BuyAgainApi,
     ComplementaryApi,
@@ -46,6 +47,7 @@ api_v1 = [
     path("users/<str:user_id>/data", UserDataApi.as_view(), name="user-data"),
     path("users/<str:user_id>", UserApi.as_view(), name="user"),
     path("trending", TrendingApi.as_view(), name="trending"),
+    path("analytics", AnalyticsApi.as_view(), name="analytics"),
     path("training-runs", TrainingRunListApi.as_view(), name="training-runs"),
     path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run"),
     path("models", ModelListApi.as_view(), name="models"),

@@ -704,3 +704,19 @@ def impressions_ack(ids: list[bytes], *, group: str = "drain") -> None:
     pipe.xack(IMPRESSIONS_STREAM, group, *ids)
     pipe.xdel(IMPRESSIONS_STREAM, *ids)
     pipe.execute()
+
+
+def impressions_oldest_ms() -> int | None:
+    """When the oldest impression still in the stream (not stored yet) was appended, in ms since the epoch;
+    None when the stream is empty or Redis does not answer (then nothing is known to be waiting)."""
+    client = _redis()
+    if client is None:
+        return None
+    try:
+        first: Any = client.xrange(IMPRESSIONS_STREAM, count=1)
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        return None
+    if not first:
+        return None
+    return int(first[0][0].split(b"-")[0])

@@ -67,6 +67,8 @@ class Event(models.Model):
             # per-user recent history (serving); training scans a store by the (store_id, id) primary key
             models.Index(fields=["store", "user_id", "-timestamp"], name="event_store_user_time_idx"),
             BrinIndex(fields=["timestamp"], name="event_time_brin"),
+            # the attribution rollup reads the events received since it last looked (outcomes/)
+            BrinIndex(fields=["received_at"], name="event_received_brin"),
         ]
 
     def __str__(self) -> str:

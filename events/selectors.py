@@ -203,3 +203,56 @@ def shopper_export(store: Store, identities: list[str]) -> dict[str, Any]:
                  recommendation_id, received_at) in cursor.fetchall()
         ]  # fmt: skip
     return {"aliases": aliases, "events": events}
+
+
+class AttributableEvent(NamedTuple):
+    id: int
+    store_id: int
+    user_id: str
+    type: int
+    quantity: int
+    price: Any  # Decimal: the event's unit price, else the catalog's; None when neither is known
+    timestamp: datetime
+    recommendation_id: str
+    product_id: str  # the product's id in the store's catalog
+    identities: list[str]  # for a purchase without a recommendation id: the shopper's ids, aliases too
+
+
+ATTRIBUTABLE_TYPES = (EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE)
+
+
+def attributable_events(*, received_after: datetime, received_until: datetime) -> list[AttributableEvent]:
+    """Clicks, add-to-carts and purchases of every store received in (received_after, received_until]:
+    what the attribution rollup (outcomes/) credits to the answers shown. A purchase without a
+    recommendation id comes with the shopper's every id, for view-through."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT e.id, e.store_id, e.user_id, e.type, e.quantity, coalesce(e.price, p.price), e.timestamp,
+                   e.recommendation_id, p.external_id,
+                   CASE WHEN e.type = %(purchase)s AND e.recommendation_id = '' THEN ARRAY(
+                       SELECT who.canonical UNION
+                       SELECT a.alias_id FROM events_useralias AS a
+                       WHERE a.store_id = e.store_id AND a.user_id = who.canonical
+                   ) END
+            FROM events_event AS e
+            JOIN catalog_product AS p ON p.store_id = e.store_id AND p.id = e.product_id
+            CROSS JOIN LATERAL (
+                SELECT coalesce(
+                    (SELECT a.user_id FROM events_useralias AS a
+                     WHERE a.store_id = e.store_id AND a.alias_id = e.user_id),
+                    e.user_id
+                ) AS canonical
+            ) AS who
+            WHERE e.received_at > %(after)s AND e.received_at <= %(until)s AND e.type = ANY(%(types)s)
+              AND (e.recommendation_id <> '' OR e.type = %(purchase)s)
+            ORDER BY e.id
+            """,
+            {
+                "after": received_after,
+                "until": received_until,
+                "types": [int(kind) for kind in ATTRIBUTABLE_TYPES],
+                "purchase": int(EventType.PURCHASE),
+            },
+        )
+        return [AttributableEvent._make((*row[:9], row[9] or [])) for row in cursor.fetchall()]

@@ -27,3 +27,71 @@ class Impression(models.Model):
 
     def __str__(self) -> str:
         return f"{self.surface} {self.recommendation_id}"
+
+
+class AttributionKind(models.TextChoices):
+    DIRECT = "direct", "direct"  # the event cites the answer's recommendation id
+    VIEW_THROUGH = "view_through", "view-through"  # a purchase, without an id, of an item shown lately
+
+
+class Attribution(models.Model):
+    """A click, add-to-cart or purchase credited to an answer shown: its surface, variant, model version
+    (the answer's source) and the item's position in it. One row per event, written once by the rollup."""
+
+    event_id = models.BigIntegerField(primary_key=True)  # events_event.id
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    kind = models.CharField(max_length=16, choices=AttributionKind.choices)
+    type = models.PositiveSmallIntegerField()  # the event's type (events.EventType)
+    recommendation_id = models.CharField(max_length=64)
+    surface = models.CharField(max_length=32)
+    variant = models.CharField(max_length=64, blank=True, default="")
+    source = models.CharField(max_length=200, blank=True, default="")
+    position = models.PositiveIntegerField()  # 0: the answer's first item
+    user_id = models.CharField(max_length=256)
+    product_id = models.CharField(max_length=256)  # the product's id in the store's catalog
+    revenue = models.DecimalField(max_digits=18, decimal_places=4, default=0)
+    date = models.DateField()  # the event's day (UTC)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["store", "date"], name="attribution_store_date"),
+            models.Index(fields=["store", "user_id"], name="attribution_store_user"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.type} of {self.recommendation_id}"
+
+
+class DailyMetric(models.Model):
+    """Business figures per store, day (UTC), surface and variant, added to as impressions are stored and
+    events are attributed: an aggregate, kept when a shopper is erased."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    date = models.DateField()
+    surface = models.CharField(max_length=32)
+    variant = models.CharField(max_length=64, blank=True, default="")
+    impressions = models.BigIntegerField(default=0)
+    clicks = models.BigIntegerField(default=0)
+    add_to_carts = models.BigIntegerField(default=0)
+    purchases = models.BigIntegerField(default=0)
+    revenue = models.DecimalField(max_digits=18, decimal_places=4, default=0)
+    view_through_purchases = models.BigIntegerField(default=0)
+    view_through_revenue = models.DecimalField(max_digits=18, decimal_places=4, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "date", "surface", "variant"], name="daily_metric_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.surface} {self.variant}"
+
+
+class RollupCursor(models.Model):
+    """How far the attribution rollup has read the events (by the time they were received)."""
+
+    name = models.CharField(max_length=32, primary_key=True)
+    received_until = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} until {self.received_until}"

@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 
 from core import answer_cache
+from events.models import EventType
+from events.selectors import AttributableEvent, attributable_events
 from tenants.models import Store
 
 logger = logging.getLogger(__name__)
@@ -44,6 +48,23 @@ def _row(fields: dict[bytes, bytes]) -> tuple[Any, ...] | None:
         return None  # not an impression this code wrote: dropped (and logged)
 
 
+_FIGURES = (
+    "impressions, clicks, add_to_carts, purchases, revenue, view_through_purchases, view_through_revenue"
+)
+# Adds a query's figures (columns: store_id, date, surface, variant, then _FIGURES) to the daily rows, in
+# key order (two writers lock rows in the same order: no deadlock).
+_ADD_TO_DAILY = (
+    f"INSERT INTO outcomes_dailymetric (store_id, date, surface, variant, {_FIGURES}) "
+    f"SELECT store_id, date, surface, variant, {_FIGURES} FROM {{source}} ORDER BY 1, 2, 3, 4 "
+    "ON CONFLICT (store_id, date, surface, variant) DO UPDATE SET "
+    + ", ".join(f"{name} = outcomes_dailymetric.{name} + EXCLUDED.{name}" for name in _FIGURES.split(", "))
+    + " RETURNING 1"
+)
+
+_ADD_IMPRESSIONS = _ADD_TO_DAILY.format(source="counted")
+_ADD_ATTRIBUTED = _ADD_TO_DAILY.format(source="summed")
+
+
 def _store(rows: list[tuple[Any, ...]]) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
@@ -56,12 +77,24 @@ def _store(rows: list[tuple[Any, ...]]) -> int:
         ) as copy:
             for row in rows:
                 copy.write_row(row)
+        # the impressions new here (not stored before) count in the day's figures, in the same transaction
         cursor.execute(
-            "INSERT INTO outcomes_impression "
-            "SELECT DISTINCT ON (recommendation_id) * FROM impression_staging "
-            "ON CONFLICT (recommendation_id) DO NOTHING"
+            f"""
+            WITH stored AS (
+                INSERT INTO outcomes_impression
+                SELECT DISTINCT ON (recommendation_id) * FROM impression_staging
+                ON CONFLICT (recommendation_id) DO NOTHING
+                RETURNING store_id, served_at, surface, variant
+            ), counted AS (
+                SELECT store_id, (served_at AT TIME ZONE 'UTC')::date AS date, surface, variant,
+                       count(*) AS impressions, 0 AS clicks, 0 AS add_to_carts, 0 AS purchases, 0 AS revenue,
+                       0 AS view_through_purchases, 0 AS view_through_revenue
+                FROM stored GROUP BY 1, 2, 3, 4
+            ), added AS ({_ADD_IMPRESSIONS})
+            SELECT coalesce(sum(impressions), 0) FROM counted
+            """
         )
-        return cursor.rowcount
+        return int(cursor.fetchone()[0])
 
 
 def impressions_drain(*, max_seconds: float = 20.0, stale_ms: int = STALE_MS) -> int:
@@ -84,16 +117,138 @@ def impressions_drain(*, max_seconds: float = 20.0, stale_ms: int = STALE_MS) ->
     return stored
 
 
+# An impression served up to this long after a purchase's own timestamp still counts for it (clocks differ).
+CLOCK_SKEW = timedelta(minutes=5)
+CURSOR = "events"
+
+
+def outcomes_rollup(*, now: datetime | None = None, lag_seconds: float | None = None) -> int:
+    """Credit the clicks, add-to-carts and purchases received since the last run to the answers shown, and
+    add them to the daily figures: one transaction, so a run counts each event once (a second run at the
+    same time waits, then finds nothing new). Answers how many events were credited.
+
+    - direct: the event cites a recommendation id whose answer showed the event's product; it is credited
+      to that answer's surface, variant, model version and the product's position;
+    - view-through: a purchase without an id, of a product shown to the shopper (any of their ids) within
+      the store's attribution window (default 24 h) before it; credited to the latest such answer.
+
+    Events are read up to `lag_seconds` (OUTCOMES_ROLLUP_LAG_SECONDS) ago, so that a request still
+    storing its events commits first, and never past the oldest impression still waiting in Redis (an
+    event cannot be matched with an answer not stored yet)."""
+    now = now or timezone.now()
+    lag = settings.OUTCOMES_ROLLUP_LAG_SECONDS if lag_seconds is None else lag_seconds
+    until = now - timedelta(seconds=lag)
+    waiting = answer_cache.impressions_oldest_ms()
+    if waiting is not None:
+        until = min(until, datetime.fromtimestamp(waiting / 1000, tz=UTC) - timedelta(milliseconds=1))
+    with transaction.atomic(), connection.cursor() as cursor:
+        # nothing received before the first answer was shown can be credited: the cursor starts there
+        cursor.execute(
+            "INSERT INTO outcomes_rollupcursor (name, received_until) "
+            "SELECT %s, min(served_at) - interval '1 millisecond' FROM outcomes_impression "
+            "HAVING min(served_at) IS NOT NULL ON CONFLICT (name) DO NOTHING",
+            [CURSOR],
+        )
+        cursor.execute(
+            "SELECT received_until FROM outcomes_rollupcursor WHERE name = %s FOR UPDATE", [CURSOR]
+        )
+        row = cursor.fetchone()
+        if row is None or until <= row[0]:
+            return 0
+        events = attributable_events(received_after=row[0], received_until=until)
+        credited = _credit(cursor, events) if events else 0
+        cursor.execute(
+            "UPDATE outcomes_rollupcursor SET received_until = %s WHERE name = %s", [until, CURSOR]
+        )
+    return credited
+
+
+def _credit(cursor: Any, events: list[AttributableEvent]) -> int:
+    cursor.execute(
+        "CREATE TEMPORARY TABLE IF NOT EXISTS attributable_staging (id bigint, store_id bigint, "
+        "user_id text, type smallint, quantity int, price numeric, timestamp timestamptz, "
+        "recommendation_id text, product_id text, identities text[]) ON COMMIT DELETE ROWS"
+    )
+    cursor.execute("TRUNCATE attributable_staging")
+    with cursor.cursor.copy("COPY attributable_staging FROM STDIN") as copy:
+        for event in events:
+            copy.write_row(event)
+    cursor.execute(
+        f"""
+        WITH direct AS (
+            SELECT ev.*, 'direct' AS kind, i.recommendation_id AS shown, i.surface, i.variant, i.source,
+                   array_position(i.items, ev.product_id) - 1 AS position
+            FROM attributable_staging AS ev
+            JOIN outcomes_impression AS i
+              ON i.recommendation_id = ev.recommendation_id AND i.store_id = ev.store_id
+            WHERE ev.recommendation_id <> '' AND ev.product_id = ANY (i.items)
+        ), view_through AS (
+            SELECT ev.*, 'view_through' AS kind, i.recommendation_id AS shown, i.surface, i.variant, i.source,
+                   array_position(i.items, ev.product_id) - 1 AS position
+            FROM attributable_staging AS ev
+            JOIN tenants_storesettings AS ss ON ss.store_id = ev.store_id
+            CROSS JOIN LATERAL (
+                SELECT i.* FROM outcomes_impression AS i
+                WHERE i.store_id = ev.store_id AND i.user_id = ANY (ev.identities)
+                  AND i.served_at > ev.timestamp - make_interval(hours => ss.attribution_window_hours)
+                  AND i.served_at <= ev.timestamp + %(skew)s AND ev.product_id = ANY (i.items)
+                ORDER BY i.served_at DESC LIMIT 1
+            ) AS i
+            WHERE ev.recommendation_id = '' AND ev.type = %(purchase)s
+        ), credited AS (
+            INSERT INTO outcomes_attribution (event_id, store_id, kind, type, recommendation_id, surface,
+                variant, source, position, user_id, product_id, revenue, date)
+            SELECT id, store_id, kind, type, shown, surface, variant, source, position, user_id, product_id,
+                   CASE WHEN type = %(purchase)s THEN coalesce(price, 0) * quantity ELSE 0 END,
+                   (timestamp AT TIME ZONE 'UTC')::date
+            FROM (SELECT * FROM direct UNION ALL SELECT * FROM view_through) AS found
+            ON CONFLICT (event_id) DO NOTHING
+            RETURNING store_id, date, surface, variant, kind, type, revenue
+        ), summed AS (
+            SELECT store_id, date, surface, variant, 0 AS impressions,
+                   count(*) FILTER (WHERE kind = 'direct' AND type = %(click)s) AS clicks,
+                   count(*) FILTER (WHERE kind = 'direct' AND type = %(add_to_cart)s) AS add_to_carts,
+                   count(*) FILTER (WHERE kind = 'direct' AND type = %(purchase)s) AS purchases,
+                   coalesce(sum(revenue) FILTER (WHERE kind = 'direct'), 0) AS revenue,
+                   count(*) FILTER (WHERE kind = 'view_through') AS view_through_purchases,
+                   coalesce(sum(revenue) FILTER (WHERE kind = 'view_through'), 0) AS view_through_revenue
+            FROM credited GROUP BY 1, 2, 3, 4
+        ), added AS ({_ADD_ATTRIBUTED})
+        SELECT (SELECT count(*) FROM credited), (SELECT count(*) FROM added)
+        """,
+        {
+            "skew": CLOCK_SKEW,
+            "click": int(EventType.CLICK),
+            "add_to_cart": int(EventType.ADD_TO_CART),
+            "purchase": int(EventType.PURCHASE),
+        },
+    )
+    return int(cursor.fetchone()[0])
+
+
 def shopper_erase(store: Store, identities: list[str]) -> dict[str, int]:
+    """The shopper's impressions and the credit of their events; the daily figures (aggregates) stay."""
     with connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM outcomes_impression WHERE store_id = %s AND user_id = ANY(%s)",
             [store.id, identities],
         )
-        return {"impressions": cursor.rowcount}
+        impressions = cursor.rowcount
+        cursor.execute(
+            "DELETE FROM outcomes_attribution WHERE store_id = %s AND user_id = ANY(%s)",
+            [store.id, identities],
+        )
+        return {"impressions": impressions, "attributions": cursor.rowcount}
 
 
 def store_erase(store_id: int) -> dict[str, int]:
+    deleted = {}
     with connection.cursor() as cursor:
-        cursor.execute("DELETE FROM outcomes_impression WHERE store_id = %s", [store_id])
-        return {"impressions": cursor.rowcount}
+        for name, table in (
+            ("impressions", "outcomes_impression"),
+            ("attributions", "outcomes_attribution"),
+            ("daily_metrics", "outcomes_dailymetric"),
+        ):
+            cursor.execute(f"DELETE FROM {table} WHERE store_id = %s", [store_id])  # noqa: S608 - fixed names
+            deleted[name] = cursor.rowcount
+    return deleted

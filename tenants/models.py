@@ -89,6 +89,8 @@ class StoreSettings(BaseModel):
     boosts = models.JSONField(default=dict, blank=True)
     event_weights = models.JSONField(default=dict, blank=True)
     retrain_interval_hours = models.PositiveIntegerField(default=24)
+    # a purchase without a recommendation id, of an item shown to the shopper this recently, is view-through
+    attribution_window_hours = models.PositiveIntegerField(default=24)
 
     class Meta:
         verbose_name_plural = "store settings"

@@ -27,6 +27,11 @@ class StoreSettingsSerializer(serializers.Serializer):
     boosts = serializers.DictField()
     event_weights = serializers.DictField()
     retrain_interval_hours = serializers.IntegerField(min_value=1, max_value=8760)
+    attribution_window_hours = serializers.IntegerField(
+        min_value=1,
+        max_value=8760,
+        help_text="a purchase of an item shown this recently, without an id, is view-through",
+    )
 
 
 class StoreLimitsSerializer(serializers.Serializer):
@@ -137,6 +142,7 @@ _SETTINGS = {
         "additionalProperties": False,
     },
     "retrain_interval_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
+    "attribution_window_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
 }
 register_request_schemas(
     {

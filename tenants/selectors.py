@@ -54,6 +54,7 @@ def store_to_dict(*, store: Store) -> dict:
             "boosts": settings.boosts,
             "event_weights": settings.event_weights,
             "retrain_interval_hours": settings.retrain_interval_hours,
+            "attribution_window_hours": settings.attribution_window_hours,
         },
         "limits": store_limits(store=store),
     }

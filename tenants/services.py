@@ -161,7 +161,9 @@ SETTINGS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "boosts": dict,
     "event_weights": dict,
     "retrain_interval_hours": int,
+    "attribution_window_hours": int,
 }
+HOURS_FIELDS = ("retrain_interval_hours", "attribution_window_hours")
 
 
 def _pins_problem(pins: dict[str, Any]) -> str | None:
@@ -225,10 +227,11 @@ SHAPE_CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 
 def _integral(settings_data: dict[str, Any]) -> dict[str, Any]:
-    """Numbers JSON calls integers (5.0 is one) as Python ints: the interval, and pins' positions."""
-    hours = settings_data.get("retrain_interval_hours")
-    if isinstance(hours, float) and hours.is_integer():
-        settings_data["retrain_interval_hours"] = int(hours)
+    """Numbers JSON calls integers (5.0 is one) as Python ints: the hours, and pins' positions."""
+    for field in HOURS_FIELDS:
+        hours = settings_data.get(field)
+        if isinstance(hours, float) and hours.is_integer():
+            settings_data[field] = int(hours)
     pins = settings_data.get("pins")
     if isinstance(pins, dict):
         for entries in pins.values():
@@ -247,7 +250,7 @@ def _settings_problems(settings_data: dict[str, Any]) -> dict[str, str]:
             errors[field] = "unknown setting"
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             errors[field] = f"must be of type {expected.__name__}"  # type: ignore[union-attr]
-        elif field == "retrain_interval_hours" and not 1 <= value <= 24 * 365:  # type: ignore[operator]
+        elif field in HOURS_FIELDS and not 1 <= value <= 24 * 365:  # type: ignore[operator]
             errors[field] = "must be between 1 and 8760"
         elif field in SHAPE_CHECKS and (problem := SHAPE_CHECKS[field](value)):
             errors[field] = problem

@@ -4,6 +4,7 @@ calls as store B."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from catalog.models import Product
 from events.models import Event, UserAlias
+from outcomes.models import DailyMetric
 from recommendations.models import TrainedModel, TrainingRun
 from tenants.authentication import StoreScopedAPIView
 from tenants.models import ApiKey, StoreSettings
@@ -77,6 +79,7 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
         ("POST", f"/api/v1/users/{SENTINEL}/rank", {"product_ids": ["victim"]}, 200)
     ],
     "api/v1/trending": [("GET", "/api/v1/trending", None, 200)],
+    "api/v1/analytics": [("GET", "/api/v1/analytics", None, 200)],
     "api/v1/users/<str:user_id>/recently-viewed": [
         ("GET", f"/api/v1/users/{SENTINEL}/recently-viewed", None, 200)
     ],
@@ -112,6 +115,13 @@ def victim(api, store):
     TrainedModel.objects.create(store=store, version=2, metrics={"note": SENTINEL}, artifact=b"")
     TrainingRun.objects.create(store=store, status="succeeded", message=SENTINEL)
     UserAlias.objects.create(store=store, alias_id="their-card", user_id=SENTINEL)
+    DailyMetric.objects.create(
+        store=store,
+        date=datetime.now(tz=UTC).date(),
+        surface="for_user",
+        variant=SENTINEL[:64],
+        impressions=7,
+    )
     return store
 
 
@@ -163,6 +173,8 @@ def test_other_store_cannot_see_or_change(victim, api, other_api, method, path, 
         or (path.startswith("/api/v1/users/") and not path.endswith("/data"))
     ):
         assert response.json()["items"] == []
+    if path == "/api/v1/analytics":
+        assert response.json()["series"] == [] and response.json()["totals"]["impressions"] == 0
     assert snapshot(victim) == before
 
 

@@ -10,7 +10,7 @@ from django.apps import apps
 from django.db import connection, models
 
 from core import answer_cache
-from outcomes.services import impressions_drain
+from outcomes.services import impressions_drain, outcomes_rollup
 from tenants.models import Store
 from tenants.tasks import store_erase_task
 from tests.conftest import make_tenant, product
@@ -82,10 +82,19 @@ def shoppers(tenant, other_tenant, django_capture_on_commit_callbacks):
         other_tenant.api.post("/api/v1/events", _events("alice", ["p1"], "o"))
     # her profile is held in Redis once an answer about her was computed; the answers are impressions
     assert tenant.api.get("/api/v1/users/alice/recently-viewed").json()["items"]
-    assert tenant.api.get("/api/v1/users/alice/recommendations").status_code == 200
+    answer = tenant.api.get("/api/v1/users/alice/recommendations").json()
     assert tenant.api.get("/api/v1/users/anon-1/recommendations").status_code == 200
     assert redis_keys(tenant.store, "p:")
     assert impressions_drain() == 3
+    # she clicked one of them: the click is credited to the answer (an attribution naming her)
+    click = {
+        "event_id": "a-alice-click",
+        "user_id": "alice",
+        "product_id": answer["items"][0]["id"],
+        "type": "click",
+    }
+    tenant.api.post("/api/v1/events", {**click, "recommendation_id": answer["recommendation_id"]})
+    assert outcomes_rollup(lag_seconds=0) == 1
     return tenant
 
 
@@ -98,7 +107,7 @@ def test_a_shopper_is_erased_with_her_aliases_and_nothing_of_her_remains(
     assert response.status_code == 200
     body = response.json()
     assert body["identities"] == ["alice", "anon-1"]
-    assert body["deleted"] == {"events": 4, "aliases": 1, "impressions": 3}
+    assert body["deleted"] == {"events": 5, "aliases": 1, "impressions": 3, "attributions": 1}
     assert rows_mentioning(tenant.store.id, ["alice", "anon-1"]) == {}
     # her profile is gone from Redis, and answers about her know nothing of her
     assert redis_keys(tenant.store, "p:") == []  # (bob's was never built)
@@ -118,7 +127,7 @@ def test_erasing_through_an_alias_erases_the_whole_shopper(shoppers, tenant):
 def test_erasing_an_unknown_shopper_succeeds_and_erases_nothing(shoppers, tenant):
     response = tenant.api.delete("/api/v1/users/nobody")
     assert response.status_code == 200
-    assert response.json()["deleted"] == {"events": 0, "aliases": 0, "impressions": 0}
+    assert response.json()["deleted"] == {"events": 0, "aliases": 0, "impressions": 0, "attributions": 0}
 
 
 def test_erasure_needs_the_write_scope(shoppers, tenant):
@@ -134,10 +143,15 @@ def test_the_export_holds_every_event_and_alias_of_the_shopper_and_no_one_else_s
     assert body["identities"] == ["alice", "anon-1"]
     assert [a["alias_id"] for a in body["aliases"]] == ["anon-1"]
     events = body["events"]
-    assert sorted(e["event_id"] for e in events) == ["a-alice-0", "a-alice-1", "a-anon-1-0", "a-anon-1-1"]
+    assert sorted(e["event_id"] for e in events) == [
+        "a-alice-0", "a-alice-1", "a-alice-click", "a-anon-1-0", "a-anon-1-1"
+    ]  # fmt: skip
     assert {e["user_id"] for e in events} == {"alice", "anon-1"}
-    assert {e["product_id"] for e in events} == {"p0", "p1", "p2", "p3"}
-    assert {e["type"] for e in events} == {"view"} and {e["channel"] for e in events} == {"web"}
+    assert {e["product_id"] for e in events if e["type"] == "view"} == {"p0", "p1", "p2", "p3"}
+    assert {e["type"] for e in events} == {"view", "click"} and {e["channel"] for e in events} == {"web"}
+    assert [(a["kind"], a["surface"], a["position"]) for a in body["attributions"]] == [
+        ("direct", "for_user", 0)
+    ]
     shown = body["impressions"]
     assert [i["surface"] for i in shown] == ["recently_viewed", "for_user", "for_user"]
     assert {i["user_id"] for i in shown} == {"alice", "anon-1"} and all(i["items"] is not None for i in shown)

@@ -26,7 +26,7 @@ def worker(transactional_db):
     with app.connection_for_write() as connection:  # drop stale messages of earlier test runs
         for queue in settings.CELERY_TASK_QUEUES_USED:
             connection.default_channel.queue_purge(queue)
-    env = subprocess_env()
+    env = subprocess_env(OUTCOMES_ROLLUP_LAG_SECONDS="1")  # (30 s in production)
     process = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool", "solo", "--loglevel", "INFO",
          "-Q", ",".join(settings.CELERY_TASK_QUEUES_USED), "--without-heartbeat", "--without-gossip",
@@ -109,3 +109,32 @@ def test_answers_served_become_impressions_through_the_worker(worker):
         set(Impression.objects.filter(store=tenant.store).values_list("recommendation_id", flat=True))
         == served
     )
+
+
+@pytest.mark.slow
+def test_a_click_on_an_answer_shows_in_analytics_through_the_worker(worker):
+    from outcomes.tasks import impressions_drain_task, outcomes_rollup_task
+
+    tenant = make_tenant("analytics-shop")
+    api = tenant.api
+    api.post("/api/v1/products/bulk", CATALOG)
+    api.post("/api/v1/events", planted_events(users=10))
+    answer = api.get("/api/v1/trending", limit=3).json()
+    click = {"user_id": "u", "type": "click", "product_id": answer["items"][2]["id"]}
+    api.post("/api/v1/events", {**click, "recommendation_id": answer["recommendation_id"]})
+    deadline = time.monotonic() + 60
+    totals: dict = {}
+    while time.monotonic() < deadline:
+        impressions_drain_task.delay()  # what beat sends every 5 and 10 seconds
+        outcomes_rollup_task.delay()
+        totals = api.get("/api/v1/analytics").json()["totals"]
+        if totals["clicks"]:
+            break
+        time.sleep(1)
+    if not totals.get("clicks"):
+        worker.terminate()
+        pytest.fail(f"the click was not credited: {totals}\n{worker.stdout.read()[-3000:]}")
+    assert (totals["impressions"], totals["clicks"], totals["ctr"]) == (1, 1, 1.0)
+    from outcomes.models import Attribution
+
+    assert Attribution.objects.get(store=tenant.store).position == 2

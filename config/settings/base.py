@@ -162,12 +162,15 @@ CELERY_TASK_ROUTES = {
     "recommendations.tasks.recover_training_runs_task": {"queue": "maintenance"},
     "tenants.tasks.store_erase_task": {"queue": "maintenance"},
     "outcomes.tasks.impressions_drain_task": {"queue": "maintenance"},
+    "outcomes.tasks.outcomes_rollup_task": {"queue": "maintenance"},
 }
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
     # every answer served is an impression: drained from Redis into PostgreSQL within seconds
     "drain-impressions": {"task": "outcomes.tasks.impressions_drain_task", "schedule": 5.0},
+    # clicks, add-to-carts and purchases credited to the answers shown, into the daily figures
+    "rollup-outcomes": {"task": "outcomes.tasks.outcomes_rollup_task", "schedule": 10.0},
     "recover-lost-training-runs": {
         "task": "recommendations.tasks.recover_training_runs_task",
         "schedule": 60.0,
@@ -179,6 +182,9 @@ TRAINING_HEARTBEAT_SECONDS = float(os.environ.get("TRAINING_HEARTBEAT_SECONDS", 
 TRAINING_STALE_SECONDS = float(os.environ.get("TRAINING_STALE_SECONDS", "60"))
 # a run that has been claimed this many times (lost workers and transient errors) fails for good
 TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "8"))
+# The attribution rollup reads events received at least this long ago: a request still storing its
+# events (its statements time out after REQUEST_STATEMENT_TIMEOUT_MS) has committed by then.
+OUTCOMES_ROLLUP_LAG_SECONDS = float(os.environ.get("OUTCOMES_ROLLUP_LAG_SECONDS", "30"))
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
 # Schedules live in the database, editable from the admin (Periodic tasks); the entries above are
 # written there when beat starts.

@@ -1,0 +1,70 @@
+"""Business figures: GET /api/v1/analytics."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from core.params import bad_parameter, query_text
+from outcomes import schemas, selectors
+from tenants.authentication import StoreScopedAPIView
+
+DEFAULT_DAYS = 30
+
+
+def _query_date(raw: str | None, name: str) -> date | None:
+    if raw is None:
+        return None
+    try:
+        return date.fromisoformat(str(raw))
+    except ValueError as error:
+        raise bad_parameter(name, "must be an ISO 8601 date (YYYY-MM-DD)") from error
+
+
+def _days_before(day: date, days: int) -> date:
+    try:
+        return day - timedelta(days=days)
+    except OverflowError:  # near the first day there is
+        return date.min
+
+
+class AnalyticsApi(StoreScopedAPIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "surface", str, enum=list(schemas.SURFACE_NAMES), description="only this surface"
+            ),
+            OpenApiParameter(
+                "variant",
+                {"type": "string", "maxLength": 64},
+                description="only this experiment variant (empty: outside one)",
+            ),
+            OpenApiParameter(
+                "start",
+                OpenApiTypes.DATE,
+                description=f"first day (UTC); default {DEFAULT_DAYS - 1} days before end",
+            ),
+            OpenApiParameter("end", OpenApiTypes.DATE, description="last day (UTC), included; default today"),
+        ],
+        responses=schemas.AnalyticsSerializer,
+        summary="Impressions, clicks, CTR, add-to-carts, purchases, conversion and revenue per day",
+    )
+    def get(self, request: Request) -> Response:
+        query = request.query_params
+        surface = query.get("surface")
+        if surface is not None and surface not in schemas.SURFACE_NAMES:
+            raise bad_parameter("surface", f"must be one of {', '.join(schemas.SURFACE_NAMES)}")
+        variant = query.get("variant")
+        if variant is not None:
+            variant = query_text(variant, "variant", max_length=64) or ""
+        end = _query_date(query.get("end"), "end") or datetime.now(tz=UTC).date()
+        start = _query_date(query.get("start"), "start") or _days_before(end, DEFAULT_DAYS - 1)
+        # (a start after the end is an empty range: no day in it)
+        figures = selectors.analytics(
+            store=self.store, start=start, end=end, surface=surface, variant=variant
+        )
+        return Response(figures)
