@@ -9,7 +9,13 @@ from catalog.apis import ProductBulkApi, ProductDetailApi, ProductListApi
 from core.apis import HealthApi
 from core.observability import metrics_view
 from events.apis import EventIngestApi, UserAliasApi, UserApi, UserDataApi
-from outcomes.apis import AnalyticsApi
+from outcomes.apis import (
+    AnalyticsApi,
+    ExperimentDetailApi,
+    ExperimentListApi,
+    ExperimentPromoteApi,
+    ExperimentStopApi,
+)
 from recommendations.apis import (
     BuyAgainApi,
     ComplementaryApi,
@@ -48,6 +54,12 @@ api_v1 = [
     path("users/<str:user_id>", UserApi.as_view(), name="user"),
     path("trending", TrendingApi.as_view(), name="trending"),
     path("analytics", AnalyticsApi.as_view(), name="analytics"),
+    path("experiments", ExperimentListApi.as_view(), name="experiments"),
+    path("experiments/<int:experiment_id>", ExperimentDetailApi.as_view(), name="experiment"),
+    path("experiments/<int:experiment_id>/stop", ExperimentStopApi.as_view(), name="experiment-stop"),
+    path(
+        "experiments/<int:experiment_id>/promote", ExperimentPromoteApi.as_view(), name="experiment-promote"
+    ),
     path("training-runs", TrainingRunListApi.as_view(), name="training-runs"),
     path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run"),
     path("models", ModelListApi.as_view(), name="models"),

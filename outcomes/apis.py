@@ -1,4 +1,4 @@
-"""Business figures: GET /api/v1/analytics."""
+"""Business figures (GET /api/v1/analytics) and A/B experiments (/api/v1/experiments)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,19 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from core.errors import ApiError
+from core.json import json_body
 from core.params import bad_parameter, query_text
 from outcomes import schemas, selectors
+from outcomes.experiments import (
+    experiment_create,
+    experiment_dict,
+    experiment_get,
+    experiment_promote,
+    experiment_results,
+    experiment_stop,
+)
+from outcomes.models import Experiment
 from tenants.authentication import StoreScopedAPIView
 
 DEFAULT_DAYS = 30
@@ -68,3 +79,61 @@ class AnalyticsApi(StoreScopedAPIView):
             store=self.store, start=start, end=end, surface=surface, variant=variant
         )
         return Response(figures)
+
+
+class ExperimentListApi(StoreScopedAPIView):
+    @extend_schema(
+        responses=schemas.ExperimentSerializer(many=True), summary="The store's experiments, newest first"
+    )
+    def get(self, request: Request) -> Response:
+        rows = Experiment.objects.filter(store=self.store).order_by("-started_at", "-id")
+        return Response([experiment_dict(row) for row in rows])
+
+    @extend_schema(
+        request=schemas.ExperimentInSerializer,
+        responses={201: schemas.ExperimentSerializer},
+        summary="Start an A/B test of a surface: variants with traffic shares and a strategy each",
+    )
+    def post(self, request: Request) -> Response:
+        experiment = experiment_create(store=self.store, body=json_body(request))
+        return Response(experiment_dict(experiment), status=201)
+
+
+class ExperimentDetailApi(StoreScopedAPIView):
+    @extend_schema(
+        responses=schemas.ExperimentResultsSerializer,
+        summary="An experiment with each variant's counts, rates and 95% intervals, lift and verdict",
+    )
+    def get(self, request: Request, experiment_id: int) -> Response:
+        experiment = experiment_get(store=self.store, experiment_id=experiment_id)
+        return Response(
+            {**experiment_dict(experiment), **experiment_results(store=self.store, experiment=experiment)}
+        )
+
+
+class ExperimentStopApi(StoreScopedAPIView):
+    admin_methods = frozenset({"POST"})
+
+    @extend_schema(
+        request=None, responses=schemas.ExperimentSerializer, summary="End an experiment (admin key)"
+    )
+    def post(self, request: Request, experiment_id: int) -> Response:
+        experiment = experiment_get(store=self.store, experiment_id=experiment_id)
+        return Response(experiment_dict(experiment_stop(store=self.store, experiment=experiment)))
+
+
+class ExperimentPromoteApi(StoreScopedAPIView):
+    admin_methods = frozenset({"POST"})
+
+    @extend_schema(
+        request=schemas.PromoteInSerializer,
+        responses=schemas.ExperimentSerializer,
+        summary="Make a variant the surface's default from now on, ending the experiment (admin key)",
+    )
+    def post(self, request: Request, experiment_id: int) -> Response:
+        experiment = experiment_get(store=self.store, experiment_id=experiment_id)
+        body = json_body(request)
+        if not isinstance(body, dict) or set(body) != {"variant"}:
+            raise ApiError("invalid", 'the body must be {"variant": "<name>"}')
+        promoted = experiment_promote(store=self.store, experiment=experiment, variant=body["variant"])
+        return Response(experiment_dict(promoted))

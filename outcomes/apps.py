@@ -5,8 +5,11 @@ class OutcomesConfig(AppConfig):
     name = "outcomes"
 
     def ready(self) -> None:
-        from core import erasure
+        from core import erasure, experiments
         from outcomes import selectors, services
+        from outcomes.experiments import plan_for
+
+        experiments.register(plan_for)  # serving asks core which strategy a shopper gets
 
         erasure.register(
             "outcomes",

@@ -18,6 +18,7 @@ class Impression(models.Model):
     source = models.CharField(max_length=200, blank=True, default="")  # the model version or fallback
     items = ArrayField(models.CharField(max_length=256), default=list)  # product ids, in the order shown
     served_at = models.DateTimeField()
+    experiment_id = models.BigIntegerField(null=True, blank=True)  # the experiment whose variant it was
 
     class Meta:
         indexes = [
@@ -95,3 +96,39 @@ class RollupCursor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} until {self.received_until}"
+
+
+class ExperimentStatus(models.TextChoices):
+    RUNNING = "running", "running"
+    STOPPED = "stopped", "stopped"
+    PROMOTED = "promoted", "promoted"
+
+
+class Experiment(models.Model):
+    """An A/B test of strategies on one surface: variants with traffic shares and a config each (the first
+    variant is the control). One runs per store and surface at a time."""
+
+    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    name = models.CharField(max_length=100)
+    surface = models.CharField(max_length=32)
+    variants = models.JSONField()  # [{"name", "traffic", "config"}, ...]
+    status = models.CharField(
+        max_length=16, choices=ExperimentStatus.choices, default=ExperimentStatus.RUNNING
+    )
+    winner = models.CharField(max_length=64, blank=True, default="")  # the promoted variant
+    # the always-valid p-value of each variant against the control: the least seen at any look so far
+    p_values = models.JSONField(default=dict, blank=True)
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "surface"],
+                condition=models.Q(status="running"),
+                name="experiment_one_running_per_surface",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.surface}, {self.status})"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from core.schema import NO_CONTROL_CHARACTERS, register_request_schemas
+
 # the surfaces as analytics, experiments and pins name them (DESIGN.md, Outcomes)
 SURFACE_NAMES = (
     "for_user",
@@ -47,3 +49,108 @@ class AnalyticsSerializer(serializers.Serializer):
     end = serializers.DateField()
     series = DayFiguresSerializer(many=True)
     totals = FiguresSerializer()
+
+
+class VariantSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    traffic = serializers.FloatField(help_text="its share of the shoppers; the shares add up to 1")
+    config = serializers.DictField(
+        help_text='{"strategy": "model"} (the store\'s model) or {"strategy": "popularity"}'
+    )
+
+
+class ExperimentInSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    surface = serializers.ChoiceField(choices=["for_user"])
+    variants = VariantSerializer(many=True, help_text="2 to 10; the first is the control")
+
+
+class PromoteInSerializer(serializers.Serializer):
+    variant = serializers.CharField(max_length=64)
+
+
+class ExperimentSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    surface = serializers.CharField()
+    status = serializers.ChoiceField(choices=["running", "stopped", "promoted"])
+    variants = VariantSerializer(many=True)
+    winner = serializers.CharField(allow_null=True, help_text="the promoted variant")
+    started_at = serializers.DateTimeField()
+    stopped_at = serializers.DateTimeField(allow_null=True)
+
+
+class VariantResultSerializer(serializers.Serializer):
+    variant = serializers.CharField()
+    control = serializers.BooleanField()
+    users = serializers.IntegerField(help_text="shoppers shown an answer of this variant")
+    impressions = serializers.IntegerField()
+    clicks = serializers.IntegerField()
+    ctr = serializers.FloatField(allow_null=True)
+    ctr_interval = serializers.ListField(
+        child=serializers.FloatField(), allow_null=True, help_text="95% (Wilson)"
+    )
+    add_to_carts = serializers.IntegerField()
+    purchases = serializers.IntegerField()
+    conversion_rate = serializers.FloatField(allow_null=True)
+    conversion_interval = serializers.ListField(child=serializers.FloatField(), allow_null=True)
+    revenue = serializers.FloatField()
+    lift_vs_control = serializers.FloatField(
+        allow_null=True, help_text="relative CTR lift; null for the control"
+    )
+    p_value = serializers.FloatField(
+        allow_null=True, help_text="always valid (mSPRT): the least of every look"
+    )
+    significant = serializers.BooleanField(help_text="p_value <= 0.05")
+
+
+class VerdictSerializer(serializers.Serializer):
+    decision = serializers.ChoiceField(choices=["variant_wins", "control_wins", "undecided"])
+    variant = serializers.CharField(allow_null=True)
+    message = serializers.CharField()
+
+
+class ExperimentResultsSerializer(ExperimentSerializer):
+    results = VariantResultSerializer(many=True)
+    verdict = VerdictSerializer()
+
+
+_VARIANT = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64, "pattern": NO_CONTROL_CHARACTERS},
+        "traffic": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
+        "config": {
+            "type": "object",
+            "properties": {"strategy": {"type": "string", "enum": ["model", "popularity"]}},
+            "additionalProperties": False,
+        },
+    },
+    "required": ["name", "traffic"],
+    "additionalProperties": False,
+}
+register_request_schemas(
+    {
+        "ExperimentInRequest": {
+            "type": "object",
+            "properties": {
+                "name": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 100,
+                    "pattern": NO_CONTROL_CHARACTERS,
+                },
+                "surface": {"type": "string", "enum": ["for_user"]},
+                "variants": {"type": "array", "minItems": 2, "maxItems": 10, "items": _VARIANT},
+            },
+            "required": ["name", "surface", "variants"],
+            "additionalProperties": False,
+        },
+        "PromoteInRequest": {
+            "type": "object",
+            "properties": {"variant": {"type": "string"}},
+            "required": ["variant"],
+            "additionalProperties": False,
+        },
+    }
+)

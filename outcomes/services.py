@@ -43,6 +43,7 @@ def _row(fields: dict[bytes, bytes]) -> tuple[Any, ...] | None:
             str(body.get("source") or "")[:200],
             items,
             datetime.fromtimestamp(int(fields[b"t"]) / 1000, tz=UTC),
+            int(body["experiment"]) if body.get("experiment") is not None else None,
         )
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
         return None  # not an impression this code wrote: dropped (and logged)
@@ -73,7 +74,7 @@ def _store(rows: list[tuple[Any, ...]]) -> int:
         )
         with cursor.cursor.copy(
             "COPY impression_staging (recommendation_id, store_id, surface, user_id, variant, source, items, "
-            "served_at) FROM STDIN"
+            "served_at, experiment_id) FROM STDIN"
         ) as copy:
             for row in rows:
                 copy.write_row(row)

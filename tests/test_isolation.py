@@ -12,7 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver
 
 from catalog.models import Product
 from events.models import Event, UserAlias
-from outcomes.models import DailyMetric
+from outcomes.models import DailyMetric, Experiment
 from recommendations.models import TrainedModel, TrainingRun
 from tenants.authentication import StoreScopedAPIView
 from tenants.models import ApiKey, StoreSettings
@@ -80,6 +80,26 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
     ],
     "api/v1/trending": [("GET", "/api/v1/trending", None, 200)],
     "api/v1/analytics": [("GET", "/api/v1/analytics", None, 200)],
+    "api/v1/experiments": [
+        ("GET", "/api/v1/experiments", None, 200),
+        (
+            "POST",
+            "/api/v1/experiments",
+            {
+                "name": "theirs",
+                "surface": "for_user",
+                "variants": [{"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.5}],
+            },
+            201,
+        ),
+    ],
+    "api/v1/experiments/<int:experiment_id>": [("GET", "/api/v1/experiments/{experiment_id}", None, 404)],
+    "api/v1/experiments/<int:experiment_id>/stop": [
+        ("POST", "/api/v1/experiments/{experiment_id}/stop", None, 404)
+    ],
+    "api/v1/experiments/<int:experiment_id>/promote": [
+        ("POST", "/api/v1/experiments/{experiment_id}/promote", {"variant": "a"}, 404)
+    ],
     "api/v1/users/<str:user_id>/recently-viewed": [
         ("GET", f"/api/v1/users/{SENTINEL}/recently-viewed", None, 200)
     ],
@@ -115,6 +135,10 @@ def victim(api, store):
     TrainedModel.objects.create(store=store, version=2, metrics={"note": SENTINEL}, artifact=b"")
     TrainingRun.objects.create(store=store, status="succeeded", message=SENTINEL)
     UserAlias.objects.create(store=store, alias_id="their-card", user_id=SENTINEL)
+    Experiment.objects.create(
+        store=store, name=SENTINEL, surface="for_user",
+        variants=[{"name": "a", "traffic": 0.5, "config": {}}, {"name": "b", "traffic": 0.5, "config": {}}],
+    )  # fmt: skip
     DailyMetric.objects.create(
         store=store,
         date=datetime.now(tz=UTC).date(),
@@ -143,6 +167,7 @@ def snapshot(store) -> tuple:
         list(TrainingRun.objects.filter(store=store).values_list("id", "status")),
         list(UserAlias.objects.filter(store=store).values_list("alias_id", "user_id")),
         list(ApiKey.objects.filter(store=store).values_list("prefix", "revoked_at", "expires_at")),
+        list(Experiment.objects.filter(store=store).values_list("id", "status", "winner")),
     )
 
 
@@ -153,6 +178,7 @@ def test_other_store_cannot_see_or_change(victim, api, other_api, method, path, 
     path = path.format(
         run_id=TrainingRun.objects.get(store=victim).id,
         key_prefix=ApiKey.objects.filter(store=victim).first().prefix,  # type: ignore[union-attr]
+        experiment_id=Experiment.objects.get(store=victim).pk,
     )
     if method == "GET":
         api.request(method, path)  # the victim asks first: its answer may now be in the answer cache

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from core import answer_cache
+from core import answer_cache, experiments
 from core.json import render_json
 from core.params import query_int
+from events.selectors import user_identities
 from recommendations.serving.complementary import complementary
 from recommendations.serving.for_user import for_user
 from recommendations.serving.history import buy_again_answer, recently_viewed_answer
@@ -113,6 +114,14 @@ def answer_lookup(
     )
 
 
+def _variant_of(plan: experiments.Plan, store: Store, shopper: str) -> experiments.Variant | None:
+    """The shopper's variant: assigned by their canonical id, so that every alias gets the same one."""
+    if not shopper:
+        return None
+    canonical = user_identities(store=store, user_id=shopper)[0] if plan.running else shopper
+    return experiments.assign(plan, canonical)
+
+
 def serve(
     surface: Surface,
     store: Store,
@@ -131,7 +140,14 @@ def serve(
         return Served(rendered(lookup.body, recommendation_id), cached=True)
     if lookup.store_generation is None:
         lookup = None  # the cache is off or down: nothing it said can be trusted
-    answer = surface.compute(serving_request(store, lookup), query, dict(kwargs))
+    plan = experiments.plan_for(store.id, surface.name, lookup.store_generation if lookup else None)
+    variant = _variant_of(plan, store, shopper) if plan is not None else None
+    strategy = str(variant.config.get("strategy", "model")) if variant is not None else "model"
+    answer = surface.compute(serving_request(store, lookup, strategy), query, dict(kwargs))
+    if variant is not None and plan is not None and plan.running:  # the answer names its variant
+        answer = replace(
+            answer, extra={**(answer.extra or {}), "variant": variant.name, "experiment": plan.experiment_id}
+        )
     body = answer_body(answer)
     impression = answer_cache.Impression(recommendation_id, store.id, surface.name, shopper, body)
     answer_cache.put(lookup.key if lookup is not None else None, body, ttl=surface.ttl, impression=impression)

@@ -39,6 +39,8 @@ def for_user(request: ServingRequest, user_id: str, options: Options) -> Answer:
     purchased = set(history.product_ids[history.types == EventType.PURCHASE].tolist())
     if not include_purchased and purchased:
         options.exclude_product_ids |= purchased
+    if request.strategy == "popularity":  # an experiment's control
+        return _trending(request, options, "popularity")
     if model is None or not len(history):
         why = "no model yet" if model is None else "unknown user"
         return _trending(request, options, why)

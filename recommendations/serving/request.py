@@ -18,6 +18,7 @@ class ServingRequest:
     settings: StoreSettings
     loaded: Loaded
     lookup: answer_cache.Lookup | None = None
+    strategy: str = "model"  # an experiment's variant may ask for another (core/experiments.py)
 
     @property
     def model(self) -> ServingModel | None:
@@ -28,9 +29,11 @@ class ServingRequest:
         return self.loaded.catalog
 
 
-def serving_request(store: Store, lookup: answer_cache.Lookup | None = None) -> ServingRequest:
+def serving_request(
+    store: Store, lookup: answer_cache.Lookup | None = None, strategy: str = "model"
+) -> ServingRequest:
     """The request's state at the store generation its lookup read (none: read from SQL)."""
     generation = lookup.store_generation if lookup is not None else None
     return ServingRequest(
-        store, store_settings_get(store=store), serving_state().loaded(store, generation), lookup
+        store, store_settings_get(store=store), serving_state().loaded(store, generation), lookup, strategy
     )

@@ -1,0 +1,179 @@
+"""A/B experiments: variants assigned by a hash of (experiment, shopper), the same across aliases; answers
+name their variant; results with intervals, lift and an always-valid verdict; stop and promote."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pytest
+
+from core import experiments
+from outcomes.experiments import msprt_p_value, wilson
+from outcomes.models import Attribution, Experiment, Impression
+from outcomes.services import impressions_drain, outcomes_rollup
+from tests.conftest import ApiClient
+from tests.test_recommendations import trained  # noqa: F401 - the fixture
+
+A_B = {
+    "name": "model against popularity",
+    "surface": "for_user",
+    "variants": [
+        {"name": "control", "traffic": 0.5, "config": {"strategy": "popularity"}},
+        {"name": "model", "traffic": 0.5, "config": {"strategy": "model"}},
+    ],
+}
+
+
+A, B = {"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.5}
+
+
+def _start(api: ApiClient, body: dict = A_B) -> dict:
+    response = api.post("/api/v1/experiments", body)
+    assert response.status_code == 201, response.content
+    return response.json()
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"surface": "trending"}, "unsupported_surface"),
+        ({"variants": [{"name": "a", "traffic": 1.0}]}, "invalid_experiment"),
+        ({"variants": [{"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.4}]}, "invalid_experiment"),
+        ({"variants": [{"name": "a", "traffic": 0.5}, {"name": "a", "traffic": 0.5}]}, "invalid_experiment"),
+        ({"variants": [A, {**B, "config": {"by": 1}}]}, "invalid_experiment"),
+        ({"variants": [A, {**B, "config": {"strategy": 1}}]}, "invalid_experiment"),
+        ({"name": ""}, "invalid_experiment"),
+        ({"owner": "me"}, "unknown_field"),
+    ],
+)  # fmt: skip
+def test_an_experiment_that_cannot_run_is_refused(api, change, code):
+    response = api.post("/api/v1/experiments", {**A_B, **change})
+    assert response.status_code == 400
+    assert response.json()["code"] == code
+
+
+def test_one_experiment_runs_per_surface(api):
+    first = _start(api)
+    assert first["status"] == "running" and first["variants"][0]["name"] == "control"
+    again = api.post("/api/v1/experiments", A_B)
+    assert again.status_code == 409
+    assert again.json()["code"] == "experiment_running"
+    assert again.json()["details"]["experiment_id"] == first["id"]
+    assert [e["id"] for e in api.get("/api/v1/experiments").json()] == [first["id"]]
+    assert api.get("/api/v1/experiments/999999").status_code == 404
+
+
+def test_shoppers_are_split_by_their_share_and_keep_their_variant_across_aliases(trained, api):  # noqa: F811
+    experiment = _start(api)
+    variants = {}
+    for n in range(120):
+        answer = api.get(f"/api/v1/users/u{n}/recommendations", limit=3).json()
+        assert answer["experiment"] == experiment["id"]
+        variants[f"u{n}"] = answer["variant"]
+        if answer["variant"] == "control":
+            assert "popularity" in answer["source"]
+        else:
+            assert answer["source"].startswith("store-model")
+    shares = sum(v == "control" for v in variants.values())
+    assert 40 <= shares <= 80  # half of 120, give or take 3.7 standard deviations
+    # the same shopper again, and the same shopper through an alias: the same variant
+    assert api.get("/api/v1/users/u7/recommendations", limit=2).json()["variant"] == variants["u7"]
+    assert api.post("/api/v1/users/u7/aliases", {"alias_id": "u7-phone"}).status_code == 201
+    assert api.get("/api/v1/users/u7-phone/recommendations", limit=2).json()["variant"] == variants["u7"]
+    plan = experiments.plan_for(trained.store_id, "for_user")
+    assert plan is not None and experiments.assign(plan, "u7").name == variants["u7"]
+
+
+def test_results_count_each_variant_with_intervals_and_lift(trained, api):  # noqa: F811
+    experiment = _start(api)
+    clicked = {}
+    for n in range(40):
+        answer = api.get(f"/api/v1/users/s{n}/recommendations", limit=3).json()
+        if n % 2:  # every other shopper clicks the first item shown
+            click = {"user_id": f"s{n}", "product_id": answer["items"][0]["id"], "type": "click"}
+            api.post("/api/v1/events", {**click, "recommendation_id": answer["recommendation_id"]})
+            clicked[answer["variant"]] = clicked.get(answer["variant"], 0) + 1
+    impressions_drain()
+    outcomes_rollup(lag_seconds=0)
+    body = api.get(f"/api/v1/experiments/{experiment['id']}").json()
+    results = {r["variant"]: r for r in body["results"]}
+    assert sum(r["impressions"] for r in results.values()) == 40
+    assert sum(r["users"] for r in results.values()) == 40
+    for name, row in results.items():
+        assert row["clicks"] == clicked.get(name, 0)
+        assert row["ctr"] == row["clicks"] / row["impressions"]
+        low, high = row["ctr_interval"]
+        assert low <= row["ctr"] <= high
+    assert results["control"]["control"] and results["control"]["lift_vs_control"] is None
+    control_ctr = results["control"]["ctr"]
+    assert results["model"]["lift_vs_control"] == pytest.approx(results["model"]["ctr"] / control_ctr - 1)
+    assert body["verdict"]["decision"] == "undecided"  # 40 shoppers tell nothing
+
+
+def test_a_clear_difference_is_significant_and_the_least_p_value_is_kept(api, store):
+    experiment = Experiment.objects.create(
+        store=store, name="x", surface="for_user", variants=A_B["variants"]
+    )
+    now = datetime.now(tz=UTC)
+    for variant, clicks in (("control", 100), ("model", 220)):  # CTR 5% against 11%, 2,000 each
+        Impression.objects.bulk_create(
+            Impression(recommendation_id=f"{variant}-{n}", store=store, surface="for_user",
+                       user_id=f"{variant}{n}", variant=variant, items=["p"], served_at=now,
+                       experiment_id=experiment.pk)
+            for n in range(2000)
+        )  # fmt: skip
+        Attribution.objects.bulk_create(
+            Attribution(event_id=hash((variant, n)) % 2**62, store=store, kind="direct", type=2,
+                        recommendation_id=f"{variant}-{n}", surface="for_user", variant=variant, position=0,
+                        user_id=f"{variant}{n}", product_id="p", date=now.date())
+            for n in range(clicks)
+        )  # fmt: skip
+    body = api.get(f"/api/v1/experiments/{experiment.pk}").json()
+    model = next(r for r in body["results"] if r["variant"] == "model")
+    assert model["significant"] and model["p_value"] < 0.05
+    assert model["lift_vs_control"] == pytest.approx(1.2)
+    assert body["verdict"] == {
+        "decision": "variant_wins",
+        "variant": "model",
+        "message": body["verdict"]["message"],
+    }
+    experiment.refresh_from_db()
+    kept = experiment.p_values["model"]
+    # the difference fades (clicks erased with their shoppers): the p-value shown stays the least seen
+    Attribution.objects.filter(recommendation_id__in=[f"model-{n}" for n in range(100, 220)]).delete()
+    again = api.get(f"/api/v1/experiments/{experiment.pk}").json()
+    assert next(r for r in again["results"] if r["variant"] == "model")["p_value"] == round(kept, 6)
+
+
+def test_stop_and_promote(trained, api, tenant):  # noqa: F811
+    experiment = _start(api)
+    reader = tenant.client_with_scopes("read", "write")
+    assert reader.post(f"/api/v1/experiments/{experiment['id']}/stop").status_code == 403
+    stopped = api.post(f"/api/v1/experiments/{experiment['id']}/stop")
+    assert stopped.status_code == 200 and stopped.json()["status"] == "stopped"
+    assert api.post(f"/api/v1/experiments/{experiment['id']}/stop").json()["code"] == "experiment_not_running"
+    answer = api.get("/api/v1/users/u1/recommendations").json()
+    assert "variant" not in answer and answer["source"].startswith("store-model")  # back to the default
+    assert api.post(f"/api/v1/experiments/{experiment['id']}/promote", {"variant": "nope"}).status_code == 400
+    promoted = api.post(f"/api/v1/experiments/{experiment['id']}/promote", {"variant": "control"})
+    assert promoted.status_code == 200
+    assert (promoted.json()["status"], promoted.json()["winner"]) == ("promoted", "control")
+    answer = api.get("/api/v1/users/u1/recommendations").json()
+    assert "variant" not in answer and "popularity" in answer["source"]  # the winner is the default now
+    assert (
+        api.post(f"/api/v1/experiments/{experiment['id']}/promote", {"variant": "model"}).status_code == 409
+    )
+    # and a new experiment may run on the surface again
+    assert api.post("/api/v1/experiments", A_B).status_code == 201
+
+
+def test_interval_and_sequential_test_figures():
+    assert wilson(0, 0) is None
+    low, high = wilson(50, 1000)  # type: ignore[misc]
+    assert low == pytest.approx(0.0381, abs=1e-4) and high == pytest.approx(0.0653, abs=1e-4)
+    # no difference: no evidence, however much data; a real one: more evidence with more data
+    assert msprt_p_value(50, 1000, 50, 1000) == 1.0
+    small, large = msprt_p_value(60, 1000, 50, 1000), msprt_p_value(600, 10000, 500, 10000)
+    assert large < small <= 1.0
+    assert math.isclose(msprt_p_value(0, 0, 5, 10), 1.0)
