@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin
@@ -19,3 +20,18 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+# Panels another app adds to a store's dashboard (recommendations/admin.py renders it): each gets the store
+# and the dashboard's markers, (ISO day, text) of the model versions, and answers SVG charts.
+DashboardPanel = Callable[[Any, list[tuple[str, str]]], list[str]]
+_panels: list[DashboardPanel] = []
+
+
+def register_dashboard_panel(panel: DashboardPanel) -> None:
+    if panel not in _panels:
+        _panels.append(panel)
+
+
+def dashboard_panels(store: Any, markers: list[tuple[str, str]]) -> list[str]:
+    return [chart for panel in _panels for chart in panel(store, markers)]

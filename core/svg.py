@@ -28,10 +28,17 @@ def bar_chart(points: list[tuple[str, float]], *, title: str, color: str = "#417
     return _frame(title, top, "".join(bars) + "".join(labels))
 
 
-def line_chart(series: dict[str, list[tuple[str, float]]], *, title: str) -> str:
-    """One polyline per series over shared x labels (in order of appearance)."""
-    labels = list(dict.fromkeys(label for points in series.values() for label, _ in points))
-    if not labels:
+def line_chart(
+    series: dict[str, list[tuple[str, float]]],
+    *,
+    title: str,
+    labels: list[str] | None = None,
+    markers: list[tuple[str, str]] | None = None,
+) -> str:
+    """One polyline per series over shared x labels (in order of appearance, or `labels`); `markers`:
+    (x label, text) drawn as a dashed vertical line where the label is (a model version served from then)."""
+    labels = labels or list(dict.fromkeys(label for points in series.values() for label, _ in points))
+    if not labels or not any(series.values()):
         return _empty(title)
     top = max((value for points in series.values() for _, value in points), default=1.0) or 1.0
     step = (WIDTH - 2 * PAD) / max(len(labels) - 1, 1)
@@ -58,6 +65,14 @@ def line_chart(series: dict[str, list[tuple[str, float]]], *, title: str) -> str
         f'<text x="{PAD + i * step:.1f}" y="{HEIGHT - PAD + 14}" font-size="10">{escape(labels[i])}</text>'
         for i in sorted({0, len(labels) - 1})
     ]
+    for label, text in markers or []:
+        if label in labels:
+            x = PAD + labels.index(label) * step
+            parts.append(
+                f'<line x1="{x:.1f}" y1="{PAD}" x2="{x:.1f}" y2="{HEIGHT - PAD}" stroke="#777" '
+                f'stroke-dasharray="3,3"/><text x="{x + 2:.1f}" y="{PAD + 10}" font-size="10" '
+                f'fill="#555">{escape(text)}</text>'
+            )
     return _frame(title, top, "".join(parts))
 
 

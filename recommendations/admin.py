@@ -12,6 +12,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from core.admin import dashboard_panels
 from core.errors import ApiError
 from core.svg import bar_chart, line_chart
 from events.selectors import events_per_day
@@ -192,6 +193,15 @@ class StoreDashboardAdmin(StoreAdmin):
                 title="events per day (last 60 days)",
             ),
             "quality_chart": line_chart(quality, title="hold-out quality per model version"),
+            # other apps' charts (outcomes: CTR, conversion, revenue per day), the versions marked
+            "panels": dashboard_panels(
+                store,
+                [
+                    (row["activated_at"].date().isoformat(), f"v{row['version']}")
+                    for row in versions
+                    if row.get("activated_at")
+                ],
+            ),
             "runs": training_run_list(store=store),
             "versions": [
                 {

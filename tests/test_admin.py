@@ -6,6 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from outcomes.services import impressions_drain, outcomes_rollup
 from recommendations.models import TrainedModel
 from tenants.models import ApiKey
 
@@ -27,6 +28,8 @@ def operator(db):
         "/admin/events/event/",
         "/admin/recommendations/trainingrun/",
         "/admin/recommendations/trainedmodel/",
+        "/admin/outcomes/impression/",
+        "/admin/outcomes/experiment/",
     ],
 )
 def test_lists_open(operator, tenant, path):
@@ -69,11 +72,19 @@ def test_store_dashboard_charts_runs_and_train_now(operator, api, store, django_
     api.post("/api/v1/products/bulk", CATALOG)
     api.post("/api/v1/events", planted_events(30))
     train(store)
+    # an answer shown and clicked today: the business charts have a point, the version a marker
+    answer = api.get("/api/v1/users/u1/recommendations", limit=3).json()
+    click = {"user_id": "u1", "product_id": answer["items"][0]["id"], "type": "click"}
+    api.post("/api/v1/events", {**click, "recommendation_id": answer["recommendation_id"]})
+    impressions_drain()
+    outcomes_rollup(lag_seconds=0)
     page = operator.get(f"/admin/tenants/store/{store.id}/dashboard/")
     assert page.status_code == 200
     html = page.content.decode()
-    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" width=') == 2
+    assert html.count('<svg xmlns="http://www.w3.org/2000/svg" width=') == 5
     assert "events per day" in html and "NDCG@10" in html
+    assert "click-through rate per day and surface" in html and "attributed revenue per day" in html
+    assert "for_user" in html and 'stroke-dasharray="3,3"' in html  # the series, and v1's marker
     assert "succeeded" in html and "v1" in html
     with django_capture_on_commit_callbacks(execute=False) as queued:
         response = operator.post(f"/admin/tenants/store/{store.id}/train/")
@@ -86,3 +97,23 @@ def test_toggle_network_sharing_action(operator, store, api):
         "/admin/tenants/store/", {"action": "toggle_network_sharing", "_selected_action": [store.id]}
     )
     assert api.get("/api/v1/store").json()["settings"]["share_network"] is True
+
+
+def test_experiments_show_their_results_and_are_stopped_and_promoted_from_the_admin(operator, api):
+    from outcomes.models import Experiment
+
+    body = {"name": "pop", "surface": "for_user", "variants": [
+        {"name": "control", "traffic": 0.5, "config": {"strategy": "popularity"}},
+        {"name": "model", "traffic": 0.5}]}  # fmt: skip
+    experiment_id = api.post("/api/v1/experiments", body).json()["id"]
+    page = operator.get(f"/admin/outcomes/experiment/{experiment_id}/change/")
+    assert page.status_code == 200
+    assert b"CTR [95%]" in page.content and b"no difference in CTR is significant yet" in page.content
+    url = "/admin/outcomes/experiment/"
+    response = operator.post(
+        url, {"action": "promote_winner", "_selected_action": [experiment_id]}, follow=True
+    )
+    assert "nothing promoted" in " ".join(str(m) for m in response.context["messages"])
+    operator.post(url, {"action": "stop", "_selected_action": [experiment_id]})
+    assert Experiment.objects.get(pk=experiment_id).status == "stopped"
+    assert api.get(f"/api/v1/experiments/{experiment_id}").json()["status"] == "stopped"

@@ -71,7 +71,7 @@ def test_operator_logs_in_starts_training_and_sees_the_charts(browser, live_serv
     wait_for(expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, ".messagelist"), "queued"))
     assert "queued" in browser.find_element(By.ID, "content").text
     charts = browser.find_elements(By.CSS_SELECTOR, "svg[role=img]")
-    assert len(charts) == 2
+    assert len(charts) == 5  # events, quality; CTR, conversion and revenue (outcomes)
     assert browser.find_elements(By.CSS_SELECTOR, "svg[role=img] rect")  # events per day bars
     assert browser.find_elements(By.CSS_SELECTOR, "svg[role=img] circle")  # quality per version
     assert TrainingRun.objects.filter(store=tenant.store, trigger="admin", status="queued").exists()
