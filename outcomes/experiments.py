@@ -29,9 +29,9 @@ SURFACES = ("for_user",)  # surfaces whose answers are about one shopper, whom a
 STRATEGIES = ("model", "popularity")
 MAX_VARIANTS = 10
 ALPHA = 0.05
-# the mixing distribution's variance of the CTR difference under the alternative (mSPRT): differences of
-# about a percentage point are the ones it is tuned to find
-TAU_SQUARED = 1e-4
+# the mixing distribution of the CTR difference under the alternative (mSPRT): centred on differences of
+# about a fifth of the pooled CTR (a 5% CTR: a point), the size of lift the test is quickest to find
+TAU_RELATIVE = 0.2
 Z95 = 1.959964
 
 
@@ -200,8 +200,10 @@ def msprt_p_value(clicks: int, impressions: int, control_clicks: int, control_im
     if variance <= 0:
         return 1.0
     difference = rate - control
-    log_ratio = 0.5 * math.log(variance / (variance + TAU_SQUARED)) + difference**2 * TAU_SQUARED / (
-        2 * variance * (variance + TAU_SQUARED)
+    pooled = (clicks + control_clicks) / (impressions + control_impressions)
+    tau_squared = max((TAU_RELATIVE * pooled) ** 2, 1e-8)
+    log_ratio = 0.5 * math.log(variance / (variance + tau_squared)) + difference**2 * tau_squared / (
+        2 * variance * (variance + tau_squared)
     )
     return min(1.0, math.exp(-log_ratio))
 
