@@ -98,6 +98,10 @@ def main() -> None:
     parser.add_argument(
         "--looks", type=int, default=8, help="times the experiment is looked at while it runs"
     )
+    parser.add_argument(
+        "--click-match", type=float, default=0.15, help="P(click), an item of the shopper's taste"
+    )
+    parser.add_argument("--click-other", type=float, default=0.01, help="P(click), any other item")
     args = parser.parse_args()
 
     from operations.simulator import EXPERIMENT, World, run_visits, setup_store, totals
@@ -130,7 +134,8 @@ def main() -> None:
     try:
         wait_healthy(port)
         client = HttpClient(port, issued.raw_key)
-        world = World(categories=args.categories, products=args.products, shoppers=args.shoppers)
+        world = World(categories=args.categories, products=args.products, shoppers=args.shoppers,
+                      click_match=args.click_match, click_other=args.click_other)  # fmt: skip
         started = time.monotonic()
         setup_store(client, world)
         print(f"history: {len(world.history())} events of {args.shoppers} shoppers, "
@@ -153,7 +158,8 @@ def main() -> None:
                 for attribute in ("impressions", "clicks", "purchases", "revenue", "expected_clicks"):
                     setattr(merged, attribute, getattr(merged, attribute) + getattr(figures, attribute))
                 merged.shoppers |= figures.shoppers
-            time.sleep(3)  # the rollup's lag, then a look at the experiment as a merchant would
+            # the figures so far credited, then a look at the experiment as a merchant would
+            _caught_up(client, totals(counted))
             body = client.get(f"/api/v1/experiments/{experiment['id']}").json()
             model = next(r for r in body["results"] if r["variant"] == "model")
             looks.append({"visits": (look + 1) * per_look, "p_value": model["p_value"],
@@ -162,16 +168,7 @@ def main() -> None:
                   f"{body['verdict']['decision']} ({time.monotonic() - started:.0f} s)",
                   flush=True)  # fmt: skip
         expected = totals(counted)
-        today = datetime.now(tz=UTC).date()
-        window = {"start": (today - timedelta(days=1)).isoformat(), "end": today.isoformat()}
-        deadline = time.monotonic() + 120
-        reported: dict[str, Any] = {}
-        while time.monotonic() < deadline:
-            found = client.get("/api/v1/analytics", **window).json()["totals"]
-            reported = {name: found[name] for name in expected}
-            if reported == expected:
-                break
-            time.sleep(2)
+        reported = _caught_up(client, expected)
         body = client.get(f"/api/v1/experiments/{experiment['id']}").json()
         _report(args, counted, expected, reported, body, looks)
         _plot(looks)
@@ -183,6 +180,20 @@ def main() -> None:
                 process.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _caught_up(client: HttpClient, expected: dict[str, Any], seconds: float = 120) -> dict[str, Any]:
+    """The analytics' totals once they equal the simulator's counts (the drain and the rollup have run),
+    or as they are after `seconds`."""
+    today = datetime.now(tz=UTC).date()
+    window = {"start": (today - timedelta(days=1)).isoformat(), "end": today.isoformat()}
+    deadline = time.monotonic() + seconds
+    while True:
+        found = client.get("/api/v1/analytics", **window).json()["totals"]
+        reported = {name: found[name] for name in expected}
+        if reported == expected or time.monotonic() > deadline:
+            return reported
+        time.sleep(1)
 
 
 def _report(args: Any, counted: dict, expected: dict, reported: dict, body: dict, looks: list) -> None:
@@ -228,7 +239,7 @@ def _plot(looks: list[dict[str, Any]]) -> None:
         left.fill_between(visits, low, high, alpha=0.2)
     left.set(xlabel="visits", ylabel="CTR (95% interval)", title="CTR per variant at each look")
     left.legend()
-    right.plot(visits, [look["p_value"] for look in looks], marker="o")
+    right.plot(visits, [max(look["p_value"], 1e-12) for look in looks], marker="o")  # (0 drawn at 1e-12)
     right.axhline(0.05, color="grey", linestyle="--")
     right.set(xlabel="visits", ylabel="always-valid p (model vs popularity)", yscale="log",
               title="the p-value at each look")  # fmt: skip

@@ -7,7 +7,8 @@ category and a price. The simulator
 2. (the caller trains the store's model on it);
 3. runs an experiment of the store's model against the popularity control on "recommended for you": each
    visit posts a view, asks for the shopper's answer, and scans it in order: the item at position i is
-   clicked with probability `CLICK[taste match] * DECAY**i`, the first click ends the scan, and a click is
+   clicked with probability `click_match` (of the shopper's taste) or `click_other`, times `DECAY**i`;
+   the first click ends the scan, and a click is
    followed by a purchase with probability `BUY[taste match]`, both citing the answer's recommendation id;
 4. counts what it did (answers received = impressions, clicks, purchases, revenue at the catalog's
    price), per variant, and the CTR its own model expects of each variant given the answers it got: the
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-CLICK = {True: 0.15, False: 0.01}  # a shown item of the shopper's taste is clicked far more often
+CLICK_MATCH, CLICK_OTHER = 0.15, 0.01  # a shown item of the shopper's taste is clicked far more often
 BUY = {True: 0.30, False: 0.05}
 DECAY = 0.85  # attention falls with the position
 VIEW_TASTE = 0.85  # a view is of the favourite category this often
@@ -69,6 +70,8 @@ class World:
     products: int = 120
     shoppers: int = 600
     history_views: int = 8  # per shopper
+    click_match: float = CLICK_MATCH  # P(click) of the first item shown when it is of the shopper's taste
+    click_other: float = CLICK_OTHER  # ... and when it is not
     seed: int = 20261204
     rng: random.Random = field(init=False)
     category_of: dict[str, int] = field(init=False)
@@ -121,10 +124,13 @@ class World:
     def matches(self, shopper: str, item: str) -> bool:
         return self.category_of.get(item) == self.taste_of[shopper]
 
+    def p_click(self, shopper: str, item: str, position: int) -> float:
+        return (self.click_match if self.matches(shopper, item) else self.click_other) * DECAY**position
+
     def p_any_click(self, shopper: str, items: list[str]) -> float:
         none = 1.0
         for position, item in enumerate(items):
-            none *= 1 - CLICK[self.matches(shopper, item)] * DECAY**position
+            none *= 1 - self.p_click(shopper, item, position)
         return 1 - none
 
 
@@ -177,7 +183,7 @@ def run_visits(
         cited = {"user_id": shopper, "recommendation_id": answer["recommendation_id"]}
         for position, item in enumerate(items):
             taste = world.matches(shopper, item)
-            if world.rng.random() < CLICK[taste] * DECAY**position:
+            if world.rng.random() < world.p_click(shopper, item, position):
                 post_ok(client, "/api/v1/events", {**cited, "product_id": item, "type": "click"})
                 figures.clicks += 1
                 if world.rng.random() < BUY[taste]:
