@@ -2,6 +2,7 @@
 the popularity control, and the business figures checked against what the shoppers did.
 
     python bench/simulate.py [--shoppers 3000] [--products 400] [--categories 8] [--visits 4000] [--looks 8]
+                             [--click-match 0.15] [--click-other 0.01] [--aa]
 
 Runs the production server (config/web.py), a Celery worker and beat (the drain every 5 s, the rollup every
 10 s, as in production, with the rollup's lag at 2 s instead of 30) on the embedded services, in its own
@@ -101,10 +102,11 @@ def main() -> None:
     parser.add_argument(
         "--click-match", type=float, default=0.15, help="P(click), an item of the shopper's taste"
     )
+    parser.add_argument("--aa", action="store_true", help="an A/A test: both variants the store model")
     parser.add_argument("--click-other", type=float, default=0.01, help="P(click), any other item")
     args = parser.parse_args()
 
-    from operations.simulator import EXPERIMENT, World, run_visits, setup_store, totals
+    from operations.simulator import A_A, EXPERIMENT, World, run_visits, setup_store, totals
 
     _fresh_database()
     os.environ["RECSYS_DATABASE_NAME"] = DATABASE
@@ -147,7 +149,9 @@ def main() -> None:
         }:
             time.sleep(1)
         print(f"model: {run['status']}, NDCG@10 {run['metrics'].get('ndcg@10')}", flush=True)
-        experiment = client.post("/api/v1/experiments", EXPERIMENT).json()
+        design = A_A if args.aa else EXPERIMENT
+        control, treatment = (variant["name"] for variant in design["variants"])
+        experiment = client.post("/api/v1/experiments", design).json()
         looks: list[dict[str, Any]] = []
         counted: dict[str, Any] = {}
         per_look = max(1, args.visits // args.looks)
@@ -161,7 +165,7 @@ def main() -> None:
             # the figures so far credited, then a look at the experiment as a merchant would
             _caught_up(client, totals(counted))
             body = client.get(f"/api/v1/experiments/{experiment['id']}").json()
-            model = next(r for r in body["results"] if r["variant"] == "model")
+            model = next(r for r in body["results"] if r["variant"] == treatment)
             looks.append({"visits": (look + 1) * per_look, "p_value": model["p_value"],
                           "results": body["results"], "verdict": body["verdict"]["decision"]})  # fmt: skip
             print(f"look {look + 1}: {(look + 1) * per_look} visits, model p={model['p_value']}, "
@@ -170,7 +174,7 @@ def main() -> None:
         expected = totals(counted)
         reported = _caught_up(client, expected)
         body = client.get(f"/api/v1/experiments/{experiment['id']}").json()
-        _report(args, counted, expected, reported, body, looks)
+        _report(args, counted, expected, reported, body, looks, control, treatment)
         _plot(looks)
     finally:
         for process in processes:
@@ -196,7 +200,16 @@ def _caught_up(client: HttpClient, expected: dict[str, Any], seconds: float = 12
         time.sleep(1)
 
 
-def _report(args: Any, counted: dict, expected: dict, reported: dict, body: dict, looks: list) -> None:
+def _report(
+    args: Any,
+    counted: dict,
+    expected: dict,
+    reported: dict,
+    body: dict,
+    looks: list,
+    control: str,
+    treatment: str,
+) -> None:
     print(f"\n{args.shoppers} shoppers with hidden tastes, {args.products} products in "
           f"{args.categories} categories, {sum(c.impressions for c in counted.values())} visits")  # fmt: skip
     print(f"{'variant':<12} {'':>10} {'impressions':>11} {'clicks':>7} {'purchases':>9} {'revenue':>10} "
@@ -212,9 +225,9 @@ def _report(args: Any, counted: dict, expected: dict, reported: dict, body: dict
         print(f"{'':<12} {'reported':>10} {row['impressions']:>11} {row['clicks']:>7} {row['purchases']:>9} "
               f"{row['revenue']:>10.2f} {row['ctr']:>7.3f} {'':>12} {interval:>17} {lift:>7} "
               f"{row['p_value'] if row['p_value'] is not None else '-':>8}")  # fmt: skip
-    true_lift = counted["model"].expected_ctr / counted["popularity"].expected_ctr - 1
+    true_lift = counted[treatment].expected_ctr / counted[control].expected_ctr - 1
     print(f"true lift (the simulator's model, on the answers shown): {true_lift:+.1%}; measured "
-          f"{results['model']['lift_vs_control']:+.1%}")  # fmt: skip
+          f"{results[treatment]['lift_vs_control']:+.1%}")  # fmt: skip
     print(f"verdict: {body['verdict']['decision']} ({body['verdict']['message']})")
     first = next((look["visits"] for look in looks if look["verdict"] == "variant_wins"), None)
     print(f"significant from the look at {first} visits on" if first else "never significant")
@@ -241,7 +254,7 @@ def _plot(looks: list[dict[str, Any]]) -> None:
     left.legend()
     right.plot(visits, [max(look["p_value"], 1e-12) for look in looks], marker="o")  # (0 drawn at 1e-12)
     right.axhline(0.05, color="grey", linestyle="--")
-    right.set(xlabel="visits", ylabel="always-valid p (model vs popularity)", yscale="log",
+    right.set(xlabel="visits", ylabel="always-valid p (against the control)", yscale="log",
               title="the p-value at each look")  # fmt: skip
     figure.tight_layout()
     figure.savefig(OUT / "simulate-experiment.png", dpi=110)

@@ -207,6 +207,14 @@ def totals(counted: dict[str, Counted]) -> dict[str, Any]:
     }
 
 
+A_A = {  # the same strategy twice: no difference to find, however often it is looked at
+    "name": "A/A (simulated)",
+    "surface": "for_user",
+    "variants": [
+        {"name": "a", "traffic": 0.5, "config": {"strategy": "model"}},
+        {"name": "b", "traffic": 0.5, "config": {"strategy": "model"}},
+    ],
+}
 EXPERIMENT = {
     "name": "store model against popularity (simulated)",
     "surface": "for_user",
