@@ -168,7 +168,7 @@ def main() -> None:
             model = next(r for r in body["results"] if r["variant"] == treatment)
             looks.append({"visits": (look + 1) * per_look, "p_value": model["p_value"],
                           "results": body["results"], "verdict": body["verdict"]["decision"]})  # fmt: skip
-            print(f"look {look + 1}: {(look + 1) * per_look} visits, model p={model['p_value']}, "
+            print(f"look {look + 1}: {(look + 1) * per_look} visits, {treatment} p={model['p_value']}, "
                   f"{body['verdict']['decision']} ({time.monotonic() - started:.0f} s)",
                   flush=True)  # fmt: skip
         expected = totals(counted)
