@@ -170,3 +170,21 @@ def test_a_batch_mixing_new_and_resent_events_keeps_the_new_ones(api, store, cat
         "e3",
         None,
     ]
+
+
+def test_large_batches_store_new_events_once_and_count_resends(api, store, catalog):
+    from events.services import SMALL_BATCH
+
+    size = SMALL_BATCH + 50  # the staged path: COPY into a temporary table, then INSERT
+    first = [event(event_id=f"big-{n}") for n in range(size)]
+    assert api.post("/api/v1/events", first).json()["accepted"] == size
+    # half resent, half new, and one new id twice in the batch
+    again = [event(event_id=f"big-{n}") for n in range(size // 2, size + size // 2)] + [
+        event(event_id="twice")
+    ] * 2
+    answer = api.post("/api/v1/events", again).json()
+    assert (answer["accepted"], answer["duplicate"]) == (size // 2 + 1, size - size // 2 + 1)
+    assert Event.objects.filter(store=store, event_id__startswith="big-").count() == size + size // 2
+    assert Event.objects.filter(store=store, event_id="twice").count() == 1
+    without_ids = [event() for _ in range(size)]
+    assert api.post("/api/v1/events", without_ids).json()["accepted"] == size
