@@ -27,6 +27,7 @@ from tenants.services import audit_record
 
 SURFACES = ("for_user",)  # surfaces whose answers are about one shopper, whom a variant is assigned to
 STRATEGIES = ("model", "popularity")
+CONFIG_KEYS = {"strategy", "diversity", "max_per_category"}
 MAX_VARIANTS = 10
 ALPHA = 0.05
 # the mixing distribution of the CTR difference under the alternative (mSPRT): centred on differences of
@@ -37,6 +38,33 @@ Z95 = 1.959964
 
 def _problem(message: str, code: str = "invalid_experiment") -> ApiError:
     return ApiError(code, message)
+
+
+def _clean_config(name: str, config: Any) -> dict[str, Any]:
+    """{"strategy": "model" | "popularity", "diversity": 0..1 (MMR), "max_per_category": 1..100}"""
+    if not isinstance(config, dict) or set(config) - CONFIG_KEYS:
+        raise _problem(f"variant {name!r}: config may hold {', '.join(sorted(CONFIG_KEYS))}")
+    strategy = config.get("strategy", "model")
+    if strategy not in STRATEGIES:
+        raise _problem(f"variant {name!r}: strategy must be one of {', '.join(STRATEGIES)}")
+    clean: dict[str, Any] = {"strategy": strategy}
+    diversity = config.get("diversity")
+    if diversity is not None:
+        if isinstance(diversity, bool) or not isinstance(diversity, int | float) or not 0 <= diversity <= 1:
+            raise _problem(f"variant {name!r}: diversity must be a number from 0 to 1")
+        clean["diversity"] = float(diversity)
+    per_category = config.get("max_per_category")
+    if isinstance(per_category, float) and per_category.is_integer():
+        per_category = int(per_category)  # (JSON's 2.0 is an integer)
+    if per_category is not None:
+        if (
+            isinstance(per_category, bool)
+            or not isinstance(per_category, int)
+            or not 1 <= per_category <= 100
+        ):
+            raise _problem(f"variant {name!r}: max_per_category must be an integer from 1 to 100")
+        clean["max_per_category"] = per_category
+    return clean
 
 
 def _clean_variants(raw: Any) -> list[dict[str, Any]]:
@@ -54,13 +82,8 @@ def _clean_variants(raw: Any) -> list[dict[str, Any]]:
             raise _problem(f"variant names must differ; {name!r} is there twice")
         if isinstance(traffic, bool) or not isinstance(traffic, int | float) or not 0 < traffic <= 1:
             raise _problem(f"variant {name!r}: traffic must be a share above 0 and at most 1")
-        if not isinstance(config, dict) or set(config) - {"strategy"}:
-            raise _problem(f'variant {name!r}: config must be {{"strategy": one of {", ".join(STRATEGIES)}}}')
-        strategy = config.get("strategy", "model")
-        if strategy not in STRATEGIES:
-            raise _problem(f"variant {name!r}: strategy must be one of {', '.join(STRATEGIES)}")
         names.add(name)
-        variants.append({"name": name, "traffic": float(traffic), "config": {"strategy": strategy}})
+        variants.append({"name": name, "traffic": float(traffic), "config": _clean_config(name, config)})
     if abs(sum(float(v["traffic"]) for v in variants) - 1) > 1e-6:
         raise _problem("the variants' traffic shares must add up to 1")
     return variants

@@ -55,7 +55,8 @@ class VariantSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     traffic = serializers.FloatField(help_text="its share of the shoppers; the shares add up to 1")
     config = serializers.DictField(
-        help_text='{"strategy": "model"} (the store\'s model) or {"strategy": "popularity"}'
+        help_text='{"strategy": "model" (the store\'s model) or "popularity", "diversity": 0..1 (maximal '
+        'marginal relevance), "max_per_category": 1..100}'
     )
 
 
@@ -122,7 +123,11 @@ _VARIANT = {
         "traffic": {"type": "number", "exclusiveMinimum": True, "minimum": 0, "maximum": 1},
         "config": {
             "type": "object",
-            "properties": {"strategy": {"type": "string", "enum": ["model", "popularity"]}},
+            "properties": {
+                "strategy": {"type": "string", "enum": ["model", "popularity"]},
+                "diversity": {"type": "number", "minimum": 0, "maximum": 1},
+                "max_per_category": {"type": "integer", "minimum": 1, "maximum": 100},
+            },
             "additionalProperties": False,
         },
     },

@@ -177,3 +177,33 @@ def test_interval_and_sequential_test_figures():
     small, large = msprt_p_value(60, 1000, 50, 1000), msprt_p_value(600, 10000, 500, 10000)
     assert large < small <= 1.0
     assert math.isclose(msprt_p_value(0, 0, 5, 10), 1.0)
+
+
+def test_a_variant_may_test_a_diversity_setting(trained, api):  # noqa: F811
+    body = {
+        "name": "one per category",
+        "surface": "for_user",
+        "variants": [
+            {"name": "control", "traffic": 0.5, "config": {"strategy": "model"}},
+            {"name": "diverse", "traffic": 0.5, "config": {"max_per_category": 1.0, "diversity": 0.5}},
+        ],
+    }
+    experiment = _start(api, body)
+    assert experiment["variants"][1]["config"] == {
+        "strategy": "model",
+        "diversity": 0.5,
+        "max_per_category": 1,
+    }
+    seen = {"control": 0, "diverse": 0}
+    for n in range(40):
+        answer = api.get(f"/api/v1/users/u{n}/recommendations", limit=6).json()
+        seen[answer["variant"]] += 1
+        if answer["variant"] == "diverse":
+            categories = ["Alpha" if int(item["id"][1:]) < 10 else "Beta" for item in answer["items"]]
+            assert len(categories) == len(set(categories))  # one item of each category at most
+    assert seen["control"] and seen["diverse"]
+    bad = {
+        **body,
+        "variants": [body["variants"][0], {"name": "x", "traffic": 0.5, "config": {"diversity": 2}}],
+    }
+    assert api.post("/api/v1/experiments", bad).status_code == 400  # (checked before the running one)

@@ -62,7 +62,10 @@ def test_a_hit_never_enters_django_and_looks_as_django_would_answer_it(
     assert {k: v for k, v in fast.headers.items() if k not in varying} == {
         k: v for k, v in slow.headers.items() if k not in varying
     }
-    assert int(fast.headers["RateLimit-Remaining"]) > int(slow.headers["RateLimit-Remaining"])
+    # each took a token (a full bucket would show its whole size; it refills between them, so the two
+    # remainders need not differ)
+    for answer in (fast, slow):
+        assert int(answer.headers["RateLimit-Remaining"]) < int(answer.headers["RateLimit-Limit"])
     fast_body, slow_body = fast.json(), slow.json()
     assert fast_body.pop("recommendation_id") != slow_body.pop("recommendation_id")
     assert fast_body == slow_body and fast_body["items"]
@@ -184,7 +187,10 @@ def test_an_event_post_never_enters_django_and_answers_as_django_would(
     assert {k: v for k, v in fast.headers.items() if k not in varying} == {
         k: v for k, v in slow.headers.items() if k not in varying
     }
-    assert int(fast.headers["RateLimit-Remaining"]) > int(slow.headers["RateLimit-Remaining"])
+    # each took a token (a full bucket would show its whole size; it refills between them, so the two
+    # remainders need not differ)
+    for answer in (fast, slow):
+        assert int(answer.headers["RateLimit-Remaining"]) < int(answer.headers["RateLimit-Limit"])
     # a resend is a duplicate, a bad row among good ones is answered per row, all on the fast path
     mixed = wsgi_api.post("/api/v1/events", [
         {"user_id": "f", "product_id": "p0", "type": "view", "event_id": "x1"},

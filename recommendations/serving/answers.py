@@ -45,7 +45,13 @@ def _limit(query: Mapping[str, Any]) -> int:
 
 
 def _options(request: ServingRequest, query: Mapping[str, Any]) -> Options:
-    return options_from_query(query, request.settings)
+    options = options_from_query(query, request.settings)
+    # an experiment's variant may set the diversity it is testing (over the request's and the store's)
+    if "diversity" in request.variant_config:
+        options.diversity = float(request.variant_config["diversity"])
+    if "max_per_category" in request.variant_config:
+        options.max_per_category = int(request.variant_config["max_per_category"])
+    return options
 
 
 SURFACES = {
@@ -142,8 +148,8 @@ def serve(
         lookup = None  # the cache is off or down: nothing it said can be trusted
     plan = experiments.plan_for(store.id, surface.name, lookup.store_generation if lookup else None)
     variant = _variant_of(plan, store, shopper) if plan is not None else None
-    strategy = str(variant.config.get("strategy", "model")) if variant is not None else "model"
-    answer = surface.compute(serving_request(store, lookup, strategy), query, dict(kwargs))
+    config = variant.config if variant is not None else None
+    answer = surface.compute(serving_request(store, lookup, config), query, dict(kwargs))
     if variant is not None and plan is not None and plan.running:  # the answer names its variant
         answer = replace(
             answer, extra={**(answer.extra or {}), "variant": variant.name, "experiment": plan.experiment_id}

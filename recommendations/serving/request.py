@@ -4,7 +4,9 @@ argument; nothing carries it implicitly."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from core import answer_cache
 from recommendations.serving.state import CatalogSource, Loaded, ServingModel, serving_state
@@ -18,7 +20,12 @@ class ServingRequest:
     settings: StoreSettings
     loaded: Loaded
     lookup: answer_cache.Lookup | None = None
-    strategy: str = "model"  # an experiment's variant may ask for another (core/experiments.py)
+    # an experiment's variant (core/experiments.py): {"strategy", "diversity", "max_per_category"}
+    variant_config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def strategy(self) -> str:
+        return str(self.variant_config.get("strategy", "model"))
 
     @property
     def model(self) -> ServingModel | None:
@@ -30,10 +37,14 @@ class ServingRequest:
 
 
 def serving_request(
-    store: Store, lookup: answer_cache.Lookup | None = None, strategy: str = "model"
+    store: Store, lookup: answer_cache.Lookup | None = None, variant_config: Mapping[str, Any] | None = None
 ) -> ServingRequest:
     """The request's state at the store generation its lookup read (none: read from SQL)."""
     generation = lookup.store_generation if lookup is not None else None
     return ServingRequest(
-        store, store_settings_get(store=store), serving_state().loaded(store, generation), lookup, strategy
+        store,
+        store_settings_get(store=store),
+        serving_state().loaded(store, generation),
+        lookup,
+        dict(variant_config or {}),
     )
