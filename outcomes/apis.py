@@ -23,6 +23,7 @@ from outcomes.experiments import (
 )
 from outcomes.models import Experiment
 from tenants.authentication import StoreScopedAPIView
+from tenants.schemas import ErrorSerializer
 
 DEFAULT_DAYS = 30
 
@@ -91,8 +92,8 @@ class ExperimentListApi(StoreScopedAPIView):
 
     @extend_schema(
         request=schemas.ExperimentInSerializer,
-        responses={201: schemas.ExperimentSerializer},
-        summary="Start an A/B test of a surface: variants with traffic shares and a strategy each",
+        responses={201: schemas.ExperimentSerializer, 409: ErrorSerializer},
+        summary="Start an A/B test of a surface (409 experiment_running while one runs on it)",
     )
     def post(self, request: Request) -> Response:
         experiment = experiment_create(store=self.store, body=json_body(request))
@@ -115,7 +116,9 @@ class ExperimentStopApi(StoreScopedAPIView):
     admin_methods = frozenset({"POST"})
 
     @extend_schema(
-        request=None, responses=schemas.ExperimentSerializer, summary="End an experiment (admin key)"
+        request=None,
+        responses={200: schemas.ExperimentSerializer, 409: ErrorSerializer},
+        summary="End an experiment (admin key; 409 experiment_not_running when it has ended)",
     )
     def post(self, request: Request, experiment_id: int) -> Response:
         experiment = experiment_get(store=self.store, experiment_id=experiment_id)
@@ -127,8 +130,8 @@ class ExperimentPromoteApi(StoreScopedAPIView):
 
     @extend_schema(
         request=schemas.PromoteInSerializer,
-        responses=schemas.ExperimentSerializer,
-        summary="Make a variant the surface's default from now on, ending the experiment (admin key)",
+        responses={200: schemas.ExperimentSerializer, 409: ErrorSerializer},
+        summary="Make a variant the surface's default, ending the experiment (admin key; 409 if promoted)",
     )
     def post(self, request: Request, experiment_id: int) -> Response:
         experiment = experiment_get(store=self.store, experiment_id=experiment_id)

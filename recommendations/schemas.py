@@ -18,6 +18,10 @@ class RecommendationsSerializer(serializers.Serializer):
         help_text="the model version or fallback that served the answer"
     )
     items = RecommendedItemSerializer(many=True)
+    variant = serializers.CharField(
+        required=False, help_text="under a running experiment of the surface: the shopper's variant"
+    )
+    experiment = serializers.IntegerField(required=False, help_text="under a running experiment: its id")
 
 
 class RankedSerializer(RecommendationsSerializer):

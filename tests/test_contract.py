@@ -66,6 +66,16 @@ def test_the_api_does_what_its_schema_says(server):
         {"user_id": f"u{i % 3}", "product_id": f"p{i % 10}", "type": "view"} for i in range(30)
     ])  # fmt: skip
     api.post("/api/v1/users/u0/aliases", {"alias_id": "device-1"})
+    # an experiment runs on for_user: its answers name their variant (the schema must say so)
+    experiment = {
+        "name": "contract",
+        "surface": "for_user",
+        "variants": [
+            {"name": "a", "traffic": 0.5, "config": {"strategy": "popularity"}},
+            {"name": "b", "traffic": 0.5},
+        ],
+    }
+    assert api.post("/api/v1/experiments", experiment).status_code == 201
     done = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "--config-file", str(ROOT / "tests" / "schemathesis.toml"),
          "run", f"{server}/api/v1/schema/", "-H", f"Authorization: Bearer {tenant.raw_key}",
