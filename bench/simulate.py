@@ -157,11 +157,7 @@ def main() -> None:
         per_look = max(1, args.visits // args.looks)
         started = time.monotonic()
         for look in range(args.looks):
-            for name, figures in run_visits(client, world, per_look).items():
-                merged = counted.setdefault(name, type(figures)())
-                for attribute in ("impressions", "clicks", "purchases", "revenue", "expected_clicks"):
-                    setattr(merged, attribute, getattr(merged, attribute) + getattr(figures, attribute))
-                merged.shoppers |= figures.shoppers
+            run_visits(client, world, per_look, counted=counted)
             # the figures so far credited, then a look at the experiment as a merchant would
             _caught_up(client, totals(counted))
             body = client.get(f"/api/v1/experiments/{experiment['id']}").json()

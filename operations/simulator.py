@@ -134,15 +134,19 @@ class World:
         return 1 - none
 
 
-def post_ok(client: Client, path: str, body: Any) -> Any:
-    """POST, waiting as told when over the key's rate limit (429 with its retry_after)."""
-    response = client.post(path, body)
+def _patiently(send: Callable[[], Response], what: str) -> Any:
+    """The answer of `send`, waiting as told when over the key's rate limit (429 with its retry_after)."""
+    response = send()
     while response.status_code == 429 and response.json().get("code") == "rate_limited":
         time.sleep(float(response.json()["details"].get("retry_after", 1)))
-        response = client.post(path, body)
+        response = send()
     if response.status_code >= 300:
-        raise RuntimeError(f"POST {path} answered {response.status_code}: {response.json()}")
+        raise RuntimeError(f"{what} answered {response.status_code}: {response.json()}")
     return response.json()
+
+
+def post_ok(client: Client, path: str, body: Any) -> Any:
+    return _patiently(lambda: client.post(path, body), f"POST {path}")
 
 
 def setup_store(client: Client, world: World, *, batch: int = 1000) -> None:
@@ -159,22 +163,19 @@ def run_visits(
     *,
     limit: int = 10,
     progress: Callable[[int], None] = lambda done: None,
+    counted: dict[str, Counted] | None = None,
 ) -> dict[str, Counted]:
-    """The experiment's traffic: `visits` visits of shoppers drawn at random; counted per variant."""
-    counted: dict[str, Counted] = {}
+    """The experiment's traffic: `visits` visits of shoppers drawn at random; counted per variant (added
+    to `counted` when given, so that a run in parts adds up)."""
+    counted = {} if counted is None else counted
     shoppers = list(world.taste_of)
     for visit in range(visits):
         shopper = world.rng.choice(shoppers)
         post_ok(
             client, "/api/v1/events", {"user_id": shopper, "product_id": world.pick(shopper), "type": "view"}
         )
-        response = client.get(f"/api/v1/users/{shopper}/recommendations", limit=limit)
-        while response.status_code == 429 and response.json().get("code") == "rate_limited":
-            time.sleep(float(response.json()["details"].get("retry_after", 1)))
-            response = client.get(f"/api/v1/users/{shopper}/recommendations", limit=limit)
-        if response.status_code != 200:
-            raise RuntimeError(f"for-user answered {response.status_code}: {response.json()}")
-        answer = response.json()
+        path = f"/api/v1/users/{shopper}/recommendations"
+        answer = _patiently(lambda: client.get(path, limit=limit), f"GET {path}")  # noqa: B023
         items = [item["id"] for item in answer["items"]]
         figures = counted.setdefault(answer.get("variant") or "", Counted())
         figures.impressions += 1

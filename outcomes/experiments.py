@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from core import answer_cache, experiments
 from core.errors import ApiError, NotFound
+from events.models import EventType
 from outcomes.models import Experiment, ExperimentStatus
 from tenants.authentication import CONTROL_CHARACTERS
 from tenants.models import Store
@@ -253,12 +254,21 @@ def _counts(store: Store, experiment: Experiment) -> dict[str, dict[str, Any]]:
             if variant in counts:
                 counts[variant].update(users=users, impressions=impressions)
         cursor.execute(
-            "SELECT i.variant, count(*) FILTER (WHERE a.type = 2), count(*) FILTER (WHERE a.type = 3), "
-            "count(*) FILTER (WHERE a.type = 6), coalesce(sum(a.revenue) FILTER (WHERE a.type = 6), 0) "
+            "SELECT i.variant, count(*) FILTER (WHERE a.type = %(click)s), "
+            "count(*) FILTER (WHERE a.type = %(add_to_cart)s), "
+            "count(*) FILTER (WHERE a.type = %(purchase)s), "
+            "coalesce(sum(a.revenue) FILTER (WHERE a.type = %(purchase)s), 0) "
             "FROM outcomes_attribution AS a JOIN outcomes_impression AS i "
             "ON i.recommendation_id = a.recommendation_id AND i.store_id = a.store_id "
-            "WHERE a.store_id = %s AND a.kind = 'direct' AND i.experiment_id = %s GROUP BY i.variant",
-            [store.id, experiment.pk],
+            "WHERE a.store_id = %(store)s AND a.kind = 'direct' AND i.experiment_id = %(experiment)s "
+            "GROUP BY i.variant",
+            {
+                "store": store.id,
+                "experiment": experiment.pk,
+                "click": int(EventType.CLICK),
+                "add_to_cart": int(EventType.ADD_TO_CART),
+                "purchase": int(EventType.PURCHASE),
+            },
         )
         for variant, clicks, carts, purchases, revenue in cursor.fetchall():
             if variant in counts:
@@ -299,11 +309,7 @@ def experiment_results(*, store: Store, experiment: Experiment) -> dict[str, Any
             if ctr is not None and control_ctr:
                 row["lift_vs_control"] = ctr / control_ctr - 1
             p_value = msprt_p_value(figures["clicks"], impressions, control["clicks"], control["impressions"])
-            if experiment.status == ExperimentStatus.RUNNING:
-                p_value = min(p_value, kept.get(name, 1.0))
-                kept[name] = p_value
-            else:
-                p_value = min(p_value, kept.get(name, 1.0))
+            p_value = kept[name] = min(p_value, kept.get(name, 1.0))
             row["p_value"] = round(p_value, 6)
             row["significant"] = p_value <= ALPHA
         results.append(row)
