@@ -18,7 +18,8 @@ from typing import Any
 class Variant:
     name: str
     traffic: float  # its share of the shoppers; a plan's shares add up to 1
-    config: dict[str, Any]  # {"strategy": "model" | "popularity"}
+    # {"strategy": "model" | "popularity", "model_version": N, "diversity": 0..1, "max_per_category": N}
+    config: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -54,3 +55,17 @@ def register(provider: Provider) -> None:
 
 def plan_for(store_id: int, surface: str, generation: bytes | None = None) -> Plan | None:
     return _provider[0](store_id, surface, generation) if _provider else None
+
+
+# (store id, model version) -> None when the store can serve that version, else why it cannot. Registered
+# by the app that owns the models, so that creating an experiment checks a variant's `model_version`.
+VersionCheck = Callable[[int, int], str | None]
+_version_check: list[VersionCheck] = []
+
+
+def register_version_check(check: VersionCheck) -> None:
+    _version_check[:] = [check]
+
+
+def version_problem(store_id: int, version: int) -> str | None:
+    return _version_check[0](store_id, version) if _version_check else "no models are known here"

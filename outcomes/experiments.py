@@ -26,9 +26,11 @@ from tenants.authentication import CONTROL_CHARACTERS
 from tenants.models import Store
 from tenants.services import audit_record
 
-SURFACES = ("for_user",)  # surfaces whose answers are about one shopper, whom a variant is assigned to
+# surfaces whose answers are for one shopper, whom a variant is assigned to: the shopper in the URL
+# (for_user, rank) or, on the product surfaces and trending, in the `user_id` query parameter
+SURFACES = ("for_user", "related", "complementary", "trending", "rank")
 STRATEGIES = ("model", "popularity")
-CONFIG_KEYS = {"strategy", "diversity", "max_per_category"}
+CONFIG_KEYS = {"strategy", "model_version", "diversity", "max_per_category"}
 MAX_VARIANTS = 10
 ALPHA = 0.05
 # the mixing distribution of the CTR difference under the alternative (mSPRT): centred on differences of
@@ -41,14 +43,32 @@ def _problem(message: str, code: str = "invalid_experiment") -> ApiError:
     return ApiError(code, message)
 
 
-def _clean_config(name: str, config: Any) -> dict[str, Any]:
-    """{"strategy": "model" | "popularity", "diversity": 0..1 (MMR), "max_per_category": 1..100}"""
+def _clean_config(name: str, config: Any, *, store: Store, surface: str) -> dict[str, Any]:
+    """{"strategy": "model" | "popularity", "model_version": a version of the store's model (active or
+    not), "diversity": 0..1 (MMR), "max_per_category": 1..100}"""
     if not isinstance(config, dict) or set(config) - CONFIG_KEYS:
         raise _problem(f"variant {name!r}: config may hold {', '.join(sorted(CONFIG_KEYS))}")
     strategy = config.get("strategy", "model")
     if strategy not in STRATEGIES:
         raise _problem(f"variant {name!r}: strategy must be one of {', '.join(STRATEGIES)}")
+    if surface == "trending" and strategy == "popularity":
+        raise _problem(
+            f"variant {name!r}: trending is popularity already; test a model_version, diversity or "
+            "max_per_category on it"
+        )
     clean: dict[str, Any] = {"strategy": strategy}
+    version = config.get("model_version")
+    if isinstance(version, float) and version.is_integer():
+        version = int(version)
+    if version is not None:
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= 2**31 - 1:
+            raise _problem(f"variant {name!r}: model_version must be a version number")
+        if strategy == "popularity":
+            raise _problem(f"variant {name!r}: a popularity control serves no model_version")
+        problem = experiments.version_problem(store.id, version)
+        if problem is not None:
+            raise _problem(f"variant {name!r}: {problem}", "unknown_model_version")
+        clean["model_version"] = version
     diversity = config.get("diversity")
     if diversity is not None:
         if isinstance(diversity, bool) or not isinstance(diversity, int | float) or not 0 <= diversity <= 1:
@@ -68,7 +88,7 @@ def _clean_config(name: str, config: Any) -> dict[str, Any]:
     return clean
 
 
-def _clean_variants(raw: Any) -> list[dict[str, Any]]:
+def _clean_variants(raw: Any, *, store: Store, surface: str) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not 2 <= len(raw) <= MAX_VARIANTS:
         raise _problem(f"variants must be a list of 2 to {MAX_VARIANTS} variants; the first is the control")
     variants: list[dict[str, Any]] = []
@@ -84,7 +104,8 @@ def _clean_variants(raw: Any) -> list[dict[str, Any]]:
         if isinstance(traffic, bool) or not isinstance(traffic, int | float) or not 0 < traffic <= 1:
             raise _problem(f"variant {name!r}: traffic must be a share above 0 and at most 1")
         names.add(name)
-        variants.append({"name": name, "traffic": float(traffic), "config": _clean_config(name, config)})
+        clean = _clean_config(name, config, store=store, surface=surface)
+        variants.append({"name": name, "traffic": float(traffic), "config": clean})
     if abs(sum(float(v["traffic"]) for v in variants) - 1) > 1e-6:
         raise _problem("the variants' traffic shares must add up to 1")
     return variants
@@ -101,7 +122,7 @@ def experiment_create(*, store: Store, body: Any) -> Experiment:
         raise _problem("name must be a string of 1 to 100 characters")
     if surface not in SURFACES:
         raise _problem(f"experiments run on these surfaces: {', '.join(SURFACES)}", "unsupported_surface")
-    variants = _clean_variants(body.get("variants"))
+    variants = _clean_variants(body.get("variants"), store=store, surface=surface)
     try:
         with transaction.atomic():
             experiment = Experiment.objects.create(store=store, name=name, surface=surface, variants=variants)
@@ -158,43 +179,48 @@ def experiment_promote(*, store: Store, experiment: Experiment, variant: Any) ->
 
 # --- serving's plan (core/experiments.py) --------------------------------------------------------------
 
-_plans: dict[tuple[int, str], tuple[bytes | None, float, experiments.Plan | None]] = {}
-PLAN_SECONDS = 5.0  # without a cache generation to check against, a plan is looked up again after this
+_plans: dict[int, tuple[bytes | None, float, dict[str, experiments.Plan]]] = {}
+PLAN_SECONDS = 5.0  # without a cache generation to check against, plans are looked up again after this
 
 
 def plan_for(store_id: int, surface: str, generation: bytes | None) -> experiments.Plan | None:
-    """The running experiment of the surface, else the variant promoted last; remembered per process while
-    the store's cache generation holds (creating, stopping and promoting move it)."""
+    """The running experiment of the surface, else the variant promoted last. A store's plans of every
+    surface are read in one query and remembered per process while the store's cache generation holds
+    (creating, stopping and promoting move it)."""
     if surface not in SURFACES:
         return None
-    key = (store_id, surface)
     now = time.monotonic()
-    cached = _plans.get(key)
+    cached = _plans.get(store_id)
     if cached is not None and (
-        cached[0] == generation if generation is not None else now - cached[1] < PLAN_SECONDS
+        cached[0] == generation
+        if generation is not None
+        else cached[0] is None and now - cached[1] < PLAN_SECONDS
     ):
-        return cached[2]
-    plan = None
-    running = Experiment.objects.filter(
-        store_id=store_id, surface=surface, status=ExperimentStatus.RUNNING
-    ).first()
-    if running is not None:
-        plan = experiments.Plan(
-            running.pk, surface, tuple(_variant(v) for v in running.variants), running=True
-        )
-    else:
-        promoted = (
-            Experiment.objects.filter(store_id=store_id, surface=surface, status=ExperimentStatus.PROMOTED)
-            .order_by("-stopped_at")
-            .first()
-        )
-        if promoted is not None:
-            winner = next(v for v in promoted.variants if v["name"] == promoted.winner)
-            plan = experiments.Plan(
-                promoted.pk, surface, (_variant({**winner, "traffic": 1.0}),), running=False
+        return cached[2].get(surface)
+    plans: dict[str, experiments.Plan] = {}
+    # each surface's running experiment, else its latest promoted one
+    rows = (
+        Experiment.objects.filter(store_id=store_id)
+        .exclude(status=ExperimentStatus.STOPPED)
+        .order_by("surface", "-status", "-stopped_at")  # ("running" sorts after "promoted")
+        .values_list("pk", "surface", "status", "variants", "winner")
+    )
+    for pk, row_surface, status, variants, winner in rows:
+        if row_surface in plans:
+            continue
+        if status == ExperimentStatus.RUNNING:
+            plans[row_surface] = experiments.Plan(
+                pk, row_surface, tuple(_variant(v) for v in variants), running=True
             )
-    _plans[key] = (generation, now, plan)
-    return plan
+        else:
+            chosen = next(v for v in variants if v["name"] == winner)
+            plans[row_surface] = experiments.Plan(
+                pk, row_surface, (_variant({**chosen, "traffic": 1.0}),), running=False
+            )
+    if len(_plans) > 100_000:
+        _plans.clear()
+    _plans[store_id] = (generation, now, plans)
+    return plans.get(surface)
 
 
 def _variant(raw: dict[str, Any]) -> experiments.Variant:

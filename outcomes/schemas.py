@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers
 
 from core.schema import NO_CONTROL_CHARACTERS, register_request_schemas
+from outcomes.experiments import SURFACES as EXPERIMENT_SURFACES
 
 # the surfaces as analytics, experiments and pins name them (DESIGN.md, Outcomes)
 SURFACE_NAMES = (
@@ -55,14 +56,19 @@ class VariantSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=64)
     traffic = serializers.FloatField(help_text="its share of the shoppers; the shares add up to 1")
     config = serializers.DictField(
-        help_text='{"strategy": "model" (the store\'s model) or "popularity", "diversity": 0..1 (maximal '
-        'marginal relevance), "max_per_category": 1..100}'
+        help_text='{"strategy": "model" (the store\'s model) or "popularity" (not on trending), '
+        '"model_version": a version of the store\'s model, active or not (a candidate against the '
+        'active one), "diversity": 0..1 (maximal marginal relevance), "max_per_category": 1..100}'
     )
 
 
 class ExperimentInSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    surface = serializers.ChoiceField(choices=["for_user"])
+    surface = serializers.ChoiceField(
+        choices=list(EXPERIMENT_SURFACES),
+        help_text="for_user and rank: the shopper in the URL; related, complementary and trending: the "
+        "shopper in their `user_id` query parameter (answers without one are of no variant)",
+    )
     variants = VariantSerializer(many=True, help_text="2 to 10; the first is the control")
 
 
@@ -125,6 +131,7 @@ _VARIANT = {
             "type": "object",
             "properties": {
                 "strategy": {"type": "string", "enum": ["model", "popularity"]},
+                "model_version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
                 "diversity": {"type": "number", "minimum": 0, "maximum": 1},
                 "max_per_category": {"type": "integer", "minimum": 1, "maximum": 100},
             },
@@ -145,7 +152,7 @@ register_request_schemas(
                     "maxLength": 100,
                     "pattern": NO_CONTROL_CHARACTERS,
                 },
-                "surface": {"type": "string", "enum": ["for_user"]},
+                "surface": {"type": "string", "enum": list(EXPERIMENT_SURFACES)},
                 "variants": {"type": "array", "minItems": 2, "maxItems": 10, "items": _VARIANT},
             },
             "required": ["name", "surface", "variants"],

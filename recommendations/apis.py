@@ -14,9 +14,9 @@ from core.json import json_body
 from core.observability import answer_cache_counter
 from recommendations import schemas, selectors
 from recommendations.network import related_network
-from recommendations.schemas import FILTER_PARAMETERS
+from recommendations.schemas import FILTER_PARAMETERS, SHOPPER_PARAMETER
 from recommendations.services import trained_model_activate, training_run_create
-from recommendations.serving.answers import SURFACES, Surface, recorded, recorded_dict, serve
+from recommendations.serving.answers import SURFACES, Surface, assigned, recorded, recorded_dict, serve
 from recommendations.serving.options import options_from_query
 from recommendations.serving.rank import rank
 from recommendations.serving.request import serving_request
@@ -59,6 +59,7 @@ class RelatedApi(_SurfaceApi):
     @extend_schema(
         parameters=[
             *FILTER_PARAMETERS,
+            SHOPPER_PARAMETER,
             OpenApiParameter(
                 "scope",
                 str,
@@ -84,7 +85,7 @@ class ComplementaryApi(_SurfaceApi):
     surface = SURFACES["complementary"]
 
     @extend_schema(
-        parameters=FILTER_PARAMETERS,
+        parameters=[*FILTER_PARAMETERS, SHOPPER_PARAMETER],
         responses=schemas.RecommendationsSerializer,
         summary="Frequently bought together (by lift), then what shoppers choose next",
     )
@@ -96,7 +97,7 @@ class TrendingApi(_SurfaceApi):
     surface = SURFACES["trending"]
 
     @extend_schema(
-        parameters=FILTER_PARAMETERS,
+        parameters=[*FILTER_PARAMETERS, SHOPPER_PARAMETER],
         responses=schemas.RecommendationsSerializer,
         summary="Trending now (time-decayed), optionally in a category",
     )
@@ -114,7 +115,9 @@ class RankApi(StoreScopedAPIView):
         body = json_body(request)
         if not isinstance(body, dict):
             raise ApiError("invalid", 'the body must be {"product_ids": [...]}')
-        answer = rank(serving_request(self.store), user_id, body.get("product_ids"))
+        chosen = assigned(self.store, "rank", user_id)
+        answer = rank(serving_request(self.store, None, chosen.config), user_id, body.get("product_ids"))
+        answer = chosen.named(answer)
         return HttpResponse(recorded(self.store, "rank", user_id, answer), content_type="application/json")
 
 

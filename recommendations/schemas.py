@@ -94,6 +94,14 @@ FILTER_PARAMETERS = [
     ),
 ]
 
+# the shopper looking at a product surface or trending: their answer then joins an experiment of the
+# surface (their variant) and its impression names them (view-through attribution)
+SHOPPER_PARAMETER = OpenApiParameter(
+    "user_id",
+    {"type": "string", "maxLength": 256},
+    description="the shopper looking (optional): their experiment variant, and their impression",
+)
+
 
 class TrainedModelListSerializer(serializers.Serializer):
     items = TrainedModelSerializer(many=True)

@@ -61,6 +61,29 @@ def trained_model_active(*, store: Store, kind: str = ModelKind.STORE) -> Active
     )
 
 
+def trained_model_version(*, store_id: int, version: int) -> ActiveModelRow | None:
+    """A version of the store's own model, active or not (an experiment's variant may serve one)."""
+    row = (
+        TrainedModel.objects.filter(store_id=store_id, kind=ModelKind.STORE, version=version)
+        .exclude(artifact_bytes=0)
+        .values_list("id", "version", "parameters", "created_at")
+        .first()
+    )
+    if row is None:
+        return None
+    model_id, version, parameters, created_at = row
+    return ActiveModelRow(
+        store_id, model_id, version, parameters or {}, int(created_at.timestamp() * 1_000_000)
+    )
+
+
+def model_version_problem(store_id: int, version: int) -> str | None:
+    """Why an experiment's variant cannot serve this version of the store's model (None: it can)."""
+    if trained_model_version(store_id=store_id, version=version) is None:
+        return f"the store has no trained model version {version}"
+    return None
+
+
 def trained_model_artifact(*, row: ActiveModelRow) -> bytes | None:
     """The artifact of the version `row` names, read within its store."""
     blob = (

@@ -13,7 +13,7 @@ from outcomes.experiments import msprt_p_value, wilson
 from outcomes.models import Attribution, Experiment, Impression
 from outcomes.services import impressions_drain, outcomes_rollup
 from tests.conftest import ApiClient
-from tests.test_recommendations import trained  # noqa: F401 - the fixture
+from tests.test_recommendations import train, trained  # noqa: F401 - the fixture
 
 A_B = {
     "name": "model against popularity",
@@ -37,7 +37,12 @@ def _start(api: ApiClient, body: dict = A_B) -> dict:
 @pytest.mark.parametrize(
     ("change", "code"),
     [
-        ({"surface": "trending"}, "unsupported_surface"),
+        ({"surface": "recently_viewed"}, "unsupported_surface"),
+        ({"surface": "trending"}, "invalid_experiment"),  # (trending is popularity already)
+        ({"variants": [A, {**B, "config": {"model_version": 99}}]}, "unknown_model_version"),
+        ({"variants": [A, {**B, "config": {"model_version": "1"}}]}, "invalid_experiment"),
+        ({"variants": [A, {**B, "config": {"strategy": "popularity", "model_version": 1}}]},
+         "invalid_experiment"),
         ({"variants": [{"name": "a", "traffic": 1.0}]}, "invalid_experiment"),
         ({"variants": [{"name": "a", "traffic": 0.5}, {"name": "b", "traffic": 0.4}]}, "invalid_experiment"),
         ({"variants": [{"name": "a", "traffic": 0.5}, {"name": "a", "traffic": 0.5}]}, "invalid_experiment"),
@@ -207,3 +212,70 @@ def test_a_variant_may_test_a_diversity_setting(trained, api):  # noqa: F811
         "variants": [body["variants"][0], {"name": "x", "traffic": 0.5, "config": {"diversity": 2}}],
     }
     assert api.post("/api/v1/experiments", bad).status_code == 400  # (checked before the running one)
+
+
+def test_product_surfaces_and_trending_split_the_shoppers_named_in_the_query(trained, api):  # noqa: F811
+    experiment = _start(api, {**A_B, "surface": "related"})
+    variants = {}
+    for n in range(30):
+        answer = api.get("/api/v1/products/p1/related", user_id=f"q{n}", limit=4).json()
+        assert answer["experiment"] == experiment["id"]
+        variants[f"q{n}"] = answer["variant"]
+        if answer["variant"] == "control":
+            assert "popularity control" in answer["source"]
+        else:
+            assert answer["source"].startswith("store-model")
+    assert set(variants.values()) == {"control", "model"}
+    # the same shopper keeps their variant (a cached answer too), across aliases as well
+    for _ in range(2):
+        assert api.get("/api/v1/products/p1/related", user_id="q3", limit=4).json()["variant"] == variants["q3"]
+    assert api.post("/api/v1/users/q3/aliases", {"alias_id": "q3-app"}).status_code == 201
+    assert api.get("/api/v1/products/p1/related", user_id="q3-app").json()["variant"] == variants["q3"]
+    # no shopper named: no variant, the surface's default
+    plain = api.get("/api/v1/products/p1/related", limit=4).json()
+    assert "variant" not in plain and plain["source"].startswith("store-model")
+    assert api.get("/api/v1/products/p1/related", user_id="x" * 257).status_code == 400
+    # the impressions name the shopper, so results count them per variant
+    impressions_drain()
+    rows = Impression.objects.filter(experiment_id=experiment["id"])
+    assert {row.user_id for row in rows} >= set(variants)
+    assert {row.user_id: row.variant for row in rows if row.user_id in variants} == variants
+    results = api.get(f"/api/v1/experiments/{experiment['id']}").json()["results"]
+    assert sum(r["users"] for r in results) == len(variants) + 1  # (q3-app is q3's alias: its own id)
+
+    # complementary and rank take part too; trending tests the model version or diversity, not strategy
+    complementary = _start(api, {**A_B, "surface": "complementary"})
+    for n in range(10):
+        answer = api.get("/api/v1/products/p1/complementary", user_id=f"q{n}").json()
+        assert answer["experiment"] == complementary["id"]
+        assert ("popularity control" in answer["source"]) == (answer["variant"] == "control")
+    ranked = _start(api, {**A_B, "surface": "rank"})
+    for n in range(10):
+        answer = api.post(f"/api/v1/users/q{n}/rank", {"product_ids": ["p1", "p2", "p3"]}).json()
+        assert answer["experiment"] == ranked["id"]
+        assert ("popularity" in answer["source"]) == (answer["variant"] == "control")
+
+
+def test_a_variant_may_serve_another_version_of_the_model(trained, api, store):  # noqa: F811
+    second = train(store)
+    assert second.status == "succeeded"
+    versions = {row["version"]: row["is_active"] for row in api.get("/api/v1/models").json()["items"]}
+    active = next(version for version, is_active in versions.items() if is_active)
+    other = next(version for version in versions if version != active)
+    body = {
+        "name": "candidate against active",
+        "surface": "trending",
+        "variants": [
+            {"name": "active", "traffic": 0.5, "config": {}},
+            {"name": "candidate", "traffic": 0.5, "config": {"model_version": other}},
+        ],
+    }
+    experiment = _start(api, body)
+    assert experiment["variants"][1]["config"] == {"strategy": "model", "model_version": other}
+    seen = set()
+    for n in range(30):
+        answer = api.get("/api/v1/trending", user_id=f"t{n}").json()
+        version = active if answer["variant"] == "active" else other
+        assert f"store-model:v{version}" in answer["source"]
+        seen.add(answer["variant"])
+    assert seen == {"active", "candidate"}

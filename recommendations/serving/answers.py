@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
+from urllib.parse import parse_qs
 
 from core import answer_cache, experiments
 from core.json import render_json
-from core.params import query_int
+from core.params import query_int, query_text
 from events.selectors import user_identities
 from recommendations.serving.complementary import complementary
 from recommendations.serving.for_user import for_user
@@ -38,6 +39,9 @@ class Surface:
     slides: bool = True  # ... or, when False, since computed (answers that move with the clock)
     # query parameters the view handles itself (related's `scope`): a request with one is not served here
     view_parameters: frozenset[str] = frozenset()
+    # the shopper may be named in the `user_id` query parameter (product surfaces and trending): the
+    # answer is then theirs for experiments (their variant) and for impressions
+    shopper_in_query: bool = False
 
 
 def _limit(query: Mapping[str, Any]) -> int:
@@ -67,9 +71,14 @@ SURFACES = {
             "related",
             lambda r, q, k: related(r, k["product_id"], _options(r, q)),
             view_parameters=frozenset({"scope"}),
+            shopper_in_query=True,
         ),
-        Surface("complementary", lambda r, q, k: complementary(r, k["product_id"], _options(r, q))),
-        Surface("trending", lambda r, q, k: trending(r, _options(r, q))),
+        Surface(
+            "complementary",
+            lambda r, q, k: complementary(r, k["product_id"], _options(r, q)),
+            shopper_in_query=True,
+        ),
+        Surface("trending", lambda r, q, k: trending(r, _options(r, q)), shopper_in_query=True),
         Surface(
             "recently_viewed",
             lambda r, q, k: recently_viewed_answer(store=r.store, user_id=k["user_id"], limit=_limit(q)),
@@ -106,7 +115,7 @@ def answer_lookup(
     `trusted_keys_generation`: the caller will not serve it)."""
     shopper = kwargs.get("user_id") if surface.per_shopper else None
     impression = answer_cache.Impression(
-        uuid.uuid4().hex, store.id, surface.name, str(kwargs.get("user_id") or ""), b""
+        uuid.uuid4().hex, store.id, surface.name, shopper_of(surface, meta, kwargs), b""
     )
     return answer_cache.lookup(
         store,
@@ -120,12 +129,47 @@ def answer_lookup(
     )
 
 
-def _variant_of(plan: experiments.Plan, store: Store, shopper: str) -> experiments.Variant | None:
-    """The shopper's variant: assigned by their canonical id, so that every alias gets the same one."""
+def shopper_of(surface: Surface, meta: Mapping[str, Any], kwargs: Mapping[str, Any]) -> str:
+    """The shopper an answer is for: the URL's `user_id`, or (surfaces that take one) the query's; ""."""
+    if "user_id" in kwargs:
+        return str(kwargs["user_id"] or "")
+    query_string = str(meta.get("QUERY_STRING", "")) if surface.shopper_in_query else ""
+    if "user_id=" not in query_string:
+        return ""
+    values = parse_qs(query_string, keep_blank_values=True).get("user_id")
+    return values[-1] if values else ""  # (the last, as Django's QueryDict reads it)
+
+
+@dataclass(frozen=True)
+class Assigned:
+    """The experiment plan of a surface (None: none) and the shopper's variant in it (None: no shopper)."""
+
+    plan: experiments.Plan | None = None
+    variant: experiments.Variant | None = None
+
+    @property
+    def config(self) -> dict[str, Any] | None:
+        return self.variant.config if self.variant is not None else None
+
+    def named(self, answer: Answer) -> Answer:
+        """Under a running experiment, the answer names its variant and experiment."""
+        if self.variant is None or self.plan is None or not self.plan.running:
+            return answer
+        extra = {**(answer.extra or {}), "variant": self.variant.name, "experiment": self.plan.experiment_id}
+        return replace(answer, extra=extra)
+
+
+def assigned(store: Store, surface: str, shopper: str, generation: bytes | None = None) -> Assigned:
+    """The shopper's variant on the surface: assigned by their canonical id, so that every alias gets the
+    same one. Without a shopper there is no variant (a promoted variant is everyone's)."""
+    plan = experiments.plan_for(store.id, surface, generation)
+    if plan is None:
+        return Assigned()
+    if not plan.running:
+        return Assigned(plan, plan.variants[0])
     if not shopper:
-        return None
-    canonical = user_identities(store=store, user_id=shopper)[0] if plan.running else shopper
-    return experiments.assign(plan, canonical)
+        return Assigned(plan)
+    return Assigned(plan, experiments.assign(plan, user_identities(store=store, user_id=shopper)[0]))
 
 
 def serve(
@@ -141,19 +185,16 @@ def serve(
     if lookup is None:
         lookup = answer_lookup(surface, store, meta, kwargs)
     recommendation_id = lookup.recommendation_id or uuid.uuid4().hex
-    shopper = str(kwargs.get("user_id") or "")
     if lookup.body is not None:  # (the lookup appended the cached answer's impression itself)
         return Served(rendered(lookup.body, recommendation_id), cached=True)
+    shopper = shopper_of(surface, meta, kwargs)
+    if surface.shopper_in_query:
+        shopper = query_text(shopper, "user_id", max_length=256) or ""
     if lookup.store_generation is None:
         lookup = None  # the cache is off or down: nothing it said can be trusted
-    plan = experiments.plan_for(store.id, surface.name, lookup.store_generation if lookup else None)
-    variant = _variant_of(plan, store, shopper) if plan is not None else None
-    config = variant.config if variant is not None else None
-    answer = surface.compute(serving_request(store, lookup, config), query, dict(kwargs))
-    if variant is not None and plan is not None and plan.running:  # the answer names its variant
-        answer = replace(
-            answer, extra={**(answer.extra or {}), "variant": variant.name, "experiment": plan.experiment_id}
-        )
+    chosen = assigned(store, surface.name, shopper, lookup.store_generation if lookup else None)
+    answer = surface.compute(serving_request(store, lookup, chosen.config), query, dict(kwargs))
+    answer = chosen.named(answer)
     body = answer_body(answer)
     impression = answer_cache.Impression(recommendation_id, store.id, surface.name, shopper, body)
     answer_cache.put(lookup.key if lookup is not None else None, body, ttl=surface.ttl, impression=impression)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, Ranked, finish
-from recommendations.serving.products import anchor_get, category_fallback, matrix_row
+from recommendations.serving.products import POPULARITY_CONTROL, anchor_get, category_fallback, matrix_row
 from recommendations.serving.request import ServingRequest
 
 
 def complementary(request: ServingRequest, external_id: str, options: Options) -> Answer:
     anchor = anchor_get(request, external_id, options)
     model = request.model
+    if request.strategy == "popularity":  # an experiment's control
+        return category_fallback(request, anchor, options, "complementary", POPULARITY_CONTROL)
     if model is None or anchor.position < 0:
         return category_fallback(request, anchor, options, "complementary")
     scores: dict[int, float] = {}

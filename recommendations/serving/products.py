@@ -14,6 +14,8 @@ from recommendations.serving.pipeline import Answer, finish
 from recommendations.serving.request import ServingRequest
 from recommendations.serving.trending import trending_candidates
 
+POPULARITY_CONTROL = "popularity control: its category's trending"
+
 
 @dataclass(frozen=True)
 class Anchor:
@@ -36,14 +38,21 @@ def anchor_get(request: ServingRequest, external_id: str, options: Options) -> A
     return Anchor(product_id, external_id, category, position)
 
 
-def category_fallback(request: ServingRequest, anchor: Anchor, options: Options, surface: str) -> Answer:
-    """A product the model does not know yet (added after training): trending in its category."""
+def category_fallback(
+    request: ServingRequest,
+    anchor: Anchor,
+    options: Options,
+    surface: str,
+    why: str = "product not in the model: its category's trending",
+) -> Answer:
+    """A product the model does not know yet (added after training), or an experiment's popularity
+    control: trending in its category."""
     if anchor.category and not options.category:
         options.category = anchor.category
     ranked, source = trending_candidates(request.store, request.model, options)
     return finish(catalog=request.catalog, settings=request.settings, surface=surface, ranked=ranked,
                   options=options, model=request.model,
-                  source=f"{source} (product not in the model: its category's trending)")  # fmt: skip
+                  source=f"{source} ({why})")  # fmt: skip
 
 
 def matrix_row(matrix: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]:

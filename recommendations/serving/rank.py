@@ -32,7 +32,9 @@ def rank(request: ServingRequest, user_id: str, product_ids: Any) -> Answer:
     model = request.model
     scores, reason = None, "kept in the given order"
     source = "fallback:input order (no model yet)"
-    if model is not None:
+    if model is not None and request.strategy == "popularity":  # an experiment's control
+        scores, reason, source = model.popularity, "popularity", f"trending:{model.source} (popularity)"
+    elif model is not None:
         history = history_get(store=request.store, user_id=user_id, lookup=request.lookup)
         personal = personal_scores(request.settings, model, history, include_purchased=False)
         if personal is None:

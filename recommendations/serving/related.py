@@ -7,7 +7,7 @@ from catalog.selectors import product_content_neighbours
 from recommendations.engine.content import CONTENT_NEIGHBOURS, CONTENT_WHEN_FEWER_THAN
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, Ranked, finish
-from recommendations.serving.products import anchor_get, category_fallback, matrix_row
+from recommendations.serving.products import POPULARITY_CONTROL, anchor_get, category_fallback, matrix_row
 from recommendations.serving.request import ServingRequest
 
 CONTENT_WEIGHT = 0.5
@@ -16,6 +16,8 @@ CONTENT_WEIGHT = 0.5
 def related(request: ServingRequest, external_id: str, options: Options) -> Answer:
     anchor = anchor_get(request, external_id, options)
     model = request.model
+    if request.strategy == "popularity":  # an experiment's control
+        return category_fallback(request, anchor, options, "related", POPULARITY_CONTROL)
     if model is None or anchor.position < 0:
         return category_fallback(request, anchor, options, "related")
     scores: dict[int, float] = {}  # by internal product id

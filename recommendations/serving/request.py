@@ -20,7 +20,8 @@ class ServingRequest:
     settings: StoreSettings
     loaded: Loaded
     lookup: answer_cache.Lookup | None = None
-    # an experiment's variant (core/experiments.py): {"strategy", "diversity", "max_per_category"}
+    # an experiment's variant (core/experiments.py): {"strategy", "model_version", "diversity",
+    # "max_per_category"}
     variant_config: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -41,10 +42,12 @@ def serving_request(
 ) -> ServingRequest:
     """The request's state at the store generation its lookup read (none: read from SQL)."""
     generation = lookup.store_generation if lookup is not None else None
+    config = dict(variant_config or {})
+    version = config.get("model_version")
     return ServingRequest(
         store,
         store_settings_get(store=store),
-        serving_state().loaded(store, generation),
+        serving_state().loaded(store, generation, int(version) if version is not None else None),
         lookup,
-        dict(variant_config or {}),
+        config,
     )

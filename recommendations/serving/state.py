@@ -36,7 +36,12 @@ from recommendations.artifacts import (
 )
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.recommender import SequentialItemKNN
-from recommendations.selectors import ActiveModelRow, trained_model_active, trained_model_artifact
+from recommendations.selectors import (
+    ActiveModelRow,
+    trained_model_active,
+    trained_model_artifact,
+    trained_model_version,
+)
 from tenants.models import Store
 
 logger = logging.getLogger(__name__)
@@ -339,6 +344,7 @@ class ServingState:
             settings.SERVING_CATALOG_BYTES, lambda entry: entry[1].nbytes, "catalog"
         )
         self.active: OrderedDict[int, tuple[bytes, ActiveModelRow | None]] = OrderedDict()
+        self.versions: OrderedDict[tuple[int, int], tuple[bytes, ActiveModelRow | None]] = OrderedDict()
         self.catalog_loads = 0
         self._locks: dict[int, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -352,13 +358,32 @@ class ServingState:
                 lock = self._locks[store_id] = threading.Lock()
             return lock
 
-    def loaded(self, store: Store, generation: bytes | None) -> Loaded:
+    def loaded(self, store: Store, generation: bytes | None, version: int | None = None) -> Loaded:
         """The store's model and catalog at `generation` (None: no generation can be trusted, so the
-        active model is looked up and products are read with SQL)."""
+        active model is looked up and products are read with SQL). `version`: that version of the store's
+        model instead of the active one (an experiment's variant); the active one if it is gone."""
+        if version is not None:
+            model = self._version(store, generation, version)
+            if model is not None:
+                catalog = SqlCatalog(store) if generation is None else self._catalog(store, generation)
+                return Loaded(model, catalog)
         if generation is None:
             row = trained_model_active(store=store)
             return Loaded(self.residency.get(row) if row else None, SqlCatalog(store))
         return Loaded(self._model(store, generation), self._catalog(store, generation))
+
+    def _version(self, store: Store, generation: bytes | None, version: int) -> ServingModel | None:
+        """A given version, its row looked up once per store generation (every time without one)."""
+        key = (store.id, version)
+        seen = self.versions.get(key)
+        if generation is None or seen is None or seen[0] != generation:
+            row = trained_model_version(store_id=store.id, version=version)
+            with self._lock:
+                self.versions[key] = seen = (generation or b"", row)
+                self.versions.move_to_end(key)
+                while len(self.versions) > 10_000:
+                    self.versions.popitem(last=False)
+        return self.residency.get(seen[1]) if seen[1] is not None else None
 
     def _model(self, store: Store, generation: bytes) -> ServingModel | None:
         seen = self.active.get(store.id)
@@ -391,6 +416,7 @@ class ServingState:
         self.catalogs.clear()
         with self._lock:
             self.active.clear()
+            self.versions.clear()
 
 
 _state: ServingState | None = None
