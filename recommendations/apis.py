@@ -10,12 +10,16 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from core.errors import ApiError
-from core.json import json_body
+from core.json import json_body, json_body_or_empty
 from core.observability import answer_cache_counter
 from recommendations import schemas, selectors
 from recommendations.network import related_network
 from recommendations.schemas import FILTER_PARAMETERS, SHOPPER_PARAMETER
-from recommendations.services import trained_model_activate, training_run_create
+from recommendations.services import (
+    trained_model_activate,
+    training_options_clean,
+    training_run_create,
+)
 from recommendations.serving.answers import SURFACES, Surface, assigned, recorded, recorded_dict, serve
 from recommendations.serving.options import options_from_query
 from recommendations.serving.rank import rank
@@ -123,12 +127,13 @@ class RankApi(StoreScopedAPIView):
 
 class TrainingRunListApi(StoreScopedAPIView):
     @extend_schema(
-        request=None,
+        request=schemas.TrainingOptionsSerializer,
         responses={202: schemas.TrainingRunSerializer, 409: ErrorSerializer},
         summary="Start training (409 training_in_progress while a run of the store is queued or running)",
     )
     def post(self, request: Request) -> Response:
-        run = training_run_create(store=self.store)
+        options = training_options_clean(json_body_or_empty(request))
+        run = training_run_create(store=self.store, options=options)
         return Response(selectors.training_run_to_dict(run), status=202)
 
 

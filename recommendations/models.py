@@ -54,6 +54,9 @@ class TrainingRun(BaseModel):
     progress = models.FloatField(default=0.0)
     message = models.TextField(blank=True, default="")
     trigger = models.CharField(max_length=16, default="api")
+    # what the request asked for: {"activate": false} (a candidate, kept for an experiment or a replay),
+    # {"global_share": 0..1} (the global model's share fixed instead of chosen on validation)
+    options = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
     model = models.ForeignKey(

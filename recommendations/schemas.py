@@ -32,6 +32,21 @@ class RankRequestSerializer(serializers.Serializer):
     product_ids = serializers.ListField(child=serializers.CharField(), min_length=1, max_length=1000)
 
 
+class TrainingOptionsSerializer(serializers.Serializer):
+    activate = serializers.BooleanField(
+        required=False,
+        help_text="false: keep the new version as a candidate (for an experiment's model_version or a "
+        "replay) instead of activating it; default true (activated unless clearly worse)",
+    )
+    global_share = serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=1,
+        help_text="the global model's share in the blend, fixed for this version (default: chosen on the "
+        "validation split, or the store's blend_weights.global)",
+    )
+
+
 class TrainingRunSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     kind = serializers.CharField()
@@ -39,6 +54,7 @@ class TrainingRunSerializer(serializers.Serializer):
     progress = serializers.FloatField()
     message = serializers.CharField()
     trigger = serializers.CharField()
+    options = serializers.DictField(help_text="what the request asked for (activate, global_share)")
     metrics = serializers.DictField()
     parameters = serializers.DictField()
     model_version = serializers.IntegerField(allow_null=True)
@@ -120,6 +136,14 @@ register_request_schemas(
                 }
             },
             "required": ["product_ids"],
-        }
+        },
+        "TrainingOptionsRequest": {
+            "type": "object",
+            "properties": {
+                "activate": {"type": "boolean"},
+                "global_share": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "additionalProperties": False,
+        },
     }
 )

@@ -109,6 +109,7 @@ def training_run_to_dict(run: TrainingRun) -> dict[str, Any]:
         "progress": round(run.progress, 3),
         "message": run.message,
         "trigger": run.trigger,
+        "options": run.options or {},
         "metrics": run.metrics,
         "parameters": run.parameters,
         "model_version": run.model.version if run.model else None,

@@ -58,14 +58,44 @@ TRENDING_HALF_LIFE_DAYS = 7.0
 INTERACTION_HALF_LIFE_DAYS = 180.0  # co-occurrence: an event half a year old counts half
 
 
-def training_run_create(*, store: Store, kind: str = ModelKind.STORE, trigger: str = "api") -> TrainingRun:
-    """Queue a run; the task is enqueued only once the row is committed. One open run per store and kind."""
+TRAINING_OPTIONS = frozenset({"activate", "global_share"})
+
+
+def training_options_clean(body: Any) -> dict[str, Any]:
+    """A training request's options: {"activate": bool (default true), "global_share": 0..1}."""
+    if not isinstance(body, dict):
+        raise ApiError("invalid", 'the body must be an object: {"activate", "global_share"}, both optional')
+    unknown = sorted(set(body) - TRAINING_OPTIONS)
+    if unknown:
+        raise ApiError("unknown_field", f"unknown fields: {unknown}", details=unknown)
+    options: dict[str, Any] = {}
+    if "activate" in body:
+        if not isinstance(body["activate"], bool):
+            raise ApiError("invalid", "activate must be true or false")
+        options["activate"] = body["activate"]
+    share = body.get("global_share")
+    if share is not None:
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+            raise ApiError("invalid", "global_share must be a number from 0 to 1")
+        options["global_share"] = float(share)
+    return options
+
+
+def training_run_create(
+    *,
+    store: Store,
+    kind: str = ModelKind.STORE,
+    trigger: str = "api",
+    options: dict[str, Any] | None = None,
+) -> TrainingRun:
+    """Queue a run; the task is enqueued only once the row is committed. One open run per store and kind.
+    `options` (training_options_clean): whether to activate the new version, a fixed global share."""
     from recommendations.tasks import train_store_task
 
     training_runs_recover(store=store)  # a run whose worker died must not block the store for ever
     try:
         with transaction.atomic():
-            run = TrainingRun.objects.create(store=store, kind=kind, trigger=trigger)
+            run = TrainingRun.objects.create(store=store, kind=kind, trigger=trigger, options=options or {})
             transaction.on_commit(lambda: train_store_task.delay(run.id))
     except IntegrityError as exc:
         open_run = TrainingRun.objects.filter(
@@ -332,7 +362,7 @@ def _train(run: TrainingRun) -> TrainedModel:
 
     # Weights are tuned, the global share chosen and the version evaluated on a time split (the last
     # tenth of the store's time); with too few shoppers spanning the cut, on each shopper's last event.
-    fixed_share = (settings.blend_weights or {}).get("global")
+    fixed_share = (run.options or {}).get("global_share", (settings.blend_weights or {}).get("global"))
     fitted = fit_store_model(
         interactions,
         repeats=repeats,
@@ -423,6 +453,8 @@ def _save_and_maybe_activate(
         )  # fmt: skip
         active = TrainedModel.objects.filter(store=store, kind=run.kind, is_active=True).first()
         reason = _worse_than(metrics, active)
+        if (run.options or {}).get("activate") is False:
+            reason = "a candidate, as asked (activate: false): try it in an experiment or a replay"
         if reason is None:
             _activate(model)
             message = f"version {model.version} trained and activated"

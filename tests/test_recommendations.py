@@ -264,3 +264,19 @@ def test_training_run_create_service_is_store_scoped(store, other_store, django_
         training_run_create(store=store)
         training_run_create(store=other_store)  # one open run per store, not per system
     assert TrainingRun.objects.count() == 2
+
+
+def test_a_training_run_may_keep_its_version_as_a_candidate(trained, api, django_capture_on_commit_callbacks):
+    for bad in ({"activate": "no"}, {"global_share": 2}, {"global_share": True}, {"epochs": 3}, [1]):
+        response = api.post("/api/v1/training-runs", bad)
+        assert response.status_code == 400, bad
+    with django_capture_on_commit_callbacks(execute=False):
+        response = api.post("/api/v1/training-runs", {"activate": False, "global_share": 0.25})
+    assert response.status_code == 202
+    assert response.json()["options"] == {"activate": False, "global_share": 0.25}
+    training_run_execute(run_id=response.json()["id"])
+    run = api.get(f"/api/v1/training-runs/{response.json()['id']}").json()
+    assert run["status"] == "succeeded" and run["model_version"] == 2 and run["model_active"] is False
+    assert "candidate" in run["message"]
+    versions = {row["version"]: row["is_active"] for row in api.get("/api/v1/models").json()["items"]}
+    assert versions == {1: True, 2: False}  # the first stays active; the candidate is kept
