@@ -92,3 +92,40 @@ class UserAlias(models.Model):
 
     def __str__(self) -> str:
         return f"{self.alias_id} -> {self.user_id}"
+
+
+class ShownItem(models.Model):
+    """A merchant's `impression` event: a product of an answer (its recommendation id) really shown to the
+    shopper. Kept apart from the events, so that it can never reach training, trending or the shopper's
+    profile; the outcomes rollup counts the answers reported shown."""
+
+    id = models.BigAutoField(primary_key=True)
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    user_id = models.CharField(max_length=256)
+    session_id = models.CharField(max_length=256, blank=True, default="")
+    product = models.ForeignKey(
+        Product, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
+    )
+    recommendation_id = models.CharField(max_length=64)
+    channel = models.PositiveSmallIntegerField(choices=Channel.choices, default=Channel.WEB)
+    timestamp = models.DateTimeField()
+    event_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - as on Event
+    received_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["store", "event_id"],
+                condition=models.Q(event_id__isnull=False),
+                name="shown_item_store_event_id_uniq",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["store", "user_id"], name="shown_item_store_user_idx"),
+            BrinIndex(fields=["received_at"], name="shown_item_received_brin"),
+        ]
+
+    def __str__(self) -> str:
+        return f"shown {self.product_id} of {self.recommendation_id}"

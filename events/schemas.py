@@ -12,7 +12,11 @@ class EventInSerializer(serializers.Serializer):
     user_id = serializers.CharField(max_length=256)
     session_id = serializers.CharField(max_length=256, required=False)
     product_id = serializers.CharField(max_length=256)
-    type = serializers.ChoiceField(choices=[label for _, label in EventType.choices])
+    type = serializers.ChoiceField(
+        choices=[*(label for _, label in EventType.choices), "impression"],
+        help_text="impression: a product of an answer really shown (needs recommendation_id); kept apart, "
+        "never used for training, trending or the shopper's profile",
+    )
     quantity = serializers.IntegerField(required=False, min_value=1, default=1)
     price = serializers.DecimalField(max_digits=14, decimal_places=4, required=False, min_value=0)
     rating = serializers.FloatField(required=False)
@@ -91,7 +95,7 @@ EVENT_IN = {
         "user_id": external_id(),
         "session_id": {**external_id(), "nullable": True},
         "product_id": external_id(description="a product the store holds"),
-        "type": {"type": "string", "enum": [label for _, label in EventType.choices]},
+        "type": {"type": "string", "enum": [*(label for _, label in EventType.choices), "impression"]},
         "quantity": {"type": "integer", "minimum": 1, "maximum": 1_000_000, "nullable": True},
         "price": MONEY,
         "rating": {"type": "number", "minimum": -1000, "maximum": 1000, "nullable": True},

@@ -176,14 +176,21 @@ def shopper_export(store: Store, identities: list[str]) -> dict[str, Any]:
             """
             SELECT e.event_id, e.user_id, e.session_id, p.external_id, e.type, e.quantity, e.price, e.rating,
                    e.channel, e.timestamp, e.recommendation_id, e.received_at
-            FROM events_event AS e
+            FROM (
+                SELECT id, event_id, store_id, user_id, session_id, product_id, type, quantity, price, rating,
+                       channel, timestamp, recommendation_id, received_at
+                FROM events_event WHERE store_id = %(store)s AND user_id = ANY(%(ids)s)
+                UNION ALL  -- `impression` events, kept apart
+                SELECT id, event_id, store_id, user_id, session_id, product_id, 0, 1, NULL, NULL,
+                       channel, timestamp, recommendation_id, received_at
+                FROM events_shownitem WHERE store_id = %(store)s AND user_id = ANY(%(ids)s)
+            ) AS e
             LEFT JOIN catalog_product AS p ON p.store_id = e.store_id AND p.id = e.product_id
-            WHERE e.store_id = %s AND e.user_id = ANY(%s)
-            ORDER BY e.timestamp, e.id
+            ORDER BY e.timestamp, e.type, e.id
             """,
-            [store.id, identities],
+            {"store": store.id, "ids": identities},
         )
-        type_names, channel_names = dict(EventType.choices), dict(Channel.choices)
+        type_names, channel_names = {**dict(EventType.choices), 0: "impression"}, dict(Channel.choices)
         events = [
             {
                 "event_id": event_id,
@@ -256,3 +263,17 @@ def attributable_events(*, received_after: datetime, received_until: datetime) -
             },
         )
         return [AttributableEvent._make((*row[:9], row[9] or [])) for row in cursor.fetchall()]
+
+
+def shown_answers(*, received_after: datetime, received_until: datetime) -> list[tuple[int, str, datetime]]:
+    """(store id, recommendation id, first time shown) of the answers that `impression` events received in
+    (received_after, received_until] report shown: what the outcomes rollup counts."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT store_id, recommendation_id, min(timestamp) FROM events_shownitem "
+            "WHERE received_at > %s AND received_at <= %s GROUP BY 1, 2 ORDER BY 1, 2",
+            [received_after, received_until],
+        )
+        return [
+            (int(store), str(recommendation), shown) for store, recommendation, shown in cursor.fetchall()
+        ]

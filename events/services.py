@@ -38,6 +38,8 @@ EVENT_FIELDS = frozenset(
         "recommendation_id",
     }
 )
+# `impression` events (a product of an answer really shown) are stored apart (ShownItem), never as events
+IMPRESSION = 0
 MAX_FUTURE = timedelta(days=1)
 MAX_QUANTITY = 1_000_000
 
@@ -85,11 +87,13 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
         raise RowError(name[:100], "unknown_field", f"unknown field {name[:100]!r}")
     event_type = row.get("type")
     type_code = EVENT_TYPE_BY_NAME.get(event_type) if isinstance(event_type, str) else None
+    if event_type == "impression":
+        type_code = IMPRESSION
     if type_code is None:
         raise RowError(
             "type",
             "unknown_type",
-            f"type must be one of {', '.join(EVENT_TYPE_BY_NAME)}; got {event_type!r}"[:300],
+            f"type must be one of {', '.join([*EVENT_TYPE_BY_NAME, 'impression'])}; got {event_type!r}"[:300],
         )
     channel = row.get("channel")
     channel_code: int | None
@@ -121,6 +125,12 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
     ):
         raise RowError("rating", "invalid_rating", "rating must be a finite number")
     event_id = row.get("event_id")
+    if type_code == IMPRESSION and not row.get("recommendation_id"):
+        raise RowError(
+            "recommendation_id",
+            "recommendation_id_required",
+            "an impression event reports a product of an answer shown: give the answer's recommendation_id",
+        )
     return CleanEvent(
         index=index,
         user_id=clean_string(row.get("user_id"), "user_id", max_length=256),
@@ -210,10 +220,16 @@ def _ingest(
                 if event.event_id is not None:
                     seen_event_ids.add(event.event_id)
                 known.append(event)
+        shown = [event for event in known if event.type == IMPRESSION]
+        if shown:
+            known = [event for event in known if event.type != IMPRESSION]
+            accepted = _store_shown(cursor, store, shown, product_ids)
+            result.accepted += accepted
+            result.duplicate += len(shown) - accepted
         if known:
             stored = _store_events(cursor, store, known, product_ids)
-            result.accepted = len(stored)
-            result.duplicate += len(known) - result.accepted
+            result.accepted += len(stored)
+            result.duplicate += len(known) - len(stored)
             if stored and answer_cache.enabled():
                 appended.update(_profiles_changed(store, stored))
 
@@ -316,6 +332,37 @@ def _store_events(
     return [StoredEvent(*row) for row in cursor.fetchall()]
 
 
+def _store_shown(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:
+    """Store `impression` events (ShownItem) whose event_id is not stored yet; answers how many were new."""
+    now = datetime.now(tz=UTC)
+    stored = 0
+    for start in range(0, len(events), 1000):
+        chunk = events[start : start + 1000]
+        values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(chunk))
+        cursor.execute(
+            "INSERT INTO events_shownitem (store_id, user_id, session_id, product_id, recommendation_id, "
+            f"channel, timestamp, event_id, received_at) VALUES {values} "
+            "ON CONFLICT (store_id, event_id) WHERE event_id IS NOT NULL DO NOTHING RETURNING 1",
+            [
+                value
+                for event in chunk
+                for value in (
+                    store.id,
+                    event.user_id,
+                    event.session_id,
+                    product_ids[event.product_id],
+                    event.recommendation_id,
+                    event.channel,
+                    event.timestamp,
+                    event.event_id,
+                    now,
+                )
+            ],  # fmt: skip
+        )
+        stored += len(cursor.fetchall())
+    return stored
+
+
 def _event_rows(store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> list[tuple]:
     now = datetime.now(tz=UTC)
     store_id = store.id
@@ -387,6 +434,10 @@ def shopper_erase(store: Store, identities: list[str]) -> dict[str, int]:
         )
         events = cursor.rowcount
         cursor.execute(
+            "DELETE FROM events_shownitem WHERE store_id = %s AND user_id = ANY(%s)", [store.id, identities]
+        )
+        events += cursor.rowcount
+        cursor.execute(
             "DELETE FROM events_useralias WHERE store_id = %s AND (user_id = ANY(%s) OR alias_id = ANY(%s))",
             [store.id, identities, identities],
         )
@@ -401,5 +452,7 @@ def store_erase(store_id: int) -> dict[str, int]:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM events_event WHERE store_id = %s", [store_id])
         events = cursor.rowcount
+        cursor.execute("DELETE FROM events_shownitem WHERE store_id = %s", [store_id])
+        events += cursor.rowcount
         cursor.execute("DELETE FROM events_useralias WHERE store_id = %s", [store_id])
         return {"events": events, "aliases": cursor.rowcount}

@@ -263,6 +263,7 @@ def _counts(store: Store, experiment: Experiment) -> dict[str, dict[str, Any]]:
         v["name"]: {
             "users": 0,
             "impressions": 0,
+            "shown": 0,
             "clicks": 0,
             "add_to_carts": 0,
             "purchases": 0,
@@ -272,13 +273,13 @@ def _counts(store: Store, experiment: Experiment) -> dict[str, dict[str, Any]]:
     }
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT variant, count(DISTINCT user_id), count(*) FROM outcomes_impression "
+            "SELECT variant, count(DISTINCT user_id), count(*), count(shown_at) FROM outcomes_impression "
             "WHERE store_id = %s AND experiment_id = %s GROUP BY variant",
             [store.id, experiment.pk],
         )
-        for variant, users, impressions in cursor.fetchall():
+        for variant, users, impressions, shown in cursor.fetchall():
             if variant in counts:
-                counts[variant].update(users=users, impressions=impressions)
+                counts[variant].update(users=users, impressions=impressions, shown=shown)
         cursor.execute(
             "SELECT i.variant, count(*) FILTER (WHERE a.type = %(click)s), "
             "count(*) FILTER (WHERE a.type = %(add_to_cart)s), "
@@ -319,7 +320,7 @@ def experiment_results(*, store: Store, experiment: Experiment) -> dict[str, Any
         row: dict[str, Any] = {
             "variant": name,
             "control": name == control_name,
-            **{k: figures[k] for k in ("users", "impressions", "clicks")},
+            **{k: figures[k] for k in ("users", "impressions", "shown", "clicks")},
             "ctr": ctr,
             "ctr_interval": wilson(figures["clicks"], impressions),
             "add_to_carts": figures["add_to_carts"],

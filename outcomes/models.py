@@ -19,6 +19,8 @@ class Impression(models.Model):
     items = ArrayField(models.CharField(max_length=256), default=list)  # product ids, in the order shown
     served_at = models.DateTimeField()
     experiment_id = models.BigIntegerField(null=True, blank=True)  # the experiment whose variant it was
+    # when the merchant first reported it really shown (an `impression` event citing it); null: not reported
+    shown_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         indexes = [
@@ -72,6 +74,7 @@ class DailyMetric(models.Model):
     surface = models.CharField(max_length=32)
     variant = models.CharField(max_length=64, blank=True, default="")
     impressions = models.BigIntegerField(default=0)
+    shown = models.BigIntegerField(default=0)  # of those, the answers the merchant reported really shown
     clicks = models.BigIntegerField(default=0)
     add_to_carts = models.BigIntegerField(default=0)
     purchases = models.BigIntegerField(default=0)

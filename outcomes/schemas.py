@@ -22,6 +22,12 @@ SURFACE_NAMES = (
 
 class FiguresSerializer(serializers.Serializer):
     impressions = serializers.IntegerField(help_text="answers served")
+    shown = serializers.IntegerField(
+        help_text="of those, the answers the merchant reported really shown (`impression` events citing them)"
+    )
+    shown_ctr = serializers.FloatField(
+        allow_null=True, help_text="clicks / shown; null until impression events arrive"
+    )
     clicks = serializers.IntegerField(
         help_text="clicks citing an answer's recommendation id, of a product it showed"
     )
@@ -92,6 +98,9 @@ class VariantResultSerializer(serializers.Serializer):
     control = serializers.BooleanField()
     users = serializers.IntegerField(help_text="shoppers shown an answer of this variant")
     impressions = serializers.IntegerField()
+    shown = serializers.IntegerField(
+        help_text="of those, the answers reported really shown (impression events)"
+    )
     clicks = serializers.IntegerField()
     ctr = serializers.FloatField(allow_null=True)
     ctr_interval = serializers.ListField(

@@ -9,7 +9,7 @@ from typing import Any
 from outcomes.models import Attribution, DailyMetric, Impression
 from tenants.models import Store
 
-COUNTS = ("impressions", "clicks", "add_to_carts", "purchases", "view_through_purchases")
+COUNTS = ("impressions", "shown", "clicks", "add_to_carts", "purchases", "view_through_purchases")
 AMOUNTS = ("revenue", "view_through_revenue")
 
 
@@ -51,6 +51,8 @@ def _figures(counts: dict[str, Any]) -> dict[str, Any]:
     figures: dict[str, Any] = {name: int(counts[name]) for name in COUNTS}
     figures.update(
         ctr=counts["clicks"] / impressions if impressions else None,
+        # of the answers reported really shown (`impression` events), the clicks (on any answer) per one
+        shown_ctr=counts["clicks"] / counts["shown"] if counts["shown"] else None,
         conversion_rate=counts["purchases"] / impressions if impressions else None,
         revenue=float(round(revenue, 2)),
         revenue_per_mille=float(round(revenue * 1000 / impressions, 4)) if impressions else None,

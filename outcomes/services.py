@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from core import answer_cache
 from events.models import EventType
-from events.selectors import AttributableEvent, attributable_events
+from events.selectors import AttributableEvent, attributable_events, shown_answers
 from tenants.models import Store
 
 logger = logging.getLogger(__name__)
@@ -50,7 +50,8 @@ def _row(fields: dict[bytes, bytes]) -> tuple[Any, ...] | None:
 
 
 _FIGURES = (
-    "impressions, clicks, add_to_carts, purchases, revenue, view_through_purchases, view_through_revenue"
+    "impressions, shown, clicks, add_to_carts, purchases, revenue, view_through_purchases, "
+    "view_through_revenue"
 )
 # Adds a query's figures (columns: store_id, date, surface, variant, then _FIGURES) to the daily rows, in
 # key order (two writers lock rows in the same order: no deadlock).
@@ -64,6 +65,7 @@ _ADD_TO_DAILY = (
 
 _ADD_IMPRESSIONS = _ADD_TO_DAILY.format(source="counted")
 _ADD_ATTRIBUTED = _ADD_TO_DAILY.format(source="summed")
+_ADD_SHOWN = _ADD_TO_DAILY.format(source="counted")
 
 
 def _store(rows: list[tuple[Any, ...]]) -> int:
@@ -88,7 +90,8 @@ def _store(rows: list[tuple[Any, ...]]) -> int:
                 RETURNING store_id, served_at, surface, variant
             ), counted AS (
                 SELECT store_id, (served_at AT TIME ZONE 'UTC')::date AS date, surface, variant,
-                       count(*) AS impressions, 0 AS clicks, 0 AS add_to_carts, 0 AS purchases, 0 AS revenue,
+                       count(*) AS impressions, 0 AS shown, 0 AS clicks, 0 AS add_to_carts,
+                       0 AS purchases, 0 AS revenue,
                        0 AS view_through_purchases, 0 AS view_through_revenue
                 FROM stored GROUP BY 1, 2, 3, 4
             ), added AS ({_ADD_IMPRESSIONS})
@@ -158,6 +161,9 @@ def outcomes_rollup(*, now: datetime | None = None, lag_seconds: float | None = 
             return 0
         events = attributable_events(received_after=row[0], received_until=until)
         credited = _credit(cursor, events) if events else 0
+        shown = shown_answers(received_after=row[0], received_until=until)
+        if shown:
+            _mark_shown(cursor, shown)
         cursor.execute(
             "UPDATE outcomes_rollupcursor SET received_until = %s WHERE name = %s", [until, CURSOR]
         )
@@ -206,7 +212,7 @@ def _credit(cursor: Any, events: list[AttributableEvent]) -> int:
             ON CONFLICT (event_id) DO NOTHING
             RETURNING store_id, date, surface, variant, kind, type, revenue
         ), summed AS (
-            SELECT store_id, date, surface, variant, 0 AS impressions,
+            SELECT store_id, date, surface, variant, 0 AS impressions, 0 AS shown,
                    count(*) FILTER (WHERE kind = 'direct' AND type = %(click)s) AS clicks,
                    count(*) FILTER (WHERE kind = 'direct' AND type = %(add_to_cart)s) AS add_to_carts,
                    count(*) FILTER (WHERE kind = 'direct' AND type = %(purchase)s) AS purchases,
@@ -223,6 +229,29 @@ def _credit(cursor: Any, events: list[AttributableEvent]) -> int:
             "add_to_cart": int(EventType.ADD_TO_CART),
             "purchase": int(EventType.PURCHASE),
         },
+    )
+    return int(cursor.fetchone()[0])
+
+
+def _mark_shown(cursor: Any, shown: list[tuple[int, str, datetime]]) -> int:
+    """Mark the answers reported shown (their first report only) and count them on their day's figures."""
+    cursor.execute(
+        f"""
+        WITH marked AS (
+            UPDATE outcomes_impression AS i SET shown_at = s.shown_at
+            FROM unnest(%s::bigint[], %s::text[], %s::timestamptz[])
+                 AS s(store_id, recommendation_id, shown_at)
+            WHERE i.recommendation_id = s.recommendation_id AND i.store_id = s.store_id AND i.shown_at IS NULL
+            RETURNING i.store_id, i.served_at, i.surface, i.variant
+        ), counted AS (
+            SELECT store_id, (served_at AT TIME ZONE 'UTC')::date AS date, surface, variant,
+                   0 AS impressions, count(*) AS shown, 0 AS clicks, 0 AS add_to_carts, 0 AS purchases,
+                   0 AS revenue, 0 AS view_through_purchases, 0 AS view_through_revenue
+            FROM marked GROUP BY 1, 2, 3, 4
+        ), added AS ({_ADD_SHOWN})
+        SELECT coalesce(sum(shown), 0) FROM counted
+        """,
+        [[row[0] for row in shown], [row[1] for row in shown], [row[2] for row in shown]],
     )
     return int(cursor.fetchone()[0])
 

@@ -162,3 +162,42 @@ def test_analytics_is_empty_before_anything_was_shown(api):
     assert body["totals"]["impressions"] == 0 and body["totals"]["ctr"] is None
     assert api.get("/api/v1/analytics", start="2026-05-02", end="2026-05-01").json()["series"] == []
     assert api.get("/api/v1/analytics", end="0001-01-27").json()["start"] == "0001-01-01"
+
+
+def test_impression_events_count_answers_shown_and_never_reach_training_or_profiles(shop, store):
+    from events.models import Event, ShownItem
+
+    answers = [shop.get("/api/v1/trending", limit=3, user_id=f"w{n}").json() for n in range(3)]
+    assert impressions_drain() == 3
+    events_before = Event.objects.count()
+    first, second, _ = answers
+    reports = [
+        # the first answer shown: two of its items reported, one of them twice (an event_id resent)
+        _event("impression", first["items"][0]["id"], first["recommendation_id"], user="w0", event_id="i1"),
+        _event("impression", first["items"][1]["id"], first["recommendation_id"], user="w0", event_id="i2"),
+        _event("impression", first["items"][1]["id"], first["recommendation_id"], user="w0", event_id="i2"),
+        _event("impression", second["items"][0]["id"], second["recommendation_id"], user="w1"),
+        _event("impression", "p0", "no-such-answer", user="w1"),  # stored; matches no answer
+        _event("impression", "p0", user="w1"),  # an impression names the answer it was part of
+    ]
+    body = shop.post("/api/v1/events", reports).json()
+    assert (body["accepted"], body["duplicate"], body["rejected"]) == (4, 1, 1)
+    assert body["errors"][0]["code"] == "recommendation_id_required" and body["errors"][0]["index"] == 5
+    assert shop.post("/api/v1/events", reports[0]).json()["duplicate"] == 1  # resent alone: idempotent
+    # kept apart: no event row, so no training, trending or profile reads them
+    assert Event.objects.count() == events_before and ShownItem.objects.count() == 4
+    assert shop.get("/api/v1/users/w0/recently-viewed").json()["items"] == []
+    click = _event("click", first["items"][0]["id"], first["recommendation_id"], user="w0")
+    assert shop.post("/api/v1/events", click).json()["accepted"] == 1
+    impressions_drain()  # (the recently-viewed answer's: the rollup waits for answers not stored yet)
+    outcomes_rollup(lag_seconds=0)
+    outcomes_rollup(lag_seconds=0)  # (a second run counts nothing twice)
+    day = DailyMetric.objects.get(surface="trending")
+    assert (day.impressions, day.shown, day.clicks) == (3, 2, 1)
+    totals = shop.get("/api/v1/analytics", surface="trending").json()["totals"]
+    assert (totals["shown"], totals["shown_ctr"]) == (2, 0.5)
+    # the shopper's export lists their impression events; erasing them deletes those too
+    exported = shop.get("/api/v1/users/w0/data").json()["events"]
+    assert [e["type"] for e in exported].count("impression") == 2
+    assert shop.delete("/api/v1/users/w0").status_code == 200
+    assert ShownItem.objects.filter(user_id="w0").count() == 0
