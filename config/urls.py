@@ -21,6 +21,7 @@ from recommendations.apis import (
     ComplementaryApi,
     ModelActivateApi,
     ModelListApi,
+    ModelReplayApi,
     RankApi,
     RecentlyViewedApi,
     RelatedApi,
@@ -64,6 +65,7 @@ api_v1 = [
     path("training-runs/<int:run_id>", TrainingRunDetailApi.as_view(), name="training-run"),
     path("models", ModelListApi.as_view(), name="models"),
     path("models/<int:version>/activate", ModelActivateApi.as_view(), name="model-activate"),
+    path("models/<int:version>/replay", ModelReplayApi.as_view(), name="model-replay"),
     path(
         "schema/", SpectacularAPIView.as_view(authentication_classes=[], permission_classes=[]), name="schema"
     ),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import numpy as np
 from django.db import connection
 
 from events.models import Channel, EventType
+from events.profiles import session_key
 from tenants.models import Store
 
 
@@ -277,3 +280,49 @@ def shown_answers(*, received_after: datetime, received_until: datetime) -> list
         return [
             (int(store), str(recommendation), shown) for store, recommendation, shown in cursor.fetchall()
         ]
+
+
+@dataclass(frozen=True)
+class ShopperEvents:
+    """Events as arrays, sorted by shopper, then time (then id): each shopper's run of events in order."""
+
+    users: np.ndarray  # int64 codes, one per shopper id
+    product_ids: np.ndarray  # int64 internal ids
+    types: np.ndarray  # int64 EventType values
+    sessions: np.ndarray  # uint64 session keys (events.profiles.session_key)
+    timestamps: np.ndarray  # float64 epoch seconds
+
+
+def events_of_recent_shoppers(*, store: Store, since: datetime, history: int) -> ShopperEvents:
+    """Every shopper with an event since `since`: those events, and up to `history` events of theirs before
+    it (the history serving would have had), in order. What a replay of the last days reads."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            WITH recent AS (
+                SELECT DISTINCT user_id FROM events_event
+                WHERE store_id = %(store)s AND timestamp >= %(since)s
+            )
+            SELECT e.user_id, e.product_id, e.type, e.session_id, extract(epoch FROM e.timestamp)
+            FROM recent
+            CROSS JOIN LATERAL (
+                (SELECT user_id, product_id, type, session_id, timestamp, id FROM events_event
+                 WHERE store_id = %(store)s AND user_id = recent.user_id AND timestamp < %(since)s
+                 ORDER BY timestamp DESC, id DESC LIMIT %(history)s)
+                UNION ALL
+                SELECT user_id, product_id, type, session_id, timestamp, id FROM events_event
+                WHERE store_id = %(store)s AND user_id = recent.user_id AND timestamp >= %(since)s
+            ) AS e
+            ORDER BY e.user_id, e.timestamp, e.id
+            """,
+            {"store": store.id, "since": since, "history": history},
+        )
+        rows = cursor.fetchall()
+    codes: dict[str, int] = {}
+    return ShopperEvents(
+        users=np.fromiter((codes.setdefault(row[0], len(codes)) for row in rows), np.int64, len(rows)),
+        product_ids=np.fromiter((row[1] for row in rows), np.int64, len(rows)),
+        types=np.fromiter((row[2] for row in rows), np.int64, len(rows)),
+        sessions=np.fromiter((session_key(row[3]) for row in rows), np.uint64, len(rows)),
+        timestamps=np.fromiter((float(row[4]) for row in rows), np.float64, len(rows)),
+    )

@@ -16,7 +16,8 @@ from core.admin import dashboard_panels
 from core.errors import ApiError
 from core.svg import bar_chart, line_chart
 from events.selectors import events_per_day
-from recommendations.models import GlobalModel, NetworkSlice, TrainedModel, TrainingRun
+from recommendations.models import GlobalModel, ModelKind, NetworkSlice, TrainedModel, TrainingRun
+from recommendations.replay import replay_request
 from recommendations.selectors import trained_model_list, training_run_list
 from recommendations.services import trained_model_activate
 from tenants.admin import StoreAdmin
@@ -50,12 +51,28 @@ class TrainingRunAdmin(admin.ModelAdmin):
 
 @admin.register(TrainedModel)
 class TrainedModelAdmin(admin.ModelAdmin):
-    list_display = ("store", "kind", "version", "is_active", "ndcg", "coverage", "n_events", "created_at")
+    list_display = (
+        "store", "kind", "version", "is_active", "ndcg", "coverage", "n_events", "created_at", "replayed",
+    )  # fmt: skip
     list_filter = ("store", "kind", "is_active")
     list_select_related = ("store",)
     exclude = ("artifact",)
     readonly_fields = [field.name for field in TrainedModel._meta.fields if field.name != "artifact"]
-    actions = ["activate"]
+    actions = ["activate", "replay"]
+
+    @admin.display(description="replay on recent events")
+    def replayed(self, obj: TrainedModel) -> str:
+        return replay_summary(obj.replay)
+
+    @admin.action(description="Replay on the last 7 days of events against the active version")
+    def replay(self, request: HttpRequest, queryset: QuerySet[TrainedModel]) -> None:
+        for model in queryset.select_related("store").filter(kind=ModelKind.STORE):
+            try:
+                replay_request(store=model.store, version=model.version, body={})
+            except ApiError as error:
+                messages.error(request, f"{model.store.slug} v{model.version}: {error.message}")
+            else:
+                messages.success(request, f"{model.store.slug} v{model.version}: replay queued")
 
     @admin.display(description="NDCG@10")
     def ndcg(self, obj: TrainedModel) -> Any:
@@ -149,6 +166,21 @@ def train_now(modeladmin: Any, request: HttpRequest, queryset: QuerySet) -> None
             messages.warning(request, f"{store.slug}: {error.message}")
 
 
+def replay_summary(replay: dict[str, Any] | None) -> str:
+    """A version's last replay in a line: its NDCG@10 and the active one's on the same events."""
+    replay = replay or {}
+    status = replay.get("status")
+    if status is None:
+        return "-"
+    if status != "succeeded":
+        return f"{status} {replay.get('message', '')}".strip()
+    candidate, active = replay["candidate"], replay.get("active")
+    line = f"{candidate['ndcg@10']:.4f} on {replay['events']} events of {replay['days']} days"
+    if active:
+        line += f" (active v{active['version']}: {active['ndcg@10']:.4f})"
+    return line
+
+
 admin.site.unregister(Store)
 
 
@@ -209,6 +241,7 @@ class StoreDashboardAdmin(StoreAdmin):
                     "ndcg": row["metrics"].get("ndcg@10"),
                     "recall": row["metrics"].get("recall@10"),
                     "coverage": row["metrics"].get("coverage"),
+                    "replay_summary": replay_summary(row["replay"]),
                 }
                 for row in reversed(versions)
             ],  # fmt: skip

@@ -14,6 +14,7 @@ from core.json import json_body, json_body_or_empty
 from core.observability import answer_cache_counter
 from recommendations import schemas, selectors
 from recommendations.network import related_network
+from recommendations.replay import replay_request
 from recommendations.schemas import FILTER_PARAMETERS, SHOPPER_PARAMETER
 from recommendations.services import (
     trained_model_activate,
@@ -164,6 +165,21 @@ class ModelActivateApi(StoreScopedAPIView):
         trained_model_activate(store=self.store, version=version)
         models = {row["version"]: row for row in selectors.trained_model_list(store=self.store)}
         return Response(models[version])
+
+
+class ModelReplayApi(StoreScopedAPIView):
+    admin_methods = frozenset({"POST"})
+
+    @extend_schema(
+        request=schemas.ReplayRequestSerializer,
+        responses={202: schemas.TrainedModelSerializer, 409: ErrorSerializer},
+        summary="Replay a version on the last days of events against the active one (admin); the figures "
+        "show as the version's `replay`",
+    )
+    def post(self, request: Request, version: int) -> Response:
+        replay_request(store=self.store, version=version, body=json_body_or_empty(request))
+        models = {row["version"]: row for row in selectors.trained_model_list(store=self.store)}
+        return Response(models[version], status=202)
 
 
 class RecentlyViewedApi(_SurfaceApi):

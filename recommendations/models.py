@@ -34,6 +34,8 @@ class TrainedModel(BaseModel):
     n_events = models.PositiveBigIntegerField(default=0)
     artifact = models.BinaryField(help_text="np.savez of the learnt arrays (no pickle)")
     artifact_bytes = models.PositiveBigIntegerField(default=0)
+    # its last replay on recent events against the active version (recommendations/replay.py)
+    replay = models.JSONField(default=dict, blank=True)
 
     class Meta:
         constraints = [

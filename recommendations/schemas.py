@@ -76,6 +76,11 @@ class TrainedModelSerializer(serializers.Serializer):
     artifact_bytes = serializers.IntegerField()
     created_at = serializers.DateTimeField()
     activated_at = serializers.DateTimeField(allow_null=True)
+    replay = serializers.DictField(
+        help_text="its last replay on recent events against the active version: status (queued, running, "
+        "succeeded, failed), days, events, shoppers, and per version hit@10, ndcg@10, mrr@10 and "
+        "seen_in_training (the share of the replayed events older than the version); {} if never replayed"
+    )
 
 
 def limit_parameter(high: int = 100, default: int = 10) -> OpenApiParameter:
@@ -119,6 +124,13 @@ SHOPPER_PARAMETER = OpenApiParameter(
 )
 
 
+class ReplayRequestSerializer(serializers.Serializer):
+    days = serializers.IntegerField(required=False, min_value=1, max_value=90, help_text="default 7")
+    max_events = serializers.IntegerField(
+        required=False, min_value=100, max_value=50_000, help_text="replayed at most (a sample above); 5,000"
+    )
+
+
 class TrainedModelListSerializer(serializers.Serializer):
     items = TrainedModelSerializer(many=True)
 
@@ -136,6 +148,14 @@ register_request_schemas(
                 }
             },
             "required": ["product_ids"],
+        },
+        "ReplayRequestRequest": {
+            "type": "object",
+            "properties": {
+                "days": {"type": "integer", "minimum": 1, "maximum": 90},
+                "max_events": {"type": "integer", "minimum": 100, "maximum": 50_000},
+            },
+            "additionalProperties": False,
         },
         "TrainingOptionsRequest": {
             "type": "object",

@@ -123,7 +123,7 @@ def training_run_to_dict(run: TrainingRun) -> dict[str, Any]:
 def trained_model_list(*, store: Store) -> list[dict[str, Any]]:
     rows = TrainedModel.objects.filter(store=store).order_by("-version").values(
         "version", "kind", "is_active", "metrics", "parameters", "n_items", "n_users", "n_events",
-        "artifact_bytes", "created_at", "activated_at",
+        "artifact_bytes", "created_at", "activated_at", "replay",
     )  # fmt: skip
     return [dict(row) for row in rows]
 

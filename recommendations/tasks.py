@@ -51,3 +51,18 @@ def train_global_task() -> None:
     from recommendations.network import global_model_train
 
     global_model_train()
+
+
+@shared_task(
+    acks_late=True,
+    soft_time_limit=3600,
+    time_limit=3700,
+    ignore_result=True,
+    autoretry_for=(OperationalError, InterfaceError),
+    retry_backoff=5,
+    max_retries=5,
+)
+def model_replay_task(model_id: int) -> None:
+    from recommendations.replay import replay_execute
+
+    replay_execute(model_id=model_id)

@@ -8,6 +8,7 @@ from django.test import Client
 
 from outcomes.services import impressions_drain, outcomes_rollup
 from recommendations.models import TrainedModel
+from recommendations.replay import replay_execute
 from tenants.models import ApiKey
 
 
@@ -90,6 +91,17 @@ def test_store_dashboard_charts_runs_and_train_now(operator, api, store, django_
         response = operator.post(f"/admin/tenants/store/{store.id}/train/")
     assert response.status_code == 302 and len(queued) == 1
     assert "cdn" not in html.lower()
+    # a replay queued from the versions' list, its figures shown beside the version
+    version = TrainedModel.objects.get(store=store, version=1)
+    with django_capture_on_commit_callbacks(execute=False) as queued:
+        operator.post(
+            "/admin/recommendations/trainedmodel/", {"action": "replay", "_selected_action": [version.id]}
+        )
+    assert len(queued) == 1
+    replay_execute(model_id=version.pk)
+    html = operator.get(f"/admin/tenants/store/{store.id}/dashboard/").content.decode()
+    version.refresh_from_db()
+    assert f"{version.replay['candidate']['ndcg@10']:.4f} on {version.replay['events']} events of 7 days" in html
 
 
 def test_toggle_network_sharing_action(operator, store, api):

@@ -9,9 +9,14 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.conf import settings
 
+from catalog.models import Product
+from events.profiles import History, profile_entry
+from events.selectors import user_history
 from recommendations.models import TrainedModel, TrainingRun
+from recommendations.replay import replay_execute, top_for_user
 from recommendations.services import training_run_create, training_run_execute
 from recommendations.serving.state import serving_state
+from tenants.selectors import store_settings_get
 from tests.conftest import product
 
 CATALOG = [
@@ -280,3 +285,46 @@ def test_a_training_run_may_keep_its_version_as_a_candidate(trained, api, django
     assert "candidate" in run["message"]
     versions = {row["version"]: row["is_active"] for row in api.get("/api/v1/models").json()["items"]}
     assert versions == {1: True, 2: False}  # the first stays active; the candidate is kept
+
+
+def test_a_candidate_is_replayed_on_recent_events_against_the_active_version(
+    trained, api, store, tenant, django_capture_on_commit_callbacks
+):
+    # the replay's answer to a shopper's whole history is the for-user answer serving gives them
+    serving_state().clear()
+    model = serving_state().loaded(store, None).model
+    assert model is not None
+    rows = user_history(store=store, user_id="u3", limit=200)
+    history = History.from_entries([profile_entry(r.id, r.product_id, r.type, r.session_id, r.timestamp)
+                                    for r in rows])  # fmt: skip
+    served = ids(api.get("/api/v1/users/u3/recommendations", limit=10))
+    replayed = top_for_user(model, store_settings_get(store=store), history, 10)
+    external = dict(Product.objects.filter(store=store).values_list("id", "external_id"))
+    assert [external[pid] for pid in replayed.tolist()] == served
+
+    with django_capture_on_commit_callbacks(execute=False):
+        run = api.post("/api/v1/training-runs", {"activate": False}).json()
+    training_run_execute(run_id=run["id"])
+    reader = tenant.client_with_scopes("read", "write")
+    assert reader.post("/api/v1/models/2/replay", {"days": 30}).status_code == 403
+    assert api.post("/api/v1/models/2/replay", {"days": 0}).status_code == 400
+    assert api.post("/api/v1/models/9/replay").status_code == 404
+    with django_capture_on_commit_callbacks(execute=False) as sent:
+        queued = api.post("/api/v1/models/2/replay", {"days": 30, "max_events": 100})
+    assert queued.status_code == 202 and queued.json()["replay"]["status"] == "queued"
+    assert len(sent) == 1  # the task goes once the request commits
+    assert api.post("/api/v1/models/2/replay", {"days": 30}).json()["code"] == "replay_in_progress"
+    candidate = TrainedModel.objects.get(store=store, version=2)
+    result = replay_execute(model_id=candidate.pk)
+    assert result is not None and replay_execute(model_id=candidate.pk) is None  # delivered twice: once
+    replay = {row["version"]: row for row in api.get("/api/v1/models").json()["items"]}[2]["replay"]
+    assert replay["status"] == "succeeded", replay
+    assert replay["candidate"]["version"] == 2 and replay["active"]["version"] == 1
+    # 120 shoppers' views after their first (540 targets in the window), sampled down to 100
+    assert replay["events_in_window"] > 100 and replay["events"] == 100
+    for side in ("candidate", "active"):
+        figures = replay[side]
+        assert 0 < figures["hit@10"] <= 1 and 0 < figures["ndcg@10"] <= figures["hit@10"]
+        assert figures["seen_in_training"] == 1.0  # both were trained on the whole window
+    # the same events and data: the same figures for both versions
+    assert replay["candidate"]["hit@10"] == replay["active"]["hit@10"]

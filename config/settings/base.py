@@ -158,6 +158,7 @@ CELERY_TASK_QUEUES_USED = ("default", "train", "train-global", "maintenance")
 CELERY_TASK_ROUTES = {
     "recommendations.tasks.train_store_task": {"queue": "train"},
     "recommendations.tasks.train_global_task": {"queue": "train-global"},
+    "recommendations.tasks.model_replay_task": {"queue": "train"},
     "recommendations.tasks.schedule_training_task": {"queue": "maintenance"},
     "recommendations.tasks.recover_training_runs_task": {"queue": "maintenance"},
     "tenants.tasks.store_erase_task": {"queue": "maintenance"},
