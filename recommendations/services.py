@@ -73,9 +73,14 @@ def training_options_clean(body: Any) -> dict[str, Any]:
         if not isinstance(body["activate"], bool):
             raise ApiError("invalid", "activate must be true or false")
         options["activate"] = body["activate"]
-    share = body.get("global_share")
-    if share is not None:
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share <= 1:
+    if "global_share" in body:
+        share = body["global_share"]
+        if (
+            share is None
+            or isinstance(share, bool)
+            or not isinstance(share, int | float)
+            or not 0 <= share <= 1
+        ):
             raise ApiError("invalid", "global_share must be a number from 0 to 1")
         options["global_share"] = float(share)
     return options

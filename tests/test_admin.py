@@ -101,7 +101,9 @@ def test_store_dashboard_charts_runs_and_train_now(operator, api, store, django_
     replay_execute(model_id=version.pk)
     html = operator.get(f"/admin/tenants/store/{store.id}/dashboard/").content.decode()
     version.refresh_from_db()
-    assert f"{version.replay['candidate']['ndcg@10']:.4f} on {version.replay['events']} events of 7 days" in html
+    assert (
+        f"{version.replay['candidate']['ndcg@10']:.4f} on {version.replay['events']} events of 7 days" in html
+    )
 
 
 def test_toggle_network_sharing_action(operator, store, api):

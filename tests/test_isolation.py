@@ -114,6 +114,10 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
         ("POST", "/api/v1/models/1/activate", None, 404),
         ("POST", "/api/v1/models/2/activate", None, 404),
     ],
+    "api/v1/models/<int:version>/replay": [
+        ("POST", "/api/v1/models/1/replay", None, 404),
+        ("POST", "/api/v1/models/2/replay", {"days": 3}, 404),
+    ],
 }
 
 

@@ -272,7 +272,14 @@ def test_training_run_create_service_is_store_scoped(store, other_store, django_
 
 
 def test_a_training_run_may_keep_its_version_as_a_candidate(trained, api, django_capture_on_commit_callbacks):
-    for bad in ({"activate": "no"}, {"global_share": 2}, {"global_share": True}, {"epochs": 3}, [1]):
+    for bad in (
+        {"activate": "no"},
+        {"global_share": 2},
+        {"global_share": True},
+        {"global_share": None},
+        {"epochs": 3},
+        [1],
+    ):
         response = api.post("/api/v1/training-runs", bad)
         assert response.status_code == 400, bad
     with django_capture_on_commit_callbacks(execute=False):
