@@ -4,6 +4,8 @@ worker task, stored once per recommendation id however often it is delivered."""
 
 from __future__ import annotations
 
+import orjson
+
 from core import answer_cache
 from outcomes.models import Impression
 from outcomes.services import impressions_drain
@@ -74,3 +76,25 @@ def test_with_redis_off_answers_are_served_without_impressions(api, settings):
     settings.ANSWER_CACHE_URL = ""
     assert api.get("/api/v1/trending").status_code == 200
     assert impressions_drain() == 0
+
+
+def test_any_text_in_an_impression_is_stored_as_it_was(store):
+    """The drain writes COPY's text format itself: backslashes, quotes, tabs, line breaks, commas and
+    braces in shopper and product ids come back unchanged (and a NUL, which the API refuses, is dropped)."""
+    items = ['a"b', "c\\d", "e,f", "{g}", "h\ti", "j\nk", "NULL", "", 'l\\"m', "n\x00o"]
+    user = 'shop\\per\t"1"\r\n'
+    body = orjson.dumps({"source": "store-model:v1\\x", "items": [{"id": item} for item in items],
+                         "variant": "b\tc", "experiment": 7})  # fmt: skip
+    answer_cache.put(None, b"", impression=answer_cache.Impression("rid-1", store.id, "for_user", user, body))
+    assert impressions_drain() == 1
+    row = Impression.objects.get(recommendation_id="rid-1")
+    assert row.items == [*items[:-1], "no"]
+    assert (row.user_id, row.source, row.variant, row.experiment_id) == (user, "store-model:v1\\x", "b\tc", 7)
+
+
+def test_an_impression_twice_in_one_batch_is_stored_once(store):
+    body = orjson.dumps({"source": "s", "items": [{"id": "p1"}]})
+    for _ in range(2):
+        answer_cache.put(None, b"", impression=answer_cache.Impression("rid-2", store.id, "trending", "", body))
+    assert impressions_drain() == 1
+    assert Impression.objects.filter(recommendation_id="rid-2").count() == 1
