@@ -95,6 +95,8 @@ def test_any_text_in_an_impression_is_stored_as_it_was(store):
 def test_an_impression_twice_in_one_batch_is_stored_once(store):
     body = orjson.dumps({"source": "s", "items": [{"id": "p1"}]})
     for _ in range(2):
-        answer_cache.put(None, b"", impression=answer_cache.Impression("rid-2", store.id, "trending", "", body))
+        answer_cache.put(
+            None, b"", impression=answer_cache.Impression("rid-2", store.id, "trending", "", body)
+        )
     assert impressions_drain() == 1
     assert Impression.objects.filter(recommendation_id="rid-2").count() == 1
