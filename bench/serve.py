@@ -389,19 +389,71 @@ def main() -> None:
         help="load generator for GET surfaces (view+for-user always uses the Python client: it times "
         "only the answer of each view-then-answer step)",
     )
+    parser.add_argument(
+        "--impressions",
+        choices=["on", "off", "both"],
+        default="on",
+        help="record every answer as an impression (production's default), or not (RECORD_IMPRESSIONS=0); "
+        "both: the two alternated, --rounds times each, each its own server",
+    )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="drain impressions into PostgreSQL during the run, as a worker does every 5 s (it shares the "
+        "cores); without it the stream is emptied after each surface",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with --impressions both: rounds of the two")
     args = parser.parse_args()
     key, _ = prepare(args.products, args.events, args.retrain)
 
-    import subprocess
-
-    from ingest import free_port, wait_healthy
-
-    port = free_port()
-    env = {**os.environ, **BENCH_LIMITS}
     from config import web
 
     args.workers = args.workers or web.default_workers()
     args.threads = args.threads or web.BLOCKING_THREADS
+    configurations = {"on": [True], "off": [False], "both": [True, False]}[args.impressions]
+    rounds = args.rounds if args.impressions == "both" else 1
+    rows: list[dict] = []
+    histograms: dict[str, np.ndarray] = {}
+    for number in range(rounds):
+        order = configurations if number % 2 == 0 else configurations[::-1]
+        for record in order:
+            label = f"impressions {'on' if record else 'off'}" + (" + drain" if record and args.drain else "")
+            seed = 1 + 2 * number + (0 if record else 1)  # other shoppers each time: first-time ones stay so
+            found, drawn = measure(
+                args, key, record=record, drain=args.drain and record, seed=seed, label=label
+            )
+            rows += found
+            histograms = histograms or drawn
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "serve.json").write_text(json.dumps(rows, indent=2))
+    plot(histograms)
+
+
+def drain_loop(stop: multiprocessing.synchronize.Event) -> None:
+    """A worker's impressions drain, every second (beat sends it every 5 s; draining as it fills is the
+    worst case for the cores it shares with the server)."""
+    from bench_env import django_setup
+
+    django_setup()
+    from outcomes.services import impressions_drain
+
+    while not stop.is_set():
+        impressions_drain(max_seconds=5.0)
+        stop.wait(1.0)
+
+
+def measure(
+    args: argparse.Namespace, key: str, *, record: bool, drain: bool, seed: int, label: str
+) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """One server, with or without impressions (and a drain), driven over every surface."""
+    import subprocess
+
+    from ingest import free_port, wait_healthy
+
+    from config import web
+
+    port = free_port()
+    env = {**os.environ, **BENCH_LIMITS, "RECORD_IMPRESSIONS": "1" if record else "0"}
     if args.server == "gunicorn":  # the comparison that picked granian (config/web.py)
         command = [sys.executable, "-m", "gunicorn", "config.wsgi:application",
                    "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", "gthread",
@@ -410,12 +462,16 @@ def main() -> None:
     else:
         command = web.command(bind=f"127.0.0.1:{port}", workers=args.workers, threads=args.threads)
     server = subprocess.Popen(command, cwd=ROOT, env=env)
+    stop = multiprocessing.Event()
+    drainer = multiprocessing.Process(target=drain_loop, args=(stop,), daemon=True) if drain else None
     rows = []
     histograms = {}
     try:
         wait_healthy(port)
         clear_impressions()
-        rng = np.random.default_rng(1)
+        if drainer is not None:
+            drainer.start()
+        rng = np.random.default_rng(seed)
         users = [f"U{u}" for u in rng.integers(0, args.events // 15, size=500)]
         items = [f"P{i}" for i in rng.zipf(1.3, size=500) % args.products]
         # hot: 500 shoppers asked about again and again (answers come from the cache until they act);
@@ -472,7 +528,8 @@ def main() -> None:
             drive(port, key, paths[:50] if name in hot else paths[-50:], clients=args.workers * 2,
                   seconds=1.0)  # fmt: skip
         print(f"machine: {os.cpu_count()} cores; {args.server} {args.workers} workers x {args.threads} "
-              f"threads; {args.products:,} products, {args.events:,} events", flush=True)  # fmt: skip
+              f"threads; {args.products:,} products, {args.events:,} events; {label}",
+              flush=True)  # fmt: skip
         header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits", "srv µs", "all µs"]
         print(f"{'surface':<18} " + " ".join(f"{name:>7}" for name in header) + "   client")
         for name, paths in surfaces.items():
@@ -513,7 +570,10 @@ def main() -> None:
                 row["server_cpu_us"] = round((server_after - server_before) / answered * 1e6)
                 row["machine_cpu_us"] = round((machine_after - machine_before) / answered * 1e6)
                 row["client"] = client
+                row["impressions"] = label
                 rows.append(row)
+                if drainer is None:
+                    clear_impressions()  # (no drain: the stream must not grow from surface to surface)
                 if clients == 8 and ms is not None:
                     histograms[name] = ms
                 print(f"{name:<18} {clients:>7} {row['rps']:>7} {row['p50_ms']:>7} {row['p95_ms']:>7} "
@@ -524,12 +584,13 @@ def main() -> None:
         print(f"event -> next answer: median {np.median(visible):.1f} ms, max {visible.max():.1f} ms "
               f"(POST the event, then GET: reflected every time)")  # fmt: skip
     finally:
+        stop.set()
+        if drainer is not None:
+            drainer.join(timeout=20)
         server.terminate()
         server.wait(timeout=20)
         clear_impressions()
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "serve.json").write_text(json.dumps(rows, indent=2))
-    plot(histograms)
+    return rows, histograms
 
 
 def plot(histograms: dict[str, np.ndarray]) -> None:

@@ -516,6 +516,8 @@ def lookup(
     client = _redis()
     if client is None:
         return MISS
+    if not settings.RECORD_IMPRESSIONS:
+        impression = None
     namespace = _namespace(store)
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
     profile_key = _profile_key_in(namespace, user_id) if user_id is not None else f"{namespace}:p:-"
@@ -649,6 +651,8 @@ def put(
     key: str | None, body: bytes, *, ttl: int = TTL_SECONDS, impression: Impression | None = None
 ) -> None:
     """Keep an answer under `key` (None: not kept) and record its impression, in one write."""
+    if not settings.RECORD_IMPRESSIONS:
+        impression = None
     client = _redis()
     if client is None or (key is None and impression is None):
         return

@@ -78,6 +78,18 @@ def test_with_redis_off_answers_are_served_without_impressions(api, settings):
     assert impressions_drain() == 0
 
 
+def test_an_operator_may_turn_impressions_off(api, settings):
+    api.post("/api/v1/products/bulk", [product("p1")])
+    settings.RECORD_IMPRESSIONS = False
+    for _ in range(2):  # computed, then cached: neither recorded
+        answer = api.get("/api/v1/trending")
+        assert answer.status_code == 200 and answer.json()["recommendation_id"]
+    assert impressions_drain() == 0
+    settings.RECORD_IMPRESSIONS = True
+    api.get("/api/v1/trending")
+    assert impressions_drain() == 1
+
+
 def test_any_text_in_an_impression_is_stored_as_it_was(store):
     """The drain writes COPY's text format itself: backslashes, quotes, tabs, line breaks, commas and
     braces in shopper and product ids come back unchanged (and a NUL, which the API refuses, is dropped)."""

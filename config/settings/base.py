@@ -186,6 +186,10 @@ TRAINING_MAX_ATTEMPTS = int(os.environ.get("TRAINING_MAX_ATTEMPTS", "8"))
 # The attribution rollup reads events received at least this long ago: a request still storing its
 # events (its statements time out after REQUEST_STATEMENT_TIMEOUT_MS) has committed by then.
 OUTCOMES_ROLLUP_LAG_SECONDS = float(os.environ.get("OUTCOMES_ROLLUP_LAG_SECONDS", "30"))
+# Every answer served is recorded as an impression (outcomes/). Off ("0"): none are, so analytics and
+# experiment results see no impressions; for a deployment that does not want outcome tracking, and for
+# measuring what recording costs (bench/serve.py --impressions).
+RECORD_IMPRESSIONS = os.environ.get("RECORD_IMPRESSIONS", "1") != "0"
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
 # Schedules live in the database, editable from the admin (Periodic tasks); the entries above are
 # written there when beat starts.
