@@ -19,6 +19,7 @@ from outcomes.apis import (
 from recommendations.apis import (
     BuyAgainApi,
     ComplementaryApi,
+    CompleteTheLookApi,
     ModelActivateApi,
     ModelListApi,
     ModelReplayApi,
@@ -43,6 +44,11 @@ api_v1 = [
     path("products/<str:product_id>", ProductDetailApi.as_view(), name="product-detail"),
     path("products/<str:product_id>/related", RelatedApi.as_view(), name="product-related"),
     path("products/<str:product_id>/complementary", ComplementaryApi.as_view(), name="product-complementary"),
+    path(
+        "products/<str:product_id>/complete-the-look",
+        CompleteTheLookApi.as_view(),
+        name="product-complete-the-look",
+    ),
     path("events", EventIngestApi.as_view(), name="events"),
     path(
         "users/<str:user_id>/recommendations", UserRecommendationsApi.as_view(), name="user-recommendations"

@@ -28,7 +28,7 @@ from tenants.services import audit_record
 
 # surfaces whose answers are for one shopper, whom a variant is assigned to: the shopper in the URL
 # (for_user, rank) or, on the product surfaces and trending, in the `user_id` query parameter
-SURFACES = ("for_user", "related", "complementary", "trending", "rank")
+SURFACES = ("for_user", "related", "complementary", "complete_the_look", "trending", "rank")
 STRATEGIES = ("model", "popularity")
 CONFIG_KEYS = {"strategy", "model_version", "diversity", "max_per_category"}
 MAX_VARIANTS = 10

@@ -98,6 +98,19 @@ class ComplementaryApi(_SurfaceApi):
         return self.served(request, product_id=product_id)
 
 
+class CompleteTheLookApi(_SurfaceApi):
+    surface = SURFACES["complete_the_look"]
+
+    @extend_schema(
+        parameters=[*FILTER_PARAMETERS, SHOPPER_PARAMETER],
+        responses=schemas.RecommendationsSerializer,
+        summary="One product from each category that goes with this one (rules learned from co-purchase "
+        "and set by the merchant); each reason names the rule",
+    )
+    def get(self, request: Request, product_id: str) -> HttpResponse:
+        return self.served(request, product_id=product_id)
+
+
 class TrendingApi(_SurfaceApi):
     surface = SURFACES["trending"]
 

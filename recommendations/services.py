@@ -33,7 +33,7 @@ from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
-from recommendations.engine.baskets import FrequentlyBoughtTogether
+from recommendations.engine.baskets import CategoryCompatibility, FrequentlyBoughtTogether
 from recommendations.engine.content import (
     CONTENT_NEIGHBOURS,
     CONTENT_WHEN_FEWER_THAN,
@@ -51,6 +51,8 @@ from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
 
+# two categories go together (complete-the-look) once bought in this many baskets together, above chance
+COMPATIBILITY_MIN_SUPPORT = 3
 # A new version whose validation NDCG@10 falls below this share of the active one's is kept, not activated.
 CLEARLY_WORSE = 0.8
 MIN_USERS_TO_COMPARE = 30
@@ -390,6 +392,7 @@ def _train(run: TrainingRun) -> TrainedModel:
     together = FrequentlyBoughtTogether(min_support=2, k=50).fit(
         interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items
     )
+    compatibility = _category_compatibility(interactions, purchase_rows, data.category_paths)
     clock.lap("baskets")
     _progress(run, 0.75, "content embeddings")
     vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
@@ -405,6 +408,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             "vectors": vectors.astype(np.float16),
             "popularity": model.popularity_,
             "category_paths": data.category_paths,
+            **compatibility,
         }
     )
     clock.lap("content")
@@ -421,6 +425,34 @@ def _train(run: TrainingRun) -> TrainedModel:
             global_shares_tried={f"{share:g}": round(ndcg, 5) for share, ndcg in fitted.shares_tried.items()},
         )
     return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
+
+
+def _category_compatibility(
+    interactions: Any, purchase_rows: np.ndarray, category_paths: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Complete-the-look's learned rules, for the artifact: which leaf categories are bought together
+    (CategoryCompatibility), as category names."""
+    leaves = [path.rsplit(CATEGORY_SEPARATOR, 1)[-1] if path else "" for path in category_paths.tolist()]
+    names = sorted(set(leaves) - {""})
+    codes = {name: code for code, name in enumerate(names)}
+    item_categories = np.array([codes.get(leaf, -1) for leaf in leaves], dtype=np.int64)
+    rows, cols, lift, support = (
+        CategoryCompatibility(min_support=COMPATIBILITY_MIN_SUPPORT)
+        .fit(
+            interactions.baskets[purchase_rows],
+            interactions.items[purchase_rows],
+            item_categories,
+            len(names),
+        )
+        .pairs_
+    )
+    named = np.array(names, dtype=str) if names else np.zeros(0, dtype=str)
+    return {
+        "compat_from": named[rows] if rows.size else np.zeros(0, dtype=str),
+        "compat_to": named[cols] if cols.size else np.zeros(0, dtype=str),
+        "compat_lift": lift,
+        "compat_support": support,
+    }
 
 
 def _content_neighbours(

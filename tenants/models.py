@@ -91,6 +91,9 @@ class StoreSettings(BaseModel):
     retrain_interval_hours = models.PositiveIntegerField(default=24)
     # a purchase without a recommendation id, of an item shown to the shopper this recently, is view-through
     attribution_window_hours = models.PositiveIntegerField(default=24)
+    # complete-the-look rules of the merchant's, over those learned from co-purchase: {"<category>":
+    # ["<category that goes with it>", ...] or {"add": [...], "forbid": [...]}}
+    compatibility = models.JSONField(default=dict, blank=True)
 
     class Meta:
         verbose_name_plural = "store settings"

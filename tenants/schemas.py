@@ -32,6 +32,10 @@ class StoreSettingsSerializer(serializers.Serializer):
         max_value=8760,
         help_text="a purchase of an item shown this recently, without an id, is view-through",
     )
+    compatibility = serializers.DictField(
+        help_text='complete-the-look rules over those learned from co-purchase: {"Sofas": ["Coffee tables", '
+        '"Rugs"]} adds, {"Sofas": {"add": [...], "forbid": ["Lamps"]}} adds and forbids'
+    )
 
 
 class StoreLimitsSerializer(serializers.Serializer):
@@ -99,6 +103,11 @@ class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         return {"type": "http", "scheme": "bearer", "description": "the store's API key: `Bearer rk_...`"}
 
 
+_CATEGORY_NAMES = {
+    "type": "array",
+    "maxItems": 100,
+    "items": {"type": "string", "minLength": 1, "maxLength": 200},
+}
 _SETTINGS = {
     "share_network": {"type": "boolean"},
     "include_purchased": {"type": "boolean"},
@@ -143,6 +152,20 @@ _SETTINGS = {
     },
     "retrain_interval_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
     "attribution_window_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
+    "compatibility": {
+        "type": "object",
+        "maxProperties": 1000,
+        "additionalProperties": {
+            "anyOf": [
+                _CATEGORY_NAMES,
+                {
+                    "type": "object",
+                    "properties": {"add": _CATEGORY_NAMES, "forbid": _CATEGORY_NAMES},
+                    "additionalProperties": False,
+                },
+            ]
+        },
+    },
 }
 register_request_schemas(
     {

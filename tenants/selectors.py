@@ -55,6 +55,7 @@ def store_to_dict(*, store: Store) -> dict:
             "event_weights": settings.event_weights,
             "retrain_interval_hours": settings.retrain_interval_hours,
             "attribution_window_hours": settings.attribution_window_hours,
+            "compatibility": settings.compatibility or {},
         },
         "limits": store_limits(store=store),
     }

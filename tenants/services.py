@@ -162,6 +162,7 @@ SETTINGS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "event_weights": dict,
     "retrain_interval_hours": int,
     "attribution_window_hours": int,
+    "compatibility": dict,
 }
 HOURS_FIELDS = ("retrain_interval_hours", "attribution_window_hours")
 
@@ -218,7 +219,40 @@ def _blend_weights_problem(weights: dict[str, Any]) -> str | None:
     return None
 
 
+MAX_RULES = 1000
+
+
+def _compatibility_problem(rules: dict[str, Any]) -> str | None:
+    """Complete-the-look reads {"<category>": ["<category>", ...] (added) or {"add": [...], "forbid":
+    [...]}}: category names as products' category paths hold them."""
+    if len(rules) > MAX_RULES:
+        return f"at most {MAX_RULES} categories"
+
+    def names_problem(names: Any, where: str) -> str | None:
+        if not isinstance(names, list) or len(names) > 100:
+            return f"{where} must be a list of at most 100 category names"
+        if not all(isinstance(n, str) and 0 < len(n) <= 200 for n in names):
+            return f"{where} must hold category names of 1 to 200 characters"
+        return None
+
+    for category, rule in rules.items():
+        if len(category) > 200:  # (NUL became U+FFFD, as in every free-form setting)
+            return "category names are at most 200 characters"
+        if isinstance(rule, dict):
+            if set(rule) - {"add", "forbid"}:
+                return f"compatibility[{category!r}] may hold 'add' and 'forbid'"
+            for part in ("add", "forbid"):
+                if part in rule and (
+                    problem := names_problem(rule[part], f"compatibility[{category!r}].{part}")
+                ):
+                    return problem
+        elif problem := names_problem(rule, f"compatibility[{category!r}]"):
+            return problem
+    return None
+
+
 SHAPE_CHECKS: dict[str, Callable[[Any], str | None]] = {
+    "compatibility": _compatibility_problem,
     "pins": _pins_problem,
     "boosts": _boosts_problem,
     "event_weights": _event_weights_problem,

@@ -72,6 +72,9 @@ CASES: dict[str, list[tuple[str, str, Any, int]]] = {
     "api/v1/products/<str:product_id>/complementary": [
         ("GET", "/api/v1/products/victim/complementary", None, 404)
     ],
+    "api/v1/products/<str:product_id>/complete-the-look": [
+        ("GET", "/api/v1/products/victim/complete-the-look", None, 404)
+    ],
     "api/v1/users/<str:user_id>/recommendations": [
         ("GET", f"/api/v1/users/{SENTINEL}/recommendations", None, 200)
     ],

@@ -41,3 +41,56 @@ class FrequentlyBoughtTogether:
         )
         self.support_ = sp.csr_matrix((together.astype(np.float32), (rows, cols)), shape=(n_items, n_items))
         return self
+
+
+class CategoryCompatibility:
+    """Which categories go together (complete-the-look): pairs of different categories bought in the same
+    basket more often than chance, by lift, with a minimum support of baskets. Learned on the categories
+    given per item (the leaf of its path), so "Sofas" goes with "Coffee tables" because their items are
+    bought together, whichever sofa and table."""
+
+    def __init__(self, *, min_support: int = 3, min_lift: float = 1.0, k: int = 10):
+        self.min_support = min_support
+        self.min_lift = min_lift
+        self.k = k
+
+    def fit(
+        self, baskets: np.ndarray, items: np.ndarray, item_categories: np.ndarray, n_categories: int
+    ) -> CategoryCompatibility:
+        """`item_categories[item]` is the item's category code (-1: none); returns self with `pairs_`:
+        (from codes, to codes, lift, support), each category's best `k` by lift."""
+        empty = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), np.zeros(0, np.int64))
+        categories = item_categories[items] if len(items) else np.zeros(0, np.int64)
+        known = categories >= 0
+        if not known.any() or n_categories == 0:
+            self.pairs_ = empty
+            return self
+        _, basket_rows = np.unique(baskets[known], return_inverse=True)
+        basket_categories = sp.csr_matrix(
+            (np.ones(int(known.sum()), np.float32), (basket_rows, categories[known])),
+            shape=(basket_rows.max() + 1, n_categories),
+        )
+        basket_categories.sum_duplicates()
+        basket_categories.data[:] = 1.0
+        # chance is over every basket (one of a single category too: pans bought with pans say that pans
+        # go with nothing else); pairs come from the baskets of two categories or more
+        n_baskets = basket_categories.shape[0]
+        count = np.asarray(basket_categories.sum(axis=0)).ravel()
+        basket_categories = basket_categories[np.diff(basket_categories.indptr) >= 2]
+        support = (basket_categories.T @ basket_categories).tocoo()
+        keep = (support.row != support.col) & (support.data >= self.min_support)
+        rows, cols, together = support.row[keep], support.col[keep], support.data[keep]
+        lift = together * n_baskets / (count[rows] * count[cols])
+        good = lift > self.min_lift
+        rows, cols, together, lift = rows[good], cols[good], together[good], lift[good]
+        order = np.lexsort((-together, -lift, rows))  # per category: best lift first, support breaking ties
+        rows, cols, together, lift = rows[order], cols[order], together[order], lift[order]
+        rank = np.arange(rows.size) - np.searchsorted(rows, rows, side="left")
+        top = rank < self.k
+        self.pairs_ = (
+            rows[top].astype(np.int64),
+            cols[top].astype(np.int64),
+            lift[top].astype(np.float32),
+            together[top].astype(np.int64),
+        )
+        return self

@@ -15,6 +15,7 @@ from core.json import render_json
 from core.params import query_int, query_text
 from events.selectors import user_identities
 from recommendations.serving.complementary import complementary
+from recommendations.serving.complete_the_look import complete_the_look
 from recommendations.serving.for_user import for_user
 from recommendations.serving.history import buy_again_answer, recently_viewed_answer
 from recommendations.serving.options import Options, options_from_query
@@ -79,6 +80,11 @@ SURFACES = {
             shopper_in_query=True,
         ),
         Surface("trending", lambda r, q, k: trending(r, _options(r, q)), shopper_in_query=True),
+        Surface(
+            "complete_the_look",
+            lambda r, q, k: complete_the_look(r, k["product_id"], _options(r, q)),
+            shopper_in_query=True,
+        ),
         Surface(
             "recently_viewed",
             lambda r, q, k: recently_viewed_answer(store=r.store, user_id=k["user_id"], limit=_limit(q)),

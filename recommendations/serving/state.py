@@ -67,6 +67,9 @@ class ServingModel:
     popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     category_items: dict[str, np.ndarray] = field(default_factory=dict)
     top_popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted positions
+    # complete-the-look's learned rules: leaf category -> [(category that goes with it, lift, support)],
+    # best lift first
+    compatibility: dict[str, list[tuple[str, float, int]]] = field(default_factory=dict)
     nbytes: int = 0
 
     def __post_init__(self) -> None:
@@ -127,7 +130,18 @@ class ServingModel:
             popularity=np.asarray(arrays["popularity"]),
             category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
             content=arrays.get("content"),
+            compatibility=_compatibility(arrays),
         )  # fmt: skip
+
+
+def _compatibility(arrays: dict[str, Any]) -> dict[str, list[tuple[str, float, int]]]:
+    rules: dict[str, list[tuple[str, float, int]]] = {}
+    if "compat_from" not in arrays:  # (versions trained before complete-the-look)
+        return rules
+    columns = [np.asarray(arrays[f"compat_{name}"]).tolist() for name in ("from", "to", "lift", "support")]
+    for source, target, lift, support in zip(*columns, strict=True):
+        rules.setdefault(source, []).append((target, float(lift), int(support)))
+    return rules
 
 
 def _file_cache_dir() -> Path:
@@ -262,6 +276,7 @@ class LoadedCatalog:
         self.brand_index = brands
         self.brand_names = list(brands)
         self.top_category = [path[0] if path else "" for path in columns.category_paths]
+        self.category_paths = columns.category_paths  # (complete-the-look reads a product's whole path)
         members: dict[str, list[int]] = {}
         for position, path in enumerate(columns.category_paths):
             for level in set(path):
@@ -272,6 +287,7 @@ class LoadedCatalog:
             self.ids.nbytes * 5
             + sum(len(e) + 50 for e in self.external_ids)
             + sum(v.nbytes for v in self.category_members.values())
+            + 64 * len(self.category_paths)
         )
 
     def __len__(self) -> int:
