@@ -34,6 +34,7 @@ from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import CategoryCompatibility, FrequentlyBoughtTogether
+from recommendations.engine.coldstart import ContentToBehaviour
 from recommendations.engine.content import (
     CONTENT_NEIGHBOURS,
     CONTENT_WHEN_FEWER_THAN,
@@ -51,6 +52,11 @@ from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
 
+# cold products' neighbours from content (bench/coldstart.py tuned these on Amazon Beauty's validation
+# split: more factors did better, up to 256; 128 keeps training of large catalogs quick)
+COLD_FACTORS = 128
+COLD_ALPHA = 1.0
+COLD_MIN_WARM = 20
 # two categories go together (complete-the-look) once bought in this many baskets together, above chance
 COMPATIBILITY_MIN_SUPPORT = 3
 # A new version whose validation NDCG@10 falls below this share of the active one's is kept, not activated.
@@ -395,11 +401,19 @@ def _train(run: TrainingRun) -> TrainedModel:
     compatibility = _category_compatibility(interactions, purchase_rows, data.category_paths)
     clock.lap("baskets")
     _progress(run, 0.75, "content embeddings")
-    vectors = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).fit_transform(data.documents)
+    embedding = ContentEmbedding(dimensions=CONTENT_DIMENSIONS)
+    features = embedding.text_features(data.documents)
+    vectors = embedding.reduce(features, len(data.documents))
     content = _content_neighbours(model.similar_, vectors, data.category_paths)
+    clock.lap("content")
+    cold = _cold_neighbours(model.similar_, features, interactions)
+    clock.lap("cold_items")
+    if cold is not None:
+        metrics["cold_items_mapped"] = int(np.count_nonzero(np.diff(cold.indptr)))
     artifact = artifact_dump(
         {
             **({"content": content} if content is not None else {}),
+            **({"cold": cold} if cold is not None else {}),
             "product_ids": data.product_ids.ids,
             "neighbours": model.neighbours_,
             "similar": model.similar_,
@@ -411,7 +425,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             **compatibility,
         }
     )
-    clock.lap("content")
+    clock.lap("artifact")
     _progress(run, 0.9, "storing the new version")
     product_content_vectors_write(store=store, product_ids=data.product_ids.ids, vectors=vectors)
     clock.lap("store_vectors")
@@ -453,6 +467,23 @@ def _category_compatibility(
         "compat_lift": lift,
         "compat_support": support,
     }
+
+
+def _cold_neighbours(
+    similar: sp.csr_matrix, features: sp.csr_matrix | None, interactions: Any
+) -> sp.csr_matrix | None:
+    """Collaborative neighbours of the products no shopper has touched yet, from their content: a ridge
+    map from their TF-IDF to the warm items' co-occurrence factors (ContentToBehaviour). None when there
+    are none, or too few warm items to learn from."""
+    if features is None or similar.shape[0] != features.shape[0]:
+        return None
+    counts = np.bincount(interactions.items, minlength=similar.shape[0])[: similar.shape[0]]
+    cold_rows = np.flatnonzero((counts == 0) & (np.diff(features.indptr) > 0))
+    warm = counts > 0
+    if cold_rows.size == 0 or warm.sum() < COLD_MIN_WARM:
+        return None
+    mapper = ContentToBehaviour(factors=COLD_FACTORS, alpha=COLD_ALPHA).fit(features, similar, warm)
+    return mapper.neighbours(features, cold_rows, k=CONTENT_NEIGHBOURS)
 
 
 def _content_neighbours(

@@ -35,11 +35,14 @@ class ContentEmbedding:
 
     def fit_transform(self, documents: list[str]) -> np.ndarray:
         """Unit vectors (n_documents x dimensions, zero-padded when the corpus is small)."""
-        vectors = np.zeros((len(documents), self.dimensions), dtype=np.float32)
-        tfidf = self.text_features(documents)
+        return self.reduce(self.text_features(documents), len(documents))
+
+    def reduce(self, tfidf: sp.csr_matrix | None, n_documents: int) -> np.ndarray:
+        """The TF-IDF rows (`text_features`) as unit vectors of `dimensions`."""
+        vectors = np.zeros((n_documents, self.dimensions), dtype=np.float32)
         if tfidf is None:
             return vectors
-        components = min(self.dimensions, tfidf.shape[1] - 1, len(documents) - 1)
+        components = min(self.dimensions, tfidf.shape[1] - 1, n_documents - 1)
         if components < 1:
             return vectors
         reduced = TruncatedSVD(n_components=components, random_state=self.seed).fit_transform(tfidf)

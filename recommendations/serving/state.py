@@ -64,6 +64,8 @@ class ServingModel:
     popularity: np.ndarray
     category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     content: sp.csr_matrix | None = None  # nearest items by content of the items that need them
+    # products with no events: the warm items nearest to their content's predicted behaviour factors
+    cold: sp.csr_matrix | None = None
     popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     category_items: dict[str, np.ndarray] = field(default_factory=dict)
     top_popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted positions
@@ -92,7 +94,7 @@ class ServingModel:
         )  # fmt: skip
 
     def _matrices(self) -> tuple[sp.csr_matrix, ...]:
-        held = (self.neighbours, self.similar, self.transitions, self.together, self.content)
+        held = (self.neighbours, self.similar, self.transitions, self.together, self.content, self.cold)
         return tuple(matrix for matrix in held if matrix is not None)
 
     def parameter(self, name: str) -> float:
@@ -130,6 +132,7 @@ class ServingModel:
             popularity=np.asarray(arrays["popularity"]),
             category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
             content=arrays.get("content"),
+            cold=arrays.get("cold"),
             compatibility=_compatibility(arrays),
         )  # fmt: skip
 
