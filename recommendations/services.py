@@ -406,14 +406,14 @@ def _train(run: TrainingRun) -> TrainedModel:
     vectors = embedding.reduce(features, len(data.documents))
     content = _content_neighbours(model.similar_, vectors, data.category_paths)
     clock.lap("content")
-    cold = _cold_neighbours(model.similar_, features, interactions)
+    cold = _cold_factors(model.similar_, features, interactions)
     clock.lap("cold_items")
-    if cold is not None:
-        metrics["cold_items_mapped"] = int(np.count_nonzero(np.diff(cold.indptr)))
+    if cold:
+        metrics["cold_items_mapped"] = int(cold["cold_rows"].size)
     artifact = artifact_dump(
         {
             **({"content": content} if content is not None else {}),
-            **({"cold": cold} if cold is not None else {}),
+            **cold,
             "product_ids": data.product_ids.ids,
             "neighbours": model.neighbours_,
             "similar": model.similar_,
@@ -469,21 +469,30 @@ def _category_compatibility(
     }
 
 
-def _cold_neighbours(
+def _cold_factors(
     similar: sp.csr_matrix, features: sp.csr_matrix | None, interactions: Any
-) -> sp.csr_matrix | None:
-    """Collaborative neighbours of the products no shopper has touched yet, from their content: a ridge
-    map from their TF-IDF to the warm items' co-occurrence factors (ContentToBehaviour). None when there
-    are none, or too few warm items to learn from."""
+) -> dict[str, np.ndarray]:
+    """What serving needs to relate a product no shopper has touched yet: a ridge map from content
+    (TF-IDF) to the warm items' co-occurrence factors (ContentToBehaviour) predicts the cold products'
+    factors; serving takes the warm items nearest to one when asked about it. Empty when there are no
+    cold products with content, or too few warm items to learn from."""
     if features is None or similar.shape[0] != features.shape[0]:
-        return None
+        return {}
     counts = np.bincount(interactions.items, minlength=similar.shape[0])[: similar.shape[0]]
     cold_rows = np.flatnonzero((counts == 0) & (np.diff(features.indptr) > 0))
     warm = counts > 0
     if cold_rows.size == 0 or warm.sum() < COLD_MIN_WARM:
-        return None
+        return {}
     mapper = ContentToBehaviour(factors=COLD_FACTORS, alpha=COLD_ALPHA).fit(features, similar, warm)
-    return mapper.neighbours(features, cold_rows, k=CONTENT_NEIGHBOURS)
+    if not mapper.fitted_:
+        return {}
+    return {
+        "cold_rows": cold_rows.astype(np.int64),
+        "cold_factors": mapper.predict_factors(features, cold_rows).astype(np.float16),
+        "warm_rows": mapper.warm_.astype(np.int64),
+        # float32: serving multiplies by them as mapped (half precision would be converted per request)
+        "warm_factors": mapper.item_factors_.astype(np.float32),
+    }
 
 
 def _content_neighbours(

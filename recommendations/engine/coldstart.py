@@ -43,6 +43,14 @@ class ContentToBehaviour:
         self.fitted_ = True
         return self
 
+    def predict_factors(self, content: np.ndarray | sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
+        """The given items' factors as their content predicts them (unit rows; the warm items' own factors
+        are `item_factors_`, of the items `warm_`). Serving takes a cold item's nearest warm items from
+        these when it is asked about it, rather than training working them out for every cold item."""
+        if not self.fitted_ or len(rows) == 0:
+            return np.zeros((len(rows), self.item_factors_.shape[1] if self.fitted_ else 0), np.float32)
+        return normalize(np.asarray(self.map_.predict(content[rows]))).astype(np.float32)
+
     def neighbours(
         self, content: np.ndarray | sp.csr_matrix, rows: np.ndarray, *, k: int = 50
     ) -> sp.csr_matrix:
@@ -53,12 +61,18 @@ class ContentToBehaviour:
         n = content.shape[0]
         if not self.fitted_ or len(rows) == 0:
             return sp.csr_matrix((n, n), dtype=np.float32)
-        predicted = normalize(np.asarray(self.map_.predict(content[rows]))).astype(np.float32)
-        scores = predicted @ self.item_factors_.T
-        k = min(k, scores.shape[1])
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-        values = np.take_along_axis(scores, top, axis=1)
-        keep = values > 0
+        predicted = self.predict_factors(content, rows)
+        k = min(k, self.item_factors_.shape[0])
+        chunk = max(1, 20_000_000 // max(self.item_factors_.shape[0], 1))  # about 80 MB of scores at once
+        out_rows, out_cols, out_values = [], [], []
+        for start in range(0, len(rows), chunk):
+            scores = predicted[start : start + chunk] @ self.item_factors_.T
+            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            values = np.take_along_axis(scores, top, axis=1)
+            keep = values > 0
+            out_rows.append(np.repeat(rows[start : start + chunk], k)[keep.ravel()])
+            out_cols.append(self.warm_[top[keep]])
+            out_values.append(values[keep])
         return sp.csr_matrix(
-            (values[keep], (np.repeat(rows, k)[keep.ravel()], self.warm_[top[keep]])), shape=(n, n)
+            (np.concatenate(out_values), (np.concatenate(out_rows), np.concatenate(out_cols))), shape=(n, n)
         )

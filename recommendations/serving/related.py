@@ -31,12 +31,11 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
             product = int(model.products.ids[item])
             scores[product] = score
             reasons[product] = f"shoppers who viewed {external_id} also viewed this"
-    if model.cold is not None and not len(cf_items):
-        # no events yet: the products shoppers chose with products like it (its content's predicted
-        # behaviour, learned at training)
-        for item, score in zip(
-            *(array.tolist() for array in matrix_row(model.cold, anchor.position)), strict=True
-        ):
+    if not len(cf_items):
+        # no events yet: the products shoppers treat like the products it reads like (its content's
+        # predicted behaviour, learned at training)
+        cold_items, cold_scores = model.cold_neighbours(anchor.position, CONTENT_NEIGHBOURS)
+        for item, score in zip(cold_items.tolist(), cold_scores.tolist(), strict=True):
             product = int(model.products.ids[item])
             scores[product] = COLD_WEIGHT * score
             reasons[product] = f"shoppers of products like {external_id} chose this"

@@ -46,6 +46,7 @@ from tenants.models import Store
 
 logger = logging.getLogger(__name__)
 TOP_CANDIDATES = 5000
+COLD_ARRAYS = ("cold_rows", "cold_factors", "warm_rows", "warm_factors")
 _ESTIMATOR_DEFAULTS = SequentialItemKNN()  # the estimator's own defaults, for artifacts that omit one
 
 
@@ -64,8 +65,12 @@ class ServingModel:
     popularity: np.ndarray
     category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     content: sp.csr_matrix | None = None  # nearest items by content of the items that need them
-    # products with no events: the warm items nearest to their content's predicted behaviour factors
-    cold: sp.csr_matrix | None = None
+    # products with no events: their factors as their content predicts them, and the warm items' factors
+    # (recommendations/engine/coldstart.py); their related products are the nearest warm items
+    cold_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # model positions, sorted
+    cold_factors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
+    warm_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    warm_factors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float32))
     popularity_order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     category_items: dict[str, np.ndarray] = field(default_factory=dict)
     top_popular: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # sorted positions
@@ -88,14 +93,28 @@ class ServingModel:
             part.nbytes
             for part in (
                 self.products.ids, self.vectors, self.popularity, self.popularity_order,
+                self.cold_rows, self.cold_factors, self.warm_rows, self.warm_factors,
                 *(m.data for m in self._matrices()), *(m.indices for m in self._matrices()),
                 *(m.indptr for m in self._matrices()), *self.category_items.values(),
             )
         )  # fmt: skip
 
     def _matrices(self) -> tuple[sp.csr_matrix, ...]:
-        held = (self.neighbours, self.similar, self.transitions, self.together, self.content, self.cold)
+        held = (self.neighbours, self.similar, self.transitions, self.together, self.content)
         return tuple(matrix for matrix in held if matrix is not None)
+
+    def cold_neighbours(self, position: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """A product with no events: the `k` warm items nearest to its predicted factors, as (model
+        positions, cosine scores), best first; empty for any other product."""
+        at = int(np.searchsorted(self.cold_rows, position))
+        if at >= self.cold_rows.size or self.cold_rows[at] != position or not self.warm_rows.size:
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = np.asarray(self.warm_factors, np.float32) @ self.cold_factors[at].astype(np.float32)
+        k = min(k, scores.size)
+        top = np.argpartition(-scores, k - 1)[:k]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        keep = scores[top] > 0
+        return self.warm_rows[top[keep]], scores[top[keep]]
 
     def parameter(self, name: str) -> float:
         """A scoring parameter as tuned for this version, else the estimator's default."""
@@ -132,9 +151,14 @@ class ServingModel:
             popularity=np.asarray(arrays["popularity"]),
             category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
             content=arrays.get("content"),
-            cold=arrays.get("cold"),
+            **_cold(arrays),
             compatibility=_compatibility(arrays),
         )  # fmt: skip
+
+
+def _cold(arrays: dict[str, Any]) -> dict[str, Any]:
+    """The cold products' arrays, when the version has them (trained with products no shopper touched)."""
+    return {name: np.asarray(arrays[name]) for name in COLD_ARRAYS if name in arrays}
 
 
 def _compatibility(arrays: dict[str, Any]) -> dict[str, list[tuple[str, float, int]]]:
