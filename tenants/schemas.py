@@ -178,7 +178,7 @@ register_request_schemas(
             "type": "object",
             "properties": {
                 "name": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": TEXT_OR_EMPTY},
-                "currency": {"type": "string", "minLength": 3, "maxLength": 3, "pattern": TEXT_OR_EMPTY},
+                "currency": {"type": "string", "minLength": 3, "maxLength": 3, "pattern": "^[A-Za-z]{3}$"},
                 "settings": {"$ref": "#/components/schemas/PatchedStoreSettingsRequest"},
                 **_SETTINGS,
             },

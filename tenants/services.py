@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -151,6 +152,7 @@ def store_create(*, slug: str, name: str | None = None, currency: str = "USD") -
     return store, api_key_issue(store=store, name="initial")
 
 
+CURRENCY = re.compile(r"[A-Za-z]{3}")  # ISO 4217 (stored upper-cased: only ASCII keeps three letters)
 SETTINGS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "share_network": bool,
     "include_purchased": bool,
@@ -312,7 +314,7 @@ def store_update(*, store: Store, data: dict[str, Any]) -> Store:
     name, currency = data.get("name"), data.get("currency")
     if "name" in data and (not isinstance(name, str) or not 0 < len(name) <= 200 or "\x00" in name):
         errors["name"] = "must be a string of 1 to 200 characters, without NUL"
-    if "currency" in data and (not isinstance(currency, str) or len(currency) != 3 or "\x00" in currency):
+    if "currency" in data and (not isinstance(currency, str) or not CURRENCY.fullmatch(currency)):
         errors["currency"] = "must be a three-letter ISO 4217 code"
     for source in (nested, top_level):  # each checked (the top level's value wins)
         errors.update(_settings_problems(source))
