@@ -8,7 +8,7 @@ everything is tuned and trained on the rest. The first stage's weights are tuned
 (each shopper's last training item), as bench/quality.py does. The ranker learns from earlier targets:
 the first stage is fitted without each shopper's last `targets` training items, and for each of them
 (the second-last item, the third-last, ...) the shopper's candidates before it are labelled by it. Early
-stopping watches a tenth of those shoppers, held out of the ranker's fit. The test items are never seen.
+stopping watches a fifth of those shoppers, held out of the ranker's fit. The test items are never seen.
 Prints HR@10 and NDCG@10 of both, the first stage's recall at the candidate depth (the ranker's ceiling),
 the features' importance, and the time each step took.
 """
@@ -121,6 +121,9 @@ def main() -> None:
     parser.add_argument(
         "--targets", type=int, default=2, help="earlier items each shopper's ranker learns from"
     )
+    parser.add_argument("--leaves", type=int, default=31)
+    parser.add_argument("--learning-rate", type=float, default=0.05)
+    parser.add_argument("--min-child", type=int, default=50)
     args = parser.parse_args()
     clock = time.perf_counter()
     data, tags = load()
@@ -150,7 +153,7 @@ def main() -> None:
         train = inner.train
     rng = np.random.default_rng(0)
     shoppers = np.unique(np.concatenate([users for users, _ in blocks]))
-    valid_users = set(rng.choice(shoppers, size=len(shoppers) // 10, replace=False).tolist())
+    valid_users = set(rng.choice(shoppers, size=len(shoppers) // 5, replace=False).tolist())
 
     def part(keep_valid: bool):  # noqa: ANN202
         xs, ys, gs = [], [], []
@@ -168,7 +171,12 @@ def main() -> None:
         return np.vstack(xs), np.concatenate(ys), np.array(gs)
 
     fit_part, valid_part = part(False), part(True)
-    ranker = LambdaRanker().fit(*fit_part, valid=valid_part)
+    ranker = LambdaRanker(
+        n_estimators=1000,
+        num_leaves=args.leaves,
+        learning_rate=args.learning_rate,
+        min_child_samples=args.min_child,
+    ).fit(*fit_part, valid=valid_part)
     print(f"ranker: {len(fit_part[2]):,} lists to learn from, {len(valid_part[2]):,} to stop early on; "
           f"{ranker.model_.best_iteration_} trees ({time.perf_counter() - clock:.0f} s)",
           flush=True)  # fmt: skip

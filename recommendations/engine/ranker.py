@@ -12,7 +12,10 @@ Features, per candidate:
 - its popularity (time-decayed) and its count of interactions (log);
 - the length of the shopper's history;
 - tag affinity (tags: categories, brand, attributes): the share of the shopper's items sharing a tag with
-  it, and the tags it shares with the last item."""
+  it, and the tags it shares with the last item;
+- its first-stage score as a share of the list's best; its co-occurrence and next-step links summed over
+  the latest items, each older one counting RECENCY of the one after; how often shoppers went from it to
+  the last item."""
 
 from __future__ import annotations
 
@@ -28,8 +31,10 @@ FEATURES = (
     "similar_max", "similar_mean",
     "popularity", "log_count", "history_length",
     "tag_affinity", "tag_last",
+    "stage_share", "similar_recent", "next_recent", "before_last",
 )  # fmt: skip
 RECENT = 20  # the latest items whose co-occurrence with a candidate is summarised
+RECENCY = 0.7  # each older item counts this much of the one after it (the *_recent features)
 
 
 @dataclass
@@ -47,6 +52,8 @@ class FeatureSource:
         self.similar.sort_indices()
         self.transitions = sp.csr_matrix(self.transitions)
         self.transitions.sort_indices()
+        self.arrivals = sp.csr_matrix(self.transitions.T)  # row j: the items shoppers came to j from
+        self.arrivals.sort_indices()
         if self.tags is not None:
             self.tags = sp.csr_matrix(self.tags, dtype=np.float32)
             self.tags.data[:] = 1.0
@@ -80,6 +87,13 @@ def candidate_features(
         stacked = np.vstack([_lookup(source.similar, item, candidates) for item in recent.tolist()])
         out[:, 8] = stacked.max(axis=0)
         out[:, 9] = stacked.mean(axis=0)
+        weights = RECENCY ** np.arange(recent.size, dtype=np.float32)
+        out[:, 16] = weights @ stacked
+        following = np.vstack([_lookup(source.transitions, item, candidates) for item in recent.tolist()])
+        out[:, 17] = weights @ following
+        out[:, 18] = _lookup(source.arrivals, int(recent[0]), candidates)  # the candidate, then the last
+    top = float(np.max(stage_scores)) if n else 0.0
+    out[:, 15] = stage_scores / top if top > 0 else 0.0
     out[:, 10] = source.popularity[candidates]
     out[:, 11] = np.log1p(source.counts[candidates])
     out[:, 12] = len(history)
@@ -135,7 +149,7 @@ class LambdaRanker:
                 "eval_set": [(valid[0], valid[1])],
                 "eval_group": [valid[2]],
                 "eval_at": [10],
-                "callbacks": [lightgbm.early_stopping(30, verbose=False)],
+                "callbacks": [lightgbm.early_stopping(100, verbose=False)],
             }
         self.model_.fit(features, labels, group=groups, **extra)
         return self
