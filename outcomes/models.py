@@ -26,6 +26,12 @@ class Impression(models.Model):
         indexes = [
             models.Index(fields=["store", "served_at"], name="impression_store_time"),
             models.Index(fields=["store", "user_id"], name="impression_store_user"),
+            # an experiment's results (only answers under one are in it: no cost for the others)
+            models.Index(
+                fields=["store", "experiment_id"],
+                condition=models.Q(experiment_id__isnull=False),
+                name="impression_experiment",
+            ),
         ]
 
     def __str__(self) -> str:
