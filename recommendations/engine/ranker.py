@@ -15,7 +15,8 @@ Features, per candidate:
   it, and the tags it shares with the last item;
 - its first-stage score as a share of the list's best; its co-occurrence and next-step links summed over
   the latest items, each older one counting RECENCY of the one after; how often shoppers went from it to
-  the last item."""
+  the last item; how much shoppers come to it from anywhere; the share of its tags among the last three
+  items'."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ FEATURES = (
     "popularity", "log_count", "history_length",
     "tag_affinity", "tag_last",
     "stage_share", "similar_recent", "next_recent", "before_last",
+    "next_reach", "tag_last_3",
 )  # fmt: skip
 RECENT = 20  # the latest items whose co-occurrence with a candidate is summarised
 RECENCY = 0.7  # each older item counts this much of the one after it (the *_recent features)
@@ -54,6 +56,8 @@ class FeatureSource:
         self.transitions.sort_indices()
         self.arrivals = sp.csr_matrix(self.transitions.T)  # row j: the items shoppers came to j from
         self.arrivals.sort_indices()
+        reach = np.asarray(self.arrivals.sum(axis=1)).ravel()  # how much shoppers come to each item
+        self.reach = (reach / (reach.max() or 1.0)).astype(np.float32)
         if self.tags is not None:
             self.tags = sp.csr_matrix(self.tags, dtype=np.float32)
             self.tags.data[:] = 1.0
@@ -92,6 +96,7 @@ def candidate_features(
         following = np.vstack([_lookup(source.transitions, item, candidates) for item in recent.tolist()])
         out[:, 17] = weights @ following
         out[:, 18] = _lookup(source.arrivals, int(recent[0]), candidates)  # the candidate, then the last
+    out[:, 19] = source.reach[candidates]
     top = float(np.max(stage_scores)) if n else 0.0
     out[:, 15] = stage_scores / top if top > 0 else 0.0
     out[:, 10] = source.popularity[candidates]
@@ -104,6 +109,8 @@ def candidate_features(
         tagged = np.maximum(np.asarray(candidate_tags.sum(axis=1)).ravel(), 1.0)
         out[:, 13] = shared / tagged
         out[:, 14] = np.asarray(candidate_tags @ source.tags[recent[0]].T.toarray()).ravel()
+        last_three = (np.asarray(source.tags[recent[:3]].sum(axis=0)).ravel() > 0).astype(np.float32)
+        out[:, 20] = np.asarray(candidate_tags @ last_three).ravel() / tagged
     return out
 
 
