@@ -107,6 +107,17 @@ def build(source, histories, users, items, scores, targets):  # noqa: ANN001, AN
     return np.vstack(blocks), np.concatenate(labels), np.array(groups)
 
 
+def shopper_lists(split: HoldOut, params: dict, tags: sp.csr_matrix, depth: int):  # noqa: ANN201
+    """The first stage fitted on the split's training part; its evaluated users, their targets, their
+    candidates, and the candidates' features, labels and group sizes."""
+    model = first_stage(split.train, params)
+    users = split.users
+    targets = np.asarray(split.targets[users].argmax(axis=1)).ravel()
+    items, scores = candidates_of(model, split.train, users, depth)
+    built = build(source_of(model, split.train, tags), sequences(split.train), users, items, scores, targets)
+    return users, targets, items, built
+
+
 def metrics(ranked: np.ndarray, targets: np.ndarray) -> tuple[float, float]:
     hits = ranked[:, :K] == targets[:, None]
     found = hits.any(axis=1)
@@ -137,16 +148,10 @@ def main() -> None:
     # the ranker's lessons: the first stage fitted without each shopper's last `targets` training items
     blocks = []
     train = holdout.train
-    inner: HoldOut
     for step in range(args.targets):
         inner = leave_last_out(train)
-        model = first_stage(inner.train, params)
-        source = source_of(model, inner.train, tags)
-        users = inner.users
-        wanted = np.asarray(inner.targets[users].argmax(axis=1)).ravel()
-        items, scores = candidates_of(model, inner.train, users, args.candidates)
-        histories = sequences(inner.train)
-        blocks.append((users, build(source, histories, users, items, scores, wanted)))
+        users, wanted, items, built = shopper_lists(inner, params, tags, args.candidates)
+        blocks.append((users, built))
         print(f"lessons {step + 1}: {len(users):,} shoppers, target among the candidates for "
               f"{(items == wanted[:, None]).any(axis=1).mean():.3f} ({time.perf_counter() - clock:.0f} s)",
               flush=True)  # fmt: skip
@@ -182,13 +187,7 @@ def main() -> None:
           flush=True)  # fmt: skip
 
     # the test: the first stage on all training items, its candidates reordered
-    model = first_stage(holdout.train, params)
-    source = source_of(model, holdout.train, tags)
-    users = holdout.users
-    targets = np.asarray(holdout.targets[users].argmax(axis=1)).ravel()
-    items, scores = candidates_of(model, holdout.train, users, args.candidates)
-    histories = sequences(holdout.train)
-    x, _, groups = build(source, histories, users, items, scores, targets)
+    users, targets, items, (x, _, _) = shopper_lists(holdout, params, tags, args.candidates)
     ranked_scores = ranker.score(x).reshape(len(users), args.candidates)
     order = np.argsort(-ranked_scores, axis=1, kind="stable")
     reranked = np.take_along_axis(items, order, axis=1)

@@ -20,7 +20,7 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from core import answer_cache
+from core import answer_cache, erasure
 from events.models import EventType
 from events.selectors import AttributableEvent, attributable_events, shown_answers
 from tenants.models import Store
@@ -292,13 +292,11 @@ def shopper_erase(store: Store, identities: list[str]) -> dict[str, int]:
 
 
 def store_erase(store_id: int) -> dict[str, int]:
-    deleted = {}
-    with connection.cursor() as cursor:
-        for name, table in (
-            ("impressions", "outcomes_impression"),
-            ("attributions", "outcomes_attribution"),
-            ("daily_metrics", "outcomes_dailymetric"),
-        ):
-            cursor.execute(f"DELETE FROM {table} WHERE store_id = %s", [store_id])  # noqa: S608 - fixed names
-            deleted[name] = cursor.rowcount
-    return deleted
+    return erasure.store_rows_delete(
+        store_id,
+        {
+            "impressions": "outcomes_impression",
+            "attributions": "outcomes_attribution",
+            "daily_metrics": "outcomes_dailymetric",
+        },
+    )

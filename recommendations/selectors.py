@@ -47,34 +47,25 @@ class ActiveModelRow:
         return f"{self.model_id}-{self.created_at_us}"
 
 
-def trained_model_active(*, store: Store, kind: str = ModelKind.STORE) -> ActiveModelRow | None:
-    row = (
-        TrainedModel.objects.filter(store=store, kind=kind, is_active=True)
-        .values_list("id", "version", "parameters", "created_at")
-        .first()
-    )
-    if row is None:
-        return None
-    model_id, version, parameters, created_at = row
-    return ActiveModelRow(
-        store.id, model_id, version, parameters or {}, int(created_at.timestamp() * 1_000_000)
-    )
-
-
-def trained_model_version(*, store_id: int, version: int) -> ActiveModelRow | None:
-    """A version of the store's own model, active or not (an experiment's variant may serve one)."""
-    row = (
-        TrainedModel.objects.filter(store_id=store_id, kind=ModelKind.STORE, version=version)
-        .exclude(artifact_bytes=0)
-        .values_list("id", "version", "parameters", "created_at")
-        .first()
-    )
+def _model_row(store_id: int, rows: Any) -> ActiveModelRow | None:
+    """The first of these TrainedModel rows, without its artifact."""
+    row = rows.values_list("id", "version", "parameters", "created_at").first()
     if row is None:
         return None
     model_id, version, parameters, created_at = row
     return ActiveModelRow(
         store_id, model_id, version, parameters or {}, int(created_at.timestamp() * 1_000_000)
     )
+
+
+def trained_model_active(*, store: Store, kind: str = ModelKind.STORE) -> ActiveModelRow | None:
+    return _model_row(store.id, TrainedModel.objects.filter(store=store, kind=kind, is_active=True))
+
+
+def trained_model_version(*, store_id: int, version: int) -> ActiveModelRow | None:
+    """A version of the store's own model, active or not (an experiment's variant may serve one)."""
+    rows = TrainedModel.objects.filter(store_id=store_id, kind=ModelKind.STORE, version=version)
+    return _model_row(store_id, rows.exclude(artifact_bytes=0))
 
 
 def model_version_problem(store_id: int, version: int) -> str | None:

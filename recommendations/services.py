@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import product_content_vectors_write
-from core import answer_cache, tenancy
+from core import answer_cache, erasure, tenancy
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
@@ -634,13 +634,11 @@ def scheduled_training_enqueue() -> int:
 def store_erase(store_id: int) -> dict[str, int]:
     """A store's training runs, model versions (their artifacts are in the row) and network slices. The
     global model stays: it is an aggregate over the stores that shared, with no shopper in it."""
-    with transaction.atomic(), connection.cursor() as cursor:
-        deleted = {}
-        for name, table in (
-            ("training_runs", "recommendations_trainingrun"),
-            ("network_slices", "recommendations_networkslice"),
-            ("models", "recommendations_trainedmodel"),
-        ):
-            cursor.execute(f"DELETE FROM {table} WHERE store_id = %s", [store_id])  # noqa: S608 - fixed names
-            deleted[name] = cursor.rowcount
-    return deleted
+    return erasure.store_rows_delete(
+        store_id,
+        {
+            "training_runs": "recommendations_trainingrun",
+            "network_slices": "recommendations_networkslice",
+            "models": "recommendations_trainedmodel",
+        },
+    )

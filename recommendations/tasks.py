@@ -16,17 +16,20 @@ from recommendations.services import (
 BUSY_LOOKS = 100
 
 
+# A store's long work (training, a replay): acknowledged once done, retried when the database drops out
+LONG_STORE_WORK: dict = {
+    "acks_late": True,
+    "soft_time_limit": 3600,
+    "time_limit": 3700,
+    "ignore_result": True,
+    "autoretry_for": (OperationalError, InterfaceError),
+    "retry_backoff": 5,
+    "max_retries": 5,
+}
+
+
 # Queues are assigned in settings (CELERY_TASK_ROUTES): training has its own, so workers scale by kind.
-@shared_task(
-    bind=True,
-    acks_late=True,
-    soft_time_limit=3600,
-    time_limit=3700,
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=5,
-    max_retries=5,
-)
+@shared_task(bind=True, **LONG_STORE_WORK)
 def train_store_task(self: Task, run_id: int) -> None:
     try:
         training_run_execute(run_id=run_id)
@@ -53,15 +56,7 @@ def train_global_task() -> None:
     global_model_train()
 
 
-@shared_task(
-    acks_late=True,
-    soft_time_limit=3600,
-    time_limit=3700,
-    ignore_result=True,
-    autoretry_for=(OperationalError, InterfaceError),
-    retry_backoff=5,
-    max_retries=5,
-)
+@shared_task(**LONG_STORE_WORK)
 def model_replay_task(model_id: int) -> None:
     from recommendations.replay import replay_execute
 

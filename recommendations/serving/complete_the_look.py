@@ -55,8 +55,7 @@ def compatible_categories(
 
 def complete_the_look(request: ServingRequest, external_id: str, options: Options) -> Answer:
     anchor = anchor_get(request, external_id, options)
-    catalog = request.catalog.covering(np.array([anchor.product_id]))
-    path = list(catalog.category_paths[int(catalog.positions(np.array([anchor.product_id]))[0])])
+    path = anchor.path
     model = request.model
     categories = compatible_categories(
         request.settings.compatibility or {}, model.compatibility if model is not None else {}, path
@@ -103,10 +102,8 @@ def _best_in(
         scores = POPULARITY_WEIGHT * popularity / (float(popularity.max()) or 1.0)
         together_ids = set()
         if request.strategy != "popularity" and anchor.position >= 0:
-            vectors = model.vectors[positions]
-            own = model.vectors[anchor.position]
-            norms = np.linalg.norm(vectors, axis=1) * (float(np.linalg.norm(own)) or 1.0)
-            scores = scores + np.divide(vectors @ own, norms, out=np.zeros(len(positions)), where=norms > 0)
+            # content vectors are unit (or zero, for a product with no content): their product is the cosine
+            scores = scores + model.vectors[positions] @ model.vectors[anchor.position]
             items, lifts = matrix_row(model.together, anchor.position)
             if lifts.size:
                 at = np.flatnonzero(np.isin(positions, items))

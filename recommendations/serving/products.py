@@ -23,6 +23,7 @@ class Anchor:
     external_id: str
     category: str  # top level of its category path
     position: int  # in the model; -1 when the model does not know it
+    path: list[str]  # its whole category path, top level first
 
 
 def anchor_get(request: ServingRequest, external_id: str, options: Options) -> Anchor:
@@ -32,10 +33,12 @@ def anchor_get(request: ServingRequest, external_id: str, options: Options) -> A
     product_id = found[external_id]
     options.exclude.add(external_id)  # never recommend a product to itself
     catalog = request.catalog.covering(np.array([product_id]))
-    category = catalog.top_category[int(catalog.positions(np.array([product_id]))[0])]
+    at = int(catalog.positions(np.array([product_id]))[0])
     model = request.model
     position = int(model.products.positions(np.array([product_id]))[0]) if model else -1
-    return Anchor(product_id, external_id, category, position)
+    return Anchor(
+        product_id, external_id, catalog.top_category[at], position, list(catalog.category_paths[at])
+    )
 
 
 def category_fallback(
