@@ -22,6 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,7 +44,9 @@ from recommendations.engine.interactions import (  # noqa: E402
     sorted_interactions,
     user_item_matrix,
 )
+from recommendations.engine.ranker import FeatureSource  # noqa: E402
 from recommendations.engine.recommender import SequentialItemKNN, top_n  # noqa: E402
+from recommendations.engine.two_stage import candidate_lists, fit_ranker  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "out"
@@ -52,6 +55,11 @@ K = 10
 
 # --- loaders -------------------------------------------------------------------------------------
 def load_beauty() -> Interactions:
+    return load_beauty_with_tags()[0]
+
+
+def load_beauty_with_tags() -> tuple[Interactions, sp.csr_matrix]:
+    """The interactions, and items x tags from the item attributes file (the ranking stage's affinities)."""
     users, items, times = [], [], []
     for user, line in enumerate((DATA / "amazon-beauty" / "Beauty.txt").read_text().splitlines()):
         sequence = line.split()[1:]
@@ -60,10 +68,19 @@ def load_beauty() -> Interactions:
         times += range(len(sequence))  # no timestamps: the order in the line is the time order
     item_index, item_codes = IdIndex.from_values(np.array(items, dtype=np.int64))
     n = len(items)
-    return sorted_interactions(
+    data = sorted_interactions(
         users=np.array(users), items=item_codes, weights=np.ones(n), times=np.array(times, dtype=float),
         n_users=max(users) + 1, n_items=len(item_index), purchases=np.ones(n, dtype=bool),
     )  # fmt: skip
+    attributes = json.loads((DATA / "amazon-beauty" / "Beauty_item2attributes.json").read_text())
+    rows, cols = [], []
+    for item, tags in attributes.items():
+        position = int(item_index.positions(np.array([int(item)]))[0])
+        if position >= 0:
+            rows += [position] * len(tags)
+            cols += [int(tag) for tag in tags]
+    shape = (len(item_index), max(cols, default=0) + 1)
+    return data, sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=shape)
 
 
 def load_tafeng() -> Interactions:
@@ -227,7 +244,62 @@ def fit_engine(holdout: HoldOut, protocol: str, repeats: bool) -> tuple[Callable
     }  # fmt: skip
 
 
-def run(name: str, data: Interactions, protocol: str, repeats: bool, skip: set[str]) -> list[dict]:
+def fit_two_stage(
+    holdout: HoldOut, protocol: str, repeats: bool, tags: sp.csr_matrix | None
+) -> tuple[Callable, dict]:
+    """The engine tuned as fit_engine tunes it, then the ranking stage as a store's training learns it
+    (recommendations/engine/two_stage.py: lessons inside the validation split's training part, early
+    stopping on a fifth of their shoppers, judged on the validation split); the test shoppers' candidates
+    from the engine refitted on all training events, reordered by the ranker when the guard kept it."""
+    started = time.perf_counter()
+    validation = split_for(protocol, holdout.train)
+    _, tuned = fit_engine(holdout, protocol, repeats)
+    best = tuned["tuned"]
+
+    def fit_stage(train: Interactions) -> SequentialItemKNN:
+        return SequentialItemKNN(**best).fit(train)
+
+    def source_of(model: SequentialItemKNN, train: Interactions) -> FeatureSource:
+        counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
+        return FeatureSource(model.similar_, model.transitions_, model.popularity_, counts, tags)
+
+    fitted = fit_ranker(
+        validation, fit_stage(validation.train), fit_stage, source_of, exclude_seen=not repeats,
+        progress=lambda message: print(f"  {message} ({time.perf_counter() - started:.0f} s)", flush=True),
+    )  # fmt: skip
+    extra = {"tuned": best, "ranker": fitted.metrics}
+    final = fit_stage(holdout.train)
+    if fitted.text is None:
+        return model_recommender(final, holdout, k=K, exclude_seen=not repeats), extra
+    import lightgbm
+
+    booster = lightgbm.Booster(model_str=fitted.text)
+    lists = candidate_lists(
+        final, holdout.train, holdout.users, source_of(final, holdout.train), exclude_seen=not repeats
+    )
+    # a list shorter than K (few items with any score) ends with the first stage's own picks
+    tops = model_recommender(final, holdout, k=2 * K, exclude_seen=not repeats)(holdout.users)
+    for row, (items, features) in enumerate(zip(lists.candidates, lists.features, strict=True)):
+        ordered = items[np.argsort(-booster.predict(features, num_threads=1), kind="stable")][:K]
+        rest = tops[row][~np.isin(tops[row], ordered)]
+        tops[row, :K] = np.concatenate([ordered, rest])[:K]
+    tops = tops[:, :K]
+    at = {int(user): row for row, user in enumerate(holdout.users.tolist())}
+
+    def recommend(users: np.ndarray) -> np.ndarray:
+        return tops[[at[int(user)] for user in users.tolist()]]
+
+    return recommend, extra
+
+
+def run(
+    name: str,
+    data: Interactions,
+    protocol: str,
+    repeats: bool,
+    skip: set[str],
+    tags: sp.csr_matrix | None = None,
+) -> list[dict]:
     holdout = split_for(protocol, data)
     print(
         f"\n== {name}: {data.n_users:,} users, {data.n_items:,} items, {len(data):,} interactions; "
@@ -238,6 +310,7 @@ def run(name: str, data: Interactions, protocol: str, repeats: bool, skip: set[s
     exclude_seen = not repeats
     contenders: list[tuple[str, Callable[[], tuple[Callable, dict]]]] = [
         ("engine (sequential item-kNN)", lambda: fit_engine(holdout, protocol, repeats)),
+        ("engine + ranking stage", lambda: fit_two_stage(holdout, protocol, repeats, tags)),
         ("popularity", lambda: (fit_popularity(holdout, exclude_seen), {})),
         ("item-kNN (cosine)", lambda: (fit_item_knn(holdout, exclude_seen), {})),
         ("EASE (lambda 250)", lambda: (fit_ease(holdout, exclude_seen), {})),
@@ -304,7 +377,8 @@ def main() -> None:
     skip = {word.strip().lower() for word in args.skip.split(",") if word.strip()}
     results = []
     if args.dataset in ("beauty", "all") and (DATA / "amazon-beauty").exists():
-        results += run("amazon-beauty", load_beauty(), "leave_last_out", repeats=False, skip=skip)
+        beauty, beauty_tags = load_beauty_with_tags()
+        results += run("amazon-beauty", beauty, "leave_last_out", repeats=False, skip=skip, tags=beauty_tags)
     if args.dataset in ("tafeng", "all") and (DATA / "tafeng").exists():
         results += run("tafeng", load_tafeng(), "last_basket", repeats=True, skip=skip)
     if args.dataset == "csv":

@@ -18,7 +18,8 @@ from typing import Any
 class Variant:
     name: str
     traffic: float  # its share of the shoppers; a plan's shares add up to 1
-    # {"strategy": "model" | "popularity", "model_version": N, "diversity": 0..1, "max_per_category": N}
+    # {"strategy": "model" | "popularity", "model_version": N, "ranker": bool, "diversity": 0..1,
+    # "max_per_category": N}
     config: dict[str, Any]
 
 

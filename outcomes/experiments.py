@@ -30,7 +30,8 @@ from tenants.services import audit_record
 # (for_user, rank) or, on the product surfaces and trending, in the `user_id` query parameter
 SURFACES = ("for_user", "related", "complementary", "complete_the_look", "trending", "rank")
 STRATEGIES = ("model", "popularity")
-CONFIG_KEYS = {"strategy", "model_version", "diversity", "max_per_category"}
+CONFIG_KEYS = {"strategy", "model_version", "ranker", "diversity", "max_per_category"}
+RANKER_SURFACES = ("for_user", "rank")  # the surfaces the ranking stage orders
 MAX_VARIANTS = 10
 ALPHA = 0.05
 # the mixing distribution of the CTR difference under the alternative (mSPRT): centred on differences of
@@ -45,7 +46,8 @@ def _problem(message: str, code: str = "invalid_experiment") -> ApiError:
 
 def _clean_config(name: str, config: Any, *, store: Store, surface: str) -> dict[str, Any]:
     """{"strategy": "model" | "popularity", "model_version": a version of the store's model (active or
-    not), "diversity": 0..1 (MMR), "max_per_category": 1..100}"""
+    not), "ranker": false (the first stage alone, where the version has a ranking stage), "diversity":
+    0..1 (MMR), "max_per_category": 1..100}"""
     if not isinstance(config, dict) or set(config) - CONFIG_KEYS:
         raise _problem(f"variant {name!r}: config may hold {', '.join(sorted(CONFIG_KEYS))}")
     strategy = config.get("strategy", "model")
@@ -69,6 +71,14 @@ def _clean_config(name: str, config: Any, *, store: Store, surface: str) -> dict
         if problem is not None:
             raise _problem(f"variant {name!r}: {problem}", "unknown_model_version")
         clean["model_version"] = version
+    if "ranker" in config:
+        if not isinstance(config["ranker"], bool):
+            raise _problem(f"variant {name!r}: ranker must be true or false")
+        if surface not in RANKER_SURFACES:
+            raise _problem(f"variant {name!r}: the ranking stage orders {' and '.join(RANKER_SURFACES)} only")
+        if strategy == "popularity":
+            raise _problem(f"variant {name!r}: a popularity control has no ranking stage")
+        clean["ranker"] = config["ranker"]
     diversity = config.get("diversity")
     if diversity is not None:
         if isinstance(diversity, bool) or not isinstance(diversity, int | float) or not 0 <= diversity <= 1:

@@ -64,7 +64,8 @@ class VariantSerializer(serializers.Serializer):
     config = serializers.DictField(
         help_text='{"strategy": "model" (the store\'s model) or "popularity" (not on trending), '
         '"model_version": a version of the store\'s model, active or not (a candidate against the '
-        'active one), "diversity": 0..1 (maximal marginal relevance), "max_per_category": 1..100}'
+        'active one), "ranker": false (for_user and rank: the first stage alone, without the ranking '
+        'stage), "diversity": 0..1 (maximal marginal relevance), "max_per_category": 1..100}'
     )
 
 
@@ -141,6 +142,7 @@ _VARIANT = {
             "properties": {
                 "strategy": {"type": "string", "enum": ["model", "popularity"]},
                 "model_version": {"type": "integer", "minimum": 1, "maximum": 2**31 - 1},
+                "ranker": {"type": "boolean"},
                 "diversity": {"type": "number", "minimum": 0, "maximum": 1},
                 "max_per_category": {"type": "integer", "minimum": 1, "maximum": 100},
             },

@@ -33,7 +33,7 @@ from events.profiles import History
 from events.selectors import ShopperEvents, events_of_recent_shoppers
 from recommendations.models import ModelKind, TrainedModel
 from recommendations.selectors import ActiveModelRow, trained_model_active, trained_model_version
-from recommendations.serving.for_user import personal_scores, ranked_personal
+from recommendations.serving.for_user import personal_ranked, personal_scores
 from recommendations.serving.state import ServingModel, serving_state
 from tenants.models import Store, StoreSettings
 from tenants.selectors import store_settings_get
@@ -237,7 +237,8 @@ def replay_models(
 
 def top_for_user(model: ServingModel, settings: StoreSettings, history: History, k: int) -> np.ndarray:
     """The internal ids of the model's top `k` for-user answer to this history, as serving orders it
-    before filters and merchant rules: its personal scores, else its trending."""
+    before filters and merchant rules: its personal scores (ordered by its ranking stage when it has one),
+    else its trending."""
     include_purchased = settings.include_purchased
     excluded = (
         np.zeros(0, np.int64)
@@ -249,7 +250,8 @@ def top_for_user(model: ServingModel, settings: StoreSettings, history: History,
     if personal is None:
         ids = model.products.ids[model.popularity_order[:wanted]]
     else:
-        ids, _ = ranked_personal(model, personal, "").window(0, wanted)
+        ranked = personal_ranked(model, personal, "", ranker=True, include_purchased=include_purchased)
+        ids, _ = ranked.window(0, wanted)
     if excluded.size:
         ids = ids[~np.isin(ids, excluded)]
     return ids[:k]

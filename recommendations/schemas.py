@@ -45,6 +45,11 @@ class TrainingOptionsSerializer(serializers.Serializer):
         help_text="the global model's share in the blend, fixed for this version (default: chosen on the "
         "validation split, or the store's blend_weights.global)",
     )
+    ranker = serializers.BooleanField(
+        required=False,
+        help_text="false: no ranking stage for this version; default true (learned, and served when it "
+        "beats the first stage on the store's validation split)",
+    )
 
 
 class TrainingRunSerializer(serializers.Serializer):
@@ -54,7 +59,7 @@ class TrainingRunSerializer(serializers.Serializer):
     progress = serializers.FloatField()
     message = serializers.CharField()
     trigger = serializers.CharField()
-    options = serializers.DictField(help_text="what the request asked for (activate, global_share)")
+    options = serializers.DictField(help_text="what the request asked for (activate, global_share, ranker)")
     metrics = serializers.DictField()
     parameters = serializers.DictField()
     model_version = serializers.IntegerField(allow_null=True)
@@ -162,6 +167,7 @@ register_request_schemas(
             "properties": {
                 "activate": {"type": "boolean"},
                 "global_share": {"type": "number", "minimum": 0, "maximum": 1},
+                "ranker": {"type": "boolean"},
             },
             "additionalProperties": False,
         },

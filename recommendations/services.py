@@ -66,21 +66,25 @@ TRENDING_HALF_LIFE_DAYS = 7.0
 INTERACTION_HALF_LIFE_DAYS = 180.0  # co-occurrence: an event half a year old counts half
 
 
-TRAINING_OPTIONS = frozenset({"activate", "global_share"})
+TRAINING_OPTIONS = frozenset({"activate", "global_share", "ranker"})
 
 
 def training_options_clean(body: Any) -> dict[str, Any]:
-    """A training request's options: {"activate": bool (default true), "global_share": 0..1}."""
+    """A training request's options: {"activate": bool (default true), "global_share": 0..1, "ranker": bool
+    (default true: learn the ranking stage, which serves when it beats the first stage on validation)}."""
     if not isinstance(body, dict):
-        raise ApiError("invalid", 'the body must be an object: {"activate", "global_share"}, both optional')
+        raise ApiError(
+            "invalid", 'the body must be an object: {"activate", "global_share", "ranker"}, all optional'
+        )
     unknown = sorted(set(body) - TRAINING_OPTIONS)
     if unknown:
         raise ApiError("unknown_field", f"unknown fields: {unknown}", details=unknown)
     options: dict[str, Any] = {}
-    if "activate" in body:
-        if not isinstance(body["activate"], bool):
-            raise ApiError("invalid", "activate must be true or false")
-        options["activate"] = body["activate"]
+    for name in ("activate", "ranker"):
+        if name in body:
+            if not isinstance(body[name], bool):
+                raise ApiError("invalid", f"{name} must be true or false")
+            options[name] = body[name]
     if "global_share" in body:
         share = body["global_share"]
         if (
@@ -294,6 +298,7 @@ class TrainingData:
     documents: list[str]
     n_events: int
     category_paths: np.ndarray  # per product, its category path joined by CATEGORY_SEPARATOR
+    tags: sp.csr_matrix  # products x tags (category levels, brand, attributes): the ranker's affinities
 
 
 def _load(store: Store, settings: StoreSettings) -> TrainingData:
@@ -346,7 +351,31 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
     documents = [documents_by_id.get(int(pid), "") for pid in product_index.ids]
     paths_by_id = {row[0]: CATEGORY_SEPARATOR.join(row[3] or []) for row in catalog}
     category_paths = np.array([paths_by_id.get(int(pid), "") for pid in product_index.ids], dtype=str)
-    return TrainingData(product_index, user_index, interactions, documents, len(rows), category_paths)
+    tags = _product_tags(catalog, product_index)
+    return TrainingData(product_index, user_index, interactions, documents, len(rows), category_paths, tags)
+
+
+def _product_tags(catalog: list[tuple], product_index: IdIndex) -> sp.csr_matrix:
+    """Products x tags, binary: each level of a product's category path, its brand, and each attribute
+    whose value is a string, a number or a list of those (as "name=value")."""
+    codes: dict[str, int] = {}
+    rows: list[int] = []
+    columns: list[int] = []
+    positions = product_index.positions(np.array([row[0] for row in catalog], dtype=np.int64))
+    for position, row in zip(positions.tolist(), catalog, strict=True):
+        tags = {f"category={level}" for level in row[3] or []}
+        if row[4]:
+            tags.add(f"brand={row[4]}")
+        for name, value in jsonb_dict(row[5]).items():
+            for one in value if isinstance(value, list) else [value]:
+                if isinstance(one, str | int | float) and not isinstance(one, bool):
+                    tags.add(f"{name}={one}")
+        for tag in tags:
+            rows.append(position)
+            columns.append(codes.setdefault(tag, len(codes)))
+    return sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, columns)), shape=(len(product_index), max(len(codes), 1))
+    )
 
 
 class _PhaseClock:
@@ -382,6 +411,9 @@ def _train(run: TrainingRun) -> TrainedModel:
         network=network,
         fixed_share=None if fixed_share is None else float(fixed_share),
         interaction_half_life_days=INTERACTION_HALF_LIFE_DAYS,
+        ranker=(run.options or {}).get("ranker", True),
+        tags=data.tags,
+        serving_half_life_days=TRENDING_HALF_LIFE_DAYS,
         progress=lambda fraction, message: _progress(run, fraction, message),
     )
     model, metrics = fitted.model, fitted.metrics
@@ -423,6 +455,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             "popularity": model.popularity_,
             "category_paths": data.category_paths,
             **compatibility,
+            **_ranker_arrays(fitted.ranker, interactions, data.tags, model.transitions_),
         }
     )
     clock.lap("artifact")
@@ -431,6 +464,8 @@ def _train(run: TrainingRun) -> TrainedModel:
     clock.lap("store_vectors")
     metrics["seconds_by_phase"] = clock.laps
     parameters = dict(fitted.parameters)
+    if fitted.ranker is not None and fitted.ranker.text is None:  # serving's `source` says why
+        parameters["ranking_stage_off"] = fitted.ranker.metrics.get("why", "")
     if fitted.global_share is not None:
         parameters.update(
             global_version=global_version,
@@ -439,6 +474,21 @@ def _train(run: TrainingRun) -> TrainedModel:
             global_shares_tried={f"{share:g}": round(ndcg, 5) for share, ndcg in fitted.shares_tried.items()},
         )
     return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
+
+
+def _ranker_arrays(
+    fitted: Any, interactions: Any, tags: sp.csr_matrix, transitions: sp.csr_matrix
+) -> dict[str, Any]:
+    """What serving's ranking stage reads beyond the first stage's arrays: the LightGBM model as text,
+    each product's count of events, and the products' tags. Empty when the ranker does not serve."""
+    if fitted is None or fitted.text is None:
+        return {}
+    return {
+        "ranker": np.array(fitted.text),
+        "counts": np.bincount(interactions.items, minlength=interactions.n_items).astype(np.float32),
+        "tags": tags,
+        "arrivals": sp.csr_matrix(transitions.T),
+    }
 
 
 def _category_compatibility(
@@ -544,10 +594,18 @@ def _save_and_maybe_activate(
     return model
 
 
+def served_ndcg(metrics: dict) -> float | None:
+    """A version's validation NDCG@10 as it serves: with its ranking stage when that serves."""
+    ranker = metrics.get("ranker") or {}
+    if ranker.get("used"):
+        return ranker["two_stage"]["ndcg@10"]
+    return metrics.get("ndcg@10")
+
+
 def _worse_than(metrics: dict, active: TrainedModel | None) -> str | None:
     if active is None:
         return None
-    new, old = metrics.get("ndcg@10"), active.metrics.get("ndcg@10")
+    new, old = served_ndcg(metrics), served_ndcg(active.metrics)
     if new is None or old is None:
         return None
     if (

@@ -109,7 +109,7 @@ def test_serve_runs_the_system_with_demo_data_and_stops_on_ctrl_c(tmp_path):
         status, answer = http_call(
             port, "GET", "/api/v1/users/user-0001/recommendations?limit=5", key.group(1)
         )
-        assert status == 200 and answer["source"] == "store-model:v1" and len(answer["items"]) == 5
+        assert status == 200 and answer["source"].startswith("store-model:v1") and len(answer["items"]) == 5
         # metrics of all web and worker processes add up at /metrics
         status, page = http_call(port, "GET", "/metrics")
         assert status == 200

@@ -37,30 +37,54 @@ FEATURES = (
 )  # fmt: skip
 RECENT = 20  # the latest items whose co-occurrence with a candidate is summarised
 RECENCY = 0.7  # each older item counts this much of the one after it (the *_recent features)
+# The ranker orders the first stage's best DEPTH items. Its cost at serving is about candidates x trees
+# (LightGBM walks each tree once per candidate): 150 x 200 is about 1 ms of CPU on this machine.
+DEPTH = 150
+MAX_TREES = 200
+LESSON_TARGETS = 2  # each shopper's ranker lessons: their second-last item, then their third-last
+MAX_LESSON_SHOPPERS = 30_000  # per lesson step, sampled: training time stays bounded on large stores
+MIN_LESSONS = 300  # lists with their target among the candidates, below which no ranker is learned
+EVALUATION_SHOPPERS = 5000
+
+
+def _sorted_csr(matrix: Any, dtype: Any = None) -> sp.csr_matrix:
+    """CSR with sorted indices, copied only when it must change (a version's arrays are read-only maps)."""
+    matrix = sp.csr_matrix(matrix, dtype=dtype)
+    if not matrix.has_sorted_indices:
+        matrix = matrix.copy()
+        matrix.sort_indices()
+    return matrix
 
 
 @dataclass
 class FeatureSource:
-    """The item-side arrays features are read from (a model version's, or a fit's offline)."""
+    """The item-side arrays features are read from (a model version's, or a fit's offline). `arrivals`
+    (the transitions transposed) is derived when not given; a version stores it, so that serving
+    processes map it instead of each building its own."""
 
     similar: sp.csr_matrix  # items x items co-occurrence
     transitions: sp.csr_matrix  # items x items: what shoppers do next
     popularity: np.ndarray  # time-decayed, max 1
     counts: np.ndarray  # interactions per item
     tags: sp.csr_matrix | None = None  # items x tags, binary
+    arrivals: sp.csr_matrix | None = None  # row j: the items shoppers came to j from
 
     def __post_init__(self) -> None:
-        self.similar = sp.csr_matrix(self.similar)
-        self.similar.sort_indices()
-        self.transitions = sp.csr_matrix(self.transitions)
-        self.transitions.sort_indices()
-        self.arrivals = sp.csr_matrix(self.transitions.T)  # row j: the items shoppers came to j from
-        self.arrivals.sort_indices()
+        self.similar = _sorted_csr(self.similar)
+        self.transitions = _sorted_csr(self.transitions)
+        if self.arrivals is None:
+            self.arrivals = sp.csr_matrix(self.transitions.T)
+        self.arrivals = _sorted_csr(self.arrivals)
         reach = np.asarray(self.arrivals.sum(axis=1)).ravel()  # how much shoppers come to each item
-        self.reach = (reach / (reach.max() or 1.0)).astype(np.float32)
+        self.reach = (reach / (reach.max(initial=0.0) or 1.0)).astype(np.float32)
+        self.popularity = np.asarray(self.popularity, dtype=np.float32)
+        self.counts = np.asarray(self.counts, dtype=np.float32)
         if self.tags is not None:
-            self.tags = sp.csr_matrix(self.tags, dtype=np.float32)
-            self.tags.data[:] = 1.0
+            tags = sp.csr_matrix(self.tags, dtype=np.float32)
+            if tags.nnz and not np.all(tags.data == 1.0):
+                tags = tags.copy()
+                tags.data[:] = 1.0
+            self.tags = tags
 
 
 def _lookup(matrix: sp.csr_matrix, row: int, columns: np.ndarray) -> np.ndarray:
@@ -95,6 +119,7 @@ def candidate_features(
         out[:, 16] = weights @ stacked
         following = np.vstack([_lookup(source.transitions, item, candidates) for item in recent.tolist()])
         out[:, 17] = weights @ following
+        assert source.arrivals is not None  # (set in __post_init__)
         out[:, 18] = _lookup(source.arrivals, int(recent[0]), candidates)  # the candidate, then the last
     out[:, 19] = source.reach[candidates]
     top = float(np.max(stage_scores)) if n else 0.0
@@ -126,15 +151,17 @@ class LambdaRanker:
         min_child_samples: int = 50,
         seed: int = 0,
     ):
+        self.rounds = n_estimators
         self.params: dict[str, Any] = {
             "objective": "lambdarank",
-            "n_estimators": n_estimators,
             "learning_rate": learning_rate,
             "num_leaves": num_leaves,
-            "min_child_samples": min_child_samples,
-            "random_state": seed,
-            "verbose": -1,
+            "min_data_in_leaf": min_child_samples,
+            "seed": seed,
+            "deterministic": True,
+            "verbosity": -1,
             "lambdarank_truncation_level": 20,
+            "eval_at": [10],
         }
 
     def fit(
@@ -146,24 +173,35 @@ class LambdaRanker:
         valid: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
     ) -> LambdaRanker:
         """`groups`: the size of each shopper's list, in order. `valid` (features, labels, groups): early
-        stopping on its NDCG@10."""
+        stopping on its NDCG@10 (the model keeps the best round)."""
         import lightgbm
 
-        self.model_ = lightgbm.LGBMRanker(**self.params)
+        train = lightgbm.Dataset(features, labels, group=groups, free_raw_data=True)
         extra: dict[str, Any] = {}
         if valid is not None:
             extra = {
-                "eval_set": [(valid[0], valid[1])],
-                "eval_group": [valid[2]],
-                "eval_at": [10],
-                "callbacks": [lightgbm.early_stopping(100, verbose=False)],
+                "valid_sets": [lightgbm.Dataset(valid[0], valid[1], group=valid[2], reference=train)],
+                "callbacks": [lightgbm.early_stopping(50, verbose=False)],
             }
-        self.model_.fit(features, labels, group=groups, **extra)
+        self.booster_ = lightgbm.train(self.params, train, num_boost_round=self.rounds, **extra)
         return self
 
+    @property
+    def trees(self) -> int:
+        return int(self.booster_.best_iteration or self.booster_.current_iteration())
+
     def score(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.model_.predict(features), dtype=np.float32)
+        return np.asarray(
+            self.booster_.predict(features, num_iteration=self.trees, num_threads=1), dtype=np.float32
+        )
 
     def dump(self) -> str:
-        """The model as LightGBM's text (what an artifact stores)."""
-        return str(self.model_.booster_.model_to_string())
+        """The model as LightGBM's text, its best round last (what an artifact stores)."""
+        return str(self.booster_.model_to_string(num_iteration=self.trees))
+
+
+def load_ranker(text: str) -> Any:
+    """A dumped ranker, ready to score (serving's copy; its `predict` takes candidate_features' rows)."""
+    import lightgbm
+
+    return lightgbm.Booster(model_str=text)

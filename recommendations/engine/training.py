@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import scipy.sparse as sp
 
 from recommendations.engine.evaluation import (
@@ -25,7 +26,9 @@ from recommendations.engine.network import (
     blend_neighbours,
     choose_global_share,
 )
-from recommendations.engine.recommender import SequentialItemKNN
+from recommendations.engine.ranker import FeatureSource
+from recommendations.engine.recommender import SequentialItemKNN, decayed_popularity
+from recommendations.engine.two_stage import RankerFit, fit_ranker
 
 MIN_USERS_FOR_TIME_SPLIT = 30
 MIN_USERS_TO_TUNE = 5
@@ -41,6 +44,7 @@ class FitResult:
     global_share: float | None = None  # None: no network to blend
     share_chosen_by: str = ""
     shares_tried: dict[float, float] = field(default_factory=dict)
+    ranker: RankerFit | None = None  # None: not asked for, or too little data to validate
 
 
 def validation_split(interactions: Interactions) -> tuple[HoldOut | None, str]:
@@ -61,11 +65,16 @@ def fit_store_model(
     network: sp.csr_matrix | None = None,
     fixed_share: float | None = None,
     interaction_half_life_days: float | None = 180.0,
+    ranker: bool = False,
+    tags: sp.csr_matrix | None = None,
+    serving_half_life_days: float = 7.0,
     progress: Callable[[float, str], None] = lambda fraction, message: None,
 ) -> FitResult:
     """`network`: the store's slice of the global model (items x items in the store's item order), or
     None when the store does not share or no global model exists. `fixed_share` skips choosing the share
-    (a merchant's explicit setting)."""
+    (a merchant's explicit setting). `ranker`: learn the ranking stage too (engine/two_stage.py), its
+    features reading `tags` (items x tags) and popularity as serving holds it (halved every
+    `serving_half_life_days`)."""
     holdout, protocol = validation_split(interactions)
     fit_params: dict[str, Any] = {"interaction_half_life_days": interaction_half_life_days}
     best: dict[str, Any] = {
@@ -113,6 +122,33 @@ def fit_store_model(
         metrics["protocol"] = protocol  # type: ignore[assignment]  # a label among the figures
         if has_network and 0.0 in tried:
             metrics["ndcg@10_store_only"] = round(tried[0.0], 5)
+    fitted_ranker = None
+    if ranker and can_validate and holdout is not None:
+
+        def as_served(model: SequentialItemKNN, train: Interactions) -> SequentialItemKNN:
+            """The first stage as serving holds it: the network blended into both neighbour matrices,
+            popularity as trending keeps it."""
+            if has_network and share and network is not None:
+                model.similar_ = blend_neighbours(model.similar_, network, share, k=model.k)
+            model.popularity_ = decayed_popularity(train, half_life_days=serving_half_life_days)
+            return model
+
+        def fit_stage(train: Interactions) -> SequentialItemKNN:
+            model = SequentialItemKNN(**fit_params, **best).fit(train)
+            if has_network and share and network is not None:
+                model.neighbours_ = blend_neighbours(model.neighbours_, network, share, k=model.k)
+            return as_served(model, train)
+
+        def source_of(model: Any, train: Interactions) -> FeatureSource:
+            counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
+            return FeatureSource(model.similar_, model.transitions_, model.popularity_, counts, tags)
+
+        progress(0.5, "learning the ranking stage")
+        fitted_ranker = fit_ranker(
+            holdout, as_served(validation_model, holdout.train), fit_stage, source_of,
+            exclude_seen=not repeats, progress=lambda message: progress(0.55, message),
+        )  # fmt: skip
+        metrics["ranker"] = fitted_ranker.metrics  # type: ignore[assignment]  # a block among the figures
     progress(0.6, "fitting on all events")
     model = SequentialItemKNN(**fit_params, **best).fit(interactions)
     if has_network and share:  # the share applies to every surface the neighbours serve
@@ -126,4 +162,5 @@ def fit_store_model(
         global_share=share if has_network else None,
         share_chosen_by=chosen_by if has_network else "",
         shares_tried=tried,
+        ranker=fitted_ranker,
     )

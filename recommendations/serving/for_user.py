@@ -9,6 +9,7 @@ import numpy as np
 
 from events.models import EventType
 from events.profiles import History
+from recommendations.engine.ranker import DEPTH, candidate_features
 from recommendations.engine.recommender import (
     add_sparse,
     gather_rows,
@@ -16,6 +17,7 @@ from recommendations.engine.recommender import (
     personal_scores_one,
     row_entries,
 )
+from recommendations.engine.two_stage import stage_candidates
 from recommendations.selectors import event_type_weights
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, Ranked, finish
@@ -47,10 +49,80 @@ def for_user(request: ServingRequest, user_id: str, options: Options) -> Answer:
     personal = personal_scores(settings, model, history, include_purchased=include_purchased)
     if personal is None:
         return _trending(request, options, "history unknown to the model")
-    ranked = ranked_personal(model, personal, "popular with shoppers like you")
+    ranked = personal_ranked(
+        model, personal, "popular with shoppers like you",
+        ranker=uses_ranker(request), include_purchased=include_purchased,
+    )  # fmt: skip
     return finish(catalog=request.catalog, settings=settings, surface="for_user", ranked=ranked,
-                  options=options, model=model, source=model.source,
+                  options=options, model=model, source=served_source(request),
                   explain=lambda answered: _because(model, request.catalog, personal, answered))  # fmt: skip
+
+
+def personal_ranked(
+    model: ServingModel, personal: PersonalScores, reason: str, *, ranker: bool, include_purchased: bool
+) -> Ranked:
+    """The shopper's candidates in answer order: by the ranking stage when `ranker` (and the model has
+    one), else by the first stage's full score (ordered only as far as the request looks)."""
+    candidates, scores = personal_candidates(model, personal)
+    if ranker and model.ranker is not None:
+        # the shopper's own history is not among the candidates the ranker learned to order (unless
+        # purchases may come back), as in its lessons
+        seen = None if include_purchased else personal.history_items
+        return second_stage(model, personal.sequence, candidates, scores, reason, exclude=seen)
+    return Ranked(
+        model.products.ids[candidates], scores, reason,
+        presorted=False, at_most=TOP_CANDIDATES, tiebreak=candidates,
+    )  # fmt: skip
+
+
+def uses_ranker(request: ServingRequest) -> bool:
+    """Whether the model's ranking stage orders this answer (it has one, and no variant turns it off)."""
+    model = request.model
+    return model is not None and model.ranker is not None and request.variant_config.get("ranker", True)
+
+
+def served_source(request: ServingRequest) -> str:
+    """`source` of a for-user or rank answer from the model: whether the ranking stage ordered it, or why
+    the version serves without one."""
+    model = request.model
+    assert model is not None
+    if uses_ranker(request):
+        return f"ranked:{model.source}"
+    if model.ranker is not None:
+        return f"{model.source} (ranking stage off in this variant)"
+    if model.ranker_off:
+        return f"{model.source} (no ranking stage: {model.ranker_off})"
+    return model.source
+
+
+def second_stage(
+    model: ServingModel,
+    sequence: np.ndarray,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    reason: str,
+    *,
+    exclude: np.ndarray | None = None,
+) -> Ranked:
+    """The first stage's best DEPTH candidates (model positions, full scores) ordered by the ranker, then
+    the rest in the first stage's order. Each keeps a first-stage score: the i-th by the ranker gets the
+    i-th best, so scores fall down the list and merchant boosts still multiply a positive number."""
+    if exclude is not None and exclude.size:
+        keep = ~np.isin(candidates, exclude)
+        candidates, scores = candidates[keep], scores[keep]
+    top, stage = stage_candidates(candidates, scores, DEPTH)
+    assert model.features is not None and model.ranker is not None
+    order = np.arange(top.size)
+    if top.size > 1:
+        features = candidate_features(model.features, sequence, top, stage)
+        order = np.argsort(-model.ranker.predict(features, num_threads=1), kind="stable")
+    rest = ~np.isin(candidates, top)
+    return Ranked(
+        model.products.ids[np.concatenate([top[order], candidates[rest]])],
+        np.concatenate([stage, scores[rest]]), reason,
+        presorted=False, at_most=TOP_CANDIDATES,
+        tiebreak=np.concatenate([np.arange(top.size), top.size + candidates[rest]]),
+    )  # fmt: skip
 
 
 def _trending(request: ServingRequest, options: Options, why: str) -> Answer:
@@ -67,6 +139,7 @@ class PersonalScores(NamedTuple):
     values: np.ndarray
     history_items: np.ndarray  # model positions, sorted
     history_weights: np.ndarray
+    sequence: np.ndarray  # model positions of the history the model knows, oldest first (for features)
 
 
 def personal_scores(
@@ -104,13 +177,13 @@ def personal_scores(
         if complement_values.size and complement_values.max() > 0:
             scale = COMPLEMENT_WEIGHT / complement_values.max()
             indices, values = add_sparse((indices, values), (complement_items, scale * complement_values))
-    return PersonalScores(indices, values, history_items, history_weights)
+    return PersonalScores(indices, values, history_items, history_weights, positions[known])
 
 
-def ranked_personal(model: ServingModel, personal: PersonalScores, default_reason: str) -> Ranked:
-    """The best TOP_CANDIDATES items by full score. Only items with a personal score or among the
-    TOP_CANDIDATES most popular can be there (the rest score popularity alone, below those), so only they
-    are scored: a few thousand instead of the whole catalog. Ties go to the lower model position."""
+def personal_candidates(model: ServingModel, personal: PersonalScores) -> tuple[np.ndarray, np.ndarray]:
+    """(model positions, full scores) of the items that can be among the best TOP_CANDIDATES: only items
+    with a personal score or among the TOP_CANDIDATES most popular can be there (the rest score popularity
+    alone, below those), so only they are scored: a few thousand instead of the whole catalog."""
     weight = np.float32(model.parameter("popularity_weight"))
     top = model.top_popular  # sorted positions
     scores_top = weight * model.popularity[top].astype(np.float32)
@@ -123,12 +196,7 @@ def ranked_personal(model: ServingModel, personal: PersonalScores, default_reaso
     candidates = np.concatenate([top, outside])
     scores = np.concatenate([scores_top, scores_out])
     keep = np.isfinite(scores) & (scores > 0)
-    candidates, scores = candidates[keep], scores[keep]
-    # ordered only as far as the request looks (Ranked sorts the prefix it is asked for)
-    return Ranked(
-        model.products.ids[candidates], scores, default_reason,
-        presorted=False, at_most=TOP_CANDIDATES, tiebreak=candidates,
-    )  # fmt: skip
+    return candidates[keep], scores[keep]
 
 
 def _because(

@@ -35,6 +35,7 @@ from recommendations.artifacts import (
     flat_arrays,
 )
 from recommendations.engine.interactions import IdIndex
+from recommendations.engine.ranker import FeatureSource, load_ranker
 from recommendations.engine.recommender import SequentialItemKNN
 from recommendations.selectors import (
     ActiveModelRow,
@@ -77,6 +78,10 @@ class ServingModel:
     # complete-the-look's learned rules: leaf category -> [(category that goes with it, lift, support)],
     # best lift first
     compatibility: dict[str, list[tuple[str, float, int]]] = field(default_factory=dict)
+    # the ranking stage (recommendations/engine/ranker.py), when this version learned one that beat the
+    # first stage on validation: the LightGBM model, and the arrays its features read
+    ranker: Any = None
+    features: FeatureSource | None = None
     nbytes: int = 0
 
     def __post_init__(self) -> None:
@@ -100,7 +105,8 @@ class ServingModel:
         )  # fmt: skip
 
     def _matrices(self) -> tuple[sp.csr_matrix, ...]:
-        held = (self.neighbours, self.similar, self.transitions, self.together, self.content)
+        extra = (self.features.arrivals, self.features.tags) if self.features is not None else ()
+        held = (self.neighbours, self.similar, self.transitions, self.together, self.content, *extra)
         return tuple(matrix for matrix in held if matrix is not None)
 
     def cold_neighbours(self, position: int, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -129,6 +135,11 @@ class ServingModel:
         return self.popularity_order[np.isin(self.popularity_order, items)][:TOP_CANDIDATES]
 
     @property
+    def ranker_off(self) -> str:
+        """Why this version serves without a ranking stage ("" when it has one, or never tried one)."""
+        return "" if self.ranker is not None else str(self.parameters.get("ranking_stage_off", ""))
+
+    @property
     def source(self) -> str:
         """Which model answers, and how the global one was blended in (its share of the neighbours)."""
         own = f"store-model:v{self.version}"
@@ -153,7 +164,20 @@ class ServingModel:
             content=arrays.get("content"),
             **_cold(arrays),
             compatibility=_compatibility(arrays),
+            **_ranking_stage(arrays),
         )  # fmt: skip
+
+
+def _ranking_stage(arrays: dict[str, Any]) -> dict[str, Any]:
+    """The version's ranker and its feature arrays, when it has them."""
+    if "ranker" not in arrays:
+        return {}
+    tags = arrays.get("tags")
+    features = FeatureSource(
+        arrays["similar"], arrays["transitions"], arrays["popularity"], arrays["counts"],
+        tags if tags is not None and tags.nnz else None, arrays.get("arrivals"),
+    )  # fmt: skip
+    return {"ranker": load_ranker(str(np.asarray(arrays["ranker"]))), "features": features}
 
 
 def _cold(arrays: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,225 @@
+"""Learning a store's ranking stage (recommendations/engine/ranker.py) from its own history, and the
+guard that decides whether it serves.
+
+Lessons: the first stage is fitted without each shopper's last training item, and that item labels the
+shopper's candidates (then again one item earlier, LESSON_TARGETS times). A fifth of the lesson shoppers
+is kept for early stopping. The guard: on the store's validation split, the first stage's top ten against
+the same candidates reordered by the ranker; the ranker serves only when it scores higher.
+
+The candidate lists are built here exactly as serving builds them (`stage_candidates`, then
+`candidate_features`), from the same kind of arrays, so that what the ranker learns from is what it sees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+from recommendations.engine.evaluation import HoldOut, leave_last_out
+from recommendations.engine.interactions import Interactions, recency_weighted_history, user_item_matrix
+from recommendations.engine.ranker import (
+    DEPTH,
+    EVALUATION_SHOPPERS,
+    FEATURES,
+    LESSON_TARGETS,
+    MAX_LESSON_SHOPPERS,
+    MAX_TREES,
+    MIN_LESSONS,
+    FeatureSource,
+    LambdaRanker,
+    candidate_features,
+)
+
+HISTORY = 200  # the latest events a shopper's features read: what serving's real-time profile holds
+K = 10
+
+
+class StageModel(Protocol):
+    """A fitted first stage (SequentialItemKNN, or one rebuilt from a version's arrays)."""
+
+    history_decay: float
+
+    def score(self, history: sp.csr_matrix) -> np.ndarray: ...
+
+
+def stage_candidates(
+    items: np.ndarray, scores: np.ndarray, depth: int = DEPTH
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first stage's best `depth` items with a positive score, best first, ties to the lower item;
+    (items, scores). Serving and training both choose candidates with this."""
+    items = np.asarray(items, dtype=np.int64)
+    scores = np.asarray(scores, dtype=np.float32)
+    keep = np.flatnonzero(np.isfinite(scores) & (scores > 0))
+    items, scores = items[keep], scores[keep]
+    if items.size > depth:
+        threshold = -np.partition(-scores, depth - 1)[depth - 1]
+        chosen = np.flatnonzero(scores >= threshold)
+        items, scores = items[chosen], scores[chosen]
+    order = np.lexsort((items, -scores))[:depth]
+    return items[order], scores[order]
+
+
+def shopper_sequences(data: Interactions) -> list[np.ndarray]:
+    """Each user's items, oldest first (the latest HISTORY)."""
+    order = np.lexsort((data.times, data.users))
+    users, items = data.users[order], data.items[order]
+    bounds = np.searchsorted(users, np.arange(data.n_users + 1))
+    return [items[max(bounds[u], bounds[u + 1] - HISTORY) : bounds[u + 1]] for u in range(data.n_users)]
+
+
+@dataclass
+class CandidateLists:
+    """Shoppers' candidate lists: one block of feature rows per shopper, in `users` order."""
+
+    users: np.ndarray
+    candidates: list[np.ndarray]
+    features: list[np.ndarray]
+
+    def stacked(self, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        rows = range(len(self.users)) if keep is None else np.flatnonzero(keep).tolist()
+        blocks = [self.features[row] for row in rows]
+        groups = np.array([len(block) for block in blocks], dtype=np.int64)
+        width = len(FEATURES)
+        return (np.vstack(blocks) if blocks else np.zeros((0, width), np.float32)), groups
+
+
+def candidate_lists(
+    model: StageModel,
+    train: Interactions,
+    users: np.ndarray,
+    source: FeatureSource,
+    *,
+    exclude_seen: bool,
+    depth: int = DEPTH,
+    batch: int = 64,
+) -> CandidateLists:
+    """Each user's first-stage candidates (their seen items left out when `exclude_seen`) and features."""
+    histories = recency_weighted_history(train, decay=model.history_decay)
+    seen = user_item_matrix(train, binary=True) if exclude_seen else None
+    sequences = shopper_sequences(train)
+    all_items = np.arange(train.n_items, dtype=np.int64)
+    candidates, features = [], []
+    for start in range(0, len(users), batch):
+        rows = users[start : start + batch]
+        scores = model.score(histories[rows])
+        if seen is not None:
+            excluded = seen[rows]
+            owner, columns = excluded.nonzero()
+            scores[owner, columns] = -np.inf
+        for offset, user in enumerate(rows.tolist()):
+            items, stage = stage_candidates(all_items, scores[offset], depth)
+            candidates.append(items)
+            features.append(candidate_features(source, sequences[user], items, stage))
+    return CandidateLists(np.asarray(users), candidates, features)
+
+
+@dataclass
+class RankerFit:
+    """The ranker learned for a version: its LightGBM text when it serves (None: it does not), and what
+    the guard measured."""
+
+    text: str | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample(users: np.ndarray, at_most: int, seed: int = 0) -> np.ndarray:
+    if len(users) <= at_most:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=at_most, replace=False))
+
+
+def _top_metrics(tops: list[np.ndarray], users: np.ndarray, targets: sp.csr_matrix) -> dict[str, float]:
+    """HR@10 and NDCG@10 of each user's top items against their targets (several per user possible)."""
+    discounts = 1.0 / np.log2(np.arange(2, K + 2))
+    hits, ndcgs = [], []
+    for top, user in zip(tops, users.tolist(), strict=True):
+        wanted = targets.indices[targets.indptr[user] : targets.indptr[user + 1]]
+        hit = np.isin(top[:K], wanted)
+        ideal = discounts[: min(len(wanted), K)].sum()
+        hits.append(hit.any())
+        ndcgs.append(float((hit * discounts[: hit.size]).sum() / ideal) if ideal else 0.0)
+    return {
+        "hit@10": round(float(np.mean(hits)) if hits else 0.0, 5),
+        "ndcg@10": round(float(np.mean(ndcgs)) if ndcgs else 0.0, 5),
+    }
+
+
+def fit_ranker(
+    holdout: HoldOut,
+    validation_model: StageModel,
+    fit_stage: Callable[[Interactions], StageModel],
+    source_of: Callable[[StageModel, Interactions], FeatureSource],
+    *,
+    exclude_seen: bool,
+    progress: Callable[[str], None] = lambda message: None,
+    seed: int = 0,
+) -> RankerFit:
+    """Learn a ranker from lessons inside `holdout.train` and judge it on `holdout`, whose first stage is
+    `validation_model` (fitted on `holdout.train`). `fit_stage` fits a first stage as the store's is
+    fitted; `source_of` gives the arrays features read for a fitted one."""
+    xs, ys, gs, owners = [], [], [], []
+    train = holdout.train
+    for step in range(LESSON_TARGETS):
+        inner = leave_last_out(train)
+        users = _sample(inner.users, MAX_LESSON_SHOPPERS, seed + step)
+        if not len(users):
+            break
+        progress(f"ranker lessons {step + 1} of {LESSON_TARGETS}: {len(users):,} shoppers")
+        stage = fit_stage(inner.train)
+        source = source_of(stage, inner.train)
+        lists = candidate_lists(stage, inner.train, users, source, exclude_seen=exclude_seen)
+        wanted = np.asarray(inner.targets[users].argmax(axis=1)).ravel().tolist()
+        for user, target, items, rows in zip(
+            users.tolist(), wanted, lists.candidates, lists.features, strict=True
+        ):
+            labels = (items == target).astype(np.int32)
+            if labels.any():  # a list without its target teaches LambdaRank nothing
+                xs.append(rows)
+                ys.append(labels)
+                gs.append(len(items))
+                owners.append(user)
+        train = inner.train
+    metrics: dict[str, Any] = {"lessons": len(gs), "candidates": DEPTH}
+    if len(gs) < MIN_LESSONS:
+        return RankerFit(None, {**metrics, "used": False, "why": "too little history to learn one"})
+    shoppers = np.unique(owners)
+    stopping = set(_sample(shoppers, len(shoppers) // 5, seed).tolist())
+    in_stopping = np.array([owner in stopping for owner in owners])
+
+    def part(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        chosen = np.flatnonzero(mask).tolist()
+        return (
+            np.vstack([xs[i] for i in chosen]),
+            np.concatenate([ys[i] for i in chosen]),
+            np.array([gs[i] for i in chosen]),
+        )
+
+    progress(f"fitting the ranker on {len(gs):,} lessons")
+    ranker = LambdaRanker(n_estimators=MAX_TREES, learning_rate=0.1, seed=seed).fit(
+        *part(~in_stopping), valid=part(in_stopping) if in_stopping.any() else None
+    )
+    progress("judging the ranker on the validation split")
+    users = _sample(holdout.users, EVALUATION_SHOPPERS, seed)
+    lists = candidate_lists(
+        validation_model, holdout.train, users, source_of(validation_model, holdout.train),
+        exclude_seen=exclude_seen,
+    )  # fmt: skip
+    reordered = [
+        items[np.argsort(-ranker.score(rows), kind="stable")] if len(items) else items
+        for items, rows in zip(lists.candidates, lists.features, strict=True)
+    ]
+    first = _top_metrics(lists.candidates, users, holdout.targets)
+    second = _top_metrics(reordered, users, holdout.targets)
+    metrics.update(
+        trees=ranker.trees,
+        users=len(users),
+        first_stage=first,
+        two_stage=second,
+    )
+    if second["ndcg@10"] <= first["ndcg@10"]:
+        why = "not better than the first stage on validation"
+        return RankerFit(None, {**metrics, "used": False, "why": why})
+    return RankerFit(ranker.dump(), {**metrics, "used": True})
