@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,12 +42,18 @@ from recommendations.engine.interactions import (  # noqa: E402
     DEFAULT_EVENT_WEIGHTS,
     IdIndex,
     Interactions,
+    recency_weighted_history,  # noqa: E402
     sorted_interactions,
     user_item_matrix,
 )
-from recommendations.engine.ranker import FeatureSource  # noqa: E402
+from recommendations.engine.ranker import FeatureSource, candidate_features  # noqa: E402
 from recommendations.engine.recommender import SequentialItemKNN, top_n  # noqa: E402
-from recommendations.engine.two_stage import candidate_lists, fit_ranker  # noqa: E402
+from recommendations.engine.two_stage import (  # noqa: E402
+    candidate_lists,
+    fit_ranker,
+    shopper_sequences,
+    stage_candidates,
+)
 
 DATA = ROOT.parent / "shared" / "data"
 OUT = ROOT / "bench" / "out"
@@ -285,11 +292,35 @@ def fit_two_stage(
         tops[row, :K] = np.concatenate([ordered, rest])[:K]
     tops = tops[:, :K]
     at = {int(user): row for row, user in enumerate(holdout.users.tolist())}
+    extra["ranker_cpu_us"] = ranker_cost(final, holdout, booster, source_of(final, holdout.train))
 
     def recommend(users: np.ndarray) -> np.ndarray:
         return tops[[at[int(user)] for user in users.tolist()]]
 
     return recommend, extra
+
+
+def ranker_cost(
+    final: SequentialItemKNN, holdout: HoldOut, booster: Any, source: FeatureSource, shoppers: int = 2000
+) -> int:
+    """CPU µs per answer of what the ranking stage adds to a computed for-user answer, as serving does it
+    (recommendations/serving/for_user.py second_stage): the best DEPTH of the answer's candidates (a few
+    thousand: here each shopper's 5,000 best by the first stage), their features, the ranker's scores."""
+    users = holdout.users[:shoppers]
+    histories = recency_weighted_history(holdout.train, decay=final.history_decay)
+    sequences = shopper_sequences(holdout.train)
+    spent = 0.0
+    for start in range(0, len(users), 64):
+        rows = users[start : start + 64]
+        scores = final.score(histories[rows])
+        for offset, user in enumerate(rows.tolist()):
+            pool = np.argpartition(-scores[offset], 5000)[:5000]
+            clock = time.process_time()
+            top, stage = stage_candidates(pool, scores[offset][pool])
+            features = candidate_features(source, sequences[user], top, stage)
+            booster.predict(features, num_threads=1)
+            spent += time.process_time() - clock
+    return round(spent / max(len(users), 1) * 1e6)
 
 
 def run(

@@ -402,7 +402,14 @@ def main() -> None:
         help="drain impressions into PostgreSQL during the run, as a worker does every 5 s (it shares the "
         "cores); without it the stream is emptied after each surface",
     )
-    parser.add_argument("--rounds", type=int, default=1, help="with --impressions both: rounds of the two")
+    parser.add_argument(
+        "--ranker",
+        choices=["on", "off", "both"],
+        default="on",
+        help="serve for-user and rank with each version's ranking stage (the default), or without it "
+        "(RANKING_STAGE=0); both: the two alternated, --rounds times each, each its own server",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="with a 'both': rounds of the configurations")
     args = parser.parse_args()
     key, _ = prepare(args.products, args.events, args.retrain)
 
@@ -410,17 +417,23 @@ def main() -> None:
 
     args.workers = args.workers or web.default_workers()
     args.threads = args.threads or web.BLOCKING_THREADS
-    configurations = {"on": [True], "off": [False], "both": [True, False]}[args.impressions]
-    rounds = args.rounds if args.impressions == "both" else 1
+    choices = {"on": [True], "off": [False], "both": [True, False]}
+    configurations = [
+        (record, ranker) for record in choices[args.impressions] for ranker in choices[args.ranker]
+    ]
+    rounds = args.rounds if len(configurations) > 1 else 1
     rows: list[dict] = []
     histograms: dict[str, np.ndarray] = {}
     for number in range(rounds):
         order = configurations if number % 2 == 0 else configurations[::-1]
-        for record in order:
+        for record, ranker in order:
             label = f"impressions {'on' if record else 'off'}" + (" + drain" if record and args.drain else "")
-            seed = 1 + 2 * number + (0 if record else 1)  # other shoppers each time: first-time ones stay so
+            if args.ranker != "on":
+                label += f", ranker {'on' if ranker else 'off'}"
+            # other shoppers each time: first-time ones stay so
+            seed = 1 + len(configurations) * number + configurations.index((record, ranker))
             found, drawn = measure(
-                args, key, record=record, drain=args.drain and record, seed=seed, label=label
+                args, key, record=record, ranker=ranker, drain=args.drain and record, seed=seed, label=label
             )
             rows += found
             histograms = histograms or drawn
@@ -443,9 +456,10 @@ def drain_loop(stop: multiprocessing.synchronize.Event) -> None:
 
 
 def measure(
-    args: argparse.Namespace, key: str, *, record: bool, drain: bool, seed: int, label: str
+    args: argparse.Namespace, key: str, *, record: bool, ranker: bool, drain: bool, seed: int, label: str
 ) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """One server, with or without impressions (and a drain), driven over every surface."""
+    """One server, with or without impressions (and a drain) and the ranking stage, driven over every
+    surface."""
     import subprocess
 
     from ingest import free_port, wait_healthy
@@ -453,7 +467,10 @@ def measure(
     from config import web
 
     port = free_port()
-    env = {**os.environ, **BENCH_LIMITS, "RECORD_IMPRESSIONS": "1" if record else "0"}
+    env = {
+        **os.environ, **BENCH_LIMITS,
+        "RECORD_IMPRESSIONS": "1" if record else "0", "RANKING_STAGE": "1" if ranker else "0",
+    }  # fmt: skip
     if args.server == "gunicorn":  # the comparison that picked granian (config/web.py)
         command = [sys.executable, "-m", "gunicorn", "config.wsgi:application",
                    "--bind", f"127.0.0.1:{port}", "--workers", str(args.workers), "--worker-class", "gthread",

@@ -190,6 +190,8 @@ OUTCOMES_ROLLUP_LAG_SECONDS = float(os.environ.get("OUTCOMES_ROLLUP_LAG_SECONDS"
 # experiment results see no impressions; for a deployment that does not want outcome tracking, and for
 # measuring what recording costs (bench/serve.py --impressions).
 RECORD_IMPRESSIONS = os.environ.get("RECORD_IMPRESSIONS", "1") != "0"
+# "0": serve every version without its ranking stage (the first stage alone), whatever it learned
+RANKING_STAGE = os.environ.get("RANKING_STAGE", "1") != "0"
 CELERY_BEAT_SCHEDULE_FILENAME = str(embedded.LOCAL_DIR / "celerybeat-schedule")
 # Schedules live in the database, editable from the admin (Periodic tasks); the entries above are
 # written there when beat starts.

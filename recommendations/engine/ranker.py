@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.recommender import row_entries
+
 FEATURES = (
     "stage_score", "stage_rank",
     "similar_last", "next_last", "similar_2", "next_2", "similar_3", "next_3",
@@ -42,7 +44,7 @@ RECENCY = 0.7  # each older item counts this much of the one after it (the *_rec
 DEPTH = 150
 MAX_TREES = 200
 LESSON_TARGETS = 2  # each shopper's ranker lessons: their second-last item, then their third-last
-MAX_LESSON_SHOPPERS = 30_000  # per lesson step, sampled: training time stays bounded on large stores
+MAX_LESSON_SHOPPERS = 15_000  # per lesson step, sampled: training time stays bounded on large stores
 MIN_LESSONS = 300  # lists with their target among the candidates, below which no ranker is learned
 EVALUATION_SHOPPERS = 5000
 
@@ -106,18 +108,19 @@ def candidate_features(
     out = np.zeros((n, len(FEATURES)), np.float32)
     out[:, 0] = stage_scores
     out[:, 1] = np.arange(n)
-    latest = history[::-1]
-    for j, item in enumerate(latest[:3].tolist()):
-        out[:, 2 + 2 * j] = _lookup(source.similar, item, candidates)
-        out[:, 3 + 2 * j] = _lookup(source.transitions, item, candidates)
+    latest = np.asarray(history, dtype=np.int64)[::-1]
     recent = latest[:RECENT]
     if recent.size:
-        stacked = np.vstack([_lookup(source.similar, item, candidates) for item in recent.tolist()])
+        # each recent item's link to every candidate, newest first: one gather of their rows each
+        stacked = _lookup_rows(source.similar, recent, candidates)
+        following = _lookup_rows(source.transitions, recent, candidates)
+        for j in range(min(3, recent.size)):
+            out[:, 2 + 2 * j] = stacked[j]
+            out[:, 3 + 2 * j] = following[j]
         out[:, 8] = stacked.max(axis=0)
         out[:, 9] = stacked.mean(axis=0)
         weights = RECENCY ** np.arange(recent.size, dtype=np.float32)
         out[:, 16] = weights @ stacked
-        following = np.vstack([_lookup(source.transitions, item, candidates) for item in recent.tolist()])
         out[:, 17] = weights @ following
         assert source.arrivals is not None  # (set in __post_init__)
         out[:, 18] = _lookup(source.arrivals, int(recent[0]), candidates)  # the candidate, then the last
@@ -127,15 +130,33 @@ def candidate_features(
     out[:, 10] = source.popularity[candidates]
     out[:, 11] = np.log1p(source.counts[candidates])
     out[:, 12] = len(history)
-    if source.tags is not None and recent.size:
-        candidate_tags = source.tags[candidates]
-        profile = np.asarray(source.tags[recent].sum(axis=0)).ravel()
-        shared = np.asarray(candidate_tags @ (profile > 0).astype(np.float32)).ravel()
-        tagged = np.maximum(np.asarray(candidate_tags.sum(axis=1)).ravel(), 1.0)
-        out[:, 13] = shared / tagged
-        out[:, 14] = np.asarray(candidate_tags @ source.tags[recent[0]].T.toarray()).ravel()
-        last_three = (np.asarray(source.tags[recent[:3]].sum(axis=0)).ravel() > 0).astype(np.float32)
-        out[:, 20] = np.asarray(candidate_tags @ last_three).ravel() / tagged
+    if source.tags is not None and recent.size and n:
+        owner, tags, _ = row_entries(source.tags, candidates)
+        tagged = np.maximum(np.bincount(owner, minlength=n), 1).astype(np.float32)
+        recent_owner, recent_tags, _ = row_entries(source.tags, recent)
+
+        def sharing(wanted: np.ndarray) -> np.ndarray:
+            """How many of each candidate's tags are among `wanted`."""
+            return np.bincount(owner[np.isin(tags, wanted)], minlength=n).astype(np.float32)
+
+        out[:, 13] = sharing(np.unique(recent_tags)) / tagged
+        out[:, 14] = sharing(recent_tags[recent_owner == 0])
+        out[:, 20] = sharing(np.unique(recent_tags[recent_owner < 3])) / tagged
+    return out
+
+
+def _lookup_rows(matrix: sp.csr_matrix, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """matrix[rows][:, candidates] as a dense (rows x candidates) array, read straight from the CSR arrays
+    (candidates distinct)."""
+    out = np.zeros((rows.size, candidates.size), np.float32)
+    if not rows.size or not candidates.size:
+        return out
+    owner, columns, values = row_entries(matrix, rows)
+    order = np.argsort(candidates, kind="stable")
+    ordered = candidates[order]
+    at = np.minimum(np.searchsorted(ordered, columns), ordered.size - 1)
+    hit = ordered[at] == columns
+    out[owner[hit], order[at[hit]]] = values[hit]
     return out
 
 

@@ -52,12 +52,12 @@ def stage_candidates(
     (items, scores). Serving and training both choose candidates with this."""
     items = np.asarray(items, dtype=np.int64)
     scores = np.asarray(scores, dtype=np.float32)
-    keep = np.flatnonzero(np.isfinite(scores) & (scores > 0))
-    items, scores = items[keep], scores[keep]
-    if items.size > depth:
+    if items.size > depth:  # the depth-th best score, then only what reaches it (no copy of the rest)
         threshold = -np.partition(-scores, depth - 1)[depth - 1]
         chosen = np.flatnonzero(scores >= threshold)
         items, scores = items[chosen], scores[chosen]
+    keep = np.isfinite(scores) & (scores > 0)
+    items, scores = items[keep], scores[keep]
     order = np.lexsort((items, -scores))[:depth]
     return items[order], scores[order]
 

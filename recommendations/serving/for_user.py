@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from django.conf import settings as django_settings
 
 from events.models import EventType
 from events.profiles import History
@@ -76,9 +77,15 @@ def personal_ranked(
 
 
 def uses_ranker(request: ServingRequest) -> bool:
-    """Whether the model's ranking stage orders this answer (it has one, and no variant turns it off)."""
+    """Whether the model's ranking stage orders this answer: it has one, and neither a variant nor the
+    operator (RANKING_STAGE=0) turns it off."""
     model = request.model
-    return model is not None and model.ranker is not None and request.variant_config.get("ranker", True)
+    return (
+        model is not None
+        and model.ranker is not None
+        and bool(request.variant_config.get("ranker", True))
+        and django_settings.RANKING_STAGE
+    )
 
 
 def served_source(request: ServingRequest) -> str:
@@ -89,7 +96,8 @@ def served_source(request: ServingRequest) -> str:
     if uses_ranker(request):
         return f"ranked:{model.source}"
     if model.ranker is not None:
-        return f"{model.source} (ranking stage off in this variant)"
+        where = "in this variant" if django_settings.RANKING_STAGE else "by the operator"
+        return f"{model.source} (ranking stage off {where})"
     if model.ranker_off:
         return f"{model.source} (no ranking stage: {model.ranker_off})"
     return model.source

@@ -7,6 +7,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from recommendations.engine.ranker import FEATURES, FeatureSource, LambdaRanker, candidate_features
+from recommendations.engine.two_stage import stage_candidates
 
 
 def _source() -> FeatureSource:
@@ -52,3 +53,24 @@ def test_lambdarank_learns_which_feature_tells_the_next_item():
     hits = (np.argmax(scores, axis=1) == np.argmax(y.reshape(100, 20), axis=1)).mean()
     assert hits > 0.6  # random: 0.05
     assert "lambdarank" in ranker.dump()
+
+
+def test_stage_candidates_keep_the_best_positive_scores_ties_to_the_lower_item():
+    items = np.array([9, 4, 7, 1, 3, 8])
+    scores = np.array([0.5, 0.9, 0.5, 0.0, -1.0, 0.5], np.float32)
+    chosen, kept = stage_candidates(items, scores, depth=3)
+    assert chosen.tolist() == [4, 7, 8] and kept.tolist() == [np.float32(0.9), 0.5, 0.5]
+    assert stage_candidates(items, scores, depth=10)[0].tolist() == [4, 7, 8, 9]  # no zero or negative
+
+
+def test_a_feature_source_reads_read_only_arrays_without_writing_them():
+    """A version's arrays are memory-mapped read-only in serving: the source must not sort or rescale them
+    in place."""
+    source = _source()
+    for matrix in (source.similar, source.transitions, source.tags):
+        for array in (matrix.data, matrix.indices, matrix.indptr):
+            array.flags.writeable = False
+    again = FeatureSource(source.similar, source.transitions, source.popularity, source.counts, source.tags)
+    features = candidate_features(again, np.array([2, 0]), np.array([1, 3]), np.array([0.9, 0.4]))
+    assert np.array_equal(features, candidate_features(_source(), np.array([2, 0]), np.array([1, 3]),
+                                                       np.array([0.9, 0.4])))  # fmt: skip

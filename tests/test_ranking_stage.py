@@ -1,0 +1,167 @@
+"""The ranking stage (eBay's learning to rank): learned per store at training, guarded on the store's
+validation split, serving for-user and rank; the features serving builds for a shopper equal those
+training builds from the same events; variants can turn it off.
+
+The planted store: twenty lines of 300 products each, every shopper loyal to one line and choosing its
+products by their popularity in the line. Four views per shopper leave co-occurrence sparse, so the first
+stage's candidates mix the shopper's line with what is popular anywhere; the line (a tag the ranker
+reads) and popularity decide the next item, which only the ranker can weigh."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from catalog.models import Product
+from recommendations.artifacts import artifact_load
+from recommendations.engine.ranker import FeatureSource
+from recommendations.engine.recommender import SequentialItemKNN
+from recommendations.engine.two_stage import candidate_lists
+from recommendations.models import TrainedModel, TrainingRun
+from recommendations.selectors import trained_model_active
+from recommendations.services import _load, training_options_clean, training_run_execute
+from recommendations.serving import for_user as for_user_module
+from recommendations.serving.state import serving_state
+from tenants.models import StoreSettings
+from tests.conftest import ApiClient, product
+from tests.test_recommendations import train
+
+LINES, PER_LINE, SHOPPERS, VIEWS = 20, 300, 2500, 4
+
+
+def _catalog() -> list[dict]:
+    return [
+        product(f"l{line}-{i}", title=f"Line {line} item {i}", category_path=[f"Line {line}"])
+        for line in range(LINES)
+        for i in range(PER_LINE)
+    ]
+
+
+def _events() -> list[dict]:
+    rng = np.random.default_rng(0)
+    weights = 1.0 / np.arange(1, PER_LINE + 1) ** 1.2
+    weights /= weights.sum()
+    start = datetime.now(tz=UTC) - timedelta(days=12)
+    events = []
+    for shopper in range(SHOPPERS):
+        line = int(rng.integers(LINES))
+        chosen = rng.choice(PER_LINE, size=VIEWS, replace=False, p=weights)
+        first = start + timedelta(days=float(rng.uniform(0, 9)))
+        for step, item in enumerate(chosen.tolist()):
+            at = (first + timedelta(hours=8 * step)).isoformat()
+            events.append(
+                {"user_id": f"s{shopper}", "product_id": f"l{line}-{item}", "type": "view", "timestamp": at}
+            )
+    return events
+
+
+@pytest.fixture
+def ranked_store(api: ApiClient, store):  # noqa: ANN001, ANN201
+    serving_state().clear()
+    catalog = _catalog()
+    for begin in range(0, len(catalog), 2000):
+        assert api.post("/api/v1/products/bulk", catalog[begin : begin + 2000]).status_code in (200, 201)
+    assert api.post("/api/v1/events", _events()).json()["rejected"] == 0
+    run = train(store)
+    assert run.status == "succeeded", run.message
+    return run
+
+
+def test_the_ranker_serves_where_it_beats_the_first_stage_and_source_says_so(ranked_store, api, store):
+    figures = ranked_store.metrics["ranker"]
+    assert figures["used"] is True, figures
+    assert figures["two_stage"]["ndcg@10"] > figures["first_stage"]["ndcg@10"]
+    assert figures["lessons"] >= 300 and figures["trees"] >= 1
+    answer = api.get("/api/v1/users/s3/recommendations", limit=10).json()
+    assert answer["source"] == "ranked:store-model:v1"
+    scores = [item["score"] for item in answer["items"]]
+    assert len(scores) == 10 and scores == sorted(scores, reverse=True) and scores[-1] > 0
+    seen = {event["product_id"] for event in _events() if event["user_id"] == "s3"}
+    assert len(seen) == VIEWS and not seen & {item["id"] for item in answer["items"]}
+    assert all(item["reason"] for item in answer["items"])
+    # rank orders the given products with it too
+    given = [item["id"] for item in answer["items"]][::-1] + ["l0-299", "missing"]
+    ranked = api.post("/api/v1/users/s3/rank", {"product_ids": given}).json()
+    assert ranked["source"] == "ranked:store-model:v1" and ranked["unknown_ids"] == ["missing"]
+    assert sorted(item["id"] for item in ranked["items"]) == sorted(given[:-1])
+    # a version trained without it serves the first stage, and says nothing of a ranker
+    assert api.post("/api/v1/training-runs", {"ranker": "yes"}).json()["code"] == "invalid"
+    run = TrainingRun.objects.create(store=store, options=training_options_clean({"ranker": False}))
+    training_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    assert run.status == "succeeded" and "ranker" not in run.metrics, run.message
+    assert api.get("/api/v1/users/s3/recommendations").json()["source"] == "store-model:v2"
+
+
+def test_features_served_equal_features_trained_for_the_same_shopper(ranked_store, api, store, monkeypatch):
+    """The one feature function, fed online from the real-time profile and the loaded version, and offline
+    from the events training reads and the same version's arrays, gives the same candidates and matrix;
+    the served order is the ranker's order of them."""
+    served: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    real = for_user_module.candidate_features
+
+    def spy(source, sequence, candidates, stage):  # noqa: ANN001, ANN202
+        features = real(source, sequence, candidates, stage)
+        served.append((np.array(candidates), np.array(stage), features))
+        return features
+
+    monkeypatch.setattr(for_user_module, "candidate_features", spy)
+    answer = api.get("/api/v1/users/s11/recommendations", limit=10).json()
+    assert answer["source"].startswith("ranked:") and len(served) == 1
+    online_candidates, online_stage, online = served[0]
+
+    version = TrainedModel.objects.get(store=store, version=1)
+    arrays = artifact_load(bytes(version.artifact))
+    parameters = version.parameters
+    first_stage = SequentialItemKNN(
+        history_decay=parameters["history_decay"],
+        repeat_weight=0.0,  # serving leaves repeats out: the store does not include purchases
+        popularity_weight=parameters["popularity_weight"],
+    )
+    first_stage.neighbours_ = arrays["neighbours"]
+    first_stage.popularity_ = np.asarray(arrays["popularity"])
+    data = _load(store, StoreSettings.objects.get(store=store))
+    assert np.array_equal(data.product_ids.ids, arrays["product_ids"])
+    source = FeatureSource(
+        arrays["similar"], arrays["transitions"], arrays["popularity"], arrays["counts"], arrays["tags"],
+        arrays["arrivals"],
+    )  # fmt: skip
+    user = data.user_ids.positions(np.array(["s11"], dtype=object).astype(str))
+    offline = candidate_lists(first_stage, data.interactions, user, source, exclude_seen=True)
+    assert np.array_equal(offline.candidates[0], online_candidates)
+    np.testing.assert_allclose(offline.features[0], online, rtol=1e-5, atol=1e-6)
+    # the answer is the ranker's order of those candidates
+    row = trained_model_active(store=store)
+    assert row is not None
+    loaded = serving_state().residency.get(row)
+    assert loaded is not None and loaded.ranker is not None
+    ranker = loaded.ranker
+    order = np.argsort(-ranker.predict(offline.features[0], num_threads=1), kind="stable")
+    expected = data.product_ids.ids[offline.candidates[0][order][:10]].tolist()
+    names = dict(Product.objects.filter(store=store, id__in=expected).values_list("id", "external_id"))
+    assert [item["id"] for item in answer["items"]] == [names[pid] for pid in expected]
+
+
+def test_an_experiment_can_turn_the_ranker_off_for_its_variant(ranked_store, api):
+    body = {
+        "name": "ranker or not",
+        "surface": "for_user",
+        "variants": [
+            {"name": "first-stage", "traffic": 0.5, "config": {"ranker": False}},
+            {"name": "ranked", "traffic": 0.5, "config": {}},
+        ],
+    }
+    assert api.post("/api/v1/experiments", body).status_code == 201
+    sources = {}
+    for n in range(30):
+        answer = api.get(f"/api/v1/users/s{n}/recommendations", limit=5).json()
+        sources[answer["variant"]] = answer["source"]
+    assert sources == {
+        "first-stage": "store-model:v1 (ranking stage off in this variant)",
+        "ranked": "ranked:store-model:v1",
+    }
+    related = {**body, "surface": "related", "name": "no ranker on related"}
+    refused = api.post("/api/v1/experiments", related)
+    assert refused.status_code == 400 and "for_user and rank" in refused.json()["message"]
