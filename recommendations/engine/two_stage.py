@@ -23,7 +23,6 @@ from recommendations.engine.interactions import Interactions, recency_weighted_h
 from recommendations.engine.ranker import (
     DEPTH,
     EVALUATION_SHOPPERS,
-    FEATURES,
     LESSON_TARGETS,
     MAX_LESSON_SHOPPERS,
     MAX_TREES,
@@ -77,13 +76,6 @@ class CandidateLists:
     users: np.ndarray
     candidates: list[np.ndarray]
     features: list[np.ndarray]
-
-    def stacked(self, keep: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        rows = range(len(self.users)) if keep is None else np.flatnonzero(keep).tolist()
-        blocks = [self.features[row] for row in rows]
-        groups = np.array([len(block) for block in blocks], dtype=np.int64)
-        width = len(FEATURES)
-        return (np.vstack(blocks) if blocks else np.zeros((0, width), np.float32)), groups
 
 
 def candidate_lists(
