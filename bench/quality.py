@@ -252,7 +252,7 @@ def fit_engine(holdout: HoldOut, protocol: str, repeats: bool) -> tuple[Callable
 
 
 def fit_two_stage(
-    holdout: HoldOut, protocol: str, repeats: bool, tags: sp.csr_matrix | None
+    holdout: HoldOut, protocol: str, repeats: bool, tags: sp.csr_matrix | None, refit: bool = True
 ) -> tuple[Callable, dict]:
     """The engine tuned as fit_engine tunes it, then the ranking stage as a store's training learns it
     (recommendations/engine/two_stage.py: lessons inside the validation split's training part, early
@@ -272,6 +272,7 @@ def fit_two_stage(
 
     fitted = fit_ranker(
         validation, fit_stage(validation.train), fit_stage, source_of, exclude_seen=not repeats,
+        refit_on=holdout.train if refit else None,
         progress=lambda message: print(f"  {message} ({time.perf_counter() - started:.0f} s)", flush=True),
     )  # fmt: skip
     extra = {"tuned": best, "ranker": fitted.metrics}

@@ -36,6 +36,7 @@ import shutil
 import socket
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,35 @@ OUT = ROOT / "bench" / "out"
 SLUG = "serve-bench"
 
 
-def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
+def beauty_store() -> tuple[list[dict], list[dict]]:
+    """Amazon Beauty as a store (../shared/data/amazon-beauty): products P<n> with their attributes,
+    shoppers U<n> whose reviews are purchases, in each shopper's order, a shopper's reviews spread evenly
+    over the last 300 days (the data has no times; a store's time split then holds out about each
+    shopper's latest tenth)."""
+    from quality import DATA, load_beauty_with_tags
+
+    data, tags = load_beauty_with_tags()
+    catalog = [
+        {"id": f"P{i}", "title": f"beauty product {i}", "category_path": ["Beauty"],
+         "attributes": {"a": [str(tag) for tag in tags.indices[tags.indptr[i] : tags.indptr[i + 1]]]}}
+        for i in range(data.n_items)
+    ]  # fmt: skip
+    assert (DATA / "amazon-beauty").exists()
+    end = time.time() - 3600
+    order = np.lexsort((data.times, data.users))
+    users, items = data.users[order], data.items[order]
+    bounds = np.searchsorted(users, np.arange(data.n_users + 1))
+    events = []
+    for user in range(data.n_users):
+        mine = items[bounds[user] : bounds[user + 1]]
+        for step, item in enumerate(mine.tolist()):
+            at = end - 300 * 86400 * (1 - (step + 1) / len(mine))
+            events.append({"user_id": f"U{user}", "product_id": f"P{item}", "type": "purchase",
+                           "timestamp": datetime.fromtimestamp(at, tz=UTC).isoformat()})  # fmt: skip
+    return catalog, events
+
+
+def prepare(products: int, events: int, retrain: bool, dataset: str = "generated") -> tuple[str, int]:
     """The bench store and a fresh API key; built and trained on the first run only."""
     from bench_env import django_setup
 
@@ -71,9 +100,19 @@ def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
     from tenants.services import api_key_issue, store_create
 
     call_command("migrate", verbosity=0)
-    store = Store.objects.filter(slug=SLUG).first()
+    slug = SLUG if dataset == "generated" else f"{SLUG}-{dataset}"
+    store = Store.objects.filter(slug=slug).first()
+    if store is None and dataset == "beauty":
+        store, _ = store_create(slug=slug)
+        started = time.perf_counter()
+        catalog, generated = beauty_store()
+        for start in range(0, len(catalog), 10_000):
+            product_bulk_upsert(store=store, rows=catalog[start : start + 10_000])
+        for start in range(0, len(generated), 10_000):
+            event_ingest(store=store, payload=generated[start : start + 10_000])
+        print(f"built the store in {time.perf_counter() - started:.0f} s", flush=True)
     if store is None:
-        store, _ = store_create(slug=SLUG)
+        store, _ = store_create(slug=slug)
         started = time.perf_counter()
         catalog = [
             {"id": f"P{i}", "title": f"product {i} of line {i % 500}", "category_path": [f"C{i // 500}"],
@@ -90,6 +129,8 @@ def prepare(products: int, events: int, retrain: bool) -> tuple[str, int]:
         run = TrainingRun.objects.create(store=store, trigger="bench")
         training_run_execute(run_id=run.id)
         run.refresh_from_db()
+        print(f"trained: {run.message}; {run.metrics.get('seconds_by_phase')}; "
+              f"ranking stage: {run.metrics.get('ranker')}", flush=True)  # fmt: skip
         # the bench's own posted events (the storefront loop, the visibility check) are the newest, so they
         # fill the hold-out of a retrain and its NDCG falls below the gate: serve the new version anyway
         if run.model is not None and not run.model.is_active:
@@ -410,8 +451,17 @@ def main() -> None:
         "(RANKING_STAGE=0); both: the two alternated, --rounds times each, each its own server",
     )
     parser.add_argument("--rounds", type=int, default=1, help="with a 'both': rounds of the configurations")
+    parser.add_argument(
+        "--dataset",
+        choices=["generated", "beauty"],
+        default="generated",
+        help="the bench store: generated events (--products, --events), or Amazon Beauty as a store (its "
+        "12,101 products and 22,363 shoppers' 198,502 reviews, as purchases), where the ranking stage serves",
+    )
     args = parser.parse_args()
-    key, _ = prepare(args.products, args.events, args.retrain)
+    if args.dataset == "beauty":  # its products and shoppers (P<n>, U<n>) stand in for the generated ones
+        args.products, args.events = 12_101, 22_363 * 15
+    key, _ = prepare(args.products, args.events, args.retrain, args.dataset)
 
     from config import web
 
@@ -493,7 +543,7 @@ def measure(
         items = [f"P{i}" for i in rng.zipf(1.3, size=500) % args.products]
         # hot: 500 shoppers asked about again and again (answers come from the cache until they act);
         # distinct: every request its own, so every answer is computed
-        everyone = [f"U{u}" for u in rng.permutation(args.events // 15)]
+        everyone = [f"U{u}" for u in rng.permutation(max(args.events // 15, 40_000))]
         surfaces = {
             "for-user": [f"/api/v1/users/{u}/recommendations?limit=10" for u in users],
             # a storefront: each shopper views a product, then asks for their recommendations (every answer

@@ -43,8 +43,8 @@ RECENCY = 0.7  # each older item counts this much of the one after it (the *_rec
 # (LightGBM walks each tree once per candidate): 150 x 200 is about 1 ms of CPU on this machine.
 DEPTH = 150
 MAX_TREES = 200
-LESSON_TARGETS = 2  # each shopper's ranker lessons: their second-last item, then their third-last
-MAX_LESSON_SHOPPERS = 15_000  # per lesson step, sampled: training time stays bounded on large stores
+LESSON_TARGETS = 3  # each shopper's lessons: their last item, then the one before, then the one before that
+MAX_LESSON_SHOPPERS = 30_000  # per lesson step, sampled: training time stays bounded on large stores
 MIN_LESSONS = 300  # lists with their target among the candidates, below which no ranker is learned
 EVALUATION_SHOPPERS = 5000
 

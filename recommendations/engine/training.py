@@ -146,7 +146,8 @@ def fit_store_model(
         progress(0.5, "learning the ranking stage")
         fitted_ranker = fit_ranker(
             holdout, as_served(validation_model, holdout.train), fit_stage, source_of,
-            exclude_seen=not repeats, progress=lambda message: progress(0.55, message),
+            exclude_seen=not repeats, refit_on=interactions,
+            progress=lambda message: progress(0.55, message),
         )  # fmt: skip
         metrics["ranker"] = fitted_ranker.metrics  # type: ignore[assignment]  # a block among the figures
     progress(0.6, "fitting on all events")

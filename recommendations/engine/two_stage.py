@@ -31,6 +31,7 @@ from recommendations.engine.ranker import (
     LambdaRanker,
     candidate_features,
 )
+from recommendations.engine.recommender import personal_scores_one
 
 HISTORY = 200  # the latest events a shopper's features read: what serving's real-time profile holds
 K = 10
@@ -40,8 +41,10 @@ class StageModel(Protocol):
     """A fitted first stage (SequentialItemKNN, or one rebuilt from a version's arrays)."""
 
     history_decay: float
-
-    def score(self, history: sp.csr_matrix) -> np.ndarray: ...
+    repeat_weight: float
+    popularity_weight: float
+    neighbours_: sp.csr_matrix
+    popularity_: np.ndarray
 
 
 def stage_candidates(
@@ -86,25 +89,35 @@ def candidate_lists(
     *,
     exclude_seen: bool,
     depth: int = DEPTH,
-    batch: int = 64,
 ) -> CandidateLists:
-    """Each user's first-stage candidates (their seen items left out when `exclude_seen`) and features."""
+    """Each user's first-stage candidates (their seen items left out when `exclude_seen`) and features.
+
+    Scored as serving scores them: the history's neighbours (personal_scores_one) plus a little
+    popularity; besides the items those reach, only the most popular can be among the best `depth` (the
+    rest score their popularity alone, below them), so only they are scored, whatever the catalog's size."""
     histories = recency_weighted_history(train, decay=model.history_decay)
     seen = user_item_matrix(train, binary=True) if exclude_seen else None
     sequences = shopper_sequences(train)
-    all_items = np.arange(train.n_items, dtype=np.int64)
+    weight = np.float32(model.popularity_weight)
+    popular = weight * np.asarray(model.popularity_, dtype=np.float32)
+    most_popular = np.argsort(-popular, kind="stable")
     candidates, features = [], []
-    for start in range(0, len(users), batch):
-        rows = users[start : start + batch]
-        scores = model.score(histories[rows])
-        if seen is not None:
-            excluded = seen[rows]
-            owner, columns = excluded.nonzero()
-            scores[owner, columns] = -np.inf
-        for offset, user in enumerate(rows.tolist()):
-            items, stage = stage_candidates(all_items, scores[offset], depth)
-            candidates.append(items)
-            features.append(candidate_features(source, sequences[user], items, stage))
+    for user in np.asarray(users).tolist():
+        begin, end = histories.indptr[user], histories.indptr[user + 1]
+        indices, values = personal_scores_one(
+            histories.indices[begin:end].astype(np.int64), histories.data[begin:end], model.neighbours_,
+            repeat_weight=model.repeat_weight,
+        )  # fmt: skip
+        excluded = seen.indices[seen.indptr[user] : seen.indptr[user + 1]] if seen is not None else None
+        reach = depth + (excluded.size if excluded is not None else 0)
+        pool = np.union1d(indices, most_popular[:reach])
+        scores = popular[pool]
+        scores[np.searchsorted(pool, indices)] += values
+        if excluded is not None and excluded.size:
+            scores[np.isin(pool, excluded)] = -np.inf
+        items, stage = stage_candidates(pool, scores, depth)
+        candidates.append(items)
+        features.append(candidate_features(source, sequences[user], items, stage))
     return CandidateLists(np.asarray(users), candidates, features)
 
 
@@ -139,21 +152,38 @@ def _top_metrics(tops: list[np.ndarray], users: np.ndarray, targets: sp.csr_matr
     }
 
 
-def fit_ranker(
-    holdout: HoldOut,
-    validation_model: StageModel,
+@dataclass
+class Lessons:
+    """Shoppers' candidate lists that hold their next item: features, labels, list sizes, shoppers."""
+
+    features: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def part(self, chosen: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        rows = np.flatnonzero(chosen).tolist()
+        return (
+            np.vstack([self.features[i] for i in rows]),
+            np.concatenate([self.labels[i] for i in rows]),
+            np.array([len(self.labels[i]) for i in rows]),
+        )
+
+
+def lessons_from(
+    train: Interactions,
     fit_stage: Callable[[Interactions], StageModel],
     source_of: Callable[[StageModel, Interactions], FeatureSource],
     *,
     exclude_seen: bool,
-    progress: Callable[[str], None] = lambda message: None,
-    seed: int = 0,
-) -> RankerFit:
-    """Learn a ranker from lessons inside `holdout.train` and judge it on `holdout`, whose first stage is
-    `validation_model` (fitted on `holdout.train`). `fit_stage` fits a first stage as the store's is
-    fitted; `source_of` gives the arrays features read for a fitted one."""
-    xs, ys, gs, owners = [], [], [], []
-    train = holdout.train
+    progress: Callable[[str], None],
+    seed: int,
+) -> Lessons:
+    """The first stage fitted without each shopper's last item of `train`, that item labelling their
+    candidates; LESSON_TARGETS times, one item earlier each time."""
+    lessons = Lessons()
     for step in range(LESSON_TARGETS):
         inner = leave_last_out(train)
         users = _sample(inner.users, MAX_LESSON_SHOPPERS, seed + step)
@@ -169,30 +199,48 @@ def fit_ranker(
         ):
             labels = (items == target).astype(np.int32)
             if labels.any():  # a list without its target teaches LambdaRank nothing
-                xs.append(rows)
-                ys.append(labels)
-                gs.append(len(items))
-                owners.append(user)
+                lessons.features.append(rows)
+                lessons.labels.append(labels)
+                lessons.owners.append(user)
         train = inner.train
-    metrics: dict[str, Any] = {"lessons": len(gs), "candidates": DEPTH}
-    if len(gs) < MIN_LESSONS:
-        return RankerFit(None, {**metrics, "used": False, "why": "too little history to learn one"})
-    shoppers = np.unique(owners)
+    return lessons
+
+
+def _learn(lessons: Lessons, seed: int) -> LambdaRanker:
+    """LambdaRank on the lessons, early stopping on a fifth of their shoppers."""
+    shoppers = np.unique(lessons.owners)
     stopping = set(_sample(shoppers, len(shoppers) // 5, seed).tolist())
-    in_stopping = np.array([owner in stopping for owner in owners])
-
-    def part(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        chosen = np.flatnonzero(mask).tolist()
-        return (
-            np.vstack([xs[i] for i in chosen]),
-            np.concatenate([ys[i] for i in chosen]),
-            np.array([gs[i] for i in chosen]),
-        )
-
-    progress(f"fitting the ranker on {len(gs):,} lessons")
-    ranker = LambdaRanker(n_estimators=MAX_TREES, learning_rate=0.1, seed=seed).fit(
-        *part(~in_stopping), valid=part(in_stopping) if in_stopping.any() else None
+    in_stopping = np.array([owner in stopping for owner in lessons.owners])
+    return LambdaRanker(n_estimators=MAX_TREES, learning_rate=0.1, seed=seed).fit(
+        *lessons.part(~in_stopping), valid=lessons.part(in_stopping) if in_stopping.any() else None
     )
+
+
+def fit_ranker(
+    holdout: HoldOut,
+    validation_model: StageModel,
+    fit_stage: Callable[[Interactions], StageModel],
+    source_of: Callable[[StageModel, Interactions], FeatureSource],
+    *,
+    exclude_seen: bool,
+    refit_on: Interactions | None = None,
+    progress: Callable[[str], None] = lambda message: None,
+    seed: int = 0,
+) -> RankerFit:
+    """Learn a ranker from lessons inside `holdout.train` and judge it on `holdout`, whose first stage is
+    `validation_model` (fitted on `holdout.train`). `fit_stage` fits a first stage as the store's is
+    fitted; `source_of` gives the arrays features read for a fitted one. `refit_on` (all the store's
+    events): once the guard has passed, the ranker is learned again the same way from lessons in them,
+    whose latest items are the ones shoppers chose most recently (as the first stage is tuned on
+    validation, then fitted on everything)."""
+    lessons = lessons_from(
+        holdout.train, fit_stage, source_of, exclude_seen=exclude_seen, progress=progress, seed=seed
+    )
+    metrics: dict[str, Any] = {"lessons": len(lessons), "candidates": DEPTH}
+    if len(lessons) < MIN_LESSONS:
+        return RankerFit(None, {**metrics, "used": False, "why": "too little history to learn one"})
+    progress(f"fitting the ranker on {len(lessons):,} lessons")
+    ranker = _learn(lessons, seed)
     progress("judging the ranker on the validation split")
     users = _sample(holdout.users, EVALUATION_SHOPPERS, seed)
     lists = candidate_lists(
@@ -214,4 +262,12 @@ def fit_ranker(
     if second["ndcg@10"] <= first["ndcg@10"]:
         why = "not better than the first stage on validation"
         return RankerFit(None, {**metrics, "used": False, "why": why})
+    if refit_on is not None:
+        lessons = lessons_from(
+            refit_on, fit_stage, source_of, exclude_seen=exclude_seen, progress=progress, seed=seed
+        )
+        if len(lessons) >= MIN_LESSONS:
+            progress(f"fitting the ranker again on {len(lessons):,} lessons from every event")
+            ranker = _learn(lessons, seed)
+            metrics.update(refit_lessons=len(lessons), refit_trees=ranker.trees)
     return RankerFit(ranker.dump(), {**metrics, "used": True})
