@@ -36,6 +36,9 @@ class TrainedModel(BaseModel):
     artifact_bytes = models.PositiveBigIntegerField(default=0)
     # its last replay on recent events against the active version (recommendations/replay.py)
     replay = models.JSONField(default=dict, blank=True)
+    # a sample of its ranking stage's lessons (relative features of candidate lists and their labels, no
+    # product or shopper in them), kept when the store shares: the global ranker learns from them
+    ranker_lessons = models.BinaryField(null=True, blank=True)
 
     class Meta:
         constraints = [
@@ -95,6 +98,9 @@ class GlobalModel(BaseModel):
     activated_at = models.DateTimeField(null=True, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
+    # the ranking stage learned from the sharing stores' lessons (LightGBM text; "" when too few): the
+    # ranker of a sharing store with too little history of its own to learn one
+    ranker = models.TextField(blank=True, default="")
 
     class Meta:
         constraints = [

@@ -31,7 +31,8 @@ from recommendations.engine.network import (
     network_embedding,
     normalised_title,
 )
-from recommendations.models import GlobalModel, NetworkSlice
+from recommendations.engine.two_stage import learn_from_samples
+from recommendations.models import GlobalModel, ModelKind, NetworkSlice
 from recommendations.selectors import event_type_weights
 from recommendations.serving.options import catalog_filters
 from tenants.models import Store, StoreSettings
@@ -64,6 +65,19 @@ def _sharing_products() -> list[tuple]:
             "WHERE p.is_active ORDER BY p.id"
         )
         return cursor.fetchall()
+
+
+def _sharing_lessons() -> list[bytes]:
+    """The lesson samples of the sharing stores' active versions."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT m.ranker_lessons FROM recommendations_trainedmodel AS m "
+            "JOIN tenants_store AS s ON s.id = m.store_id AND s.is_active "
+            "JOIN tenants_storesettings AS ss ON ss.store_id = m.store_id AND ss.share_network "
+            "WHERE m.is_active AND m.kind = %s AND m.ranker_lessons IS NOT NULL ORDER BY m.store_id",
+            [ModelKind.STORE],
+        )
+        return [bytes(row[0]) for row in cursor.fetchall()]
 
 
 def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -177,6 +191,14 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
             slices.append((store_id, product_ids[mine], matrix))
     lap("slices", f"{len(slices)} store slices")
 
+    # the network's ranker: LambdaRank on the sharing stores' lesson samples (relative features of
+    # candidate lists, no product or shopper in them); small stores that share judge it as their own
+    ranker_text, ranker_metrics = learn_from_samples(_sharing_lessons())
+    lap(
+        "ranker",
+        f"network ranker from {ranker_metrics['lessons']} lessons of {ranker_metrics['stores']} stores",
+    )
+
     with transaction.atomic():
         _write_vectors(product_ids, vectors)
         latest = GlobalModel.objects.aggregate(v=Max("version"))["v"] or 0
@@ -184,10 +206,11 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
         metrics = {
             "stores": len(settings_by_store), "products": len(rows), "canonical_products": n_canonical,
             "merged_groups": merged, "events": n_events, "network_pairs": int(cooccurrence.total_.nnz),
-            "slices": len(slices), "seconds_by_phase": laps,
+            "slices": len(slices), "ranker": ranker_metrics, "seconds_by_phase": laps,
         }  # fmt: skip
         model = GlobalModel.objects.create(
             version=latest + 1, is_active=True, activated_at=timezone.now(), metrics=metrics,
+            ranker=ranker_text or "",
             parameters={"k": cooccurrence.k, "alpha": cooccurrence.alpha, "shrink": cooccurrence.shrink,
                         "dimensions": CONTENT_DIMENSIONS},
         )  # fmt: skip

@@ -45,7 +45,14 @@ from recommendations.engine.content import (
 from recommendations.engine.interactions import IdIndex, sorted_interactions
 from recommendations.engine.recommender import decayed_popularity
 from recommendations.engine.training import fit_store_model
-from recommendations.models import ModelKind, NetworkSlice, RunStatus, TrainedModel, TrainingRun
+from recommendations.models import (
+    GlobalModel,
+    ModelKind,
+    NetworkSlice,
+    RunStatus,
+    TrainedModel,
+    TrainingRun,
+)
 from recommendations.selectors import event_type_weights
 from tenants.models import Store, StoreSettings
 from tenants.services import audit_record
@@ -405,6 +412,7 @@ def _train(run: TrainingRun) -> TrainedModel:
     # Weights are tuned, the global share chosen and the version evaluated on a time split (the last
     # tenth of the store's time); with too few shoppers spanning the cut, on each shopper's last event.
     fixed_share = (run.options or {}).get("global_share", (settings.blend_weights or {}).get("global"))
+    network_ranker = _network_ranker() if settings.share_network else None
     fitted = fit_store_model(
         interactions,
         repeats=repeats,
@@ -414,6 +422,7 @@ def _train(run: TrainingRun) -> TrainedModel:
         ranker=(run.options or {}).get("ranker", True),
         tags=data.tags,
         serving_half_life_days=TRENDING_HALF_LIFE_DAYS,
+        fallback_ranker=network_ranker[1] if network_ranker else None,
         progress=lambda fraction, message: _progress(run, fraction, message),
     )
     model, metrics = fitted.model, fitted.metrics
@@ -466,6 +475,11 @@ def _train(run: TrainingRun) -> TrainedModel:
     parameters = dict(fitted.parameters)
     if fitted.ranker is not None and fitted.ranker.text is None:  # serving's `source` says why
         parameters["ranking_stage_off"] = fitted.ranker.metrics.get("why", "")
+    if fitted.ranker is not None and fitted.ranker.text and fitted.ranker.metrics.get("from") == "network":
+        assert network_ranker is not None
+        parameters["ranker_from"] = f"global-model:v{network_ranker[0]}"
+    # a sharing store's lessons teach the network's ranker (global_model_train)
+    lessons = fitted.ranker.lessons_sample if fitted.ranker is not None and settings.share_network else None
     if fitted.global_share is not None:
         parameters.update(
             global_version=global_version,
@@ -473,7 +487,13 @@ def _train(run: TrainingRun) -> TrainedModel:
             global_share_chosen_by=fitted.share_chosen_by,
             global_shares_tried={f"{share:g}": round(ndcg, 5) for share, ndcg in fitted.shares_tried.items()},
         )
-    return _save_and_maybe_activate(run, artifact, metrics, parameters, data)
+    return _save_and_maybe_activate(run, artifact, metrics, parameters, data, lessons)
+
+
+def _network_ranker() -> tuple[int, str] | None:
+    """(version, LightGBM text) of the active global model's ranker, when it has one."""
+    found = GlobalModel.objects.filter(is_active=True).exclude(ranker="").values_list("version", "ranker")
+    return next(iter(found), None)
 
 
 def _ranker_arrays(
@@ -565,7 +585,12 @@ def _content_neighbours(
 
 
 def _save_and_maybe_activate(
-    run: TrainingRun, artifact: bytes, metrics: dict, parameters: dict, data: TrainingData
+    run: TrainingRun,
+    artifact: bytes,
+    metrics: dict,
+    parameters: dict,
+    data: TrainingData,
+    ranker_lessons: bytes | None = None,
 ) -> TrainedModel:
     store = run.store
     with transaction.atomic():
@@ -576,7 +601,7 @@ def _save_and_maybe_activate(
         model = TrainedModel.objects.create(
             store=store, kind=run.kind, version=latest + 1, metrics=metrics, parameters=parameters,
             n_items=len(data.product_ids), n_users=len(data.user_ids), n_events=data.n_events,
-            artifact=artifact, artifact_bytes=len(artifact),
+            artifact=artifact, artifact_bytes=len(artifact), ranker_lessons=ranker_lessons,
         )  # fmt: skip
         active = TrainedModel.objects.filter(store=store, kind=run.kind, is_active=True).first()
         reason = _worse_than(metrics, active)

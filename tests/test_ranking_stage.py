@@ -10,49 +10,56 @@ reads) and popularity decide the next item, which only the ranker can weigh."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from io import StringIO
 
 import numpy as np
 import pytest
+from django.core.management import call_command
 
 from catalog.models import Product
 from recommendations.artifacts import artifact_load
 from recommendations.engine.ranker import FeatureSource
 from recommendations.engine.recommender import SequentialItemKNN
 from recommendations.engine.two_stage import candidate_lists
-from recommendations.models import TrainedModel, TrainingRun
+from recommendations.models import GlobalModel, TrainedModel, TrainingRun
 from recommendations.selectors import trained_model_active
 from recommendations.services import _load, training_options_clean, training_run_execute
 from recommendations.serving import for_user as for_user_module
 from recommendations.serving.state import serving_state
 from tenants.models import StoreSettings
-from tests.conftest import ApiClient, product
+from tests.conftest import ApiClient, make_tenant, product
 from tests.test_recommendations import train
 
 LINES, PER_LINE, SHOPPERS, VIEWS = 20, 300, 2500, 4
 
 
-def _catalog() -> list[dict]:
+def _catalog(prefix: str = "l", word: str = "Line") -> list[dict]:
     return [
-        product(f"l{line}-{i}", title=f"Line {line} item {i}", category_path=[f"Line {line}"])
+        product(f"{prefix}{line}-{i}", title=f"{word} {line} item {i}", category_path=[f"{word} {line}"])
         for line in range(LINES)
         for i in range(PER_LINE)
     ]
 
 
-def _events() -> list[dict]:
-    rng = np.random.default_rng(0)
+def _events(shoppers: int = SHOPPERS, prefix: str = "l", seed: int = 0) -> list[dict]:
+    rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, PER_LINE + 1) ** 1.2
     weights /= weights.sum()
     start = datetime.now(tz=UTC) - timedelta(days=12)
     events = []
-    for shopper in range(SHOPPERS):
+    for shopper in range(shoppers):
         line = int(rng.integers(LINES))
         chosen = rng.choice(PER_LINE, size=VIEWS, replace=False, p=weights)
         first = start + timedelta(days=float(rng.uniform(0, 9)))
         for step, item in enumerate(chosen.tolist()):
             at = (first + timedelta(hours=8 * step)).isoformat()
             events.append(
-                {"user_id": f"s{shopper}", "product_id": f"l{line}-{item}", "type": "view", "timestamp": at}
+                {
+                    "user_id": f"s{shopper}",
+                    "product_id": f"{prefix}{line}-{item}",
+                    "type": "view",
+                    "timestamp": at,
+                }
             )
     return events
 
@@ -165,3 +172,42 @@ def test_an_experiment_can_turn_the_ranker_off_for_its_variant(ranked_store, api
     related = {**body, "surface": "related", "name": "no ranker on related"}
     refused = api.post("/api/v1/experiments", related)
     assert refused.status_code == 400 and "for_user and rank" in refused.json()["message"]
+
+
+def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(db):
+    """The network's ranker learns from the lesson samples of the stores that share (no product or shopper
+    in them); a sharing store with too little history for its own judges it by the same guard. A store
+    that does not share keeps no sample and gets none."""
+    big = make_tenant("rank-big")
+    big.api.patch("/api/v1/store", {"share_network": True})
+    for begin in range(0, LINES * PER_LINE, 2000):
+        big.api.post("/api/v1/products/bulk", _catalog()[begin : begin + 2000])
+    assert big.api.post("/api/v1/events", _events()).json()["rejected"] == 0
+    assert train(big.store).status == "succeeded"
+    assert TrainedModel.objects.get(store=big.store).ranker_lessons  # a sample of its lessons, kept
+    out = StringIO()
+    call_command("train_global", stdout=out)
+    network = GlobalModel.objects.get(is_active=True)
+    assert network.ranker and network.metrics["ranker"]["stores"] == 1, network.metrics
+    assert network.metrics["ranker"]["lessons"] >= 300
+
+    small_rows = _catalog("m", "Range")  # other titles: no product matched across the two stores
+    small_events = _events(shoppers=150, prefix="m", seed=1)
+    answers = {}
+    for slug, share in (("rank-small", True), ("rank-alone", False)):
+        small = make_tenant(slug)
+        small.api.patch("/api/v1/store", {"share_network": share})
+        for begin in range(0, len(small_rows), 2000):
+            small.api.post("/api/v1/products/bulk", small_rows[begin : begin + 2000])
+        assert small.api.post("/api/v1/events", small_events).json()["rejected"] == 0
+        run = train(small.store)
+        assert run.status == "succeeded", run.message
+        assert run.metrics["ranker"]["lessons"] < 300  # too few to learn its own
+        answers[slug] = (run, small.api.get("/api/v1/users/s5/recommendations", limit=5).json())
+    run, answer = answers["rank-small"]
+    assert run.metrics["ranker"]["from"] == "network" and run.metrics["ranker"]["used"] is True, run.metrics
+    assert answer["source"] == f"ranked:store-model:v1 (ranker of global-model:v{network.version})"
+    run, answer = answers["rank-alone"]
+    assert "from" not in run.metrics["ranker"]
+    assert answer["source"] == "store-model:v1 (no ranking stage: too little history to learn one)"
+    assert TrainedModel.objects.get(store=run.store).ranker_lessons is None

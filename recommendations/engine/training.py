@@ -68,13 +68,15 @@ def fit_store_model(
     ranker: bool = False,
     tags: sp.csr_matrix | None = None,
     serving_half_life_days: float = 7.0,
+    fallback_ranker: str | None = None,
     progress: Callable[[float, str], None] = lambda fraction, message: None,
 ) -> FitResult:
     """`network`: the store's slice of the global model (items x items in the store's item order), or
     None when the store does not share or no global model exists. `fixed_share` skips choosing the share
     (a merchant's explicit setting). `ranker`: learn the ranking stage too (engine/two_stage.py), its
     features reading `tags` (items x tags) and popularity as serving holds it (halved every
-    `serving_half_life_days`)."""
+    `serving_half_life_days`); `fallback_ranker` (the network's) is judged instead when the store has too
+    little history to learn its own."""
     holdout, protocol = validation_split(interactions)
     fit_params: dict[str, Any] = {"interaction_half_life_days": interaction_half_life_days}
     best: dict[str, Any] = {
@@ -146,7 +148,7 @@ def fit_store_model(
         progress(0.5, "learning the ranking stage")
         fitted_ranker = fit_ranker(
             holdout, as_served(validation_model, holdout.train), fit_stage, source_of,
-            exclude_seen=not repeats, refit_on=interactions,
+            exclude_seen=not repeats, refit_on=interactions, fallback=fallback_ranker,
             progress=lambda message: progress(0.55, message),
         )  # fmt: skip
         metrics["ranker"] = fitted_ranker.metrics  # type: ignore[assignment]  # a block among the figures

@@ -11,6 +11,7 @@ The candidate lists are built here exactly as serving builds them (`stage_candid
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,9 +31,11 @@ from recommendations.engine.ranker import (
     FeatureSource,
     LambdaRanker,
     candidate_features,
+    load_ranker,
 )
 from recommendations.engine.recommender import personal_scores_one
 
+LESSONS_KEPT = 400  # lists of a store's lessons kept for the network's ranker
 HISTORY = 200  # the latest events a shopper's features read: what serving's real-time profile holds
 K = 10
 
@@ -128,6 +131,7 @@ class RankerFit:
 
     text: str | None
     metrics: dict[str, Any] = field(default_factory=dict)
+    lessons_sample: bytes | None = None  # lessons_dump: what the network's ranker learns from
 
 
 def _sample(users: np.ndarray, at_most: int, seed: int = 0) -> np.ndarray:
@@ -224,6 +228,7 @@ def fit_ranker(
     *,
     exclude_seen: bool,
     refit_on: Interactions | None = None,
+    fallback: str | None = None,
     progress: Callable[[str], None] = lambda message: None,
     seed: int = 0,
 ) -> RankerFit:
@@ -232,15 +237,24 @@ def fit_ranker(
     fitted; `source_of` gives the arrays features read for a fitted one. `refit_on` (all the store's
     events): once the guard has passed, the ranker is learned again the same way from lessons in them,
     whose latest items are the ones shoppers chose most recently (as the first stage is tuned on
-    validation, then fitted on everything)."""
+    validation, then fitted on everything). `fallback` (a ranker's text: the network's): with too few
+    lessons to learn one, that ranker is judged instead, by the same guard. The fit keeps a sample of the
+    lessons (`lessons_sample`) for the network's ranker to learn from."""
     lessons = lessons_from(
         holdout.train, fit_stage, source_of, exclude_seen=exclude_seen, progress=progress, seed=seed
     )
     metrics: dict[str, Any] = {"lessons": len(lessons), "candidates": DEPTH}
-    if len(lessons) < MIN_LESSONS:
-        return RankerFit(None, {**metrics, "used": False, "why": "too little history to learn one"})
-    progress(f"fitting the ranker on {len(lessons):,} lessons")
-    ranker = _learn(lessons, seed)
+    sample = lessons_dump(lessons, seed=seed) if len(lessons) else None
+    own = len(lessons) >= MIN_LESSONS
+    if not own and not fallback:
+        return RankerFit(None, {**metrics, "used": False, "why": "too little history to learn one"}, sample)
+    if own:
+        progress(f"fitting the ranker on {len(lessons):,} lessons")
+        ranker: Any = _learn(lessons, seed)
+        metrics["trees"] = ranker.trees
+    else:
+        ranker = _Loaded(load_ranker(str(fallback)))
+        metrics["from"] = "network"
     progress("judging the ranker on the validation split")
     users = _sample(holdout.users, EVALUATION_SHOPPERS, seed)
     lists = candidate_lists(
@@ -253,15 +267,14 @@ def fit_ranker(
     ]
     first = _top_metrics(lists.candidates, users, holdout.targets)
     second = _top_metrics(reordered, users, holdout.targets)
-    metrics.update(
-        trees=ranker.trees,
-        users=len(users),
-        first_stage=first,
-        two_stage=second,
-    )
+    metrics.update(users=len(users), first_stage=first, two_stage=second)
     if second["ndcg@10"] <= first["ndcg@10"]:
         why = "not better than the first stage on validation"
-        return RankerFit(None, {**metrics, "used": False, "why": why})
+        if not own:
+            why = "too little history to learn one, and the network's is " + why
+        return RankerFit(None, {**metrics, "used": False, "why": why}, sample)
+    if not own:
+        return RankerFit(str(fallback), {**metrics, "used": True}, sample)
     if refit_on is not None:
         lessons = lessons_from(
             refit_on, fit_stage, source_of, exclude_seen=exclude_seen, progress=progress, seed=seed
@@ -270,4 +283,46 @@ def fit_ranker(
             progress(f"fitting the ranker again on {len(lessons):,} lessons from every event")
             ranker = _learn(lessons, seed)
             metrics.update(refit_lessons=len(lessons), refit_trees=ranker.trees)
-    return RankerFit(ranker.dump(), {**metrics, "used": True})
+            sample = lessons_dump(lessons, seed=seed)
+    return RankerFit(ranker.dump(), {**metrics, "used": True}, sample)
+
+
+class _Loaded:
+    """A dumped ranker with LambdaRanker's `score`."""
+
+    def __init__(self, booster: Any):
+        self.booster = booster
+
+    def score(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
+
+
+def lessons_dump(lessons: Lessons, *, at_most: int = LESSONS_KEPT, seed: int = 0) -> bytes:
+    """A sample of the lessons (at most `at_most` lists) as compressed arrays: features (half precision),
+    labels and list sizes. Nothing in them names a product or a shopper."""
+    chosen = np.zeros(len(lessons), dtype=bool)
+    rng = np.random.default_rng(seed)
+    chosen[rng.choice(len(lessons), size=min(at_most, len(lessons)), replace=False)] = True
+    features, labels, groups = lessons.part(chosen)
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, features=features.astype(np.float16), labels=labels, groups=groups)
+    return buffer.getvalue()
+
+
+def learn_from_samples(samples: list[bytes], seed: int = 0) -> tuple[str | None, dict[str, Any]]:
+    """The network's ranker: LambdaRank on the lesson samples of the stores that share (early stopping on
+    a fifth of the stores' lists). None when they hold fewer than MIN_LESSONS lists."""
+    pooled = Lessons()
+    for owner, blob in enumerate(samples):
+        with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
+            features = arrays["features"].astype(np.float32)
+            bounds = np.r_[0, np.cumsum(arrays["groups"])]
+            for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+                pooled.features.append(features[start:end])
+                pooled.labels.append(arrays["labels"][start:end])
+                pooled.owners.append(owner * 1_000_000 + len(pooled.owners))  # each list its own shopper
+    metrics: dict[str, Any] = {"stores": len(samples), "lessons": len(pooled)}
+    if len(pooled) < MIN_LESSONS:
+        return None, metrics
+    ranker = _learn(pooled, seed)
+    return ranker.dump(), {**metrics, "trees": ranker.trees}

@@ -94,7 +94,8 @@ def served_source(request: ServingRequest) -> str:
     model = request.model
     assert model is not None
     if uses_ranker(request):
-        return f"ranked:{model.source}"
+        network = model.parameters.get("ranker_from")  # a small store's: the network's ranker
+        return f"ranked:{model.source}" + (f" (ranker of {network})" if network else "")
     if model.ranker is not None:
         where = "in this variant" if django_settings.RANKING_STAGE else "by the operator"
         return f"{model.source} (ranking stage off {where})"
