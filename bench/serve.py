@@ -398,7 +398,7 @@ def event_visibility(port: int, key: str, rounds: int = 20) -> list[float]:
         conn.request("GET", f"/api/v1/users/{user}/recommendations?limit=10", headers=headers)
         answer = json.loads(conn.getresponse().read())
         seconds.append(time.perf_counter() - began)
-        assert answer["source"].startswith("store-model"), answer["source"]
+        assert answer["source"].startswith(("store-model", "ranked:store-model")), answer["source"]
         reasons = [i["reason"] for i in answer["items"]]
         assert any(item in reason for reason in reasons), f"the event was not reflected: {reasons}"
         del related
