@@ -272,7 +272,7 @@ def fit_two_stage(
 
     fitted = fit_ranker(
         validation, fit_stage(validation.train), fit_stage, source_of, exclude_seen=not repeats,
-        refit_on=holdout.train if refit else None,
+        refit_on=holdout.train if refit else None, baskets=protocol == "last_basket",
         progress=lambda message: print(f"  {message} ({time.perf_counter() - started:.0f} s)", flush=True),
     )  # fmt: skip
     extra = {"tuned": best, "ranker": fitted.metrics}

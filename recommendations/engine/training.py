@@ -149,6 +149,7 @@ def fit_store_model(
         fitted_ranker = fit_ranker(
             holdout, as_served(validation_model, holdout.train), fit_stage, source_of,
             exclude_seen=not repeats, refit_on=interactions, fallback=fallback_ranker,
+            baskets=repeats,  # a store whose shoppers buy again (groceries): its next trips teach
             progress=lambda message: progress(0.55, message),
         )  # fmt: skip
         metrics["ranker"] = fitted_ranker.metrics  # type: ignore[assignment]  # a block among the figures

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.evaluation import HoldOut, leave_last_out
+from recommendations.engine.evaluation import HoldOut, last_basket_out, leave_last_out
 from recommendations.engine.interactions import Interactions, recency_weighted_history, user_item_matrix
 from recommendations.engine.ranker import (
     DEPTH,
@@ -182,14 +182,17 @@ def lessons_from(
     source_of: Callable[[StageModel, Interactions], FeatureSource],
     *,
     exclude_seen: bool,
+    baskets: bool = False,
     progress: Callable[[str], None],
     seed: int,
 ) -> Lessons:
     """The first stage fitted without each shopper's last item of `train`, that item labelling their
-    candidates; LESSON_TARGETS times, one item earlier each time."""
+    candidates; LESSON_TARGETS times, one item earlier each time. `baskets`: each shopper's last basket
+    instead, every item in it labelling (a grocery's next trip)."""
     lessons = Lessons()
+    split = last_basket_out if baskets and train.baskets is not None else leave_last_out
     for step in range(LESSON_TARGETS):
-        inner = leave_last_out(train)
+        inner = split(train)
         users = _sample(inner.users, MAX_LESSON_SHOPPERS, seed + step)
         if not len(users):
             break
@@ -197,11 +200,10 @@ def lessons_from(
         stage = fit_stage(inner.train)
         source = source_of(stage, inner.train)
         lists = candidate_lists(stage, inner.train, users, source, exclude_seen=exclude_seen)
-        wanted = np.asarray(inner.targets[users].argmax(axis=1)).ravel().tolist()
-        for user, target, items, rows in zip(
-            users.tolist(), wanted, lists.candidates, lists.features, strict=True
-        ):
-            labels = (items == target).astype(np.int32)
+        targets = inner.targets
+        for user, items, rows in zip(users.tolist(), lists.candidates, lists.features, strict=True):
+            wanted = targets.indices[targets.indptr[user] : targets.indptr[user + 1]]
+            labels = np.isin(items, wanted).astype(np.int32)
             if labels.any():  # a list without its target teaches LambdaRank nothing
                 lessons.features.append(rows)
                 lessons.labels.append(labels)
@@ -229,6 +231,7 @@ def fit_ranker(
     exclude_seen: bool,
     refit_on: Interactions | None = None,
     fallback: str | None = None,
+    baskets: bool = False,
     progress: Callable[[str], None] = lambda message: None,
     seed: int = 0,
 ) -> RankerFit:
@@ -239,9 +242,16 @@ def fit_ranker(
     whose latest items are the ones shoppers chose most recently (as the first stage is tuned on
     validation, then fitted on everything). `fallback` (a ranker's text: the network's): with too few
     lessons to learn one, that ranker is judged instead, by the same guard. The fit keeps a sample of the
-    lessons (`lessons_sample`) for the network's ranker to learn from."""
+    lessons (`lessons_sample`) for the network's ranker to learn from. `baskets`: lessons label each
+    shopper's next basket (lessons_from)."""
     lessons = lessons_from(
-        holdout.train, fit_stage, source_of, exclude_seen=exclude_seen, progress=progress, seed=seed
+        holdout.train,
+        fit_stage,
+        source_of,
+        exclude_seen=exclude_seen,
+        baskets=baskets,
+        progress=progress,
+        seed=seed,
     )
     metrics: dict[str, Any] = {"lessons": len(lessons), "candidates": DEPTH}
     sample = lessons_dump(lessons, seed=seed) if len(lessons) else None
@@ -277,7 +287,13 @@ def fit_ranker(
         return RankerFit(str(fallback), {**metrics, "used": True}, sample)
     if refit_on is not None:
         lessons = lessons_from(
-            refit_on, fit_stage, source_of, exclude_seen=exclude_seen, progress=progress, seed=seed
+            refit_on,
+            fit_stage,
+            source_of,
+            exclude_seen=exclude_seen,
+            baskets=baskets,
+            progress=progress,
+            seed=seed,
         )
         if len(lessons) >= MIN_LESSONS:
             progress(f"fitting the ranker again on {len(lessons):,} lessons from every event")
