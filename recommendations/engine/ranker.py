@@ -45,6 +45,9 @@ DEPTH = 150
 MAX_TREES = 200
 LESSON_TARGETS = 3  # each shopper's lessons: their last item, then the one before, then the one before that
 MAX_LESSON_SHOPPERS = 30_000  # per lesson step, sampled: training time stays bounded on large stores
+# lessons (lists holding their target) a ranker learns from at most: LightGBM's time grows with them
+# (x 150 rows each), and beyond this many the figures moved little (Amazon Beauty learns from 15,000)
+MAX_LESSONS = 20_000
 MIN_LESSONS = 300  # lists with their target among the candidates, below which no ranker is learned
 EVALUATION_SHOPPERS = 5000
 

@@ -1,10 +1,13 @@
 """Learning a store's ranking stage (recommendations/engine/ranker.py) from its own history, and the
 guard that decides whether it serves.
 
-Lessons: the first stage is fitted without each shopper's last training item, and that item labels the
-shopper's candidates (then again one item earlier, LESSON_TARGETS times). A fifth of the lesson shoppers
-is kept for early stopping. The guard: on the store's validation split, the first stage's top ten against
-the same candidates reordered by the ranker; the ranker serves only when it scores higher.
+Lessons: the first stage is fitted without each shopper's last training item (or last basket, for a
+store whose shoppers buy again), and that item labels the shopper's candidates (then again one item
+earlier, LESSON_TARGETS times). A fifth of the lesson shoppers is kept for early stopping. The guard: on
+the store's validation split, the first stage's top ten against the same candidates reordered by the
+ranker; the ranker serves only when it scores higher, and is then learned again from lessons in every
+event. A store with too few lessons judges the network's ranker (learned from the sharing stores'
+lesson samples, `learn_from_samples`) by the same guard.
 
 The candidate lists are built here exactly as serving builds them (`stage_candidates`, then
 `candidate_features`), from the same kind of arrays, so that what the ranker learns from is what it sees."""
@@ -26,6 +29,7 @@ from recommendations.engine.ranker import (
     EVALUATION_SHOPPERS,
     LESSON_TARGETS,
     MAX_LESSON_SHOPPERS,
+    MAX_LESSONS,
     MAX_TREES,
     MIN_LESSONS,
     FeatureSource,
@@ -35,6 +39,7 @@ from recommendations.engine.ranker import (
 )
 from recommendations.engine.recommender import personal_scores_one
 
+LESSON_CHUNK = 2000  # shoppers whose lists are built between two looks at the lessons' count
 LESSONS_KEPT = 400  # lists of a store's lessons kept for the network's ranker
 HISTORY = 200  # the latest events a shopper's features read: what serving's real-time profile holds
 K = 10
@@ -84,6 +89,44 @@ class CandidateLists:
     features: list[np.ndarray]
 
 
+class ListBuilder:
+    """Builds shoppers' candidate lists and features from one fitted first stage over `train`.
+
+    Scored as serving scores them: the history's neighbours (personal_scores_one) plus a little
+    popularity; besides the items those reach, only the most popular can be among the best `depth` (the
+    rest score their popularity alone, below them), so only they are scored, whatever the catalog's size."""
+
+    def __init__(self, model: StageModel, train: Interactions, source: FeatureSource, *, exclude_seen: bool):
+        self.model, self.source = model, source
+        self.histories = recency_weighted_history(train, decay=model.history_decay)
+        self.seen = user_item_matrix(train, binary=True) if exclude_seen else None
+        self.sequences = shopper_sequences(train)
+        self.popular = np.float32(model.popularity_weight) * np.asarray(model.popularity_, dtype=np.float32)
+        self.most_popular = np.argsort(-self.popular, kind="stable")
+
+    def build(self, users: np.ndarray, depth: int = DEPTH) -> CandidateLists:
+        """Each user's first-stage candidates (their seen items left out when asked) and features."""
+        histories, seen, popular = self.histories, self.seen, self.popular
+        candidates, features = [], []
+        for user in np.asarray(users).tolist():
+            begin, end = histories.indptr[user], histories.indptr[user + 1]
+            indices, values = personal_scores_one(
+                histories.indices[begin:end].astype(np.int64), histories.data[begin:end],
+                self.model.neighbours_, repeat_weight=self.model.repeat_weight,
+            )  # fmt: skip
+            excluded = seen.indices[seen.indptr[user] : seen.indptr[user + 1]] if seen is not None else None
+            reach = depth + (excluded.size if excluded is not None else 0)
+            pool = np.union1d(indices, self.most_popular[:reach])
+            scores = popular[pool]
+            scores[np.searchsorted(pool, indices)] += values
+            if excluded is not None and excluded.size:
+                scores[np.isin(pool, excluded)] = -np.inf
+            items, stage = stage_candidates(pool, scores, depth)
+            candidates.append(items)
+            features.append(candidate_features(self.source, self.sequences[user], items, stage))
+        return CandidateLists(np.asarray(users), candidates, features)
+
+
 def candidate_lists(
     model: StageModel,
     train: Interactions,
@@ -93,35 +136,9 @@ def candidate_lists(
     exclude_seen: bool,
     depth: int = DEPTH,
 ) -> CandidateLists:
-    """Each user's first-stage candidates (their seen items left out when `exclude_seen`) and features.
-
-    Scored as serving scores them: the history's neighbours (personal_scores_one) plus a little
-    popularity; besides the items those reach, only the most popular can be among the best `depth` (the
-    rest score their popularity alone, below them), so only they are scored, whatever the catalog's size."""
-    histories = recency_weighted_history(train, decay=model.history_decay)
-    seen = user_item_matrix(train, binary=True) if exclude_seen else None
-    sequences = shopper_sequences(train)
-    weight = np.float32(model.popularity_weight)
-    popular = weight * np.asarray(model.popularity_, dtype=np.float32)
-    most_popular = np.argsort(-popular, kind="stable")
-    candidates, features = [], []
-    for user in np.asarray(users).tolist():
-        begin, end = histories.indptr[user], histories.indptr[user + 1]
-        indices, values = personal_scores_one(
-            histories.indices[begin:end].astype(np.int64), histories.data[begin:end], model.neighbours_,
-            repeat_weight=model.repeat_weight,
-        )  # fmt: skip
-        excluded = seen.indices[seen.indptr[user] : seen.indptr[user + 1]] if seen is not None else None
-        reach = depth + (excluded.size if excluded is not None else 0)
-        pool = np.union1d(indices, most_popular[:reach])
-        scores = popular[pool]
-        scores[np.searchsorted(pool, indices)] += values
-        if excluded is not None and excluded.size:
-            scores[np.isin(pool, excluded)] = -np.inf
-        items, stage = stage_candidates(pool, scores, depth)
-        candidates.append(items)
-        features.append(candidate_features(source, sequences[user], items, stage))
-    return CandidateLists(np.asarray(users), candidates, features)
+    """Each user's first-stage candidates (their seen items left out when `exclude_seen`) and features,
+    as serving builds them (ListBuilder)."""
+    return ListBuilder(model, train, source, exclude_seen=exclude_seen).build(users, depth)
 
 
 @dataclass
@@ -196,18 +213,23 @@ def lessons_from(
         users = _sample(inner.users, MAX_LESSON_SHOPPERS, seed + step)
         if not len(users):
             break
-        progress(f"ranker lessons {step + 1} of {LESSON_TARGETS}: {len(users):,} shoppers")
+        progress(f"ranker lessons {step + 1} of {LESSON_TARGETS}: up to {len(users):,} shoppers")
         stage = fit_stage(inner.train)
         source = source_of(stage, inner.train)
-        lists = candidate_lists(stage, inner.train, users, source, exclude_seen=exclude_seen)
         targets = inner.targets
-        for user, items, rows in zip(users.tolist(), lists.candidates, lists.features, strict=True):
-            wanted = targets.indices[targets.indptr[user] : targets.indptr[user + 1]]
-            labels = np.isin(items, wanted).astype(np.int32)
-            if labels.any():  # a list without its target teaches LambdaRank nothing
-                lessons.features.append(rows)
-                lessons.labels.append(labels)
-                lessons.owners.append(user)
+        builder = ListBuilder(stage, inner.train, source, exclude_seen=exclude_seen)
+        for start in range(0, len(users), LESSON_CHUNK):
+            chunk = users[start : start + LESSON_CHUNK]
+            lists = builder.build(chunk)
+            for user, items, rows in zip(chunk.tolist(), lists.candidates, lists.features, strict=True):
+                wanted = targets.indices[targets.indptr[user] : targets.indptr[user + 1]]
+                labels = np.isin(items, wanted).astype(np.int32)
+                if labels.any():  # a list without its target teaches LambdaRank nothing
+                    lessons.features.append(rows)
+                    lessons.labels.append(labels)
+                    lessons.owners.append(user)
+            if len(lessons) >= MAX_LESSONS:  # enough to learn from: the rest would only cost time
+                return lessons
         train = inner.train
     return lessons
 
