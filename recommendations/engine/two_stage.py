@@ -234,8 +234,12 @@ def lessons_from(
     return lessons
 
 
-def _learn(lessons: Lessons, seed: int) -> LambdaRanker:
-    """LambdaRank on the lessons, early stopping on a fifth of their shoppers."""
+def _learn(lessons: Lessons, seed: int, rounds: int | None = None) -> LambdaRanker:
+    """LambdaRank on the lessons, early stopping on a fifth of their shoppers; with `rounds` (a number of
+    trees already chosen that way), that many trees on all of them."""
+    if rounds is not None:
+        everything = np.ones(len(lessons), dtype=bool)
+        return LambdaRanker(n_estimators=rounds, learning_rate=0.1, seed=seed).fit(*lessons.part(everything))
     shoppers = np.unique(lessons.owners)
     stopping = set(_sample(shoppers, len(shoppers) // 5, seed).tolist())
     in_stopping = np.array([owner in stopping for owner in lessons.owners])
@@ -260,12 +264,12 @@ def fit_ranker(
     """Learn a ranker from lessons inside `holdout.train` and judge it on `holdout`, whose first stage is
     `validation_model` (fitted on `holdout.train`). `fit_stage` fits a first stage as the store's is
     fitted; `source_of` gives the arrays features read for a fitted one. `refit_on` (all the store's
-    events): once the guard has passed, the ranker is learned again the same way from lessons in them,
-    whose latest items are the ones shoppers chose most recently (as the first stage is tuned on
-    validation, then fitted on everything). `fallback` (a ranker's text: the network's): with too few
-    lessons to learn one, that ranker is judged instead, by the same guard. The fit keeps a sample of the
-    lessons (`lessons_sample`) for the network's ranker to learn from. `baskets`: lessons label each
-    shopper's next basket (lessons_from)."""
+    events): once the guard has passed, the ranker is learned again from lessons in them, whose latest
+    items are the ones shoppers chose most recently, with as many trees as the judged one (as the first
+    stage is tuned on validation, then fitted on everything). `fallback` (a ranker's text: the
+    network's): with too few lessons to learn one, that ranker is judged instead, by the same guard. The
+    fit keeps a sample of the lessons (`lessons_sample`) for the network's ranker to learn from.
+    `baskets`: lessons label each shopper's next basket (lessons_from)."""
     lessons = lessons_from(
         holdout.train,
         fit_stage,
@@ -319,7 +323,7 @@ def fit_ranker(
         )
         if len(lessons) >= MIN_LESSONS:
             progress(f"fitting the ranker again on {len(lessons):,} lessons from every event")
-            ranker = _learn(lessons, seed)
+            ranker = _learn(lessons, seed, rounds=ranker.trees)  # as many trees as the one judged
             metrics.update(refit_lessons=len(lessons), refit_trees=ranker.trees)
             sample = lessons_dump(lessons, seed=seed)
     return RankerFit(ranker.dump(), {**metrics, "used": True}, sample)
