@@ -52,12 +52,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
 @admin.register(TrainedModel)
 class TrainedModelAdmin(admin.ModelAdmin):
     list_display = (
-        "store", "kind", "version", "is_active", "ndcg", "coverage", "n_events", "created_at", "replayed",
+        "store", "kind", "version", "is_active", "ndcg", "ranking_stage", "coverage", "n_events",
+        "created_at", "replayed",
     )  # fmt: skip
     list_filter = ("store", "kind", "is_active")
     list_select_related = ("store",)
-    exclude = ("artifact",)
-    readonly_fields = [field.name for field in TrainedModel._meta.fields if field.name != "artifact"]
+    exclude = ("artifact", "ranker_lessons")
+    readonly_fields = [
+        field.name for field in TrainedModel._meta.fields if field.name not in ("artifact", "ranker_lessons")
+    ]
     actions = ["activate", "replay"]
 
     @admin.display(description="replay on recent events")
@@ -77,6 +80,21 @@ class TrainedModelAdmin(admin.ModelAdmin):
     @admin.display(description="NDCG@10")
     def ndcg(self, obj: TrainedModel) -> Any:
         return obj.metrics.get("ndcg@10")
+
+    @admin.display(description="ranking stage")
+    def ranking_stage(self, obj: TrainedModel) -> str:
+        """Whether the version's ranking stage serves, and what it scored on validation against the first
+        stage (NDCG@10), or why it does not."""
+        ranker = obj.metrics.get("ranker") or {}
+        if not ranker:
+            return "-"
+        figures = ""
+        if "two_stage" in ranker:
+            figures = f" ({ranker['two_stage']['ndcg@10']:.4f} vs {ranker['first_stage']['ndcg@10']:.4f})"
+        if ranker.get("used"):
+            whose = obj.parameters.get("ranker_from", "its own")
+            return f"serves: {whose}{figures}"
+        return f"off: {ranker.get('why', '')}{figures}"
 
     @admin.display(description="coverage")
     def coverage(self, obj: TrainedModel) -> Any:
@@ -102,8 +120,12 @@ class TrainedModelAdmin(admin.ModelAdmin):
 class GlobalModelAdmin(admin.ModelAdmin):
     """Versions of the model learnt across sharing stores; "Train the global model now" queues a run."""
 
-    list_display = ("version", "is_active", "stores", "products", "events", "slices", "seconds", "created_at")
-    readonly_fields = [field.name for field in GlobalModel._meta.fields]
+    list_display = (
+        "version", "is_active", "stores", "products", "events", "slices", "network_ranker", "seconds",
+        "created_at",
+    )  # fmt: skip
+    exclude = ("ranker",)  # (LightGBM's text; the column says what it learned from)
+    readonly_fields = [field.name for field in GlobalModel._meta.fields if field.name != "ranker"]
     actions = ["train_global_now"]
 
     @admin.display(description="stores")
@@ -121,6 +143,14 @@ class GlobalModelAdmin(admin.ModelAdmin):
     @admin.display(description="store slices")
     def slices(self, obj: GlobalModel) -> Any:
         return obj.metrics.get("slices")
+
+    @admin.display(description="ranker")
+    def network_ranker(self, obj: GlobalModel) -> str:
+        learned = obj.metrics.get("ranker") or {}
+        if not obj.ranker:
+            return f"none ({learned.get('lessons', 0)} lessons)" if learned else "-"
+        stores = learned.get("stores")
+        return f"{learned.get('trees')} trees, {learned.get('lessons')} lessons of {stores} stores"
 
     @admin.display(description="seconds")
     def seconds(self, obj: GlobalModel) -> Any:

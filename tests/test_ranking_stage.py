@@ -76,11 +76,15 @@ def ranked_store(api: ApiClient, store):  # noqa: ANN001, ANN201
     return run
 
 
-def test_the_ranker_serves_where_it_beats_the_first_stage_and_source_says_so(ranked_store, api, store):
+def test_the_ranker_serves_where_it_beats_the_first_stage_and_source_says_so(
+    ranked_store, api, store, admin_client
+):
     figures = ranked_store.metrics["ranker"]
     assert figures["used"] is True, figures
     assert figures["two_stage"]["ndcg@10"] > figures["first_stage"]["ndcg@10"]
     assert figures["lessons"] >= 300 and figures["trees"] >= 1
+    page = admin_client.get("/admin/recommendations/trainedmodel/").content.decode()
+    assert "serves: its own (" in page  # the operator sees it serve, and its figures
     answer = api.get("/api/v1/users/s3/recommendations", limit=10).json()
     assert answer["source"] == "ranked:store-model:v1"
     scores = [item["score"] for item in answer["items"]]
@@ -174,7 +178,7 @@ def test_an_experiment_can_turn_the_ranker_off_for_its_variant(ranked_store, api
     assert refused.status_code == 400 and "for_user and rank" in refused.json()["message"]
 
 
-def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(db):
+def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(db, admin_client):
     """The network's ranker learns from the lesson samples of the stores that share (no product or shopper
     in them); a sharing store with too little history for its own judges it by the same guard. A store
     that does not share keeps no sample and gets none."""
@@ -190,6 +194,8 @@ def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(d
     network = GlobalModel.objects.get(is_active=True)
     assert network.ranker and network.metrics["ranker"]["stores"] == 1, network.metrics
     assert network.metrics["ranker"]["lessons"] >= 300
+    page = admin_client.get("/admin/recommendations/globalmodel/").content.decode()
+    assert "lessons of 1 stores" in page
 
     small_rows = _catalog("m", "Range")  # other titles: no product matched across the two stores
     small_events = _events(shoppers=150, prefix="m", seed=1)
