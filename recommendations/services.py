@@ -306,6 +306,7 @@ class TrainingData:
     n_events: int
     category_paths: np.ndarray  # per product, its category path joined by CATEGORY_SEPARATOR
     tags: sp.csr_matrix  # products x tags (category levels, brand, attributes): the ranker's affinities
+    prices: np.ndarray  # per product; 0 where unknown
 
 
 def _load(store: Store, settings: StoreSettings) -> TrainingData:
@@ -320,7 +321,7 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store.id])
         canonical = dict(cursor.fetchall())
         cursor.execute(
-            "SELECT id, title, description, category_path, brand, attributes FROM catalog_product "
+            "SELECT id, title, description, category_path, brand, attributes, price FROM catalog_product "
             "WHERE store_id = %s AND is_active ORDER BY id",
             [store.id],
         )
@@ -359,7 +360,11 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
     paths_by_id = {row[0]: CATEGORY_SEPARATOR.join(row[3] or []) for row in catalog}
     category_paths = np.array([paths_by_id.get(int(pid), "") for pid in product_index.ids], dtype=str)
     tags = _product_tags(catalog, product_index)
-    return TrainingData(product_index, user_index, interactions, documents, len(rows), category_paths, tags)
+    prices_by_id = {row[0]: float(row[6]) for row in catalog if row[6] is not None}
+    prices = np.array([prices_by_id.get(int(pid), 0.0) for pid in product_index.ids], dtype=np.float32)
+    return TrainingData(
+        product_index, user_index, interactions, documents, len(rows), category_paths, tags, prices
+    )
 
 
 def _product_tags(catalog: list[tuple], product_index: IdIndex) -> sp.csr_matrix:
@@ -421,6 +426,7 @@ def _train(run: TrainingRun) -> TrainedModel:
         interaction_half_life_days=INTERACTION_HALF_LIFE_DAYS,
         ranker=(run.options or {}).get("ranker", True),
         tags=data.tags,
+        prices=data.prices,
         serving_half_life_days=TRENDING_HALF_LIFE_DAYS,
         fallback_ranker=network_ranker[1] if network_ranker else None,
         progress=lambda fraction, message: _progress(run, fraction, message),
@@ -464,7 +470,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             "popularity": model.popularity_,
             "category_paths": data.category_paths,
             **compatibility,
-            **_ranker_arrays(fitted.ranker, interactions, data.tags, model.transitions_),
+            **_ranker_arrays(fitted.ranker, interactions, data, model.transitions_),
         }
     )
     clock.lap("artifact")
@@ -497,16 +503,18 @@ def _network_ranker() -> tuple[int, str] | None:
 
 
 def _ranker_arrays(
-    fitted: Any, interactions: Any, tags: sp.csr_matrix, transitions: sp.csr_matrix
+    fitted: Any, interactions: Any, data: TrainingData, transitions: sp.csr_matrix
 ) -> dict[str, Any]:
     """What serving's ranking stage reads beyond the first stage's arrays: the LightGBM model as text,
-    each product's count of events, and the products' tags. Empty when the ranker does not serve."""
+    each product's count of events, the products' tags and prices, and the transitions transposed. Empty
+    when the ranker does not serve."""
     if fitted is None or fitted.text is None:
         return {}
     return {
         "ranker": np.array(fitted.text),
         "counts": np.bincount(interactions.items, minlength=interactions.n_items).astype(np.float32),
-        "tags": tags,
+        "tags": data.tags,
+        "prices": data.prices,
         "arrivals": sp.csr_matrix(transitions.T),
     }
 

@@ -35,7 +35,12 @@ LINES, PER_LINE, SHOPPERS, VIEWS = 20, 300, 2500, 4
 
 def _catalog(prefix: str = "l", word: str = "Line") -> list[dict]:
     return [
-        product(f"{prefix}{line}-{i}", title=f"{word} {line} item {i}", category_path=[f"{word} {line}"])
+        product(
+            f"{prefix}{line}-{i}",
+            title=f"{word} {line} item {i}",
+            category_path=[f"{word} {line}"],
+            price=5 + (7 * i + line) % 40,
+        )
         for line in range(LINES)
         for i in range(PER_LINE)
     ]
@@ -137,7 +142,7 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
     assert np.array_equal(data.product_ids.ids, arrays["product_ids"])
     source = FeatureSource(
         arrays["similar"], arrays["transitions"], arrays["popularity"], arrays["counts"], arrays["tags"],
-        arrays["arrivals"],
+        arrays["arrivals"], arrays["prices"],
     )  # fmt: skip
     user = data.user_ids.positions(np.array(["s11"], dtype=object).astype(str))
     offline = candidate_lists(first_stage, data.interactions, user, source, exclude_seen=True)

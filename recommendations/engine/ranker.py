@@ -16,7 +16,9 @@ Features, per candidate:
 - its first-stage score as a share of the list's best; its co-occurrence and next-step links summed over
   the latest items, each older one counting RECENCY of the one after; how often shoppers went from it to
   the last item; how much shoppers come to it from anywhere; the share of its tags among the last three
-  items'."""
+  items';
+- its price (log), and against the shopper's usual (the log of its ratio to the median price of their
+  latest items; 0 where a price is unknown)."""
 
 from __future__ import annotations
 
@@ -36,7 +38,10 @@ FEATURES = (
     "tag_affinity", "tag_last",
     "stage_share", "similar_recent", "next_recent", "before_last",
     "next_reach", "tag_last_3",
+    "log_price", "price_vs_usual",
 )  # fmt: skip
+# Features are only ever appended: a model learned with fewer reads the first columns it knows
+# (`ranker_features`), so versions trained before a feature was added still serve.
 RECENT = 20  # the latest items whose co-occurrence with a candidate is summarised
 RECENCY = 0.7  # each older item counts this much of the one after it (the *_recent features)
 # The ranker orders the first stage's best DEPTH items. Its cost at serving is about candidates x trees
@@ -73,6 +78,7 @@ class FeatureSource:
     counts: np.ndarray  # interactions per item
     tags: sp.csr_matrix | None = None  # items x tags, binary
     arrivals: sp.csr_matrix | None = None  # row j: the items shoppers came to j from
+    prices: np.ndarray | None = None  # per item; 0 where unknown
 
     def __post_init__(self) -> None:
         self.similar = _sorted_csr(self.similar)
@@ -84,6 +90,8 @@ class FeatureSource:
         self.reach = (reach / (reach.max(initial=0.0) or 1.0)).astype(np.float32)
         self.popularity = np.asarray(self.popularity, dtype=np.float32)
         self.counts = np.asarray(self.counts, dtype=np.float32)
+        if self.prices is not None:
+            self.prices = np.nan_to_num(np.asarray(self.prices, dtype=np.float32), nan=0.0)
         if self.tags is not None:
             tags = sp.csr_matrix(self.tags, dtype=np.float32)
             if tags.nnz and not np.all(tags.data == 1.0):
@@ -133,6 +141,15 @@ def candidate_features(
     out[:, 10] = source.popularity[candidates]
     out[:, 11] = np.log1p(source.counts[candidates])
     out[:, 12] = len(history)
+    if source.prices is not None and n:
+        # its price (log), and against the shopper's usual: the median price of their recent items
+        price = source.prices[candidates]
+        out[:, 21] = np.log1p(np.maximum(price, 0.0))
+        usual = source.prices[recent] if recent.size else np.zeros(0, np.float32)
+        usual = usual[usual > 0]
+        if usual.size:
+            median = float(np.median(usual))
+            out[:, 22] = np.where(price > 0, np.log(np.maximum(price, 1e-6) / median), 0.0)
     if source.tags is not None and recent.size and n:
         owner, tags, _ = row_entries(source.tags, candidates)
         tagged = np.maximum(np.bincount(owner, minlength=n), 1).astype(np.float32)
@@ -225,6 +242,11 @@ class LambdaRanker:
     def dump(self) -> str:
         """The model as LightGBM's text, its best round last (what an artifact stores)."""
         return str(self.booster_.model_to_string(num_iteration=self.trees))
+
+
+def ranker_features(ranker: Any) -> int:
+    """How many of FEATURES a loaded ranker reads (the first ones: features are only appended)."""
+    return int(ranker.num_feature())
 
 
 def load_ranker(text: str) -> Any:

@@ -67,6 +67,7 @@ def fit_store_model(
     interaction_half_life_days: float | None = 180.0,
     ranker: bool = False,
     tags: sp.csr_matrix | None = None,
+    prices: np.ndarray | None = None,
     serving_half_life_days: float = 7.0,
     fallback_ranker: str | None = None,
     progress: Callable[[float, str], None] = lambda fraction, message: None,
@@ -74,9 +75,9 @@ def fit_store_model(
     """`network`: the store's slice of the global model (items x items in the store's item order), or
     None when the store does not share or no global model exists. `fixed_share` skips choosing the share
     (a merchant's explicit setting). `ranker`: learn the ranking stage too (engine/two_stage.py), its
-    features reading `tags` (items x tags) and popularity as serving holds it (halved every
-    `serving_half_life_days`); `fallback_ranker` (the network's) is judged instead when the store has too
-    little history to learn its own."""
+    features reading `tags` (items x tags), `prices` (per item) and popularity as serving holds it
+    (halved every `serving_half_life_days`); `fallback_ranker` (the network's) is judged instead when
+    the store has too little history to learn its own."""
     holdout, protocol = validation_split(interactions)
     fit_params: dict[str, Any] = {"interaction_half_life_days": interaction_half_life_days}
     best: dict[str, Any] = {
@@ -143,7 +144,9 @@ def fit_store_model(
 
         def source_of(model: Any, train: Interactions) -> FeatureSource:
             counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
-            return FeatureSource(model.similar_, model.transitions_, model.popularity_, counts, tags)
+            return FeatureSource(
+                model.similar_, model.transitions_, model.popularity_, counts, tags, prices=prices
+            )
 
         progress(0.5, "learning the ranking stage")
         fitted_ranker = fit_ranker(

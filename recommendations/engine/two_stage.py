@@ -27,6 +27,7 @@ from recommendations.engine.interactions import Interactions, recency_weighted_h
 from recommendations.engine.ranker import (
     DEPTH,
     EVALUATION_SHOPPERS,
+    FEATURES,
     LESSON_TARGETS,
     MAX_LESSON_SHOPPERS,
     MAX_LESSONS,
@@ -36,6 +37,7 @@ from recommendations.engine.ranker import (
     LambdaRanker,
     candidate_features,
     load_ranker,
+    ranker_features,
 )
 from recommendations.engine.recommender import personal_scores_one
 
@@ -330,13 +332,14 @@ def fit_ranker(
 
 
 class _Loaded:
-    """A dumped ranker with LambdaRanker's `score`."""
+    """A dumped ranker with LambdaRanker's `score` (reading the features it knows: ranker_features)."""
 
     def __init__(self, booster: Any):
         self.booster = booster
+        self.width = ranker_features(booster)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float32)
+        return np.asarray(self.booster.predict(features[:, : self.width], num_threads=1), dtype=np.float32)
 
 
 def lessons_dump(lessons: Lessons, *, at_most: int = LESSONS_KEPT, seed: int = 0) -> bytes:
@@ -357,7 +360,9 @@ def learn_from_samples(samples: list[bytes], seed: int = 0) -> tuple[str | None,
     pooled = Lessons()
     for owner, blob in enumerate(samples):
         with np.load(io.BytesIO(blob), allow_pickle=False) as arrays:
-            features = arrays["features"].astype(np.float32)
+            features = np.zeros((arrays["features"].shape[0], len(FEATURES)), np.float32)
+            known = min(arrays["features"].shape[1], len(FEATURES))  # older samples: fewer features
+            features[:, :known] = arrays["features"][:, :known]
             bounds = np.r_[0, np.cumsum(arrays["groups"])]
             for start, end in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
                 pooled.features.append(features[start:end])

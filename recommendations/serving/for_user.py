@@ -123,7 +123,7 @@ def second_stage(
     assert model.features is not None and model.ranker is not None
     order = np.arange(top.size)
     if top.size > 1:
-        features = candidate_features(model.features, sequence, top, stage)
+        features = candidate_features(model.features, sequence, top, stage)[:, : model.ranker_width]
         order = np.argsort(-model.ranker.predict(features, num_threads=1), kind="stable")
     rest = ~np.isin(candidates, top)
     return Ranked(

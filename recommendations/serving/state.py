@@ -35,7 +35,7 @@ from recommendations.artifacts import (
     flat_arrays,
 )
 from recommendations.engine.interactions import IdIndex
-from recommendations.engine.ranker import FeatureSource, load_ranker
+from recommendations.engine.ranker import FeatureSource, load_ranker, ranker_features
 from recommendations.engine.recommender import SequentialItemKNN
 from recommendations.selectors import (
     ActiveModelRow,
@@ -81,6 +81,7 @@ class ServingModel:
     # the ranking stage (recommendations/engine/ranker.py), when this version learned one that beat the
     # first stage on validation: the LightGBM model, and the arrays its features read
     ranker: Any = None
+    ranker_width: int = 0  # how many of the features it reads (ranker_features)
     features: FeatureSource | None = None
     nbytes: int = 0
 
@@ -175,9 +176,10 @@ def _ranking_stage(arrays: dict[str, Any]) -> dict[str, Any]:
     tags = arrays.get("tags")
     features = FeatureSource(
         arrays["similar"], arrays["transitions"], arrays["popularity"], arrays["counts"],
-        tags if tags is not None and tags.nnz else None, arrays.get("arrivals"),
+        tags if tags is not None and tags.nnz else None, arrays.get("arrivals"), arrays.get("prices"),
     )  # fmt: skip
-    return {"ranker": load_ranker(str(np.asarray(arrays["ranker"]))), "features": features}
+    ranker = load_ranker(str(np.asarray(arrays["ranker"])))
+    return {"ranker": ranker, "ranker_width": ranker_features(ranker), "features": features}
 
 
 def _cold(arrays: dict[str, Any]) -> dict[str, Any]:

@@ -6,8 +6,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.ranker import FEATURES, FeatureSource, LambdaRanker, candidate_features
-from recommendations.engine.two_stage import stage_candidates
+from recommendations.engine.ranker import (
+    FEATURES,
+    FeatureSource,
+    LambdaRanker,
+    candidate_features,
+    load_ranker,
+    ranker_features,
+)
+from recommendations.engine.two_stage import Lessons, learn_from_samples, lessons_dump, stage_candidates
 
 
 def _source() -> FeatureSource:
@@ -74,3 +81,32 @@ def test_a_feature_source_reads_read_only_arrays_without_writing_them():
     features = candidate_features(again, np.array([2, 0]), np.array([1, 3]), np.array([0.9, 0.4]))
     assert np.array_equal(features, candidate_features(_source(), np.array([2, 0]), np.array([1, 3]),
                                                        np.array([0.9, 0.4])))  # fmt: skip
+
+
+def test_price_features_and_a_ranker_learned_before_they_were_added():
+    """Features are only appended: a ranker learned on the first 21 reads those of a wider matrix, and
+    the network's ranker pools samples of either width."""
+    base = _source()
+    source = FeatureSource(base.similar, base.transitions, base.popularity, base.counts, base.tags,
+                           prices=np.array([10.0, 20.0, 0.0, 40.0]))  # fmt: skip
+    features = candidate_features(source, np.array([0, 1]), np.array([3, 2]), np.array([0.9, 0.4]))
+    column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
+    assert column["log_price"] == [np.float32(np.log1p(40.0)), 0.0]
+    # the shopper's usual: the median of 10 and 20; item 2's price is unknown
+    assert np.allclose(column["price_vs_usual"], [np.log(40.0 / 15.0), 0.0])
+    rng = np.random.default_rng(1)
+    x = rng.random((2000, len(FEATURES))).astype(np.float32)
+    y = (x[:, 3] > 0.95).astype(np.int32)
+    old = LambdaRanker(n_estimators=5, min_child_samples=5).fit(x[:, :21], y, np.full(100, 20))
+    loaded = load_ranker(old.dump())
+    assert ranker_features(loaded) == 21
+    assert loaded.predict(x[:20, : ranker_features(loaded)]).shape == (20,)
+    narrow, wide = Lessons(), Lessons()
+    for lessons, width in ((narrow, 21), (wide, len(FEATURES))):
+        for start in range(0, 2000, 10):  # 200 lists each
+            lessons.features.append(x[start : start + 10, :width])
+            lessons.labels.append(np.r_[1, np.zeros(9, np.int32)])
+            lessons.owners.append(start)
+    text, figures = learn_from_samples([lessons_dump(narrow), lessons_dump(wide)])
+    assert text is not None and figures == {**figures, "stores": 2, "lessons": 400}
+    assert ranker_features(load_ranker(text)) == len(FEATURES)
