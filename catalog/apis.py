@@ -18,6 +18,7 @@ from core.json import json_body, json_body_or_empty
 from core.pagination import encode_cursor, page_request_from_query
 from core.params import query_bool, query_time
 from tenants.authentication import StoreScopedAPIView
+from tenants.schemas import ErrorSerializer
 
 
 class ProductBulkApi(StoreScopedAPIView):
@@ -82,8 +83,13 @@ class ProductDetailApi(StoreScopedAPIView):
 
     @extend_schema(
         request=schemas.ProductPutSerializer,
-        responses={200: schemas.ProductOutSerializer, 201: schemas.ProductOutSerializer},
-        summary="Create or replace one product (fields left out take their defaults)",
+        responses={
+            200: schemas.ProductOutSerializer,
+            201: schemas.ProductOutSerializer,
+            409: ErrorSerializer,
+        },
+        summary="Create or replace one product (fields left out take their defaults; 409 "
+        "embedding_dimensions for an embedding of another dimension than the store's)",
     )
     def put(self, request: Request, product_id: str) -> Response:
         product, created = product_put(store=self.store, external_id=product_id, data=json_body(request))
@@ -91,8 +97,8 @@ class ProductDetailApi(StoreScopedAPIView):
 
     @extend_schema(
         request=schemas.ProductPatchSerializer(partial=True),
-        responses=schemas.ProductOutSerializer,
-        summary="Change some fields of one product",
+        responses={200: schemas.ProductOutSerializer, 409: ErrorSerializer},
+        summary="Change some fields of one product (409 embedding_dimensions as for PUT)",
     )
     def patch(self, request: Request, product_id: str) -> Response:
         # an empty body changes nothing (and answers the product)

@@ -25,6 +25,9 @@ class Product(BaseModel):
     attributes = models.JSONField(default=dict, blank=True)
     image_url = models.CharField(max_length=2048, blank=True, default="")
     is_active = models.BooleanField(default=True)
+    # The merchant's own vector of the product (its style, from their images or their model): one
+    # dimension per store; complete-the-look picks by it within a category when the anchor has one.
+    embedding = ArrayField(models.FloatField(), null=True, blank=True)
     # Written by training (TF-IDF + SVD over the product's text); unit length; cosine distance.
     content_embedding = HalfVectorField(dimensions=CONTENT_DIMENSIONS, null=True, blank=True, editable=False)
     # Written by global training for stores that share (one vocabulary across them); HNSW, cosine.

@@ -22,6 +22,13 @@ class ProductInSerializer(serializers.Serializer):
     attributes = serializers.DictField(required=False)
     image_url = serializers.URLField(required=False, allow_blank=True)
     active = serializers.BooleanField(required=False)
+    embedding = serializers.ListField(
+        child=serializers.FloatField(),
+        required=False,
+        allow_null=True,
+        max_length=1024,
+        help_text="the product's own vector (its style): one dimension per store; null removes it",
+    )
 
 
 class ProductOutSerializer(serializers.Serializer):
@@ -37,6 +44,7 @@ class ProductOutSerializer(serializers.Serializer):
     attributes = serializers.DictField()
     image_url = serializers.CharField(allow_blank=True)
     active = serializers.BooleanField()
+    embedding = serializers.ListField(child=serializers.FloatField(), allow_null=True)
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -99,6 +107,14 @@ _PRODUCT_FIELDS = {
         "nullable": True,
     },
     "active": {"type": "boolean"},
+    "embedding": {
+        "type": "array",
+        "items": {"type": "number", "minimum": -1e30, "maximum": 1e30},
+        "minItems": 1,
+        "maxItems": 1024,
+        "nullable": True,
+        "description": "the product's own vector (its style): one dimension per store; null removes it",
+    },
 }
 
 

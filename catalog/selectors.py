@@ -62,6 +62,7 @@ def product_to_dict(product: Product) -> dict[str, Any]:
         "attributes": product.attributes,
         "image_url": product.image_url,
         "active": product.is_active,
+        "embedding": product.embedding,
         "created_at": product.created_at,
         "updated_at": product.updated_at,
     }

@@ -33,6 +33,7 @@ FIELDS: tuple[str, ...] = (
     "attributes",
     "image_url",
     "active",
+    "embedding",
 )
 COLUMNS = {name: ("is_active" if name == "active" else name) for name in FIELDS}
 DEFAULTS: dict[str, Any] = {
@@ -47,7 +48,9 @@ DEFAULTS: dict[str, Any] = {
     "attributes": {},
     "image_url": "",
     "active": True,
+    "embedding": None,
 }
+MAX_EMBEDDING_DIMENSIONS = 1024
 ALL_FIELDS_MASK = (1 << len(FIELDS)) - 1
 
 
@@ -109,6 +112,25 @@ def _clean_image_url(value: Any) -> str:
     return url
 
 
+def _clean_embedding(value: Any) -> list[float] | None:
+    """null (none), or 1 to MAX_EMBEDDING_DIMENSIONS numbers of at most 1e30 in size (all zero: no style
+    to compare, as null)."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_EMBEDDING_DIMENSIONS:
+        raise RowError(
+            "embedding",
+            "invalid_type",
+            f"embedding must be a list of 1 to {MAX_EMBEDDING_DIMENSIONS} numbers",
+        )
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in value):
+        raise RowError("embedding", "invalid_type", "embedding must hold numbers only")
+    vector = np.asarray(value, dtype=np.float64)
+    if not np.isfinite(vector).all() or np.abs(vector).max() > 1e30:
+        raise RowError("embedding", "invalid_value", "embedding numbers must be at most 1e30 in size")
+    return [float(x) for x in value]
+
+
 CLEANERS = {
     "title": lambda v: clean_string(v, "title", max_length=1000),
     "description": lambda v: clean_string(
@@ -123,6 +145,7 @@ CLEANERS = {
     "attributes": _clean_attributes,
     "image_url": _clean_image_url,
     "active": lambda v: clean_bool(v, "active"),
+    "embedding": _clean_embedding,
 }
 
 
@@ -194,10 +217,19 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
         )
         existing = {external_id for (external_id,) in cursor.fetchall()}
         to_write: list[CleanRow] = []
+        dimensions = _embedding_dimensions(cursor, store, cleaned)
         for row in cleaned:
+            embedding = row.values.get("embedding")
             if row.external_id not in existing and "title" not in row.values:
                 result.errors.append(
                     RowError("title", "required", "title is required for a new product").as_dict(row.index)
+                )
+            elif embedding is not None and len(embedding) != dimensions:
+                message = (
+                    f"this store's embeddings have {dimensions} dimensions; this one has {len(embedding)}"
+                )
+                result.errors.append(
+                    RowError("embedding", "embedding_dimensions", message).as_dict(row.index)
                 )
             else:
                 to_write.append(row)
@@ -211,6 +243,23 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
         answer_cache.changed(answer_cache.store_changed, store)
     result.errors.sort(key=lambda error: error["index"])
     return result
+
+
+def _embedding_dimensions(cursor: Any, store: Store, rows: list[CleanRow]) -> int | None:
+    """The store's one embedding dimension: that of the products it holds with one (other than those
+    these rows clear or replace), else that of the first row giving one. A store changes it by sending
+    its products with embeddings of the new dimension once none keeps the old one (or null first)."""
+    given = [row for row in rows if row.values.get("embedding") is not None]
+    if not given:
+        return None
+    rewritten = [row.external_id for row in rows if "embedding" in row.values]
+    cursor.execute(
+        "SELECT cardinality(embedding) FROM catalog_product WHERE store_id = %s AND embedding IS NOT NULL "
+        "AND NOT (external_id = ANY(%s)) LIMIT 1",
+        [store.id, rewritten],
+    )
+    held = cursor.fetchone()
+    return int(held[0]) if held else len(given[0].values["embedding"])
 
 
 def _check_product_quota(cursor: Any, store: Store, new: int) -> None:
@@ -236,7 +285,8 @@ def _check_product_quota(cursor: Any, store: Store, new: int) -> None:
 
 _STAGING_COLUMNS = (
     "external_id text, mask int, title text, description text, category_path text[], brand text, gtin text, "
-    "price numeric, currency text, in_stock bool, attributes jsonb, image_url text, is_active bool"
+    "price numeric, currency text, in_stock bool, attributes jsonb, image_url text, is_active bool, "
+    "embedding float8[]"
 )
 
 
@@ -258,6 +308,7 @@ def _copy_to_staging(cursor: Any, rows: list[CleanRow]) -> None:
                     orjson.dumps(attributes).decode() if attributes is not None else None,
                     values.get("image_url"),
                     values.get("active"),
+                    values.get("embedding"),
                 )
             )
 
@@ -290,6 +341,7 @@ def _insert_new(cursor: Any, store: Store) -> int:
         "in_stock": "true",
         "is_active": "true",
         "price": "NULL",
+        "embedding": "NULL",
     }
     selected = ", ".join(
         f"COALESCE(s.{COLUMNS[name]}, {defaults.get(COLUMNS[name], chr(39) * 2)})" for name in FIELDS
@@ -347,7 +399,9 @@ def _single_row(external_id: str, data: Any) -> dict[str, Any]:
 def _raise_single_row_error(result: BulkResult) -> None:
     if result.errors:
         first = result.errors[0]
-        raise ApiError(first["code"], first["message"], details=result.errors)
+        # a valid embedding of another dimension than the store's conflicts with what it holds
+        status = 409 if first["code"] == "embedding_dimensions" else 400
+        raise ApiError(first["code"], first["message"], details=result.errors, status_code=status)
 
 
 def product_content_vectors_write(*, store: Store, product_ids: np.ndarray, vectors: np.ndarray) -> None:

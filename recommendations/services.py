@@ -307,6 +307,7 @@ class TrainingData:
     category_paths: np.ndarray  # per product, its category path joined by CATEGORY_SEPARATOR
     tags: sp.csr_matrix  # products x tags (category levels, brand, attributes): the ranker's affinities
     prices: np.ndarray  # per product; 0 where unknown
+    style: np.ndarray | None  # the merchant's product embeddings, unit rows (None: none given)
 
 
 def _load(store: Store, settings: StoreSettings) -> TrainingData:
@@ -321,7 +322,8 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store.id])
         canonical = dict(cursor.fetchall())
         cursor.execute(
-            "SELECT id, title, description, category_path, brand, attributes, price FROM catalog_product "
+            "SELECT id, title, description, category_path, brand, attributes, price, embedding "
+            "FROM catalog_product "
             "WHERE store_id = %s AND is_active ORDER BY id",
             [store.id],
         )
@@ -363,8 +365,26 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
     prices_by_id = {row[0]: float(row[6]) for row in catalog if row[6] is not None}
     prices = np.array([prices_by_id.get(int(pid), 0.0) for pid in product_index.ids], dtype=np.float32)
     return TrainingData(
-        product_index, user_index, interactions, documents, len(rows), category_paths, tags, prices
-    )
+        product_index, user_index, interactions, documents, len(rows), category_paths, tags, prices,
+        _style_vectors(catalog, product_index),
+    )  # fmt: skip
+
+
+def _style_vectors(catalog: list[tuple], product_index: IdIndex) -> np.ndarray | None:
+    """The merchant's product embeddings as unit rows (products x dimensions; zero where a product has
+    none, or has another dimension than most), or None when no product has one."""
+    given = [(row[0], row[7]) for row in catalog if row[7]]
+    if not given:
+        return None
+    sizes = np.bincount([len(vector) for _, vector in given])
+    dimensions = int(np.argmax(sizes))
+    style = np.zeros((len(product_index), dimensions), np.float32)
+    for product_id, vector in given:
+        position = int(product_index.positions(np.array([product_id], dtype=np.int64))[0])
+        if position >= 0 and len(vector) == dimensions:
+            row = np.asarray(vector, dtype=np.float32)
+            style[position] = row / (np.linalg.norm(row) or 1.0)
+    return style
 
 
 def _product_tags(catalog: list[tuple], product_index: IdIndex) -> sp.csr_matrix:
@@ -471,6 +491,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             "category_paths": data.category_paths,
             **compatibility,
             **_ranker_arrays(fitted.ranker, interactions, data, model.transitions_),
+            **({"style": data.style.astype(np.float16)} if data.style is not None else {}),
         }
     )
     clock.lap("artifact")

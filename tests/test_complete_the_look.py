@@ -105,3 +105,47 @@ def test_the_merchant_adds_and_forbids_rules(furnished, api):
     empty = _look(furnished, "k0")
     assert empty["items"] == [] and "no category known to go with Pans" in empty["source"]
     assert furnished.get("/api/v1/products/nope/complete-the-look").status_code == 404
+
+
+def test_within_a_category_the_merchant_s_embedding_picks_the_style(furnished, api, store):
+    """Pans never go with sofas by co-purchase: added by the merchant, the pan is picked by style. With
+    the merchant's own embeddings (given on products, one dimension per store), the pan whose embedding
+    is nearest the sofa's, whatever the text and popularity say."""
+    rules = {"settings": {"compatibility": {"Sofas": {"add": ["Pans"]}}}}
+    assert api.patch("/api/v1/store", rules).status_code == 200
+    default = next(item["id"] for item in _look(furnished, "s2")["items"] if item["id"][0] == "k")
+    chosen = next(pan for pan in ("k0", "k1", "k2", "k3") if pan != default)
+    vectors = {"s2": [1.0, 0.2, 0.0], chosen: [0.9, 0.3, 0.1]}
+    for pan in ("k0", "k1", "k2", "k3"):
+        vectors.setdefault(pan, [0.0, -0.2, 1.0])
+    response = api.post("/api/v1/products/bulk", [{"id": pid, "embedding": v} for pid, v in vectors.items()])
+    assert response.json()["rejected"] == 0
+    assert api.get("/api/v1/products/s2").json()["embedding"] == [1.0, 0.2, 0.0]
+    assert train(store).status == "succeeded"
+    answer = _look(furnished, "s2")
+    assert next(item["id"] for item in answer["items"] if item["id"][0] == "k") == chosen
+
+
+def test_embeddings_are_checked_per_row_and_keep_one_dimension_per_store(furnished, api):
+    rows = [
+        {"id": "s0", "embedding": [0.1, 0.2]},  # the store's first: two dimensions from now on
+        {"id": "s1", "embedding": [0.1, 0.2, 0.3]},
+        {"id": "s2", "embedding": "0.1,0.2"},
+        {"id": "s3", "embedding": [True, 1.0]},
+        {"id": "t0", "embedding": [0.0, 0.0]},  # no style to compare, as null
+        {"id": "t1", "embedding": []},
+        {"id": "t2", "embedding": [1e300, 1.0]},
+        {"id": "t3", "embedding": [0.5, -0.5]},
+    ]
+    result = api.post("/api/v1/products/bulk", rows).json()
+    codes = {error["index"]: error["code"] for error in result["errors"]}
+    assert codes == {1: "embedding_dimensions", 2: "invalid_type", 3: "invalid_type", 5: "invalid_type",
+                     6: "invalid_value"}, result  # fmt: skip
+    assert result["updated"] == 3
+    again = api.put("/api/v1/products/s1", {"title": "Sofa", "embedding": [1.0, 2.0, 3.0]})
+    assert again.status_code == 409 and again.json()["code"] == "embedding_dimensions"
+    # null takes it away; once no product keeps two dimensions, another dimension may start
+    cleared = [{"id": pid, "embedding": None} for pid in ("s0", "t0", "t3")]
+    assert api.post("/api/v1/products/bulk", cleared).json()["rejected"] == 0
+    assert api.get("/api/v1/products/s0").json()["embedding"] is None
+    assert api.put("/api/v1/products/s1", {"title": "Sofa", "embedding": [1.0, 2.0, 3.0]}).status_code == 200

@@ -102,8 +102,12 @@ def _best_in(
         scores = POPULARITY_WEIGHT * popularity / (float(popularity.max()) or 1.0)
         together_ids = set()
         if request.strategy != "popularity" and anchor.position >= 0:
-            # content vectors are unit (or zero, for a product with no content): their product is the cosine
-            scores = scores + model.vectors[positions] @ model.vectors[anchor.position]
+            # style: the merchant's embeddings when the anchor has one, else content vectors; both unit (or
+            # zero, for a product without), so their product is the cosine
+            style = model.style if model.style is not None and model.style[anchor.position].any() else None
+            vectors = style if style is not None else model.vectors
+            anchor_vector = np.asarray(vectors[anchor.position], dtype=np.float32)
+            scores = scores + np.asarray(vectors[positions], dtype=np.float32) @ anchor_vector
             items, lifts = matrix_row(model.together, anchor.position)
             if lifts.size:
                 at = np.flatnonzero(np.isin(positions, items))

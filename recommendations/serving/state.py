@@ -80,6 +80,8 @@ class ServingModel:
     compatibility: dict[str, list[tuple[str, float, int]]] = field(default_factory=dict)
     # the ranking stage (recommendations/engine/ranker.py), when this version learned one that beat the
     # first stage on validation: the LightGBM model, and the arrays its features read
+    # the merchant's product embeddings (unit rows, zero where none): complete-the-look's style
+    style: np.ndarray | None = None
     ranker: Any = None
     ranker_width: int = 0  # how many of the features it reads (ranker_features)
     features: FeatureSource | None = None
@@ -99,6 +101,7 @@ class ServingModel:
             part.nbytes
             for part in (
                 self.products.ids, self.vectors, self.popularity, self.popularity_order,
+                *((self.style,) if self.style is not None else ()),
                 self.cold_rows, self.cold_factors, self.warm_rows, self.warm_factors,
                 *(m.data for m in self._matrices()), *(m.indices for m in self._matrices()),
                 *(m.indptr for m in self._matrices()), *self.category_items.values(),
@@ -165,6 +168,7 @@ class ServingModel:
             content=arrays.get("content"),
             **_cold(arrays),
             compatibility=_compatibility(arrays),
+            style=arrays.get("style"),  # (half precision, mapped: converted for the rows a request reads)
             **_ranking_stage(arrays),
         )  # fmt: skip
 
