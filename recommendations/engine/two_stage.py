@@ -272,15 +272,14 @@ def fit_ranker(
     network's): with too few lessons to learn one, that ranker is judged instead, by the same guard. The
     fit keeps a sample of the lessons (`lessons_sample`) for the network's ranker to learn from.
     `baskets`: lessons label each shopper's next basket (lessons_from)."""
-    lessons = lessons_from(
-        holdout.train,
-        fit_stage,
-        source_of,
-        exclude_seen=exclude_seen,
-        baskets=baskets,
-        progress=progress,
-        seed=seed,
-    )
+
+    def lessons_in(train: Interactions) -> Lessons:
+        return lessons_from(
+            train, fit_stage, source_of,
+            exclude_seen=exclude_seen, baskets=baskets, progress=progress, seed=seed,
+        )  # fmt: skip
+
+    lessons = lessons_in(holdout.train)
     metrics: dict[str, Any] = {"lessons": len(lessons), "candidates": DEPTH}
     sample = lessons_dump(lessons, seed=seed) if len(lessons) else None
     own = len(lessons) >= MIN_LESSONS
@@ -314,15 +313,7 @@ def fit_ranker(
     if not own:
         return RankerFit(str(fallback), {**metrics, "used": True}, sample)
     if refit_on is not None:
-        lessons = lessons_from(
-            refit_on,
-            fit_stage,
-            source_of,
-            exclude_seen=exclude_seen,
-            baskets=baskets,
-            progress=progress,
-            seed=seed,
-        )
+        lessons = lessons_in(refit_on)
         if len(lessons) >= MIN_LESSONS:
             progress(f"fitting the ranker again on {len(lessons):,} lessons from every event")
             ranker = _learn(lessons, seed, rounds=ranker.trees)  # as many trees as the one judged
