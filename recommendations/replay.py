@@ -246,7 +246,9 @@ def top_for_user(model: ServingModel, settings: StoreSettings, history: History,
         else np.unique(history.product_ids[history.types == EventType.PURCHASE])
     )
     wanted = k + excluded.size
-    personal = personal_scores(settings, model, history, include_purchased=include_purchased)
+    personal = personal_scores(
+        settings, model, history, include_purchased=include_purchased, boosts=model.ranker is None
+    )
     if personal is None:
         ids = model.products.ids[model.popularity_order[:wanted]]
     else:

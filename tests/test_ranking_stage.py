@@ -124,6 +124,15 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
         return features
 
     monkeypatch.setattr(for_user_module, "candidate_features", spy)
+    # mid-session, with something in the cart: the first stage alone would count the session twice and
+    # pull in the cart's complements; under the ranker, the stage scores are the model's own, as offline
+    mine = [event for event in _events() if event["user_id"] == "s11"]
+    line = mine[0]["product_id"].split("-")[0]
+    now = datetime.now(tz=UTC)
+    for step, (item, kind) in enumerate(((f"{line}-40", "view"), (f"{line}-41", "add_to_cart"))):
+        at = (now - timedelta(minutes=5 - step)).isoformat()
+        event = {"user_id": "s11", "product_id": item, "type": kind, "session_id": "visit-1", "timestamp": at}
+        assert api.post("/api/v1/events", event).status_code in (200, 201, 202)
     answer = api.get("/api/v1/users/s11/recommendations", limit=10).json()
     assert answer["source"].startswith("ranked:") and len(served) == 1
     online_candidates, online_stage, online = served[0]

@@ -47,12 +47,15 @@ def for_user(request: ServingRequest, user_id: str, options: Options) -> Answer:
     if model is None or not len(history):
         why = "no model yet" if model is None else "unknown user"
         return _trending(request, options, why)
-    personal = personal_scores(settings, model, history, include_purchased=include_purchased)
+    ranker = uses_ranker(request)
+    personal = personal_scores(
+        settings, model, history, include_purchased=include_purchased, boosts=not ranker
+    )
     if personal is None:
         return _trending(request, options, "history unknown to the model")
     ranked = personal_ranked(
         model, personal, "popular with shoppers like you",
-        ranker=uses_ranker(request), include_purchased=include_purchased,
+        ranker=ranker, include_purchased=include_purchased,
     )  # fmt: skip
     return finish(catalog=request.catalog, settings=settings, surface="for_user", ranked=ranked,
                   options=options, model=model, source=served_source(request),
@@ -152,16 +155,23 @@ class PersonalScores(NamedTuple):
 
 
 def personal_scores(
-    settings: StoreSettings, model: ServingModel, history: History, *, include_purchased: bool
+    settings: StoreSettings,
+    model: ServingModel,
+    history: History,
+    *,
+    include_purchased: bool,
+    boosts: bool = True,
 ) -> PersonalScores | None:
-    """None when the model knows none of the history's products."""
+    """None when the model knows none of the history's products. `boosts`: the current session counts
+    twice and the cart pulls in its complements (the first stage alone); without them, the scores are
+    the model's own, as the ranking stage's lessons were scored (its candidates and stage features)."""
     if not len(history):
         return None
     positions = model.products.positions(history.product_ids)
     event_weights = event_type_weights(settings.event_weights)[history.types]
     # the shopper's current session (that of the latest event) weighs more than older visits
     current_session = history.current_session
-    if current_session:
+    if current_session and boosts:
         event_weights = event_weights * np.where(history.sessions == current_session, SESSION_BOOST, 1.0)
     known = (positions >= 0) & (event_weights > 0)
     if not known.any():
@@ -179,7 +189,7 @@ def personal_scores(
     carted = recent_positions[
         np.isin(recent_types, (EventType.ADD_TO_CART, EventType.PURCHASE)) & (recent_positions >= 0)
     ]
-    if carted.size:
+    if carted.size and boosts:
         complement_items, complement_values = gather_rows(
             model.together, carted, np.ones(carted.size, np.float32)
         )

@@ -37,7 +37,9 @@ def rank(request: ServingRequest, user_id: str, product_ids: Any) -> Answer:
         scores, reason, source = model.popularity, "popularity", f"trending:{model.source} (popularity)"
     elif model is not None:
         history = history_get(store=request.store, user_id=user_id, lookup=request.lookup)
-        personal = personal_scores(request.settings, model, history, include_purchased=False)
+        personal = personal_scores(
+            request.settings, model, history, include_purchased=False, boosts=not uses_ranker(request)
+        )
         if personal is None:
             scores, reason, source = model.popularity, "popularity", f"trending:{model.source} (unknown user)"
         else:
