@@ -90,7 +90,7 @@ def prepare(products: int, events: int, retrain: bool, dataset: str = "generated
 
     django_setup()
     from django.core.management import call_command
-    from train import generated_events
+    from train import generated_events, lines_events
 
     from catalog.services import product_bulk_upsert
     from events.services import event_ingest
@@ -121,7 +121,10 @@ def prepare(products: int, events: int, retrain: bool, dataset: str = "generated
         ]  # fmt: skip
         for start in range(0, len(catalog), 10_000):
             product_bulk_upsert(store=store, rows=catalog[start : start + 10_000])
-        generated = generated_events(events, products, users=events // 15)
+        if dataset == "lines":  # shoppers loyal to a line (category), choosing by popularity in it
+            generated = lines_events(events, products, users=events // 5)
+        else:
+            generated = generated_events(events, products, users=events // 15)
         for start in range(0, len(generated), 10_000):
             event_ingest(store=store, payload=generated[start : start + 10_000])
         print(f"built the store in {time.perf_counter() - started:.0f} s", flush=True)
@@ -453,10 +456,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="with a 'both': rounds of the configurations")
     parser.add_argument(
         "--dataset",
-        choices=["generated", "beauty"],
+        choices=["generated", "lines", "beauty"],
         default="generated",
-        help="the bench store: generated events (--products, --events), or Amazon Beauty as a store (its "
-        "12,101 products and 22,363 shoppers' 198,502 reviews, as purchases), where the ranking stage serves",
+        help="the bench store: generated events (--products, --events; lines: shoppers loyal to a "
+        "category choosing by popularity in it, where the ranking stage serves), or Amazon Beauty as a "
+        "store (its 12,101 products and 22,363 shoppers' 198,502 reviews, as purchases)",
     )
     args = parser.parse_args()
     if args.dataset == "beauty":  # its products and shoppers (P<n>, U<n>) stand in for the generated ones
