@@ -78,10 +78,10 @@ class ServingModel:
     # complete-the-look's learned rules: leaf category -> [(category that goes with it, lift, support)],
     # best lift first
     compatibility: dict[str, list[tuple[str, float, int]]] = field(default_factory=dict)
-    # the ranking stage (recommendations/engine/ranker.py), when this version learned one that beat the
-    # first stage on validation: the LightGBM model, and the arrays its features read
     # the merchant's product embeddings (unit rows, zero where none): complete-the-look's style
     style: np.ndarray | None = None
+    # the ranking stage (recommendations/engine/ranker.py), when this version learned one that beat the
+    # first stage on validation: the LightGBM model, and the arrays its features read
     ranker: Any = None
     ranker_width: int = 0  # how many of the features it reads (ranker_features)
     features: FeatureSource | None = None
