@@ -388,11 +388,11 @@ def event_visibility(port: int, key: str, rounds: int = 20) -> list[float]:
     for round_ in range(rounds):
         user = f"visibility-{time.time_ns()}-{round_}"
         item, related = "", []
-        for candidate in range(round_ * 50, round_ * 50 + 50):  # a product that has neighbours
+        for candidate in range(round_ * 50, round_ * 50 + 50):  # a product shoppers viewed with others
             item = f"P{candidate}"
             conn.request("GET", f"/api/v1/products/{item}/related?limit=1", headers=headers)
             related = json.loads(conn.getresponse().read())["items"]
-            if related and "similar" not in related[0]["reason"]:
+            if related and "also viewed" in related[0]["reason"]:  # (not content, not a cold product's map)
                 break
         began = time.perf_counter()
         body = json.dumps({"user_id": user, "product_id": item, "type": "view"})
