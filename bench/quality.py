@@ -46,7 +46,7 @@ from recommendations.engine.interactions import (  # noqa: E402
     sorted_interactions,
     user_item_matrix,
 )
-from recommendations.engine.ranker import FeatureSource, candidate_features  # noqa: E402
+from recommendations.engine.ranker import FeatureSource, candidate_features, load_ranker  # noqa: E402
 from recommendations.engine.recommender import SequentialItemKNN, top_n  # noqa: E402
 from recommendations.engine.two_stage import (  # noqa: E402
     candidate_lists,
@@ -279,16 +279,14 @@ def fit_two_stage(
     final = fit_stage(holdout.train)
     if fitted.text is None:
         return model_recommender(final, holdout, k=K, exclude_seen=not repeats), extra
-    import lightgbm
-
-    booster = lightgbm.Booster(model_str=fitted.text)
+    booster = load_ranker(fitted.text)  # as serving loads it
     lists = candidate_lists(
         final, holdout.train, holdout.users, source_of(final, holdout.train), exclude_seen=not repeats
     )
     # a list shorter than K (few items with any score) ends with the first stage's own picks
     tops = model_recommender(final, holdout, k=2 * K, exclude_seen=not repeats)(holdout.users)
     for row, (items, features) in enumerate(zip(lists.candidates, lists.features, strict=True)):
-        ordered = items[np.argsort(-booster.predict(features, num_threads=1), kind="stable")][:K]
+        ordered = items[np.argsort(-booster.predict(features), kind="stable")][:K]
         rest = tops[row][~np.isin(tops[row], ordered)]
         tops[row, :K] = np.concatenate([ordered, rest])[:K]
     tops = tops[:, :K]
@@ -319,7 +317,7 @@ def ranker_cost(
             clock = time.process_time()
             top, stage = stage_candidates(pool, scores[offset][pool])
             features = candidate_features(source, sequences[user], top, stage)
-            booster.predict(features, num_threads=1)
+            booster.predict(features)
             spent += time.process_time() - clock
     return round(spent / max(len(users), 1) * 1e6)
 

@@ -248,11 +248,34 @@ class LambdaRanker:
 
 def ranker_features(ranker: Any) -> int:
     """How many of FEATURES a loaded ranker reads (the first ones: features are only appended)."""
-    return int(ranker.num_feature())
+    return int(ranker.width)
 
 
-def load_ranker(text: str) -> Any:
+class LoadedRanker:
+    """A dumped ranker, ready to score candidate_features' rows on one thread. LightGBM's `predict` sets
+    up its predictor on every call (alone, 124 µs against 54 for 200 rows of a 6-tree model; in serving's
+    path 102 against 89); the predictor is set up once here instead, through LightGBM's own class for it,
+    or each call falls back to `predict` where that class is not there."""
+
+    def __init__(self, text: str):
+        import lightgbm
+
+        self.booster = lightgbm.Booster(model_str=text)
+        self.width = int(self.booster.num_feature())
+        self.inner: Any = None
+        try:
+            from lightgbm.basic import _InnerPredictor
+
+            self.inner = _InnerPredictor.from_booster(booster=self.booster, pred_parameter={"num_threads": 1})
+        except (ImportError, AttributeError, TypeError):  # another LightGBM: predict() each time
+            self.inner = None
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        if self.inner is not None:
+            return np.asarray(self.inner.predict(features), dtype=np.float64)
+        return np.asarray(self.booster.predict(features, num_threads=1), dtype=np.float64)
+
+
+def load_ranker(text: str) -> LoadedRanker:
     """A dumped ranker, ready to score (serving's copy; its `predict` takes candidate_features' rows)."""
-    import lightgbm
-
-    return lightgbm.Booster(model_str=text)
+    return LoadedRanker(text)

@@ -325,12 +325,12 @@ def fit_ranker(
 class _Loaded:
     """A dumped ranker with LambdaRanker's `score` (reading the features it knows: ranker_features)."""
 
-    def __init__(self, booster: Any):
-        self.booster = booster
-        self.width = ranker_features(booster)
+    def __init__(self, loaded: Any):
+        self.loaded = loaded
+        self.width = ranker_features(loaded)
 
     def score(self, features: np.ndarray) -> np.ndarray:
-        return np.asarray(self.booster.predict(features[:, : self.width], num_threads=1), dtype=np.float32)
+        return np.asarray(self.loaded.predict(features[:, : self.width]), dtype=np.float32)
 
 
 def lessons_dump(lessons: Lessons, *, at_most: int = LESSONS_KEPT, seed: int = 0) -> bytes:

@@ -127,7 +127,7 @@ def second_stage(
     order = np.arange(top.size)
     if top.size > 1:
         features = candidate_features(model.features, sequence, top, stage)[:, : model.ranker_width]
-        order = np.argsort(-model.ranker.predict(features, num_threads=1), kind="stable")
+        order = np.argsort(-model.ranker.predict(features), kind="stable")
     rest = ~np.isin(candidates, top)
     return Ranked(
         model.products.ids[np.concatenate([top[order], candidates[rest]])],
