@@ -96,7 +96,21 @@ def test_the_ranker_serves_where_it_beats_the_first_stage_and_source_says_so(
     assert len(scores) == 10 and scores == sorted(scores, reverse=True) and scores[-1] > 0
     seen = {event["product_id"] for event in _events() if event["user_id"] == "s3"}
     assert len(seen) == VIEWS and not seen & {item["id"] for item in answer["items"]}
-    assert all(item["reason"] for item in answer["items"])
+    # each reason names the evidence: a product viewed, or the line the shopper browses
+    line = sorted(seen)[0].split("-")[0][1:]
+    for item in answer["items"]:
+        assert item["reason"].startswith("because you showed interest in l") or item["reason"] == (
+            f"popular in Line {line}, which you browse"
+        ), item
+    # a new shopper's one view of a product no shopper viewed before (no neighbours to name): the ranker
+    # puts its line's popular products first, and says the line is why
+    untouched = {event["product_id"] for event in _events()}
+    tail = next(f"l3-{i}" for i in range(PER_LINE - 1, 0, -1) if f"l3-{i}" not in untouched)
+    api.post("/api/v1/events", {"user_id": "newcomer", "product_id": tail, "type": "view"})
+    fresh = api.get("/api/v1/users/newcomer/recommendations", limit=5).json()
+    assert fresh["source"] == "ranked:store-model:v1"
+    assert [item["reason"] for item in fresh["items"]] == ["popular in Line 3, which you browse"] * 5
+    assert all(item["id"].startswith("l3-") for item in fresh["items"])
     # rank orders the given products with it too
     given = [item["id"] for item in answer["items"]][::-1] + ["l0-299", "missing"]
     ranked = api.post("/api/v1/users/s3/rank", {"product_ids": given}).json()

@@ -10,6 +10,7 @@ from django.conf import settings as django_settings
 
 from events.models import EventType
 from events.profiles import History
+from recommendations.artifacts import CATEGORY_SEPARATOR
 from recommendations.engine.ranker import DEPTH, candidate_features
 from recommendations.engine.recommender import (
     add_sparse,
@@ -59,7 +60,8 @@ def for_user(request: ServingRequest, user_id: str, options: Options) -> Answer:
     )  # fmt: skip
     return finish(catalog=request.catalog, settings=settings, surface="for_user", ranked=ranked,
                   options=options, model=model, source=served_source(request),
-                  explain=lambda answered: _because(model, request.catalog, personal, answered))  # fmt: skip
+                  explain=lambda answered: _because(model, request.catalog, personal, answered,
+                                                    ranked=ranker))  # fmt: skip
 
 
 def personal_ranked(
@@ -219,9 +221,15 @@ def personal_candidates(model: ServingModel, personal: PersonalScores) -> tuple[
 
 
 def _because(
-    model: ServingModel, catalog: CatalogSource, personal: PersonalScores, product_ids: list[int]
+    model: ServingModel,
+    catalog: CatalogSource,
+    personal: PersonalScores,
+    product_ids: list[int],
+    *,
+    ranked: bool = False,
 ) -> dict[int, str]:
-    """For the items answered, the history item that contributed most: "because you showed interest in X"."""
+    """For the items answered, the history item that contributed most: "because you showed interest in X";
+    under the ranking stage, for an item none contributed to, its category when the shopper browses it."""
     history_positions = personal.history_items
     positions = model.products.positions(np.array(product_ids, dtype=np.int64))
     known = positions >= 0
@@ -248,6 +256,16 @@ def _because(
             out[product_id] = f"because you showed interest in {name}"
         elif product_id in seen:
             out[product_id] = "you showed interest before"
+    if ranked and model.category_paths.size:
+        # the ranking stage also puts first what the shopper's categories make likely, with no neighbour
+        # of theirs to name: the category is the evidence
+        def leaf(position: int) -> str:
+            return str(model.category_paths[position]).rsplit(CATEGORY_SEPARATOR, 1)[-1]
+
+        browsed = {leaf(p) for p in personal.sequence[-RECENT_FOR_COMPLEMENTS:].tolist()} - {""}
+        for product_id, position in zip(answered, positions[known].tolist(), strict=True):
+            if product_id not in out and leaf(position) in browsed:
+                out[product_id] = f"popular in {leaf(position)}, which you browse"
     return out
 
 
