@@ -267,8 +267,7 @@ def fit_two_stage(
         return SequentialItemKNN(**best).fit(train)
 
     def source_of(model: SequentialItemKNN, train: Interactions) -> FeatureSource:
-        counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
-        return FeatureSource(model.similar_, model.transitions_, model.popularity_, counts, tags)
+        return FeatureSource.of_fit(model, train, tags)
 
     fitted = fit_ranker(
         validation, fit_stage(validation.train), fit_stage, source_of, exclude_seen=not repeats,

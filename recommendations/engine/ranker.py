@@ -59,6 +59,11 @@ MIN_LESSONS = 300  # lists with their target among the candidates, below which n
 EVALUATION_SHOPPERS = 5000
 
 
+def item_counts(data: Any) -> np.ndarray:
+    """Events per item of an Interactions (the `log_count` feature's input)."""
+    return np.bincount(data.items, minlength=data.n_items).astype(np.float32)
+
+
 def _sorted_csr(matrix: Any, dtype: Any = None) -> sp.csr_matrix:
     """CSR with sorted indices, copied only when it must change (a version's arrays are read-only maps)."""
     matrix = sp.csr_matrix(matrix, dtype=dtype)
@@ -82,6 +87,20 @@ class FeatureSource:
     arrivals: sp.csr_matrix | None = None  # row j: the items shoppers came to j from
     prices: np.ndarray | None = None  # per item; 0 where unknown
 
+    @classmethod
+    def of_fit(
+        cls,
+        model: Any,
+        train: Any,
+        tags: sp.csr_matrix | None = None,
+        prices: np.ndarray | None = None,
+    ) -> FeatureSource:
+        """The arrays of a first stage fitted on `train` (a SequentialItemKNN, as serving holds it), the
+        items' counts of events in `train`, and the items' tags and prices."""
+        return cls(
+            model.similar_, model.transitions_, model.popularity_, item_counts(train), tags, prices=prices
+        )
+
     def __post_init__(self) -> None:
         self.similar = _sorted_csr(self.similar)
         self.transitions = _sorted_csr(self.transitions)
@@ -100,16 +119,6 @@ class FeatureSource:
                 tags = tags.copy()
                 tags.data[:] = 1.0
             self.tags = tags
-
-
-def _lookup(matrix: sp.csr_matrix, row: int, columns: np.ndarray) -> np.ndarray:
-    """matrix[row, columns] for a row with sorted indices, without making the row dense."""
-    start, end = matrix.indptr[row], matrix.indptr[row + 1]
-    if start == end:
-        return np.zeros(len(columns), np.float32)
-    indices = matrix.indices[start:end]
-    at = np.minimum(np.searchsorted(indices, columns), indices.size - 1)
-    return np.where(indices[at] == columns, matrix.data[start:end][at], 0.0).astype(np.float32)
 
 
 def candidate_features(
@@ -136,7 +145,8 @@ def candidate_features(
         out[:, 16] = weights @ stacked
         out[:, 17] = weights @ following
         assert source.arrivals is not None  # (set in __post_init__)
-        out[:, 18] = _lookup(source.arrivals, int(recent[0]), candidates)  # the candidate, then the last
+        # the candidate, then the last
+        out[:, 18] = _lookup_rows(source.arrivals, recent[:1], candidates)[0]
     out[:, 19] = source.reach[candidates]
     top = float(np.max(stage_scores)) if n else 0.0
     out[:, 15] = stage_scores / top if top > 0 else 0.0

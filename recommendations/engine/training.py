@@ -143,10 +143,7 @@ def fit_store_model(
             return as_served(model, train)
 
         def source_of(model: Any, train: Interactions) -> FeatureSource:
-            counts = np.bincount(train.items, minlength=train.n_items).astype(np.float32)
-            return FeatureSource(
-                model.similar_, model.transitions_, model.popularity_, counts, tags, prices=prices
-            )
+            return FeatureSource.of_fit(model, train, tags, prices)
 
         progress(0.5, "learning the ranking stage")
         fitted_ranker = fit_ranker(

@@ -68,6 +68,8 @@ class ServingModel:
     content: sp.csr_matrix | None = None  # nearest items by content of the items that need them
     # products with no events: their factors as their content predicts them, and the warm items' factors
     # (recommendations/engine/coldstart.py); their related products are the nearest warm items
+    cold: sp.csr_matrix | None = None  # items x items: each cold product's nearest warm items
+    # (versions trained before `cold`: the factors, searched when asked)
     cold_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # model positions, sorted
     cold_factors: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), np.float16))
     warm_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
@@ -110,12 +112,26 @@ class ServingModel:
 
     def _matrices(self) -> tuple[sp.csr_matrix, ...]:
         extra = (self.features.arrivals, self.features.tags) if self.features is not None else ()
-        held = (self.neighbours, self.similar, self.transitions, self.together, self.content, *extra)
+        held = (
+            self.neighbours,
+            self.similar,
+            self.transitions,
+            self.together,
+            self.content,
+            self.cold,
+            *extra,
+        )
         return tuple(matrix for matrix in held if matrix is not None)
 
     def cold_neighbours(self, position: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """A product with no events: the `k` warm items nearest to its predicted factors, as (model
-        positions, cosine scores), best first; empty for any other product."""
+        positions, cosine scores), best first; empty for any other product. Read from the version's `cold`
+        matrix; versions trained before it hold the factors, and are searched here."""
+        if self.cold is not None:
+            start, end = self.cold.indptr[position], self.cold.indptr[position + 1]
+            items, scores = self.cold.indices[start:end], self.cold.data[start:end]
+            order = np.argsort(-scores, kind="stable")[:k]
+            return items[order].astype(np.int64), np.asarray(scores[order], np.float32)
         at = int(np.searchsorted(self.cold_rows, position))
         if at >= self.cold_rows.size or self.cold_rows[at] != position or not self.warm_rows.size:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
@@ -166,6 +182,7 @@ class ServingModel:
             popularity=np.asarray(arrays["popularity"]),
             category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
             content=arrays.get("content"),
+            cold=arrays.get("cold"),
             **_cold(arrays),
             compatibility=_compatibility(arrays),
             style=arrays.get("style"),  # (half precision, mapped: converted for the rows a request reads)
