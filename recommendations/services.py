@@ -43,7 +43,7 @@ from recommendations.engine.content import (
     product_document,
 )
 from recommendations.engine.interactions import IdIndex, sorted_interactions
-from recommendations.engine.ranker import item_counts
+from recommendations.engine.ranker import item_counts, item_stats
 from recommendations.engine.recommender import decayed_popularity
 from recommendations.engine.training import fit_store_model
 from recommendations.models import (
@@ -527,13 +527,14 @@ def _ranker_arrays(
     fitted: Any, interactions: Any, data: TrainingData, transitions: sp.csr_matrix
 ) -> dict[str, Any]:
     """What serving's ranking stage reads beyond the first stage's arrays: the LightGBM model as text,
-    each product's count of events, the products' tags and prices, and the transitions transposed. Empty
-    when the ranker does not serve."""
+    each product's count of events and its other statistics (item_stats), the products' tags and prices,
+    and the transitions transposed. Empty when the ranker does not serve."""
     if fitted is None or fitted.text is None:
         return {}
     return {
         "ranker": np.array(fitted.text),
         "counts": item_counts(interactions),
+        "stats": item_stats(interactions),
         "tags": data.tags,
         "prices": data.prices,
         "arrivals": sp.csr_matrix(transitions.T),

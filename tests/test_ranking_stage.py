@@ -18,7 +18,7 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from recommendations.artifacts import artifact_load
-from recommendations.engine.ranker import FeatureSource
+from recommendations.engine.ranker import FeatureSource, item_stats
 from recommendations.engine.recommender import SequentialItemKNN
 from recommendations.engine.two_stage import candidate_lists
 from recommendations.models import GlobalModel, TrainedModel, TrainingRun
@@ -138,6 +138,7 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
         return features
 
     monkeypatch.setattr(for_user_module, "candidate_features", spy)
+    trained_on = _load(store, StoreSettings.objects.get(store=store)).interactions
     # mid-session, with something in the cart: the first stage alone would count the session twice and
     # pull in the cart's complements; under the ranker, the stage scores are the model's own, as offline
     mine = [event for event in _events() if event["user_id"] == "s11"]
@@ -165,8 +166,11 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
     assert np.array_equal(data.product_ids.ids, arrays["product_ids"])
     source = FeatureSource(
         arrays["similar"], arrays["transitions"], arrays["popularity"], arrays["counts"], arrays["tags"],
-        arrays["arrivals"], arrays["prices"],
+        arrays["arrivals"], arrays["prices"], arrays["stats"],
     )  # fmt: skip
+    # the batch features are what training's own function gave for the events it read (not since)
+    np.testing.assert_array_equal(arrays["stats"], item_stats(trained_on))
+    assert arrays["stats"][:, 0].any() and arrays["stats"][:, 2].any()
     user = data.user_ids.positions(np.array(["s11"], dtype=object).astype(str))
     offline = candidate_lists(first_stage, data.interactions, user, source, exclude_seen=True)
     assert np.array_equal(offline.candidates[0], online_candidates)

@@ -18,7 +18,15 @@ Features, per candidate:
   the last item; how much shoppers come to it from anywhere; the share of its tags among the last three
   items';
 - its price (log), and against the shopper's usual (the log of its ratio to the median price of their
-  latest items; 0 where a price is unknown)."""
+  latest items; 0 where a price is unknown);
+- within the shopper's own list: its summed next-step and co-occurrence links as shares of the list's
+  best, and their ranks in the list;
+- its events in the last week and the last thirty days of the fit (log), their trend (the week's daily
+  rate against the month's), and its age (log days since its first event); batch arrays
+  (`item_stats`), read as they were at training;
+- the shopper's own times with it among their latest items (log), and how lately: 1 / (1 + the events
+  since they last had it), 0 when they have not (a store whose shoppers buy again); and the share of
+  the candidate's shoppers who came back to it (`item_stats`)."""
 
 from __future__ import annotations
 
@@ -39,6 +47,9 @@ FEATURES = (
     "stage_share", "similar_recent", "next_recent", "before_last",
     "next_reach", "tag_last_3",
     "log_price", "price_vs_usual",
+    "next_share", "next_list_rank", "similar_share", "similar_list_rank",
+    "log_week", "log_month", "trend", "age",
+    "own_count", "own_last", "return_rate",
 )  # fmt: skip
 # Features are only ever appended: a model learned with fewer reads the first columns it knows
 # (`ranker_features`), so versions trained before a feature was added still serve.
@@ -59,9 +70,39 @@ MIN_LESSONS = 300  # lists with their target among the candidates, below which n
 EVALUATION_SHOPPERS = 5000
 
 
+DAY = 86400.0
+ITEM_STATS = ("log_week", "log_month", "age", "return_rate")  # item_stats' columns
+
+
 def item_counts(data: Any) -> np.ndarray:
     """Events per item of an Interactions (the `log_count` feature's input)."""
     return np.bincount(data.items, minlength=data.n_items).astype(np.float32)
+
+
+def item_stats(data: Any) -> np.ndarray:
+    """Per item of an Interactions (items x ITEM_STATS, float32), as of its last event: its events in the
+    last 7 and 30 days (log); its age, the log of the days since its first event (0: no events); the
+    share of its shoppers who came back to it (had it more than once)."""
+    out = np.zeros((data.n_items, len(ITEM_STATS)), np.float32)
+    if not len(data.items):
+        return out
+    times = np.asarray(data.times, dtype=np.float64)
+    now = float(times.max())
+    items = np.asarray(data.items, dtype=np.int64)
+    for column, days in enumerate((7, 30)):
+        recent = times > now - days * DAY
+        out[:, column] = np.log1p(np.bincount(items[recent], minlength=data.n_items))
+    first = np.full(data.n_items, np.inf)
+    np.minimum.at(first, items, times)
+    seen = np.isfinite(first)
+    out[seen, 2] = np.log1p((now - first[seen]) / DAY)
+    pairs, times_each = np.unique(
+        np.asarray(data.users, dtype=np.int64) * data.n_items + items, return_counts=True
+    )
+    shoppers = np.bincount(pairs % data.n_items, minlength=data.n_items)
+    returned = np.bincount(pairs[times_each > 1] % data.n_items, minlength=data.n_items)
+    out[:, 3] = returned / np.maximum(shoppers, 1)
+    return out
 
 
 def _sorted_csr(matrix: Any, dtype: Any = None) -> sp.csr_matrix:
@@ -86,6 +127,7 @@ class FeatureSource:
     tags: sp.csr_matrix | None = None  # items x tags, binary
     arrivals: sp.csr_matrix | None = None  # row j: the items shoppers came to j from
     prices: np.ndarray | None = None  # per item; 0 where unknown
+    stats: np.ndarray | None = None  # items x ITEM_STATS (item_stats)
 
     @classmethod
     def of_fit(
@@ -98,7 +140,13 @@ class FeatureSource:
         """The arrays of a first stage fitted on `train` (a SequentialItemKNN, as serving holds it), the
         items' counts of events in `train`, and the items' tags and prices."""
         return cls(
-            model.similar_, model.transitions_, model.popularity_, item_counts(train), tags, prices=prices
+            model.similar_,
+            model.transitions_,
+            model.popularity_,
+            item_counts(train),
+            tags,
+            prices=prices,
+            stats=item_stats(train),
         )
 
     def __post_init__(self) -> None:
@@ -111,6 +159,8 @@ class FeatureSource:
         self.reach = (reach / (reach.max(initial=0.0) or 1.0)).astype(np.float32)
         self.popularity = np.asarray(self.popularity, dtype=np.float32)
         self.counts = np.asarray(self.counts, dtype=np.float32)
+        if self.stats is not None:
+            self.stats = np.asarray(self.stats, dtype=np.float32)
         if self.prices is not None:
             self.prices = np.nan_to_num(np.asarray(self.prices, dtype=np.float32), nan=0.0)
         if self.tags is not None:
@@ -125,44 +175,51 @@ def candidate_features(
     source: FeatureSource, history: np.ndarray, candidates: np.ndarray, stage_scores: np.ndarray
 ) -> np.ndarray:
     """The feature matrix (candidates x FEATURES) of one shopper; `history`: item positions, oldest first;
-    `candidates` in the first stage's order (best first), with its scores."""
+    `candidates` in the first stage's order (best first), with its scores. (Built a feature a row and
+    returned transposed: column-major, which LightGBM reads as it is.)"""
     n = len(candidates)
-    out = np.zeros((n, len(FEATURES)), np.float32)
-    out[:, 0] = stage_scores
-    out[:, 1] = np.arange(n)
+    out = np.zeros((len(FEATURES), n), np.float32)
+    if not n:
+        return out.T
+    candidates = np.asarray(candidates, dtype=np.int64)
+    out[0] = stage_scores
+    out[1] = np.arange(n)
     latest = np.asarray(history, dtype=np.int64)[::-1]
     recent = latest[:RECENT]
+    # the candidates sorted once: every lookup of items among them searches this
+    order = np.argsort(candidates, kind="stable")
+    among = (order, candidates[order])
     if recent.size:
         # each recent item's link to every candidate, newest first: one gather of their rows each
-        stacked = _lookup_rows(source.similar, recent, candidates)
-        following = _lookup_rows(source.transitions, recent, candidates)
-        for j in range(min(3, recent.size)):
-            out[:, 2 + 2 * j] = stacked[j]
-            out[:, 3 + 2 * j] = following[j]
-        out[:, 8] = stacked.max(axis=0)
-        out[:, 9] = stacked.mean(axis=0)
+        stacked = _lookup_rows(source.similar, recent, among)
+        following = _lookup_rows(source.transitions, recent, among)
+        last = min(3, recent.size)
+        out[2 : 2 + 2 * last : 2] = stacked[:last]
+        out[3 : 3 + 2 * last : 2] = following[:last]
+        out[8] = stacked.max(axis=0)
+        out[9] = stacked.sum(axis=0) / np.float32(recent.size)
         weights = RECENCY ** np.arange(recent.size, dtype=np.float32)
-        out[:, 16] = weights @ stacked
-        out[:, 17] = weights @ following
+        out[16] = weights @ stacked
+        out[17] = weights @ following
         assert source.arrivals is not None  # (set in __post_init__)
         # the candidate, then the last
-        out[:, 18] = _lookup_rows(source.arrivals, recent[:1], candidates)[0]
-    out[:, 19] = source.reach[candidates]
-    top = float(np.max(stage_scores)) if n else 0.0
-    out[:, 15] = stage_scores / top if top > 0 else 0.0
-    out[:, 10] = source.popularity[candidates]
-    out[:, 11] = np.log1p(source.counts[candidates])
-    out[:, 12] = len(history)
-    if source.prices is not None and n:
+        out[18] = _lookup_rows(source.arrivals, recent[:1], among)[0]
+    out[19] = source.reach[candidates]
+    top = float(np.max(stage_scores))
+    out[15] = stage_scores / top if top > 0 else 0.0
+    out[10] = source.popularity[candidates]
+    out[11] = np.log1p(source.counts[candidates])
+    out[12] = len(history)
+    if source.prices is not None:
         # its price (log), and against the shopper's usual: the median price of their recent items
         price = source.prices[candidates]
-        out[:, 21] = np.log1p(np.maximum(price, 0.0))
+        out[21] = np.log1p(np.maximum(price, 0.0))
         usual = source.prices[recent] if recent.size else np.zeros(0, np.float32)
         usual = usual[usual > 0]
         if usual.size:
             median = float(np.median(usual))
-            out[:, 22] = np.where(price > 0, np.log(np.maximum(price, 1e-6) / median), 0.0)
-    if source.tags is not None and recent.size and n:
+            out[22] = np.where(price > 0, np.log(np.maximum(price, 1e-6) / median), 0.0)
+    if source.tags is not None and recent.size:
         owner, tags, _ = row_entries(source.tags, candidates)
         tagged = np.maximum(np.bincount(owner, minlength=n), 1).astype(np.float32)
         recent_owner, recent_tags, _ = row_entries(source.tags, recent)
@@ -174,24 +231,51 @@ def candidate_features(
         flags[recent_tags[recent_owner < 3]] |= 4
         bits = flags[tags]
         for column, bit in ((13, 1), (14, 2), (20, 4)):
-            out[:, column] = np.bincount(owner, weights=(bits & bit) > 0, minlength=n)
-        out[:, 13] /= tagged
-        out[:, 20] /= tagged
-    return out
+            out[column] = np.bincount(owner, weights=(bits & bit) > 0, minlength=n)
+        out[13] /= tagged
+        out[20] /= tagged
+    # the summed next-step and co-occurrence links against the rest of the shopper's own list
+    for value, share, rank in ((17, 23, 24), (16, 25, 26)):
+        column = out[value]
+        best = float(column.max())
+        out[share] = column / best if best > 0 else 0.0
+        out[rank, np.argsort(-column, kind="stable")] = np.arange(n, dtype=np.float32)
+    if source.stats is not None:
+        stats = source.stats[candidates].T
+        out[27:29] = stats[:2]
+        # the last week's daily rate against the last month's (logs of counts + 1 per day)
+        out[29] = np.log((np.expm1(stats[0]) / 7 + 1) / (np.expm1(stats[1]) / 30 + 1))
+        out[30] = stats[2]
+        out[33] = stats[3]
+    if latest.size:
+        # the shopper's own past with each candidate (their latest items, newest first)
+        owner, back = _find(among, latest)
+        if owner.size:
+            out[31] = np.log1p(np.bincount(owner, minlength=n))
+            newest = np.full(n, latest.size, np.int64)
+            np.minimum.at(newest, owner, back)
+            out[32] = np.where(newest < latest.size, 1.0 / (1.0 + newest), 0.0)
+    return out.T
 
 
-def _lookup_rows(matrix: sp.csr_matrix, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def _find(among: tuple[np.ndarray, np.ndarray], items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which of `items` are among the candidates (`among`: their sorting order, and them sorted): the
+    candidate's place in its list, and the item's place in `items`, for each item found."""
+    order, ordered = among
+    at = np.minimum(np.searchsorted(ordered, items), ordered.size - 1)
+    found = np.flatnonzero(ordered[at] == items)
+    return order[at[found]], found
+
+
+def _lookup_rows(matrix: sp.csr_matrix, rows: np.ndarray, among: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """matrix[rows][:, candidates] as a dense (rows x candidates) array, read straight from the CSR arrays
-    (candidates distinct)."""
-    out = np.zeros((rows.size, candidates.size), np.float32)
-    if not rows.size or not candidates.size:
+    (candidates distinct; `among` as _find takes them)."""
+    out = np.zeros((rows.size, among[0].size), np.float32)
+    if not rows.size or not among[0].size:
         return out
     owner, columns, values = row_entries(matrix, rows)
-    order = np.argsort(candidates, kind="stable")
-    ordered = candidates[order]
-    at = np.minimum(np.searchsorted(ordered, columns), ordered.size - 1)
-    hit = ordered[at] == columns
-    out[owner[hit], order[at[hit]]] = values[hit]
+    place, found = _find(among, columns)
+    out[owner[found], place] = values[found]
     return out
 
 

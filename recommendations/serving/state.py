@@ -198,6 +198,7 @@ def _ranking_stage(arrays: dict[str, Any]) -> dict[str, Any]:
     features = FeatureSource(
         arrays["similar"], arrays["transitions"], arrays["popularity"], arrays["counts"],
         tags if tags is not None and tags.nnz else None, arrays.get("arrivals"), arrays.get("prices"),
+        arrays.get("stats"),
     )  # fmt: skip
     ranker = load_ranker(str(np.asarray(arrays["ranker"])))
     return {"ranker": ranker, "ranker_width": ranker_features(ranker), "features": features}

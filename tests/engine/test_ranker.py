@@ -6,11 +6,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.interactions import Interactions
 from recommendations.engine.ranker import (
     FEATURES,
     FeatureSource,
     LambdaRanker,
     candidate_features,
+    item_stats,
     load_ranker,
     ranker_features,
 )
@@ -39,6 +41,48 @@ def test_features_read_the_links_of_the_latest_items():
     # tags: item 1 has tag 0 (the history has tags 0 and 1): all its tags shared; item 3 has both
     assert column["tag_affinity"] == [1.0, 1.0]
     assert column["tag_last"] == [1.0, 1.0]  # each shares one tag with item 0
+
+
+def test_features_compare_each_candidate_with_the_rest_of_the_shopper_s_list():
+    # history 0 then 1: candidate 3 follows 1 (0.7), candidate 2 co-occurs with 0 (0.2, older)
+    features = candidate_features(_source(), np.array([0, 1]), np.array([2, 3]), np.array([0.9, 0.4]))
+    column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
+    assert column["next_share"] == [0.0, 1.0] and column["next_list_rank"] == [1.0, 0.0]
+    # co-occurrence summed with recency: 2 gets 0.7 x 0.2 from item 0; 3 gets 0.1 from item 1
+    assert column["similar_recent"] == [np.float32(0.7 * 0.2), np.float32(0.1)]
+    assert column["similar_list_rank"] == [0.0, 1.0]
+    assert column["similar_share"] == [1.0, np.float32(0.1 / np.float32(0.7 * 0.2))]
+
+
+def test_features_count_the_shopper_s_own_times_with_a_candidate():
+    # oldest first: 1, 3, 1, 0; candidate 1 twice (last two events back), 3 once (three back), 2 never
+    features = candidate_features(_source(), np.array([1, 3, 1, 0]), np.array([2, 1, 3]), np.ones(3))
+    column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
+    assert column["own_count"] == [0.0, np.float32(np.log1p(2)), np.float32(np.log1p(1))]
+    assert column["own_last"] == [0.0, np.float32(1 / 2), np.float32(1 / 3)]
+
+
+def test_item_stats_count_the_last_week_and_month_the_age_and_returns():
+    day = 86400.0
+    # item 0: events 40 and 3 days before the last event; item 1: only the last event; item 2: none
+    data = Interactions(
+        users=np.array([0, 0, 1]), items=np.array([0, 0, 1]), weights=np.ones(3),
+        times=np.array([0.0, 37 * day, 40 * day]), n_users=2, n_items=3,
+    )  # fmt: skip
+    stats = item_stats(data)
+    # item 0's one shopper came back to it; item 1's did not
+    np.testing.assert_allclose(stats[0], [*np.log1p([1, 1, 40]), 1.0], rtol=1e-6)
+    np.testing.assert_allclose(stats[1], [*np.log1p([1, 1, 0]), 0.0], rtol=1e-6)
+    assert not stats[2].any()
+    source = _source()
+    source.stats = np.vstack([stats, np.zeros((1, 4), np.float32)])
+    features = candidate_features(source, np.array([2]), np.array([0, 1, 3]), np.array([0.9, 0.5, 0.4]))
+    column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
+    assert column["age"] == [np.float32(np.log1p(40)), 0.0, 0.0]
+    assert column["return_rate"] == [1.0, 0.0, 0.0]
+    # a week's daily rate against the month's: item 0 and item 1 alike (one event in each window)
+    trend = np.log((1 / 7 + 1) / (1 / 30 + 1))
+    np.testing.assert_allclose(column["trend"], [trend, trend, 0.0], rtol=1e-5)
 
 
 def test_lambdarank_learns_which_feature_tells_the_next_item():
