@@ -68,6 +68,9 @@ MAX_LESSON_SHOPPERS = 30_000  # per lesson step, sampled: training time stays bo
 MAX_LESSONS = 20_000
 MIN_LESSONS = 300  # lists with their target among the candidates, below which no ranker is learned
 EVALUATION_SHOPPERS = 5000
+# tag features: which of a candidate's tags' bits (1: the shopper's, 2: the last item's, 4: the last
+# three items') each of the eight combinations holds
+_BITS = np.array([[(bits >> k) & 1 for k in range(3)] for bits in range(8)], dtype=np.float32)
 
 
 DAY = 86400.0
@@ -191,8 +194,7 @@ def candidate_features(
     among = (order, candidates[order])
     if recent.size:
         # each recent item's link to every candidate, newest first: one gather of their rows each
-        stacked = _lookup_rows(source.similar, recent, among)
-        following = _lookup_rows(source.transitions, recent, among)
+        stacked, following = _lookup_rows((source.similar, source.transitions), recent, among)
         last = min(3, recent.size)
         out[2 : 2 + 2 * last : 2] = stacked[:last]
         out[3 : 3 + 2 * last : 2] = following[:last]
@@ -203,7 +205,7 @@ def candidate_features(
         out[17] = weights @ following
         assert source.arrivals is not None  # (set in __post_init__)
         # the candidate, then the last
-        out[18] = _lookup_rows(source.arrivals, recent[:1], among)[0]
+        out[18] = _lookup_row(source.arrivals, int(recent[0]), among)
     out[19] = source.reach[candidates]
     top = float(np.max(stage_scores))
     out[15] = stage_scores / top if top > 0 else 0.0
@@ -216,24 +218,25 @@ def candidate_features(
         out[21] = np.log1p(np.maximum(price, 0.0))
         usual = source.prices[recent] if recent.size else np.zeros(0, np.float32)
         usual = usual[usual > 0]
-        if usual.size:
-            median = float(np.median(usual))
+        if usual.size:  # (np.median's own overhead is several times the work on a few prices)
+            usual = np.sort(usual)
+            median = (float(usual[(usual.size - 1) // 2]) + float(usual[usual.size // 2])) / 2
             out[22] = np.where(price > 0, np.log(np.maximum(price, 1e-6) / median), 0.0)
     if source.tags is not None and recent.size:
         owner, tags, _ = row_entries(source.tags, candidates)
-        tagged = np.maximum(np.bincount(owner, minlength=n), 1).astype(np.float32)
         recent_owner, recent_tags, _ = row_entries(source.tags, recent)
         # one bit per set of tags a candidate's are compared with: the shopper's, the last item's, the
-        # last three's; each candidate's tags then read their bits at once
-        flags = np.zeros(source.tags.shape[1], np.uint8)
+        # last three's; each candidate's tags then read their bits at once, counted by candidate and bits
+        flags = np.zeros(source.tags.shape[1], np.int64)
         flags[recent_tags] |= 1
         flags[recent_tags[recent_owner == 0]] |= 2
         flags[recent_tags[recent_owner < 3]] |= 4
-        bits = flags[tags]
-        for column, bit in ((13, 1), (14, 2), (20, 4)):
-            out[column] = np.bincount(owner, weights=(bits & bit) > 0, minlength=n)
-        out[13] /= tagged
-        out[20] /= tagged
+        by_bits = np.bincount(owner * 8 + flags[tags], minlength=8 * n).reshape(n, 8).astype(np.float32)
+        shared = (by_bits @ _BITS).T  # per candidate: its tags with bit 1, 2 and 4 set
+        tagged = np.maximum(by_bits.sum(axis=1), 1.0)
+        out[13] = shared[0] / tagged
+        out[14] = shared[1]
+        out[20] = shared[2] / tagged
     # the summed next-step and co-occurrence links against the rest of the shopper's own list
     for value, share, rank in ((17, 23, 24), (16, 25, 26)):
         column = out[value]
@@ -267,15 +270,26 @@ def _find(among: tuple[np.ndarray, np.ndarray], items: np.ndarray) -> tuple[np.n
     return order[at[found]], found
 
 
-def _lookup_rows(matrix: sp.csr_matrix, rows: np.ndarray, among: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """matrix[rows][:, candidates] as a dense (rows x candidates) array, read straight from the CSR arrays
-    (candidates distinct; `among` as _find takes them)."""
-    out = np.zeros((rows.size, among[0].size), np.float32)
-    if not rows.size or not among[0].size:
-        return out
-    owner, columns, values = row_entries(matrix, rows)
-    place, found = _find(among, columns)
-    out[owner[found], place] = values[found]
+def _lookup_rows(
+    matrices: tuple[sp.csr_matrix, sp.csr_matrix], rows: np.ndarray, among: tuple[np.ndarray, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """matrix[rows][:, candidates] of both matrices as dense (rows x candidates) arrays, read straight from
+    the CSR arrays in one search (candidates distinct; `among` as _find takes them)."""
+    first_owner, first_columns, first_values = row_entries(matrices[0], rows)
+    second_owner, second_columns, second_values = row_entries(matrices[1], rows)
+    place, found = _find(among, np.concatenate([first_columns, second_columns]))
+    owner = np.concatenate([first_owner, second_owner + rows.size])
+    out = np.zeros((2 * rows.size, among[0].size), np.float32)
+    out[owner[found], place] = np.concatenate([first_values, second_values])[found]
+    return out[: rows.size], out[rows.size :]
+
+
+def _lookup_row(matrix: sp.csr_matrix, row: int, among: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """matrix[row][candidates], dense."""
+    begin, end = matrix.indptr[row], matrix.indptr[row + 1]
+    place, found = _find(among, matrix.indices[begin:end])
+    out = np.zeros(among[0].size, np.float32)
+    out[place] = matrix.data[begin:end][found]
     return out
 
 

@@ -121,16 +121,21 @@ def second_stage(
     """The first stage's best DEPTH candidates (model positions, full scores) ordered by the ranker, then
     the rest in the first stage's order. Each keeps a first-stage score: the i-th by the ranker gets the
     i-th best, so scores fall down the list and merchant boosts still multiply a positive number."""
+    # (sets of items as flags over the model's items: np.isin sorts the thousands of candidates)
+    flags = np.zeros(len(model.products), dtype=bool)
     if exclude is not None and exclude.size:
-        keep = ~np.isin(candidates, exclude)
+        flags[exclude] = True
+        keep = ~flags[candidates]
         candidates, scores = candidates[keep], scores[keep]
+        flags[exclude] = False
     top, stage = stage_candidates(candidates, scores, DEPTH)
     assert model.features is not None and model.ranker is not None
     order = np.arange(top.size)
     if top.size > 1:
         features = candidate_features(model.features, sequence, top, stage)[:, : model.ranker_width]
         order = np.argsort(-model.ranker.predict(features), kind="stable")
-    rest = ~np.isin(candidates, top)
+    flags[top] = True
+    rest = ~flags[candidates]
     return Ranked(
         model.products.ids[np.concatenate([top[order], candidates[rest]])],
         np.concatenate([stage, scores[rest]]), reason,
