@@ -74,8 +74,11 @@ def test_item_stats_count_the_last_week_and_month_the_age_and_returns():
     np.testing.assert_allclose(stats[0], [*np.log1p([1, 1, 40]), 1.0], rtol=1e-6)
     np.testing.assert_allclose(stats[1], [*np.log1p([1, 1, 0]), 0.0], rtol=1e-6)
     assert not stats[2].any()
-    source = _source()
-    source.stats = np.vstack([stats, np.zeros((1, 4), np.float32)])
+    plain = _source()
+    source = FeatureSource(
+        plain.similar, plain.transitions, plain.popularity, plain.counts, plain.tags,
+        stats=np.vstack([stats, np.zeros((1, 4), np.float32)]),
+    )  # fmt: skip
     features = candidate_features(source, np.array([2]), np.array([0, 1, 3]), np.array([0.9, 0.5, 0.4]))
     column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
     assert column["age"] == [np.float32(np.log1p(40)), 0.0, 0.0]
