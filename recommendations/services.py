@@ -502,6 +502,8 @@ def _train(run: TrainingRun) -> TrainedModel:
     parameters = dict(fitted.parameters)
     if fitted.ranker is not None and fitted.ranker.text is None:  # serving's `source` says why
         parameters["ranking_stage_off"] = fitted.ranker.metrics.get("why", "")
+    if fitted.ranker is not None and fitted.ranker.text:  # related answers too, where it judged better
+        parameters["ranker_related"] = bool(fitted.ranker.metrics.get("related", {}).get("used"))
     if fitted.ranker is not None and fitted.ranker.text and fitted.ranker.metrics.get("from") == "network":
         assert network_ranker is not None
         parameters["ranker_from"] = f"global-model:v{network_ranker[0]}"

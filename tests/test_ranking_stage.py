@@ -18,9 +18,9 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from recommendations.artifacts import artifact_load
-from recommendations.engine.ranker import FeatureSource, item_stats
+from recommendations.engine.ranker import FeatureSource, candidate_features, item_stats
 from recommendations.engine.recommender import SequentialItemKNN
-from recommendations.engine.two_stage import candidate_lists
+from recommendations.engine.two_stage import candidate_lists, related_candidates
 from recommendations.models import GlobalModel, TrainedModel, TrainingRun
 from recommendations.selectors import trained_model_active
 from recommendations.services import _load, training_options_clean, training_run_execute
@@ -249,3 +249,39 @@ def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(d
     assert "from" not in run.metrics["ranker"]
     assert answer["source"] == "store-model:v1 (no ranking stage: too little history to learn one)"
     assert TrainedModel.objects.get(store=run.store).ranker_lessons is None
+
+
+def test_related_answers_are_ranked_where_training_judged_the_ranker_better(ranked_store, api, store):
+    """Training judges the ranker on related items too (the product alone as the history, against the
+    shoppers' next items); a version it judged better on them orders its related answers with it."""
+    judged = ranked_store.metrics["ranker"]["related"]
+    assert set(judged) == {"first_stage", "two_stage", "used"}
+    version = TrainedModel.objects.get(store=store, version=1)
+    assert version.parameters["ranker_related"] is judged["used"]
+    names = dict(Product.objects.filter(store=store).values_list("id", "external_id"))
+    for used, limit in ((True, 10), (False, 9)):  # (a limit of its own: not the other's cached answer)
+        version.parameters["ranker_related"] = used
+        version.save(update_fields=["parameters"])
+        serving_state().clear()
+        answer = api.get("/api/v1/products/l3-0/related", limit=limit).json()
+        row = trained_model_active(store=store)
+        assert row is not None
+        loaded = serving_state().residency.get(row)
+        assert loaded is not None and loaded.ranker is not None and loaded.features is not None
+        anchor = int(
+            loaded.products.positions(np.array([Product.objects.get(store=store, external_id="l3-0").id]))[0]
+        )
+        top, stage = related_candidates(loaded.similar, anchor)
+        assert top.size > limit
+        if used:
+            assert answer["source"] == "ranked:store-model:v1"
+            features = candidate_features(loaded.features, np.array([anchor]), top, stage)
+            top = top[np.argsort(-loaded.ranker.predict(features[:, : loaded.ranker_width]), kind="stable")]
+        else:
+            assert answer["source"] == "store-model:v1"
+        assert [item["id"] for item in answer["items"]] == [
+            names[pid] for pid in loaded.products.ids[top[:limit]]
+        ]
+        assert {item["reason"] for item in answer["items"]} == {"shoppers who viewed l3-0 also viewed this"}
+        scores = [item["score"] for item in answer["items"]]
+        assert scores == sorted(scores, reverse=True)

@@ -54,6 +54,7 @@ class StageModel(Protocol):
     repeat_weight: float
     popularity_weight: float
     neighbours_: sp.csr_matrix
+    similar_: sp.csr_matrix
     popularity_: np.ndarray
 
 
@@ -310,6 +311,10 @@ def fit_ranker(
         if not own:
             why = "too little history to learn one, and the network's is " + why
         return RankerFit(None, {**metrics, "used": False, "why": why}, sample)
+    progress("judging the ranker on related items")
+    metrics["related"] = judge_related(
+        ranker, validation_model, holdout, source_of(validation_model, holdout.train), users
+    )
     if not own:
         return RankerFit(str(fallback), {**metrics, "used": True}, sample)
     if refit_on is not None:
@@ -320,6 +325,44 @@ def fit_ranker(
             metrics.update(refit_lessons=len(lessons), refit_trees=ranker.trees)
             sample = lessons_dump(lessons, seed=seed)
     return RankerFit(ranker.dump(), {**metrics, "used": True}, sample)
+
+
+def related_candidates(
+    similar: sp.csr_matrix, anchor: int, depth: int = DEPTH
+) -> tuple[np.ndarray, np.ndarray]:
+    """A product's related candidates, as serving's related answer takes them: its co-occurrence
+    neighbours (itself left out), the best `depth` by co-occurrence; (items, scores)."""
+    begin, end = similar.indptr[anchor], similar.indptr[anchor + 1]
+    items = np.asarray(similar.indices[begin:end], dtype=np.int64)
+    scores = np.asarray(similar.data[begin:end], dtype=np.float32)
+    keep = items != anchor
+    return stage_candidates(items[keep], scores[keep], depth)
+
+
+def judge_related(
+    ranker: Any, model: StageModel, holdout: HoldOut, source: FeatureSource, users: np.ndarray
+) -> dict[str, Any]:
+    """Whether the ranker, given the product alone as the history, orders a product's related items
+    better than co-occurrence does: for each shopper of `users`, their last training item's related
+    items against their next item (HR and NDCG@10), on `holdout`'s validation split. `used`: it does."""
+    sequences = shopper_sequences(holdout.train)
+    similar = sp.csr_matrix(model.similar_)
+    askers, firsts, seconds = [], [], []
+    for user in users.tolist():
+        if not len(sequences[user]):
+            continue
+        anchor = int(sequences[user][-1])
+        items, scores = related_candidates(similar, anchor)
+        askers.append(user)
+        firsts.append(items)
+        if len(items) > 1:
+            rows = candidate_features(source, np.array([anchor]), items, scores)
+            items = items[np.argsort(-ranker.score(rows), kind="stable")]
+        seconds.append(items)
+    asked = np.array(askers, dtype=np.int64)
+    first = _top_metrics(firsts, asked, holdout.targets)
+    second = _top_metrics(seconds, asked, holdout.targets)
+    return {"first_stage": first, "two_stage": second, "used": second["ndcg@10"] > first["ndcg@10"]}
 
 
 class _Loaded:
