@@ -51,7 +51,7 @@ from recommendations.engine.recommender import SequentialItemKNN, top_n  # noqa:
 from recommendations.engine.two_stage import (  # noqa: E402
     candidate_lists,
     fit_ranker,
-    judge_related,
+    judge_neighbours,
     shopper_sequences,
     stage_candidates,
 )
@@ -294,8 +294,8 @@ def fit_two_stage(
     extra["ranker_cpu_us"] = ranker_cost(final, holdout, booster, source_of(final, holdout.train))
     if not repeats:  # related items (the last training item's) against the next item, on the test split
         scorer = type("Scorer", (), {"score": staticmethod(booster.predict)})
-        extra["related_test"] = judge_related(
-            scorer, final, holdout, source_of(final, holdout.train), holdout.users
+        extra["related_test"] = judge_neighbours(
+            scorer, final.similar_, holdout, source_of(final, holdout.train), holdout.users
         )
 
     def recommend(users: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
-from recommendations.engine.baskets import CategoryCompatibility, FrequentlyBoughtTogether
+from recommendations.engine.baskets import CategoryCompatibility, bought_together
 from recommendations.engine.coldstart import ContentToBehaviour
 from recommendations.engine.content import (
     CONTENT_NEIGHBOURS,
@@ -462,9 +462,7 @@ def _train(run: TrainingRun) -> TrainedModel:
         reach = np.asarray(network.sum(axis=0)).ravel() + np.asarray(network.sum(axis=1)).ravel()
         model.popularity_ = (reach / reach.max()).astype(model.popularity_.dtype)
     purchase_rows = interactions.purchases if interactions.purchases is not None else np.zeros(0, bool)
-    together = FrequentlyBoughtTogether(min_support=2, k=50).fit(
-        interactions.baskets[purchase_rows], interactions.items[purchase_rows], n_items=interactions.n_items
-    )
+    together = bought_together(interactions)
     compatibility = _category_compatibility(interactions, purchase_rows, data.category_paths)
     clock.lap("baskets")
     _progress(run, 0.75, "content embeddings")
@@ -485,7 +483,7 @@ def _train(run: TrainingRun) -> TrainedModel:
             "neighbours": model.neighbours_,
             "similar": model.similar_,
             "transitions": model.transitions_,
-            "together": together.lift_,
+            "together": together,
             "vectors": vectors.astype(np.float16),
             "popularity": model.popularity_,
             "category_paths": data.category_paths,
@@ -503,7 +501,8 @@ def _train(run: TrainingRun) -> TrainedModel:
     if fitted.ranker is not None and fitted.ranker.text is None:  # serving's `source` says why
         parameters["ranking_stage_off"] = fitted.ranker.metrics.get("why", "")
     if fitted.ranker is not None and fitted.ranker.text:  # related answers too, where it judged better
-        parameters["ranker_related"] = bool(fitted.ranker.metrics.get("related", {}).get("used"))
+        for surface in ("related", "complementary"):
+            parameters[f"ranker_{surface}"] = bool(fitted.ranker.metrics.get(surface, {}).get("used"))
     if fitted.ranker is not None and fitted.ranker.text and fitted.ranker.metrics.get("from") == "network":
         assert network_ranker is not None
         parameters["ranker_from"] = f"global-model:v{network_ranker[0]}"

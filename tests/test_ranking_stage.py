@@ -20,7 +20,7 @@ from catalog.models import Product
 from recommendations.artifacts import artifact_load
 from recommendations.engine.ranker import FeatureSource, candidate_features, item_stats
 from recommendations.engine.recommender import SequentialItemKNN
-from recommendations.engine.two_stage import candidate_lists, related_candidates
+from recommendations.engine.two_stage import candidate_lists, neighbour_candidates
 from recommendations.models import GlobalModel, TrainedModel, TrainingRun
 from recommendations.selectors import trained_model_active
 from recommendations.services import _load, training_options_clean, training_run_execute
@@ -251,27 +251,53 @@ def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(d
     assert TrainedModel.objects.get(store=run.store).ranker_lessons is None
 
 
-def test_related_answers_are_ranked_where_training_judged_the_ranker_better(ranked_store, api, store):
-    """Training judges the ranker on related items too (the product alone as the history, against the
-    shoppers' next items); a version it judged better on them orders its related answers with it."""
-    judged = ranked_store.metrics["ranker"]["related"]
-    assert set(judged) == {"first_stage", "two_stage", "used"}
+def _bought_in_baskets(events: list[dict]) -> list[dict]:
+    """The events, each shopper's last three views made purchases in one basket (a session)."""
+    out, by_shopper = [], {}
+    for event in events:
+        by_shopper.setdefault(event["user_id"], []).append(event)
+    for shopper, own in by_shopper.items():
+        for step, event in enumerate(own):
+            if step >= len(own) - 3:
+                event = {**event, "type": "purchase", "session_id": f"order-{shopper}"}
+            out.append(event)
+    return out
+
+
+@pytest.mark.parametrize(("surface", "path", "reason"), [
+    ("related", "related", "shoppers who viewed l3-0 also viewed this"),
+    ("complementary", "complementary", "bought together with l3-0"),
+])  # fmt: skip
+def test_related_and_complementary_answers_are_ranked_where_training_judged_the_ranker_better(
+    surface, path, reason, api, store
+):
+    """Training judges the ranker on related and complementary items too (the product alone as the
+    history, against the shoppers' next items); a version it judged better on a surface orders that
+    surface's answers with it, and one it did not keeps the matrix's order."""
+    serving_state().clear()
+    catalog = _catalog()
+    for begin in range(0, len(catalog), 2000):
+        assert api.post("/api/v1/products/bulk", catalog[begin : begin + 2000]).status_code in (200, 201)
+    assert api.post("/api/v1/events", _bought_in_baskets(_events())).json()["rejected"] == 0
+    run = train(store)
+    assert run.status == "succeeded" and run.metrics["ranker"]["used"], run.message
+    judged = run.metrics["ranker"][surface]
+    assert set(judged) == {"first_stage", "two_stage", "users", "used"} and judged["users"] > 100
     version = TrainedModel.objects.get(store=store, version=1)
-    assert version.parameters["ranker_related"] is judged["used"]
+    assert version.parameters[f"ranker_{surface}"] is judged["used"]
     names = dict(Product.objects.filter(store=store).values_list("id", "external_id"))
-    for used, limit in ((True, 10), (False, 9)):  # (a limit of its own: not the other's cached answer)
-        version.parameters["ranker_related"] = used
+    for used, limit in ((True, 5), (False, 4)):  # (a limit of its own: not the other's cached answer)
+        version.parameters[f"ranker_{surface}"] = used
         version.save(update_fields=["parameters"])
         serving_state().clear()
-        answer = api.get("/api/v1/products/l3-0/related", limit=limit).json()
+        answer = api.get(f"/api/v1/products/l3-0/{path}", limit=limit).json()
         row = trained_model_active(store=store)
         assert row is not None
         loaded = serving_state().residency.get(row)
         assert loaded is not None and loaded.ranker is not None and loaded.features is not None
-        anchor = int(
-            loaded.products.positions(np.array([Product.objects.get(store=store, external_id="l3-0").id]))[0]
-        )
-        top, stage = related_candidates(loaded.similar, anchor)
+        anchor = int(loaded.products.positions(np.array([names_to_id(store, "l3-0")]))[0])
+        matrix = loaded.similar if surface == "related" else loaded.together
+        top, stage = neighbour_candidates(matrix, anchor)
         assert top.size > limit
         if used:
             assert answer["source"] == "ranked:store-model:v1"
@@ -279,9 +305,12 @@ def test_related_answers_are_ranked_where_training_judged_the_ranker_better(rank
             top = top[np.argsort(-loaded.ranker.predict(features[:, : loaded.ranker_width]), kind="stable")]
         else:
             assert answer["source"] == "store-model:v1"
-        assert [item["id"] for item in answer["items"]] == [
-            names[pid] for pid in loaded.products.ids[top[:limit]]
-        ]
-        assert {item["reason"] for item in answer["items"]} == {"shoppers who viewed l3-0 also viewed this"}
+        expected = [names[pid] for pid in loaded.products.ids[top[:limit]]]
+        assert [item["id"] for item in answer["items"]] == expected
+        assert {item["reason"] for item in answer["items"]} == {reason}
         scores = [item["score"] for item in answer["items"]]
         assert scores == sorted(scores, reverse=True)
+
+
+def names_to_id(store, external_id: str) -> int:  # noqa: ANN001
+    return int(Product.objects.get(store=store, external_id=external_id).id)

@@ -3,6 +3,8 @@ ranked by lift with a minimum support."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -41,6 +43,18 @@ class FrequentlyBoughtTogether:
         )
         self.support_ = sp.csr_matrix((together.astype(np.float32), (rows, cols)), shape=(n_items, n_items))
         return self
+
+
+def bought_together(data: Any) -> sp.csr_matrix:
+    """A store's "frequently bought together" (items x items, by lift) from the purchases (and carts) of an
+    Interactions, by basket: what training stores and the ranking stage's guard judges."""
+    rows = data.purchases if data.purchases is not None else np.zeros(len(data.items), bool)
+    baskets = data.baskets if data.baskets is not None else np.zeros(len(data.items), dtype=str)
+    return (
+        FrequentlyBoughtTogether(min_support=2, k=50)
+        .fit(baskets[rows], data.items[rows], n_items=data.n_items)
+        .lift_
+    )
 
 
 class CategoryCompatibility:

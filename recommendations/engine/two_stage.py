@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.baskets import bought_together
 from recommendations.engine.evaluation import HoldOut, last_basket_out, leave_last_out
 from recommendations.engine.interactions import Interactions, recency_weighted_history, user_item_matrix
 from recommendations.engine.ranker import (
@@ -311,10 +312,14 @@ def fit_ranker(
         if not own:
             why = "too little history to learn one, and the network's is " + why
         return RankerFit(None, {**metrics, "used": False, "why": why}, sample)
-    progress("judging the ranker on related items")
-    metrics["related"] = judge_related(
-        ranker, validation_model, holdout, source_of(validation_model, holdout.train), users
+    progress("judging the ranker on related and complementary items")
+    validation_source = source_of(validation_model, holdout.train)
+    metrics["related"] = judge_neighbours(
+        ranker, validation_model.similar_, holdout, validation_source, users
     )
+    together = bought_together(holdout.train)
+    if together.nnz:
+        metrics["complementary"] = judge_neighbours(ranker, together, holdout, validation_source, users)
     if not own:
         return RankerFit(str(fallback), {**metrics, "used": True}, sample)
     if refit_on is not None:
@@ -327,32 +332,35 @@ def fit_ranker(
     return RankerFit(ranker.dump(), {**metrics, "used": True}, sample)
 
 
-def related_candidates(
-    similar: sp.csr_matrix, anchor: int, depth: int = DEPTH
+def neighbour_candidates(
+    matrix: sp.csr_matrix, anchor: int, depth: int = DEPTH
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A product's related candidates, as serving's related answer takes them: its co-occurrence
-    neighbours (itself left out), the best `depth` by co-occurrence; (items, scores)."""
-    begin, end = similar.indptr[anchor], similar.indptr[anchor + 1]
-    items = np.asarray(similar.indices[begin:end], dtype=np.int64)
-    scores = np.asarray(similar.data[begin:end], dtype=np.float32)
+    """A product's candidates for a related or complementary answer, as serving takes them: its row of
+    `matrix` (co-occurrence, or bought together), itself left out, the best `depth`; (items, scores)."""
+    begin, end = matrix.indptr[anchor], matrix.indptr[anchor + 1]
+    items = np.asarray(matrix.indices[begin:end], dtype=np.int64)
+    scores = np.asarray(matrix.data[begin:end], dtype=np.float32)
     keep = items != anchor
     return stage_candidates(items[keep], scores[keep], depth)
 
 
-def judge_related(
-    ranker: Any, model: StageModel, holdout: HoldOut, source: FeatureSource, users: np.ndarray
+def judge_neighbours(
+    ranker: Any, matrix: sp.csr_matrix, holdout: HoldOut, source: FeatureSource, users: np.ndarray
 ) -> dict[str, Any]:
-    """Whether the ranker, given the product alone as the history, orders a product's related items
-    better than co-occurrence does: for each shopper of `users`, their last training item's related
-    items against their next item (HR and NDCG@10), on `holdout`'s validation split. `used`: it does."""
+    """Whether the ranker, given the product alone as the history, orders a product's neighbours in
+    `matrix` (related: co-occurrence; complementary: bought together, learned on `holdout.train`) better
+    than the matrix does: for each shopper of `users`, their last training item's neighbours against
+    their next item or basket (HR and NDCG@10), on `holdout`. `used`: it does."""
     sequences = shopper_sequences(holdout.train)
-    similar = sp.csr_matrix(model.similar_)
+    matrix = sp.csr_matrix(matrix)
     askers, firsts, seconds = [], [], []
     for user in users.tolist():
         if not len(sequences[user]):
             continue
         anchor = int(sequences[user][-1])
-        items, scores = related_candidates(similar, anchor)
+        items, scores = neighbour_candidates(matrix, anchor)
+        if not len(items):
+            continue
         askers.append(user)
         firsts.append(items)
         if len(items) > 1:
@@ -362,7 +370,8 @@ def judge_related(
     asked = np.array(askers, dtype=np.int64)
     first = _top_metrics(firsts, asked, holdout.targets)
     second = _top_metrics(seconds, asked, holdout.targets)
-    return {"first_stage": first, "two_stage": second, "used": second["ndcg@10"] > first["ndcg@10"]}
+    return {"first_stage": first, "two_stage": second, "users": len(askers),
+            "used": second["ndcg@10"] > first["ndcg@10"]}  # fmt: skip
 
 
 class _Loaded:

@@ -1,10 +1,18 @@
-"""Frequently bought together (by lift), then what shoppers choose next."""
+"""Frequently bought together (by lift; ordered by the ranking stage where training judged it better),
+then what shoppers choose next."""
 
 from __future__ import annotations
 
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, Ranked, finish
-from recommendations.serving.products import POPULARITY_CONTROL, anchor_get, category_fallback, matrix_row
+from recommendations.serving.products import (
+    POPULARITY_CONTROL,
+    anchor_get,
+    category_fallback,
+    matrix_row,
+    ranked_neighbours,
+    ranks_neighbours,
+)
 from recommendations.serving.request import ServingRequest
 
 
@@ -18,6 +26,9 @@ def complementary(request: ServingRequest, external_id: str, options: Options) -
     scores: dict[int, float] = {}
     reasons: dict[int, str] = {}
     together_items, together_scores = matrix_row(model.together, anchor.position)
+    by_ranker = len(together_items) > 1 and ranks_neighbours(model, "complementary")
+    if by_ranker:
+        together_items, together_scores = ranked_neighbours(model, model.together, anchor.position)
     if len(together_scores):
         for item, score in zip(
             together_items.tolist(), (together_scores / together_scores.max()).tolist(), strict=True
@@ -32,6 +43,8 @@ def complementary(request: ServingRequest, external_id: str, options: Options) -
     if not scores:
         return category_fallback(request, anchor, options, "complementary")
     source = model.source if len(together_scores) else f"{model.source} (sequences, no co-purchases yet)"
+    if by_ranker:
+        source = model.ranked_source
     ranked = Ranked.from_dict(
         {int(model.products.ids[i]): v for i, v in scores.items()},
         {int(model.products.ids[i]): v for i, v in reasons.items()},

@@ -99,19 +99,13 @@ def served_source(request: ServingRequest) -> str:
     model = request.model
     assert model is not None
     if uses_ranker(request):
-        return ranked_source(model)
+        return model.ranked_source
     if model.ranker is not None:
         where = "in this variant" if django_settings.RANKING_STAGE else "by the operator"
         return f"{model.source} (ranking stage off {where})"
     if model.ranker_off:
         return f"{model.source} (no ranking stage: {model.ranker_off})"
     return model.source
-
-
-def ranked_source(model: ServingModel) -> str:
-    """`source` of an answer the model's ranking stage ordered."""
-    network = model.parameters.get("ranker_from")  # a small store's: the network's ranker
-    return f"ranked:{model.source}" + (f" (ranker of {network})" if network else "")
 
 
 def second_stage(

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from django.conf import settings as django_settings
 
 from core.errors import NotFound
+from recommendations.engine.ranker import candidate_features
+from recommendations.engine.two_stage import neighbour_candidates
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, finish
 from recommendations.serving.request import ServingRequest
+from recommendations.serving.state import ServingModel
 from recommendations.serving.trending import trending_candidates
 
 POPULARITY_CONTROL = "popularity control: its category's trending"
@@ -63,3 +67,32 @@ def matrix_row(matrix: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     start, end = matrix.indptr[row], matrix.indptr[row + 1]
     return np.asarray(matrix.indices[start:end]), np.asarray(matrix.data[start:end])
+
+
+def ranks_neighbours(model: ServingModel, surface: str) -> bool:
+    """Whether the version's ranking stage orders its `surface` (related, complementary) answers: it has
+    one, training judged it better there than the matrix alone (two_stage.judge_neighbours), and the
+    operator has not turned the stage off (RANKING_STAGE=0)."""
+    return (
+        model.ranker is not None
+        and bool(model.parameters.get(f"ranker_{surface}"))
+        and bool(django_settings.RANKING_STAGE)
+    )
+
+
+def ranked_neighbours(
+    model: ServingModel, matrix: sp.csr_matrix, anchor: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A product's neighbours in `matrix` ordered by the ranking stage, the product alone as the history
+    (as training judged it: two_stage.neighbour_candidates, its best DEPTH), then the rest of its row by
+    the matrix. Each keeps a score of the matrix: the i-th by the ranker gets the i-th best (falling by a
+    hair where they tie: answers sort by score), so merchant boosts still multiply a positive number."""
+    assert model.features is not None and model.ranker is not None
+    top, stage = neighbour_candidates(matrix, anchor)
+    items, scores = matrix_row(matrix, anchor)
+    if top.size > 1:
+        features = candidate_features(model.features, np.array([anchor]), top, stage)[:, : model.ranker_width]
+        top = top[np.argsort(-model.ranker.predict(features), kind="stable")]
+    rest = ~np.isin(items, top) & (items != anchor)
+    kept = stage.astype(np.float64) * (1.0 - 1e-9 * np.arange(top.size))
+    return np.concatenate([top, items[rest]]), np.concatenate([kept, scores[rest]])

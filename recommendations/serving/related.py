@@ -3,19 +3,19 @@ products by content (pgvector)."""
 
 from __future__ import annotations
 
-import numpy as np
-from django.conf import settings as django_settings
-
 from catalog.selectors import product_content_neighbours
 from recommendations.engine.content import CONTENT_NEIGHBOURS, CONTENT_WHEN_FEWER_THAN
-from recommendations.engine.ranker import candidate_features
-from recommendations.engine.two_stage import related_candidates
-from recommendations.serving.for_user import ranked_source
 from recommendations.serving.options import Options
 from recommendations.serving.pipeline import Answer, Ranked, finish
-from recommendations.serving.products import POPULARITY_CONTROL, anchor_get, category_fallback, matrix_row
+from recommendations.serving.products import (
+    POPULARITY_CONTROL,
+    anchor_get,
+    category_fallback,
+    matrix_row,
+    ranked_neighbours,
+    ranks_neighbours,
+)
 from recommendations.serving.request import ServingRequest
-from recommendations.serving.state import ServingModel
 
 CONTENT_WEIGHT = 0.5
 # a product with no events: its mapped neighbours weigh four times its content ones (bench/coldstart.py's
@@ -33,9 +33,9 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
     scores: dict[int, float] = {}  # by internal product id
     reasons: dict[int, str] = {}
     cf_items, cf_scores = matrix_row(model.similar, anchor.position)
-    ranked = len(cf_items) > 1 and _ranks_related(model)
+    ranked = len(cf_items) > 1 and ranks_neighbours(model, "related")
     if ranked:
-        cf_items, cf_scores = _second_stage(model, anchor.position, cf_items)
+        cf_items, cf_scores = ranked_neighbours(model, model.similar, anchor.position)
     if len(cf_scores):
         for item, score in zip(cf_items.tolist(), (cf_scores / cf_scores.max()).tolist(), strict=True):
             product = int(model.products.ids[item])
@@ -61,35 +61,7 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
     answer = Ranked.from_dict(scores, reasons, f"similar to {external_id}")
     return finish(catalog=request.catalog, settings=request.settings, surface="related", ranked=answer,
                   options=options, model=model,
-                  source=ranked_source(model) if ranked else model.source)  # fmt: skip
-
-
-def _ranks_related(model: ServingModel) -> bool:
-    """Whether the version's ranking stage orders its related answers: it has one, training judged it
-    better than co-occurrence on related items (two_stage.judge_related), and the operator has not
-    turned the stage off (RANKING_STAGE=0)."""
-    return (
-        model.ranker is not None
-        and bool(model.parameters.get("ranker_related"))
-        and bool(django_settings.RANKING_STAGE)
-    )
-
-
-def _second_stage(model: ServingModel, anchor: int, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A product's co-occurrence neighbours ordered by the ranking stage, the product alone as the
-    history (as training judged it: two_stage.related_candidates), then the rest by co-occurrence. Each
-    keeps a co-occurrence score: the i-th by the ranker gets the i-th best, so scores fall down the list
-    and merchant boosts still multiply a positive number."""
-    assert model.features is not None and model.ranker is not None
-    top, stage = related_candidates(model.similar, anchor)
-    features = candidate_features(model.features, np.array([anchor]), top, stage)[:, : model.ranker_width]
-    order = np.argsort(-model.ranker.predict(features), kind="stable")
-    _, row_scores = matrix_row(model.similar, anchor)
-    rest = ~np.isin(items, top) & (items != anchor)
-    rest_items, rest_scores = items[rest], row_scores[rest]
-    # (falling strictly, by a hair where co-occurrence ties: the answer sorts by score)
-    kept = stage.astype(np.float64) * (1.0 - 1e-9 * np.arange(top.size))
-    return np.concatenate([top[order], rest_items]), np.concatenate([kept, rest_scores])
+                  source=model.ranked_source if ranked else model.source)  # fmt: skip
 
 
 def _content_neighbours(

@@ -160,6 +160,12 @@ class ServingModel:
         return "" if self.ranker is not None else str(self.parameters.get("ranking_stage_off", ""))
 
     @property
+    def ranked_source(self) -> str:
+        """`source` of an answer the version's ranking stage ordered (a small store's: the network's)."""
+        network = self.parameters.get("ranker_from")
+        return f"ranked:{self.source}" + (f" (ranker of {network})" if network else "")
+
+    @property
     def source(self) -> str:
         """Which model answers, and how the global one was blended in (its share of the neighbours)."""
         own = f"store-model:v{self.version}"
