@@ -350,10 +350,17 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         [s if s else f"{u}\x1f{d}" for s, u, d in zip(sessions_raw, users_raw, day, strict=True)],
         dtype=object,
     ).astype(str)
+    # each event's session as a code (0: none): the ranking stage's session features compare them
+    names, session_codes = np.unique(
+        np.array([s or "" for s in sessions_raw], dtype=str), return_inverse=True
+    )
+    session_codes = (
+        np.where(names[session_codes] != "", session_codes + 1, 0) if len(names) else session_codes
+    )
     interactions = sorted_interactions(
         users=user_codes[keep], items=product_index.positions(products[keep]), weights=weights[keep],
         times=times[keep], n_users=len(user_index), n_items=len(product_index),
-        baskets=baskets[keep], purchases=purchases[keep],
+        baskets=baskets[keep], purchases=purchases[keep], sessions=session_codes[keep],
     )  # fmt: skip
     documents_by_id = {
         row[0]: product_document(row[1], row[2] or "", list(row[3] or []), row[4] or "", jsonb_dict(row[5]))

@@ -18,7 +18,7 @@ from django.core.management import call_command
 
 from catalog.models import Product
 from recommendations.artifacts import artifact_load
-from recommendations.engine.ranker import FeatureSource, candidate_features, item_stats
+from recommendations.engine.ranker import FEATURES, FeatureSource, candidate_features, item_stats
 from recommendations.engine.recommender import SequentialItemKNN
 from recommendations.engine.two_stage import candidate_lists, neighbour_candidates
 from recommendations.models import GlobalModel, TrainedModel, TrainingRun
@@ -132,8 +132,8 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
     served: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     real = for_user_module.candidate_features
 
-    def spy(source, sequence, candidates, stage):  # noqa: ANN001, ANN202
-        features = real(source, sequence, candidates, stage)
+    def spy(source, sequence, candidates, stage, session=0):  # noqa: ANN001, ANN202
+        features = real(source, sequence, candidates, stage, session)
         served.append((np.array(candidates), np.array(stage), features))
         return features
 
@@ -175,6 +175,8 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
     offline = candidate_lists(first_stage, data.interactions, user, source, exclude_seen=True)
     assert np.array_equal(offline.candidates[0], online_candidates)
     np.testing.assert_allclose(offline.features[0], online, rtol=1e-5, atol=1e-6)
+    # the two events of visit-1 are the shopper's current session, in the profile as in the events
+    assert set(online[:, FEATURES.index("session_length")].tolist()) == {2.0}
     # the answer is the ranker's order of those candidates
     row = trained_model_active(store=store)
     assert row is not None

@@ -58,6 +58,7 @@ class Interactions:
     n_items: int
     baskets: np.ndarray | None = None
     purchases: np.ndarray | None = None  # bool: the event is a purchase
+    sessions: np.ndarray | None = None  # int64 code of the event's session id (0: it came with none)
 
     def __post_init__(self) -> None:
         if len(self.times) > 1 and not np.all(np.diff(self.times) >= 0):
@@ -77,6 +78,7 @@ class Interactions:
             n_items=self.n_items,
             baskets=None if self.baskets is None else self.baskets[pick],
             purchases=None if self.purchases is None else self.purchases[pick],
+            sessions=None if self.sessions is None else self.sessions[pick],
         )
 
 
@@ -90,6 +92,7 @@ def sorted_interactions(
     n_items: int,
     baskets: np.ndarray | None = None,
     purchases: np.ndarray | None = None,
+    sessions: np.ndarray | None = None,
 ) -> Interactions:
     order = np.argsort(times, kind="stable")
     return Interactions(
@@ -101,6 +104,7 @@ def sorted_interactions(
         n_items=n_items,
         baskets=None if baskets is None else np.asarray(baskets)[order],
         purchases=None if purchases is None else np.asarray(purchases, dtype=bool)[order],
+        sessions=None if sessions is None else np.asarray(sessions, dtype=np.int64)[order],
     )
 
 

@@ -26,7 +26,10 @@ Features, per candidate:
   (`item_stats`), read as they were at training;
 - the shopper's own times with it among their latest items (log), and how lately: 1 / (1 + the events
   since they last had it), 0 when they have not (a store whose shoppers buy again); and the share of
-  the candidate's shoppers who came back to it (`item_stats`)."""
+  the candidate's shoppers who came back to it (`item_stats`);
+- the shopper's current session: how many of their latest events it holds (the run of events, up to the
+  latest, that came with the latest's session id; 0: it came with none), and the candidate's
+  co-occurrence and next-step links summed over that session's items (`session_run`)."""
 
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ FEATURES = (
     "next_share", "next_list_rank", "similar_share", "similar_list_rank",
     "log_week", "log_month", "trend", "age",
     "own_count", "own_last", "return_rate",
+    "session_length", "similar_session", "next_session",
 )  # fmt: skip
 # Features are only ever appended: a model learned with fewer reads the first columns it knows
 # (`ranker_features`), so versions trained before a feature was added still serve.
@@ -210,12 +214,27 @@ _NO_TAGS = (np.zeros(1, np.int32), np.zeros(0, np.int32))
 _NO_STATS = np.zeros((0, len(ITEM_STATS)), np.float32)
 
 
+def session_run(sessions: np.ndarray | None) -> int:
+    """How many of a shopper's latest events (oldest first: their session codes, 0 for none) belong to
+    their current session: the run, up to the latest event, that came with its session (0: it came with
+    none). Serving reads it from the real-time profile, training from the events."""
+    if sessions is None or not len(sessions) or not sessions[-1]:
+        return 0
+    other = np.flatnonzero(np.asarray(sessions) != sessions[-1])
+    return int(len(sessions) - (other[-1] + 1 if other.size else 0))
+
+
 def candidate_features(
-    source: FeatureSource, history: np.ndarray, candidates: np.ndarray, stage_scores: np.ndarray
+    source: FeatureSource,
+    history: np.ndarray,
+    candidates: np.ndarray,
+    stage_scores: np.ndarray,
+    session: int = 0,
 ) -> np.ndarray:
     """The feature matrix (candidates x FEATURES) of one shopper; `history`: item positions, oldest first;
-    `candidates` in the first stage's order (best first, distinct), with its scores. (Built a feature a
-    row and returned transposed: column-major, which LightGBM reads as it is.)
+    `candidates` in the first stage's order (best first, distinct), with its scores; `session`: how
+    many of the history's latest items are the current session's (session_run). (Built a feature a row
+    and returned transposed: column-major, which LightGBM reads as it is.)
 
     The work is a compiled loop (`_features`, numba): over the few hundred candidates and the links of a
     shopper's latest items it is small, and as array operations its cost was theirs, about 100 of them,
@@ -229,6 +248,7 @@ def candidate_features(
         np.asarray(candidates, dtype=np.int64),
         np.asarray(stage_scores, dtype=np.float32),
         np.ascontiguousarray(np.asarray(history, dtype=np.int64)[::-1]),
+        min(int(session), len(history)),
         *source.arrays,
     )
     return out.T
@@ -260,13 +280,14 @@ def _place(order, ordered, item):  # noqa: ANN001, ANN202
 
 @numba.njit(cache=True, nogil=True)
 def _features(  # noqa: C901, PLR0912, PLR0913, PLR0915
-    out, candidates, stage, latest,  # noqa: ANN001
+    out, candidates, stage, latest, session,  # noqa: ANN001
     s_ptr, s_idx, s_val, t_ptr, t_idx, t_val, a_ptr, a_idx, a_val,  # noqa: ANN001
     reach, popularity, counts, prices, g_ptr, g_idx, n_tags, stats,  # noqa: ANN001
 ):  # fmt: skip
     """candidate_features' work, into `out` (FEATURES x candidates, zeros); `latest`: the history, newest
-    first; the similar, transitions and arrivals matrices as CSR arrays, then the item-side arrays; empty
-    `prices`, `stats` and a tags matrix with no columns: not known."""
+    first, of which the first `session` are the current session's (their links are summed within the
+    RECENT); the similar, transitions and arrivals matrices as CSR arrays, then the item-side arrays;
+    empty `prices`, `stats` and a tags matrix with no columns: not known."""
     n = candidates.size
     # the candidates sorted once: every item looked up among them is searched for here
     order = np.argsort(candidates)
@@ -282,6 +303,7 @@ def _features(  # noqa: C901, PLR0912, PLR0913, PLR0915
         out[11, i] = np.log1p(counts[c])
         out[12, i] = latest.size
         out[19, i] = reach[c]
+        out[34, i] = session
     # each recent item's links to the candidates, newest first: co-occurrence, then what shoppers do next
     weight = 1.0
     for k in range(recent):
@@ -295,6 +317,8 @@ def _features(  # noqa: C901, PLR0912, PLR0913, PLR0915
                 out[8, i] = max(out[8, i], v)
                 out[9, i] += v
                 out[16, i] += weight * v
+                if k < session:
+                    out[35, i] += v
         for e in range(t_ptr[item], t_ptr[item + 1]):
             i = _place(order, ordered, t_idx[e])
             if i >= 0:
@@ -302,6 +326,8 @@ def _features(  # noqa: C901, PLR0912, PLR0913, PLR0915
                 if k < 3:
                     out[3 + 2 * k, i] = v
                 out[17, i] += weight * v
+                if k < session:
+                    out[36, i] += v
         weight *= RECENCY
     if recent:
         for i in range(n):

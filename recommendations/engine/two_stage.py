@@ -39,6 +39,7 @@ from recommendations.engine.ranker import (
     candidate_features,
     load_ranker,
     ranker_features,
+    session_run,
 )
 from recommendations.engine.recommender import personal_scores_one
 
@@ -78,10 +79,22 @@ def stage_candidates(
 
 def shopper_sequences(data: Interactions) -> list[np.ndarray]:
     """Each user's items, oldest first (the latest HISTORY)."""
+    return _per_shopper(data, data.items)
+
+
+def shopper_session_runs(data: Interactions) -> np.ndarray:
+    """Each user's count of latest events in their current session (session_run over the latest
+    HISTORY; 0 for all when the events carry no sessions)."""
+    if data.sessions is None:
+        return np.zeros(data.n_users, np.int64)
+    return np.array([session_run(sessions) for sessions in _per_shopper(data, data.sessions)], np.int64)
+
+
+def _per_shopper(data: Interactions, values: np.ndarray) -> list[np.ndarray]:
     order = np.lexsort((data.times, data.users))
-    users, items = data.users[order], data.items[order]
+    users, values = data.users[order], values[order]
     bounds = np.searchsorted(users, np.arange(data.n_users + 1))
-    return [items[max(bounds[u], bounds[u + 1] - HISTORY) : bounds[u + 1]] for u in range(data.n_users)]
+    return [values[max(bounds[u], bounds[u + 1] - HISTORY) : bounds[u + 1]] for u in range(data.n_users)]
 
 
 @dataclass
@@ -105,6 +118,7 @@ class ListBuilder:
         self.histories = recency_weighted_history(train, decay=model.history_decay)
         self.seen = user_item_matrix(train, binary=True) if exclude_seen else None
         self.sequences = shopper_sequences(train)
+        self.sessions = shopper_session_runs(train)
         self.popular = np.float32(model.popularity_weight) * np.asarray(model.popularity_, dtype=np.float32)
         self.most_popular = np.argsort(-self.popular, kind="stable")
 
@@ -127,7 +141,9 @@ class ListBuilder:
                 scores[np.isin(pool, excluded)] = -np.inf
             items, stage = stage_candidates(pool, scores, depth)
             candidates.append(items)
-            features.append(candidate_features(self.source, self.sequences[user], items, stage))
+            features.append(
+                candidate_features(self.source, self.sequences[user], items, stage, self.sessions[user])
+            )
         return CandidateLists(np.asarray(users), candidates, features)
 
 

@@ -11,7 +11,7 @@ from django.conf import settings as django_settings
 from events.models import EventType
 from events.profiles import History
 from recommendations.artifacts import CATEGORY_SEPARATOR
-from recommendations.engine.ranker import DEPTH, candidate_features
+from recommendations.engine.ranker import DEPTH, candidate_features, session_run
 from recommendations.engine.recommender import (
     add_sparse,
     gather_rows,
@@ -74,7 +74,9 @@ def personal_ranked(
         # the shopper's own history is not among the candidates the ranker learned to order (unless
         # purchases may come back), as in its lessons
         seen = None if include_purchased else personal.history_items
-        return second_stage(model, personal.sequence, candidates, scores, reason, exclude=seen)
+        return second_stage(
+            model, personal.sequence, candidates, scores, reason, exclude=seen, session=personal.session
+        )
     return Ranked(
         model.products.ids[candidates], scores, reason,
         presorted=False, at_most=TOP_CANDIDATES, tiebreak=candidates,
@@ -116,6 +118,7 @@ def second_stage(
     reason: str,
     *,
     exclude: np.ndarray | None = None,
+    session: int = 0,
 ) -> Ranked:
     """The first stage's best DEPTH candidates (model positions, full scores) ordered by the ranker, then
     the rest in the first stage's order. Each keeps a first-stage score: the i-th by the ranker gets the
@@ -131,7 +134,7 @@ def second_stage(
     assert model.features is not None and model.ranker is not None
     order = np.arange(top.size)
     if top.size > 1:
-        features = candidate_features(model.features, sequence, top, stage)[:, : model.ranker_width]
+        features = candidate_features(model.features, sequence, top, stage, session)[:, : model.ranker_width]
         order = np.argsort(-model.ranker.predict(features), kind="stable")
     flags[top] = True
     rest = ~flags[candidates]
@@ -158,6 +161,7 @@ class PersonalScores(NamedTuple):
     history_items: np.ndarray  # model positions, sorted
     history_weights: np.ndarray
     sequence: np.ndarray  # model positions of the history the model knows, oldest first (for features)
+    session: int = 0  # how many of `sequence`'s latest are the current session's (ranker.session_run)
 
 
 def personal_scores(
@@ -202,7 +206,14 @@ def personal_scores(
         if complement_values.size and complement_values.max() > 0:
             scale = COMPLEMENT_WEIGHT / complement_values.max()
             indices, values = add_sparse((indices, values), (complement_items, scale * complement_values))
-    return PersonalScores(indices, values, history_items, history_weights, positions[known])
+    return PersonalScores(
+        indices,
+        values,
+        history_items,
+        history_weights,
+        positions[known],
+        session_run(history.sessions[known]),
+    )
 
 
 def personal_candidates(model: ServingModel, personal: PersonalScores) -> tuple[np.ndarray, np.ndarray]:

@@ -59,7 +59,10 @@ def rank(request: ServingRequest, user_id: str, product_ids: Any) -> Answer:
     by_ranker: dict[int, tuple[int, float]] = {}
     if model is not None and personal is not None and uses_ranker(request):
         known = np.flatnonzero(indices >= 0)
-        ranked = second_stage(model, personal.sequence, indices[known], np.array(item_scores)[known], reason)
+        ranked = second_stage(
+            model, personal.sequence, indices[known], np.array(item_scores)[known], reason,
+            session=personal.session,
+        )  # fmt: skip
         ids, ranked_scores = ranked.window(0, min(DEPTH, len(ranked)))
         by_ranker = {
             pid: (rank_at, score)

@@ -15,6 +15,7 @@ from recommendations.engine.ranker import (
     item_stats,
     load_ranker,
     ranker_features,
+    session_run,
 )
 from recommendations.engine.two_stage import Lessons, learn_from_samples, lessons_dump, stage_candidates
 
@@ -60,6 +61,25 @@ def test_features_count_the_shopper_s_own_times_with_a_candidate():
     column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
     assert column["own_count"] == [0.0, np.float32(np.log1p(2)), np.float32(np.log1p(1))]
     assert column["own_last"] == [0.0, np.float32(1 / 2), np.float32(1 / 3)]
+
+
+def test_session_run_counts_the_latest_events_of_the_current_session():
+    assert session_run(np.array([5, 5, 7, 7, 7])) == 3
+    assert session_run(np.array([7, 5, 7])) == 1  # a session left and come back to: the run only
+    assert session_run(np.array([7, 7, 0])) == 0  # the latest event came with no session
+    assert session_run(np.array([7, 7])) == 2 and session_run(np.zeros(0)) == 0 and session_run(None) == 0
+
+
+def test_features_sum_the_current_session_s_links():
+    # oldest first 2, 1, 0; the session holds the last two (1 and 0): candidate 3 co-occurs with 1 (0.1)
+    # and 2 (0.9, not in the session); candidate 2 with 0 (0.2)
+    features = candidate_features(_source(), np.array([2, 1, 0]), np.array([2, 3]), np.ones(2), session=2)
+    column = {name: features[:, i].tolist() for i, name in enumerate(FEATURES)}
+    assert column["session_length"] == [2.0, 2.0]
+    assert column["similar_session"] == [np.float32(0.2), np.float32(0.1)]
+    assert column["next_session"] == [0.0, np.float32(0.7)]  # shoppers go from 1 to 3
+    none = candidate_features(_source(), np.array([2, 1, 0]), np.array([2, 3]), np.ones(2))
+    assert not none[:, FEATURES.index("similar_session")].any() and not none[:, 34].any()
 
 
 def test_item_stats_count_the_last_week_and_month_the_age_and_returns():
