@@ -141,7 +141,7 @@ def second_stage(
     return Ranked(
         model.products.ids[np.concatenate([top[order], candidates[rest]])],
         np.concatenate([stage, scores[rest]]), reason,
-        presorted=False, at_most=TOP_CANDIDATES,
+        presorted=False, at_most=TOP_CANDIDATES, ordered=top.size,  # (the rest score no higher)
         tiebreak=np.concatenate([np.arange(top.size), top.size + candidates[rest]]),
     )  # fmt: skip
 

@@ -32,13 +32,16 @@ class Ranked:
         presorted: bool = True,
         at_most: int | None = None,
         tiebreak: np.ndarray | None = None,
+        ordered: int = 0,
     ):
+        """`ordered` (given unsorted): how many leading candidates are already in rank order, every one
+        ahead of all the rest (a ranking stage's list, then what it did not order)."""
         self.product_ids = np.asarray(product_ids, dtype=np.int64)
         self.scores = np.asarray(scores, dtype=np.float64)
         self.default_reason = default_reason
         self.reasons = reasons or {}
         self.tiebreak = np.arange(len(self.product_ids)) if tiebreak is None else np.asarray(tiebreak)
-        self._ordered = len(self.product_ids) if presorted else 0
+        self._ordered = len(self.product_ids) if presorted else min(ordered, len(self.product_ids))
         self._length = len(self.product_ids) if at_most is None else min(at_most, len(self.product_ids))
 
     @classmethod
