@@ -167,9 +167,9 @@ def test_price_features_and_a_ranker_learned_before_they_were_added():
     old = LambdaRanker(n_estimators=5, min_child_samples=5).fit(x[:, :21], y, np.full(100, 20))
     loaded = load_ranker(old.dump())
     assert ranker_features(loaded) == 21
-    # the predictor set up once scores as LightGBM's own predict does
+    # the compiled forest scores as LightGBM's own predict does
     expected = loaded.booster.predict(x[:20, :21], num_threads=1)
-    assert loaded.inner is not None and np.allclose(loaded.predict(x[:20, :21]), expected)
+    assert loaded.forest is not None and np.array_equal(loaded.predict(x[:20, :21]), expected)
     narrow, wide = Lessons(), Lessons()
     for lessons, width in ((narrow, 21), (wide, len(FEATURES))):
         for start in range(0, 2000, 10):  # 200 lists each
@@ -179,3 +179,34 @@ def test_price_features_and_a_ranker_learned_before_they_were_added():
     text, figures = learn_from_samples([lessons_dump(narrow), lessons_dump(wide)])
     assert text is not None and figures == {**figures, "stores": 2, "lessons": 400}
     assert ranker_features(load_ranker(text)) == len(FEATURES)
+
+
+def test_the_compiled_forest_scores_exactly_as_lightgbm():
+    """The loaded ranker walks the trees itself: the same sums as LightGBM's predictor, NaN and zeros
+    included; a model with categorical splits is left to LightGBM."""
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    x = rng.random((6000, 6)).astype(np.float32)
+    x[::9, 1] = np.nan  # NaN as the missing type of feature 1
+    x[::4, 2] = 0.0
+    y = ((np.nan_to_num(x[:, 1]) + x[:, 2] + 0.3 * rng.random(6000)) > 0.9).astype(np.int32)
+    ranker = LambdaRanker(n_estimators=40, min_child_samples=5).fit(x, y, np.full(30, 200))
+    loaded = load_ranker(ranker.dump())
+    assert loaded.forest is not None
+    test = rng.random((3000, 6)).astype(np.float32)
+    test[::5, 1] = np.nan
+    test[::3, 2] = 0.0
+    for layout in (test, np.asfortranarray(test)):
+        np.testing.assert_array_equal(loaded.predict(layout), loaded.booster.predict(test, num_threads=1))
+    categorical = lightgbm.train(
+        {"objective": "lambdarank", "verbosity": -1, "min_data_in_leaf": 5, "min_data_per_group": 5},
+        lightgbm.Dataset(
+            np.c_[x[:, :1], rng.integers(0, 6, len(x))], y, group=np.full(30, 200), categorical_feature=[1]
+        ),
+        num_boost_round=10,
+    )
+    fallback = load_ranker(categorical.model_to_string())
+    assert fallback.forest is None
+    rows = np.c_[test[:, :1], rng.integers(0, 6, len(test))].astype(np.float32)
+    np.testing.assert_allclose(fallback.predict(rows), categorical.predict(rows))
