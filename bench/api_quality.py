@@ -16,25 +16,15 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
-import sys
 import time
-from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import orjson
-from bench_env import BENCH_LIMITS
 
-for _name, _value in BENCH_LIMITS.items():
-    os.environ.setdefault(_name, _value)
+# (bench/serve.py sets up the bench's environment as it is imported: the recsys_bench database, the
+# limits its servers run under, the project on the path)
+from serve import beauty_as_store
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
-os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.base")
-os.environ.setdefault("RECSYS_DATABASE_NAME", "recsys_bench")
-os.environ.setdefault("LOG_LEVEL", "WARNING")
 SLUG = "quality-beauty-api"
 K = 10
 
@@ -48,23 +38,7 @@ def beauty_split() -> tuple[list[dict], list[dict], dict[str, str]]:
 
     data, tags = load_beauty_with_tags()
     holdout = leave_last_out(data)
-    catalog = [
-        {"id": f"P{i}", "title": f"beauty product {i}", "category_path": ["Beauty"],
-         "attributes": {"a": [str(tag) for tag in tags.indices[tags.indptr[i] : tags.indptr[i + 1]]]}}
-        for i in range(data.n_items)
-    ]  # fmt: skip
-    train = holdout.train
-    order = np.lexsort((train.times, train.users))
-    users, items = train.users[order], train.items[order]
-    bounds = np.searchsorted(users, np.arange(train.n_users + 1))
-    end = time.time() - 3600
-    events = []
-    for user in range(train.n_users):
-        mine = items[bounds[user] : bounds[user + 1]]
-        for step, item in enumerate(mine.tolist()):
-            at = end - 300 * 86400 * (1 - (step + 1) / len(mine))
-            events.append({"user_id": f"U{user}", "product_id": f"P{item}", "type": "purchase",
-                           "timestamp": datetime.fromtimestamp(at, tz=UTC).isoformat()})  # fmt: skip
+    catalog, events = beauty_as_store(holdout.train, tags)
     targets = {
         f"U{user}": f"P{holdout.targets.indices[holdout.targets.indptr[user]]}"
         for user in holdout.users.tolist()

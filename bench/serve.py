@@ -38,6 +38,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import wrk
@@ -63,13 +64,19 @@ def beauty_store() -> tuple[list[dict], list[dict]]:
     shopper's latest tenth)."""
     from quality import DATA, load_beauty_with_tags
 
-    data, tags = load_beauty_with_tags()
+    assert (DATA / "amazon-beauty").exists()
+    return beauty_as_store(*load_beauty_with_tags())
+
+
+def beauty_as_store(data: Any, tags: Any) -> tuple[list[dict], list[dict]]:
+    """Products P<n> with their attributes (`tags`: items x attributes), and the purchases of `data` (an
+    Interactions of Amazon Beauty, or part of it) as events, a shopper's spread evenly over the last 300
+    days in their order."""
     catalog = [
         {"id": f"P{i}", "title": f"beauty product {i}", "category_path": ["Beauty"],
          "attributes": {"a": [str(tag) for tag in tags.indices[tags.indptr[i] : tags.indptr[i + 1]]]}}
         for i in range(data.n_items)
     ]  # fmt: skip
-    assert (DATA / "amazon-beauty").exists()
     end = time.time() - 3600
     order = np.lexsort((data.times, data.users))
     users, items = data.users[order], data.items[order]

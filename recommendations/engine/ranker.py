@@ -278,6 +278,26 @@ def _place(order, ordered, item):  # noqa: ANN001, ANN202
     return -1
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _links(out, order, ordered, ptr, idx, val, item, k, weight, session, columns):  # noqa: ANN001, ANN202, PLR0913
+    """One recent item's links (a CSR row: ptr, idx, val) to the candidates, into `columns`: (its own
+    link while among the last three, k-th at column + 2k; recency-summed; summed over the session;
+    strongest, and plain sum: -1 for none)."""
+    own, summed, in_session, strongest, total = columns
+    for e in range(ptr[item], ptr[item + 1]):
+        i = _place(order, ordered, idx[e])
+        if i >= 0:
+            v = val[e]
+            if k < 3:
+                out[own + 2 * k, i] = v
+            out[summed, i] += weight * v
+            if k < session:
+                out[in_session, i] += v
+            if strongest >= 0:
+                out[strongest, i] = max(out[strongest, i], v)
+                out[total, i] += v
+
+
 @numba.njit(cache=True, nogil=True)
 def _features(  # noqa: C901, PLR0912, PLR0913, PLR0915
     out, candidates, stage, latest, session,  # noqa: ANN001
@@ -307,27 +327,10 @@ def _features(  # noqa: C901, PLR0912, PLR0913, PLR0915
     # each recent item's links to the candidates, newest first: co-occurrence, then what shoppers do next
     weight = 1.0
     for k in range(recent):
-        item = latest[k]
-        for e in range(s_ptr[item], s_ptr[item + 1]):
-            i = _place(order, ordered, s_idx[e])
-            if i >= 0:
-                v = s_val[e]
-                if k < 3:
-                    out[2 + 2 * k, i] = v
-                out[8, i] = max(out[8, i], v)
-                out[9, i] += v
-                out[16, i] += weight * v
-                if k < session:
-                    out[35, i] += v
-        for e in range(t_ptr[item], t_ptr[item + 1]):
-            i = _place(order, ordered, t_idx[e])
-            if i >= 0:
-                v = t_val[e]
-                if k < 3:
-                    out[3 + 2 * k, i] = v
-                out[17, i] += weight * v
-                if k < session:
-                    out[36, i] += v
+        # (columns: the k-th latest item's own, the recency-summed, the session's; co-occurrence also
+        # keeps the strongest and the plain sum)
+        _links(out, order, ordered, s_ptr, s_idx, s_val, latest[k], k, weight, session, (2, 16, 35, 8, 9))
+        _links(out, order, ordered, t_ptr, t_idx, t_val, latest[k], k, weight, session, (3, 17, 36, -1, -1))
         weight *= RECENCY
     if recent:
         for i in range(n):
