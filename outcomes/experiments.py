@@ -31,7 +31,7 @@ from tenants.services import audit_record
 SURFACES = ("for_user", "related", "complementary", "complete_the_look", "trending", "rank")
 STRATEGIES = ("model", "popularity")
 CONFIG_KEYS = {"strategy", "model_version", "ranker", "diversity", "max_per_category"}
-RANKER_SURFACES = ("for_user", "rank")  # the surfaces the ranking stage orders
+RANKER_SURFACES = ("for_user", "rank", "related", "complementary")  # the surfaces the ranking stage orders
 MAX_VARIANTS = 10
 ALPHA = 0.05
 # the mixing distribution of the CTR difference under the alternative (mSPRT): centred on differences of
@@ -75,7 +75,8 @@ def _clean_config(name: str, config: Any, *, store: Store, surface: str) -> dict
         if not isinstance(config["ranker"], bool):
             raise _problem(f"variant {name!r}: ranker must be true or false")
         if surface not in RANKER_SURFACES:
-            raise _problem(f"variant {name!r}: the ranking stage orders {' and '.join(RANKER_SURFACES)} only")
+            surfaces = ", ".join(RANKER_SURFACES[:-1]) + " and " + RANKER_SURFACES[-1]
+            raise _problem(f"variant {name!r}: the ranking stage orders {surfaces} only")
         if strategy == "popularity":
             raise _problem(f"variant {name!r}: a popularity control has no ranking stage")
         clean["ranker"] = config["ranker"]

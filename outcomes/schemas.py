@@ -64,7 +64,7 @@ class VariantSerializer(serializers.Serializer):
     config = serializers.DictField(
         help_text='{"strategy": "model" (the store\'s model) or "popularity" (not on trending), '
         '"model_version": a version of the store\'s model, active or not (a candidate against the '
-        'active one), "ranker": false (for_user and rank: the first stage alone, without the ranking '
+        'active one), "ranker": false (for_user, rank, related and complementary: without the ranking '
         'stage), "diversity": 0..1 (maximal marginal relevance), "max_per_category": 1..100}'
     )
 

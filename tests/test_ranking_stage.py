@@ -189,7 +189,7 @@ def test_features_served_equal_features_trained_for_the_same_shopper(ranked_stor
     assert [item["id"] for item in answer["items"]] == [names[pid] for pid in expected]
 
 
-def test_an_experiment_can_turn_the_ranker_off_for_its_variant(ranked_store, api):
+def test_an_experiment_can_turn_the_ranker_off_for_its_variant(ranked_store, api, store):
     body = {
         "name": "ranker or not",
         "surface": "for_user",
@@ -207,9 +207,25 @@ def test_an_experiment_can_turn_the_ranker_off_for_its_variant(ranked_store, api
         "first-stage": "store-model:v1 (ranking stage off in this variant)",
         "ranked": "ranked:store-model:v1",
     }
-    related = {**body, "surface": "related", "name": "no ranker on related"}
-    refused = api.post("/api/v1/experiments", related)
-    assert refused.status_code == 400 and "for_user and rank" in refused.json()["message"]
+    trending = {**body, "surface": "trending", "name": "no ranker on trending"}
+    refused = api.post("/api/v1/experiments", trending)
+    assert refused.status_code == 400, refused.json()
+    assert "for_user, rank, related and complementary" in refused.json()["message"]
+    # related: where training judged the stage better there, a variant can serve the matrix's order
+    version = TrainedModel.objects.get(store=store, version=1)
+    version.parameters["ranker_related"] = True
+    version.save(update_fields=["parameters"])
+    serving_state().clear()
+    related = {**body, "surface": "related", "name": "ranker or not on related"}
+    assert api.post("/api/v1/experiments", related).status_code == 201
+    sources = {}
+    for n in range(30):
+        answer = api.get("/api/v1/products/l3-0/related", limit=5, user_id=f"s{n}").json()
+        sources[answer["variant"]] = answer["source"]
+    assert sources == {
+        "first-stage": "store-model:v1 (ranking stage off in this variant)",
+        "ranked": "ranked:store-model:v1",
+    }
 
 
 def test_a_small_sharing_store_is_ranked_by_the_network_s_ranker_when_it_helps(db, admin_client):

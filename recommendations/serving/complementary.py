@@ -10,6 +10,7 @@ from recommendations.serving.products import (
     anchor_get,
     category_fallback,
     matrix_row,
+    neighbours_source,
     ranked_neighbours,
     ranks_neighbours,
 )
@@ -26,7 +27,7 @@ def complementary(request: ServingRequest, external_id: str, options: Options) -
     scores: dict[int, float] = {}
     reasons: dict[int, str] = {}
     together_items, together_scores = matrix_row(model.together, anchor.position)
-    by_ranker = len(together_items) > 1 and ranks_neighbours(model, "complementary")
+    by_ranker = len(together_items) > 1 and ranks_neighbours(request, "complementary")
     if by_ranker:
         together_items, together_scores = ranked_neighbours(model, model.together, anchor.position)
     if len(together_scores):
@@ -42,9 +43,8 @@ def complementary(request: ServingRequest, external_id: str, options: Options) -
             reasons[item] = f"often chosen after {external_id}"
     if not scores:
         return category_fallback(request, anchor, options, "complementary")
-    source = model.source if len(together_scores) else f"{model.source} (sequences, no co-purchases yet)"
-    if by_ranker:
-        source = model.ranked_source
+    plain = model.source if len(together_scores) else f"{model.source} (sequences, no co-purchases yet)"
+    source = neighbours_source(request, "complementary", by_ranker, plain)
     ranked = Ranked.from_dict(
         {int(model.products.ids[i]): v for i, v in scores.items()},
         {int(model.products.ids[i]): v for i, v in reasons.items()},

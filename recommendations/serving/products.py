@@ -69,15 +69,31 @@ def matrix_row(matrix: sp.csr_matrix, row: int) -> tuple[np.ndarray, np.ndarray]
     return np.asarray(matrix.indices[start:end]), np.asarray(matrix.data[start:end])
 
 
-def ranks_neighbours(model: ServingModel, surface: str) -> bool:
-    """Whether the version's ranking stage orders its `surface` (related, complementary) answers: it has
-    one, training judged it better there than the matrix alone (two_stage.judge_neighbours), and the
-    operator has not turned the stage off (RANKING_STAGE=0)."""
+def ranks_neighbours(request: ServingRequest, surface: str) -> bool:
+    """Whether the version's ranking stage orders this `surface` (related, complementary) answer: it has
+    one, training judged it better there than the matrix alone (two_stage.judge_neighbours), and neither
+    the operator (RANKING_STAGE=0) nor the shopper's experiment variant ("ranker": false) turned it off."""
+    model = request.model
     return (
-        model.ranker is not None
+        model is not None
+        and model.ranker is not None
         and bool(model.parameters.get(f"ranker_{surface}"))
         and bool(django_settings.RANKING_STAGE)
+        and bool(request.variant_config.get("ranker", True))
     )
+
+
+def neighbours_source(request: ServingRequest, surface: str, ranked: bool, plain: str) -> str:
+    """`source` of a related or complementary answer: ranked, or `plain` (saying so where this variant
+    turned the version's ranking stage off)."""
+    model = request.model
+    assert model is not None
+    if ranked:
+        return model.ranked_source
+    judged_better = model.ranker is not None and model.parameters.get(f"ranker_{surface}")
+    if judged_better and not request.variant_config.get("ranker", True):
+        return f"{plain} (ranking stage off in this variant)"
+    return plain
 
 
 def ranked_neighbours(

@@ -12,6 +12,7 @@ from recommendations.serving.products import (
     anchor_get,
     category_fallback,
     matrix_row,
+    neighbours_source,
     ranked_neighbours,
     ranks_neighbours,
 )
@@ -33,7 +34,7 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
     scores: dict[int, float] = {}  # by internal product id
     reasons: dict[int, str] = {}
     cf_items, cf_scores = matrix_row(model.similar, anchor.position)
-    ranked = len(cf_items) > 1 and ranks_neighbours(model, "related")
+    ranked = len(cf_items) > 1 and ranks_neighbours(request, "related")
     if ranked:
         cf_items, cf_scores = ranked_neighbours(model, model.similar, anchor.position)
     if len(cf_scores):
@@ -61,7 +62,7 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
     answer = Ranked.from_dict(scores, reasons, f"similar to {external_id}")
     return finish(catalog=request.catalog, settings=request.settings, surface="related", ranked=answer,
                   options=options, model=model,
-                  source=model.ranked_source if ranked else model.source)  # fmt: skip
+                  source=neighbours_source(request, "related", ranked, model.source))  # fmt: skip
 
 
 def _content_neighbours(
