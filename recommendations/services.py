@@ -351,12 +351,8 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         dtype=object,
     ).astype(str)
     # each event's session as a code (0: none): the ranking stage's session features compare them
-    names, session_codes = np.unique(
-        np.array([s or "" for s in sessions_raw], dtype=str), return_inverse=True
-    )
-    session_codes = (
-        np.where(names[session_codes] != "", session_codes + 1, 0) if len(names) else session_codes
-    )
+    names, codes = np.unique(np.array([s or "" for s in sessions_raw], dtype=str), return_inverse=True)
+    session_codes = np.where(names[codes] != "", codes + 1, 0).astype(np.int64)
     interactions = sorted_interactions(
         users=user_codes[keep], items=product_index.positions(products[keep]), weights=weights[keep],
         times=times[keep], n_users=len(user_index), n_items=len(product_index),
