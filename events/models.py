@@ -29,8 +29,9 @@ CHANNEL_BY_NAME = {label: value for value, label in Channel.choices}
 
 
 class Event(models.Model):
-    """Primary key (store_id, id) at the database level (see migration), so the table can be
-    distributed by store_id; `product` is the internal product id, checked at ingestion."""
+    """Partitioned by `timestamp`, a partition a month (events/partitions.py, migration 0006). Primary key
+    (store_id, id, timestamp) at the database level, so the table can be distributed by store_id;
+    `product` is the internal product id, checked at ingestion. Idempotency by `event_id` is EventKey's."""
 
     id = models.BigAutoField(primary_key=True)
     # No database-level foreign keys on the hottest table: a per-row RI trigger cost a fifth of the
@@ -50,19 +51,12 @@ class Event(models.Model):
     rating = models.FloatField(null=True, blank=True)
     channel = models.PositiveSmallIntegerField(choices=Channel.choices, default=Channel.WEB)
     timestamp = models.DateTimeField()
-    # NULL, not "", for "no id": the partial unique index covers only events that carry one.
+    # NULL, not "", for "no id": only events that carry one have an EventKey.
     event_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001
     recommendation_id = models.CharField(max_length=64, blank=True, default="")
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(
-                fields=["store", "event_id"],
-                condition=models.Q(event_id__isnull=False),
-                name="event_store_event_id_uniq",
-            )
-        ]
         indexes = [
             # per-user recent history (serving); training scans a store by the (store_id, id) primary key
             models.Index(fields=["store", "user_id", "-timestamp"], name="event_store_user_time_idx"),
@@ -73,6 +67,24 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_type_display()} {self.user_id} -> {self.product_id}"
+
+
+class EventKey(models.Model):
+    """An event_id stored (events_eventkey): ingest inserts the keys of a batch first and stores only the
+    events whose key was new, so a resend is a duplicate whichever partition holds the first. Keys older
+    than settings.EVENT_ID_WINDOW_DAYS are pruned by the maintenance task (a resend after that is stored
+    again)."""
+
+    pk = models.CompositePrimaryKey("store_id", "event_id")
+    store_id = models.BigIntegerField()
+    event_id = models.CharField(max_length=128)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [BrinIndex(fields=["received_at"], name="event_key_received_brin")]
+
+    def __str__(self) -> str:
+        return f"{self.store_id}:{self.event_id}"
 
 
 class UserAlias(models.Model):
@@ -129,3 +141,28 @@ class ShownItem(models.Model):
 
     def __str__(self) -> str:
         return f"shown {self.product_id} of {self.recommendation_id}"
+
+
+class EventArchive(models.Model):
+    """One Parquet file of archived events (events/archive.py): a store's events of one month, past its
+    retention, removed from PostgreSQL in the transaction that wrote this row. The manifest: a file that
+    no row names is an orphan, removed by the next archiving run."""
+
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
+    month = models.DateField(help_text="the first day of the month (UTC) the events fall in")
+    path = models.CharField(max_length=1000, help_text="where the file is, under EVENT_ARCHIVE_URL")
+    rows = models.BigIntegerField()
+    first_id = models.BigIntegerField()
+    last_id = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["store", "path"], name="event_archive_store_path_uniq")
+        ]
+        indexes = [models.Index(fields=["store", "month"], name="event_archive_store_month_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m} of {self.store_id}: {self.rows} events"

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from django.db import connection
 
+from events import archive
 from events.models import Channel, EventType
 from events.profiles import session_key
 from tenants.models import Store
@@ -212,6 +213,33 @@ def shopper_export(store: Store, identities: list[str]) -> dict[str, Any]:
             for (event_id, user_id, session_id, product_id, kind, quantity, price, rating, channel, timestamp,
                  recommendation_id, received_at) in cursor.fetchall()
         ]  # fmt: skip
+        archived = archive.shopper_export(store.id, identities)
+        if archived:  # events past the store's retention, from the Parquet archive
+            cursor.execute(
+                "SELECT id, external_id FROM catalog_product WHERE store_id = %s AND id = ANY(%s)",
+                [store.id, list({row["product_id"] for row in archived})],
+            )
+            external = dict(cursor.fetchall())
+            events = [
+                *(
+                    {
+                        "event_id": row["event_id"],
+                        "user_id": row["user_id"],
+                        "session_id": row["session_id"],
+                        "product_id": external.get(row["product_id"]),
+                        "type": type_names.get(row["type"], str(row["type"])),
+                        "quantity": row["quantity"],
+                        "price": row["price"],
+                        "rating": row["rating"],
+                        "channel": channel_names.get(row["channel"], str(row["channel"])),
+                        "timestamp": row["timestamp"],
+                        "recommendation_id": row["recommendation_id"] or None,
+                        "received_at": row["received_at"],
+                    }
+                    for row in sorted(archived, key=lambda row: (row["timestamp"], row["type"], row["id"]))
+                ),
+                *events,
+            ]
     return {"aliases": aliases, "events": events}
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
-import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
@@ -18,6 +17,7 @@ from catalog.selectors import product_internal_ids
 from core import answer_cache, rate_limit
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
+from events import archive, partitions
 from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel, UserAlias
 from events.profiles import profile_entry
 from events.selectors import identity_groups
@@ -182,13 +182,25 @@ def event_ingest(*, store: Store, payload: Any, quota_reserved: bool = False) ->
     if not cleaned:
         return result
 
-    appended: dict[str, list[tuple[int, bytes]]] = {}
-    try:
-        _ingest(store, cleaned, result, appended)
-    except BaseException:
-        if appended:  # rolled back: the events written to profiles ahead of the commit are not stored
-            answer_cache.profiles_changed(store, dict.fromkeys(appended))
-        raise
+    for attempt in range(2):
+        appended: dict[str, list[tuple[int, bytes]]] = {}
+        attempt_result = IngestResult(errors=list(result.errors))
+        try:
+            _ingest(store, cleaned, attempt_result, appended)
+        except IntegrityError as error:
+            if appended:  # rolled back: the events written to profiles ahead of the commit are not stored
+                answer_cache.profiles_changed(store, dict.fromkeys(appended))
+            if attempt or "no partition" not in str(error):
+                raise
+            # another process dropped a partition this one knew of (retention): made again, then retried
+            partitions.forget()
+            continue
+        except BaseException:
+            if appended:
+                answer_cache.profiles_changed(store, dict.fromkeys(appended))
+            raise
+        result = attempt_result
+        break
     result.errors.sort(key=lambda error: error["index"])
     return result
 
@@ -200,8 +212,10 @@ def _ingest(
     appended: dict[str, list[tuple[int, bytes]]],
 ) -> None:
     # a small batch is one INSERT: no transaction around it (two round trips fewer); larger ones may take
-    # a savepoint and a temporary table, inside one
-    with transaction.atomic() if len(cleaned) > SMALL_BATCH else nullcontext(), connection.cursor() as cursor:
+    # a savepoint and a temporary table, inside one. Inside a caller's transaction, a savepoint: a failed
+    # insert (a partition dropped meanwhile) is retried
+    atomic = len(cleaned) > SMALL_BATCH or connection.in_atomic_block
+    with transaction.atomic() if atomic else nullcontext(), connection.cursor() as cursor:
         product_ids = product_internal_ids(store=store, external_ids=(event.product_id for event in cleaned))
         known: list[CleanEvent] = []
         seen_event_ids: set[str] = set()
@@ -227,6 +241,7 @@ def _ingest(
             result.accepted += accepted
             result.duplicate += len(shown) - accepted
         if known:
+            partitions.ensure_for({event.timestamp for event in known})
             stored = _store_events(cursor, store, known, product_ids)
             result.accepted += len(stored)
             result.duplicate += len(known) - len(stored)
@@ -271,7 +286,12 @@ _COLUMNS = (
 )
 _RETURNED = "id, user_id, product_id, type, session_id, timestamp"
 SMALL_BATCH = 100  # rows up to which one INSERT ... VALUES beats COPY (fewer round trips)
-_CONFLICT = "ON CONFLICT (store_id, event_id) WHERE event_id IS NOT NULL DO NOTHING"
+# the first row of a VALUES list names the columns' types (the others follow it)
+_TYPED_ROW = (
+    "(%s::bigint,%s::text,%s::text,%s::bigint,%s::smallint,%s::integer,%s::numeric,%s::float8,%s::smallint,"
+    "%s::timestamptz,%s::text,%s::text,%s::timestamptz)"
+)
+_ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 
 
 def _store_events(
@@ -279,18 +299,34 @@ def _store_events(
 ) -> list[StoredEvent]:
     """Store the events whose event_id is not stored yet; answers the rows stored, with their ids.
 
-    Small batches are one INSERT ... ON CONFLICT DO NOTHING RETURNING. Large ones are COPY into a
-    temporary table (row-level security allows no COPY into the events table itself), with ids drawn from
-    the sequence first, then one INSERT ... SELECT; when the batch names event ids, ON CONFLICT DO NOTHING
-    RETURNING drops the resends and tells which rows were stored."""
+    Idempotency is the key table's (EventKey): a batch's event ids are inserted there first, ON CONFLICT
+    DO NOTHING, and only the events whose key was new are stored, in the same statement or transaction.
+    Small batches are one statement (INSERT ... VALUES, with the keys' INSERT as a CTE when some event
+    names an id). Large ones are COPY into a temporary table (row-level security allows no COPY into the
+    events table itself), with ids drawn from the sequence first, then the keys' INSERT and one
+    INSERT ... SELECT."""
     rows = _event_rows(store, events, product_ids)
+    keyed = any(event.event_id is not None for event in events)
     if len(rows) <= SMALL_BATCH:
-        values = ",".join(["(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"] * len(rows))
-        cursor.execute(
-            f"INSERT INTO events_event ({_COLUMNS}, received_at) VALUES {values} {_CONFLICT} "
-            f"RETURNING {_RETURNED}",
-            [value for row in rows for value in row],
-        )
+        values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
+        params = [value for row in rows for value in row]
+        if not keyed:
+            cursor.execute(
+                f"INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM (VALUES {values}) AS b "
+                f"RETURNING {_RETURNED}",
+                params,
+            )
+        else:
+            cursor.execute(
+                f"WITH batch ({_COLUMNS}, received_at) AS (VALUES {values}), "
+                "keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
+                "SELECT store_id, event_id, received_at FROM batch WHERE event_id IS NOT NULL "
+                "ON CONFLICT DO NOTHING RETURNING event_id) "
+                f"INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM batch "
+                "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) "
+                f"RETURNING {_RETURNED}",
+                params,
+            )
         return [StoredEvent(*row) for row in cursor.fetchall()]
     cursor.execute(
         "SELECT nextval(pg_get_serial_sequence('events_event', 'id')) FROM generate_series(1, %s)",
@@ -316,20 +352,24 @@ def _store_events(
         StoredEvent(event_id, row[1], row[3], row[4], row[2], row[9])
         for event_id, row in zip(ids, rows, strict=True)
     ]
-    if not any(event.event_id is not None for event in events):
+    if not keyed:
         cursor.execute(insert)
         return stored
-    # resends are rare: a plain INSERT first (ON CONFLICT ... RETURNING costs about a third more); when an
-    # event id is stored already it fails whole, is rolled back to its savepoint, and the staged batch goes
-    # in again skipping the resends
-    try:
-        with transaction.atomic():
-            cursor.execute(insert)
+    cursor.execute(
+        "INSERT INTO events_eventkey (store_id, event_id, received_at) "
+        "SELECT store_id, event_id, received_at FROM event_staging WHERE event_id IS NOT NULL "
+        "ON CONFLICT DO NOTHING RETURNING event_id"
+    )
+    new_keys = {row[0] for row in cursor.fetchall()}
+    if len(new_keys) == sum(event.event_id is not None for event in events):
+        cursor.execute(insert)  # no resend (nearly always): every staged row
         return stored
-    except (IntegrityError, psycopg.errors.UniqueViolation):
-        pass
-    cursor.execute(f"{insert} {_CONFLICT} RETURNING {_RETURNED}")
-    return [StoredEvent(*row) for row in cursor.fetchall()]
+    cursor.execute(f"{insert} WHERE event_id IS NULL OR event_id = ANY(%s)", [list(new_keys)])
+    return [
+        row
+        for row, event in zip(stored, events, strict=True)
+        if event.event_id is None or event.event_id in new_keys
+    ]
 
 
 def _store_shown(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:
@@ -426,8 +466,15 @@ def user_alias_link(*, store: Store, user_id: Any, alias_id: Any) -> dict[str, A
 
 
 def shopper_erase(store: Store, identities: list[str]) -> dict[str, int]:
-    """Delete every event and alias of a shopper (all ids of their profile); once committed, their
-    real-time profiles are dropped and their cached answers can no longer be read."""
+    """Delete every event and alias of a shopper (all ids of their profile), archived events included;
+    once committed, their real-time profiles are dropped and their cached answers can no longer be read."""
+    erased = _shopper_rows_erase(store, identities)
+    # the archive after the rows: a file rewritten is replaced whole, and the manifest keeps its name
+    erased["events"] += archive.shopper_erase(store.id, identities)
+    return erased
+
+
+def _shopper_rows_erase(store: Store, identities: list[str]) -> dict[str, int]:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
             "DELETE FROM events_event WHERE store_id = %s AND user_id = ANY(%s)", [store.id, identities]
@@ -448,11 +495,23 @@ def shopper_erase(store: Store, identities: list[str]) -> dict[str, int]:
 
 
 def store_erase(store_id: int) -> dict[str, int]:
-    """Every event and alias of a store (a worker runs it: a large store's events take a while)."""
+    """Every event and alias of a store, and its archive (a worker runs it: a large store's events take a
+    while)."""
+    erased = archive.store_erase(store_id)
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute("DELETE FROM events_event WHERE store_id = %s", [store_id])
         events = cursor.rowcount
         cursor.execute("DELETE FROM events_shownitem WHERE store_id = %s", [store_id])
         events += cursor.rowcount
+        cursor.execute("DELETE FROM events_eventkey WHERE store_id = %s", [store_id])
         cursor.execute("DELETE FROM events_useralias WHERE store_id = %s", [store_id])
-        return {"events": events, "aliases": cursor.rowcount}
+        return {"events": events, "aliases": cursor.rowcount, **erased}
+
+
+def events_maintain(*, now: datetime | None = None) -> dict[str, Any]:
+    """The periodic upkeep of the events table: this month's and the next two months' partitions made
+    ahead of the events, every store's events past its retention archived (their emptied partitions
+    dropped), event ids past the idempotency window pruned."""
+    now = now or datetime.now(tz=UTC)
+    made = partitions.ensure_ahead(now)
+    return {"partitions_ahead": made, **archive.archive_due(now=now).as_dict()}

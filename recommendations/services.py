@@ -31,6 +31,7 @@ from core import answer_cache, erasure, tenancy
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
+from events.archive import archived_training_rows
 from events.models import EventType
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import CategoryCompatibility, bought_together
@@ -313,13 +314,20 @@ class TrainingData:
 
 def _load(store: Store, settings: StoreSettings) -> TrainingData:
     type_weight = event_type_weights(settings.event_weights)
+    # the training window (None: every event), read from the partitions it reaches and from the archive
+    since = (
+        timezone.now() - timedelta(days=settings.training_window_days)
+        if settings.training_window_days
+        else None
+    )
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "
-            "FROM events_event WHERE store_id = %s",
-            [store.id],
+            "FROM events_event WHERE store_id = %s" + ("" if since is None else " AND timestamp >= %s"),
+            [store.id] if since is None else [store.id, since],
         )
         rows = cursor.fetchall()
+        rows += archived_training_rows(store_id=store.id, since=since)
         cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store.id])
         canonical = dict(cursor.fetchall())
         cursor.execute(

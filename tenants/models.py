@@ -94,6 +94,11 @@ class StoreSettings(BaseModel):
     # complete-the-look rules of the merchant's, over those learned from co-purchase: {"<category>":
     # ["<category that goes with it>", ...] or {"add": [...], "forbid": [...]}}
     compatibility = models.JSONField(default=dict, blank=True)
+    # events older than this many days leave PostgreSQL for the Parquet archive (events/archive.py);
+    # None: kept in PostgreSQL for good
+    retention_days = models.PositiveIntegerField(null=True, blank=True)
+    # training reads the events of this many last days, archived ones included; None: all of them
+    training_window_days = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "store settings"

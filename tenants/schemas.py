@@ -32,6 +32,19 @@ class StoreSettingsSerializer(serializers.Serializer):
         max_value=8760,
         help_text="a purchase of an item shown this recently, without an id, is view-through",
     )
+    retention_days = serializers.IntegerField(
+        min_value=1,
+        max_value=36500,
+        allow_null=True,
+        help_text="events older than this many days are archived to Parquet and leave the database; "
+        "null: kept for good",
+    )
+    training_window_days = serializers.IntegerField(
+        min_value=1,
+        max_value=36500,
+        allow_null=True,
+        help_text="training reads the events of this many last days, archived ones included; null: all",
+    )
     compatibility = serializers.DictField(
         help_text='complete-the-look rules over those learned from co-purchase: {"Sofas": ["Coffee tables", '
         '"Rugs"]} adds, {"Sofas": {"add": [...], "forbid": ["Lamps"]}} adds and forbids'
@@ -152,6 +165,8 @@ _SETTINGS = {
     },
     "retrain_interval_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
     "attribution_window_hours": {"type": "integer", "minimum": 1, "maximum": 8760},
+    "retention_days": {"type": "integer", "minimum": 1, "maximum": 36500, "nullable": True},
+    "training_window_days": {"type": "integer", "minimum": 1, "maximum": 36500, "nullable": True},
     "compatibility": {
         "type": "object",
         "maxProperties": 1000,

@@ -56,6 +56,8 @@ def store_to_dict(*, store: Store) -> dict:
             "retrain_interval_hours": settings.retrain_interval_hours,
             "attribution_window_hours": settings.attribution_window_hours,
             "compatibility": settings.compatibility or {},
+            "retention_days": settings.retention_days,
+            "training_window_days": settings.training_window_days,
         },
         "limits": store_limits(store=store),
     }
@@ -94,3 +96,10 @@ def api_key_get(*, store: Store, prefix: str) -> ApiKey:
     if key is None:
         raise NotFound(f"no API key with prefix {prefix!r}")
     return key
+
+
+def retention_days(*, store_ids: list[int]) -> dict[int, int | None]:
+    """Each store's retention in days (None: kept for good), for the events' archiving."""
+    return dict(
+        StoreSettings.objects.filter(store_id__in=store_ids).values_list("store_id", "retention_days")
+    )

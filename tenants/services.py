@@ -165,8 +165,12 @@ SETTINGS_FIELDS: dict[str, type | tuple[type, ...]] = {
     "retrain_interval_hours": int,
     "attribution_window_hours": int,
     "compatibility": dict,
+    "retention_days": (int, type(None)),
+    "training_window_days": (int, type(None)),
 }
 HOURS_FIELDS = ("retrain_interval_hours", "attribution_window_hours")
+DAYS_FIELDS = ("retention_days", "training_window_days")  # null: none
+MAX_DAYS = 36_500
 
 
 def _pins_problem(pins: dict[str, Any]) -> str | None:
@@ -264,7 +268,7 @@ SHAPE_CHECKS: dict[str, Callable[[Any], str | None]] = {
 
 def _integral(settings_data: dict[str, Any]) -> dict[str, Any]:
     """Numbers JSON calls integers (5.0 is one) as Python ints: the hours, and pins' positions."""
-    for field in HOURS_FIELDS:
+    for field in (*HOURS_FIELDS, *DAYS_FIELDS):
         hours = settings_data.get(field)
         if isinstance(hours, float) and hours.is_integer():
             settings_data[field] = int(hours)
@@ -284,6 +288,11 @@ def _settings_problems(settings_data: dict[str, Any]) -> dict[str, str]:
         expected = SETTINGS_FIELDS.get(field)
         if expected is None:
             errors[field] = "unknown setting"
+        elif field in DAYS_FIELDS:
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DAYS
+            ):
+                errors[field] = f"must be an integer from 1 to {MAX_DAYS}, or null for none"
         elif not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
             errors[field] = f"must be of type {expected.__name__}"  # type: ignore[union-attr]
         elif field in HOURS_FIELDS and not 1 <= value <= 24 * 365:  # type: ignore[operator]

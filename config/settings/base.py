@@ -164,7 +164,13 @@ CELERY_TASK_ROUTES = {
     "tenants.tasks.store_erase_task": {"queue": "maintenance"},
     "outcomes.tasks.impressions_drain_task": {"queue": "maintenance"},
     "outcomes.tasks.outcomes_rollup_task": {"queue": "maintenance"},
+    "events.tasks.events_maintain_task": {"queue": "maintenance"},
 }
+# Events past a store's retention_days are written here as Parquet, then leave PostgreSQL (events/archive.py):
+# a local folder by default, or any URL fsspec reaches (s3://bucket/prefix with s3fs installed, gs://, ...).
+EVENT_ARCHIVE_URL = os.environ.get("EVENT_ARCHIVE_URL") or str(embedded.LOCAL_DIR / "archive")
+# A resent event_id is a duplicate for this many days after the first was received (events_eventkey).
+EVENT_ID_WINDOW_DAYS = int(os.environ.get("EVENT_ID_WINDOW_DAYS") or 30)
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},
@@ -172,6 +178,8 @@ CELERY_BEAT_SCHEDULE = {
     "drain-impressions": {"task": "outcomes.tasks.impressions_drain_task", "schedule": 5.0},
     # clicks, add-to-carts and purchases credited to the answers shown, into the daily figures
     "rollup-outcomes": {"task": "outcomes.tasks.outcomes_rollup_task", "schedule": 10.0},
+    # the events' partitions made ahead of time, events past retention archived, old event ids pruned
+    "maintain-events": {"task": "events.tasks.events_maintain_task", "schedule": 3600.0},
     "recover-lost-training-runs": {
         "task": "recommendations.tasks.recover_training_runs_task",
         "schedule": 60.0,

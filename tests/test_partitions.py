@@ -1,0 +1,263 @@
+"""Events partitioned by month: partitions made ahead and on ingest, idempotency across them, queries that
+touch only the partitions they need (read from EXPLAIN), retention into the Parquet archive, training from
+the archive, and erasure and export reaching it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow.parquet as pq
+import pytest
+from django.db import connection
+
+from events import archive, partitions
+from events.models import Event, EventArchive
+from events.selectors import user_history
+from events.services import events_maintain
+from tests.conftest import make_tenant, product
+
+pytestmark = pytest.mark.django_db
+
+OLD_MONTHS = [datetime(2014, 3, 5, tzinfo=UTC), datetime(2014, 4, 7, tzinfo=UTC)]
+
+
+@pytest.fixture(autouse=True)
+def archive_folder(settings: Any, tmp_path: Any) -> Any:
+    settings.EVENT_ARCHIVE_URL = str(tmp_path / "archive")
+    partitions.forget()
+    yield tmp_path / "archive"
+    partitions.forget()
+
+
+@pytest.fixture
+def shop(tenant: Any) -> Any:
+    response = tenant.api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(6)])
+    assert response.status_code == 200, response.content
+    return tenant
+
+
+def send(api: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
+    response = api.post("/api/v1/events", events)
+    assert response.status_code in (200, 201), response.content
+    return response.json()
+
+
+def event(user: str, item: str, at: datetime, **extra: Any) -> dict[str, Any]:
+    return {"user_id": user, "product_id": item, "type": "view", "timestamp": at.isoformat(), **extra}
+
+
+def partition_names() -> list[str]:
+    return [part.name for part in partitions.partitions()]
+
+
+def rows_in(name: str) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM {name}")  # noqa: S608 - a partition's name
+        return int(cursor.fetchone()[0])
+
+
+def test_a_historical_import_gets_a_partition_per_month_and_old_times_share_one(shop):
+    sent = send(
+        shop.api,
+        [
+            event("u1", "p1", OLD_MONTHS[0]),
+            event("u1", "p2", OLD_MONTHS[1]),
+            event("u2", "p3", datetime(1999, 12, 31, 23, 59, tzinfo=UTC)),
+            event("u2", "p4", datetime(1970, 1, 2, tzinfo=UTC)),
+        ],
+    )
+    assert sent["accepted"] == 4
+    names = partition_names()
+    assert {"events_event_p201403", "events_event_p201404", "events_event_before2000"} <= set(names)
+    assert rows_in("events_event_p201403") == 1 and rows_in("events_event_before2000") == 2
+    # the migration and the maintenance task made this month's and the next ones ahead of the events
+    now = datetime.now(tz=UTC)
+    events_maintain(now=now)
+    ahead = partitions.partition_name(
+        partitions.next_month(partitions.next_month(partitions.month_start(now)))
+    )
+    assert partitions.partition_name(now) in partition_names() and ahead in partition_names()
+
+
+def test_a_partition_is_forced_to_row_level_security_like_the_table(shop):
+    send(shop.api, [event("u1", "p1", OLD_MONTHS[0])])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relrowsecurity, relforcerowsecurity FROM pg_class WHERE relname = 'events_event_p201403'"
+        )
+        assert cursor.fetchone() == (True, True)
+
+
+def test_a_resent_event_id_is_a_duplicate_whichever_month_it_names(shop):
+    first = send(shop.api, [event("u1", "p1", OLD_MONTHS[0], event_id="e-1")])
+    again = send(
+        shop.api, [event("u1", "p1", OLD_MONTHS[1], event_id="e-1"), event("u1", "p2", OLD_MONTHS[1])]
+    )
+    assert (first["accepted"], again["accepted"], again["duplicate"]) == (1, 1, 1)
+    # a large batch (COPY) resending it in a third month, with new ones around it
+    batch = [event("u3", "p3", datetime(2015, 1, 1, tzinfo=UTC) + timedelta(minutes=i), event_id=f"n{i}")
+             for i in range(150)]  # fmt: skip
+    batch.append(event("u3", "p3", datetime(2015, 2, 1, tzinfo=UTC), event_id="e-1"))
+    large = send(shop.api, batch)
+    assert (large["accepted"], large["duplicate"]) == (150, 1)
+    assert Event.objects.filter(store=shop.store, event_id="e-1").count() == 1
+    assert Event.objects.filter(store=shop.store).count() == 152
+
+
+def _plan(sql: str, params: list[Any], analyze: bool = False) -> str:
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}COSTS OFF) {sql}", params)
+        return "\n".join(row[0] for row in cursor.fetchall())
+
+
+def test_training_and_history_queries_touch_only_the_partitions_they_need(shop):
+    months = [datetime(2020, m, 10, tzinfo=UTC) for m in range(1, 7)]
+    send(shop.api, [event("u1", f"p{i % 6}", at + timedelta(hours=i)) for at in months for i in range(5)])
+    # training with a window (StoreSettings.training_window_days) reads from the window's partitions only
+    plan = _plan(
+        "SELECT user_id FROM events_event WHERE store_id = %s AND timestamp >= %s",
+        [shop.store.id, datetime(2020, 5, 1, tzinfo=UTC)],
+    )
+    touched = {name for name in partition_names() if name in plan}
+    assert touched >= {"events_event_p202005", "events_event_p202006"}
+    assert not touched & {f"events_event_p2020{m:02d}" for m in range(1, 5)}
+    # a shopper's latest events: partitions in time order, newest first; the older ones are never read
+    # once the newest hold enough events
+    plan = _plan(
+        "SELECT id FROM events_event WHERE store_id = %s AND user_id = %s ORDER BY timestamp DESC, id DESC "
+        "LIMIT 3",
+        [shop.store.id, "u1"],
+        analyze=True,
+    )
+    scans = [line for line in plan.splitlines() if "events_event_p2020" in line]
+    assert scans and all("never executed" in line for line in scans if "p202006" not in line), plan
+    # and the served history is the same events as before partitioning: the latest, oldest first
+    history = user_history(store=shop.store, user_id="u1", limit=3)
+    assert [row.timestamp for row in history] == [months[-1] + timedelta(hours=i) for i in (2, 3, 4)]
+
+
+def test_an_ingest_after_another_process_dropped_a_partition_it_knew_makes_it_again(shop):
+    send(shop.api, [event("u1", "p1", OLD_MONTHS[0])])
+    partitions._known.add("events_event_p201403")  # as a process that saw it commit would
+    Event.objects.filter(store=shop.store).delete()
+    assert partitions.drop("events_event_p201403")
+    partitions._known.add("events_event_p201403")  # ... and was not told
+    assert send(shop.api, [event("u1", "p1", OLD_MONTHS[0] + timedelta(days=1))])["accepted"] == 1
+    assert "events_event_p201403" in partition_names()
+
+
+def test_a_partition_with_rows_is_not_dropped_unarchived(shop):
+    send(shop.api, [event("u1", "p1", OLD_MONTHS[0]), event("u2", "p1", OLD_MONTHS[0])])
+    assert partitions.drop("events_event_p201403") is False
+    with pytest.raises(Exception, match="not dropped"):
+        partitions.drop("events_event_p201403", expected_rows=1)
+    assert "events_event_p201403" in partition_names() and rows_in("events_event_p201403") == 2
+
+
+def _settings(api: Any, **values: Any) -> Any:
+    return api.patch("/api/v1/store", {"settings": values})
+
+
+def test_retention_and_the_training_window_are_store_settings(shop):
+    assert _settings(shop.api, retention_days=400, training_window_days=90).status_code == 200
+    body = shop.api.get("/api/v1/store").json()["settings"]
+    assert (body["retention_days"], body["training_window_days"]) == (400, 90)
+    for bad in (0, -1, "30", 1.5, True, 40000):
+        response = _settings(shop.api, retention_days=bad)
+        assert response.status_code == 400 and "retention_days" in response.json()["details"], bad
+    assert _settings(shop.api, retention_days=None).status_code == 200
+    assert shop.api.get("/api/v1/store").json()["settings"]["retention_days"] is None
+
+
+@pytest.fixture
+def two_stores(shop: Any) -> tuple[Any, Any]:
+    other = make_tenant("keeps-everything")
+    other.api.post("/api/v1/products/bulk", [product("q1"), product("q2")])
+    march, april = OLD_MONTHS
+    send(
+        shop.api,
+        [
+            event("ann", "p1", march),
+            event("ann", "p2", march + timedelta(hours=1)),
+            event("bob", "p3", march),
+            event("ann", "p4", april, event_id="x"),
+        ],
+    )
+    send(other.api, [event("cy", "q1", OLD_MONTHS[0])])
+    recent = datetime.now(tz=UTC) - timedelta(hours=1)
+    send(shop.api, [event("ann", "p5", recent), event("dan", "p5", recent)])
+    return shop, other
+
+
+def test_events_past_retention_go_to_parquet_and_leave_postgresql(two_stores, archive_folder):
+    shop, other = two_stores
+    assert _settings(shop.api, retention_days=365).status_code == 200
+    report = events_maintain()
+    assert report["rows_archived"] == 4 and report["stores_archived"] == 2  # two months of one store
+    # the other store keeps everything: its rows, and so the partition, stay
+    assert "events_event_p201403" in partition_names() and rows_in("events_event_p201403") == 1
+    assert Event.objects.filter(store=shop.store).count() == 2  # the recent ones
+    files = EventArchive.objects.filter(store=shop.store).order_by("month")
+    assert [(f.month.isoformat(), f.rows) for f in files] == [("2014-03-01", 3), ("2014-04-01", 1)]
+    table = pq.read_table(files[0].path)
+    assert sorted(table.column("user_id").to_pylist()) == ["ann", "ann", "bob"]
+    assert f"store={shop.store.id}/month=2014-03" in files[0].path
+    assert str(archive_folder) in files[0].path
+    # a second run finds nothing more to do; once the other store has a retention too, the month's
+    # partition is written and dropped whole
+    assert events_maintain()["rows_archived"] == 0
+    assert _settings(other.api, retention_days=30).status_code == 200
+    report = events_maintain()
+    assert report["rows_archived"] == 1 and report["partitions_dropped"] >= 1
+    assert "events_event_p201403" not in partition_names()
+    assert EventArchive.objects.filter(store=other.store).count() == 1
+
+
+def test_training_reads_the_archive_within_its_window(two_stores):
+    from recommendations.services import _load
+    from tenants.models import StoreSettings
+
+    shop, _ = two_stores
+    _settings(shop.api, retention_days=365)
+    events_maintain()
+    settings = StoreSettings.objects.get(store_id=shop.store.id)
+    assert _load(shop.store, settings).n_events == 6  # 2 in PostgreSQL, 4 archived
+    assert _settings(shop.api, training_window_days=30).status_code == 200
+    settings = StoreSettings.objects.get(store_id=shop.store.id)
+    assert _load(shop.store, settings).n_events == 2
+
+
+def test_erasure_and_export_reach_the_archive(two_stores):
+    shop, _ = two_stores
+    _settings(shop.api, retention_days=365)
+    events_maintain()
+    exported = shop.api.get("/api/v1/users/ann/data").json()
+    assert [e["product_id"] for e in exported["events"]] == ["p1", "p2", "p4", "p5"]
+    assert shop.api.delete("/api/v1/users/ann").status_code in (200, 202, 204)
+    left = archive.read_archived(store_id=shop.store.id, columns=["user_id"])
+    assert left.column("user_id").to_pylist() == ["bob"]
+    assert EventArchive.objects.filter(store=shop.store).count() == 1  # April held only ann's: gone
+    assert shop.api.get("/api/v1/users/ann/data").json()["events"] == []
+
+
+def test_a_store_erased_loses_its_archive(two_stores, archive_folder):
+    from events.services import store_erase
+
+    shop, other = two_stores
+    _settings(shop.api, retention_days=365)
+    _settings(other.api, retention_days=365)
+    events_maintain()
+    assert (archive_folder / "events" / f"store={shop.store.id}").exists()
+    store_erase(shop.store.id)
+    assert not (archive_folder / "events" / f"store={shop.store.id}").exists()
+    assert not EventArchive.objects.filter(store=shop.store).exists()
+    assert EventArchive.objects.filter(store=other.store).count() == 1
+
+
+def test_a_file_no_manifest_names_is_removed_by_the_next_run(two_stores, archive_folder):
+    shop, _ = two_stores
+    orphan = archive_folder / "events" / f"store={shop.store.id}" / "month=2014-03" / "events-1-2.parquet"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"PAR1")
+    assert events_maintain()["orphans_removed"] == 1 and not orphan.exists()
