@@ -261,3 +261,36 @@ def test_a_file_no_manifest_names_is_removed_by_the_next_run(two_stores, archive
     orphan.parent.mkdir(parents=True)
     orphan.write_bytes(b"PAR1")
     assert events_maintain()["orphans_removed"] == 1 and not orphan.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_sessions_making_the_same_new_month_both_succeed():
+    """The first holds the month's new partition uncommitted; the second waits, then finds it made."""
+    import threading
+
+    from django.db import connections, transaction
+
+    at = datetime(2011, 5, 5, tzinfo=UTC)
+    first_made, errors, answers = threading.Event(), [], []
+
+    def second() -> None:
+        try:
+            first_made.wait(10)
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SELECT recsys_event_partition(%s)", [at])
+                answers.append(cursor.fetchone()[0])
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=second)
+    thread.start()
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute("SELECT recsys_event_partition(%s)", [at])
+        first_made.set()
+        thread.join(0.5)  # the second is waiting on the first's lock
+        assert thread.is_alive()
+    thread.join(10)
+    assert errors == [] and answers == ["events_event_p201105"]
+    assert partitions.drop("events_event_p201105")

@@ -50,14 +50,19 @@ BEGIN
   IF to_regclass(format('public.%I', name)) IS NOT NULL THEN
     RETURN name;
   END IF;
-  -- one at a time: two ingests of the same new month both see none, the second finds the first's
-  PERFORM pg_advisory_xact_lock(hashtext('recsys_event_partition'));
+  -- one at a time: two ingests of the same new month both see none, the second waits here and then finds
+  -- the first's. SHARE UPDATE EXCLUSIVE conflicts with itself and with no read or insert (ATTACH takes it
+  -- anyway); taking a table lock also brings this backend's view of the catalog up to date.
+  LOCK TABLE public.events_event IN SHARE UPDATE EXCLUSIVE MODE;
   IF to_regclass(format('public.%I', name)) IS NOT NULL THEN
     RETURN name;
   END IF;
-  -- created apart, then attached: ATTACH takes a SHARE UPDATE EXCLUSIVE lock on the table, which
-  -- concurrent reads and inserts do not wait for (CREATE TABLE ... PARTITION OF would block them)
-  EXECUTE format('CREATE TABLE public.%I (LIKE public.events_event INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+  -- created apart, then attached: CREATE TABLE ... PARTITION OF would lock out reads and inserts
+  BEGIN
+    EXECUTE format('CREATE TABLE public.%I (LIKE public.events_event INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', name);
+  EXCEPTION WHEN duplicate_table THEN
+    RETURN name;  -- made meanwhile by another session
+  END;
   EXECUTE format('ALTER TABLE public.events_event ATTACH PARTITION public.%I %s', name, bounds);
   EXECUTE format('ALTER TABLE public.%I ENABLE ROW LEVEL SECURITY', name);
   EXECUTE format('ALTER TABLE public.%I FORCE ROW LEVEL SECURITY', name);
