@@ -138,3 +138,31 @@ def test_a_click_on_an_answer_shows_in_analytics_through_the_worker(worker):
     from outcomes.models import Attribution
 
     assert Attribution.objects.get(store=tenant.store).position == 2
+
+
+@pytest.mark.slow
+def test_events_past_retention_are_archived_by_the_worker(worker):
+    from datetime import UTC, datetime
+
+    from events.models import Event, EventArchive
+    from events.tasks import events_maintain_task
+
+    tenant = make_tenant("archiving-shop")
+    api = tenant.api
+    api.post("/api/v1/products/bulk", CATALOG)
+    old = datetime(2015, 6, 1, tzinfo=UTC).isoformat()
+    sent = api.post("/api/v1/events", [{"user_id": f"u{i}", "product_id": "p1", "type": "view",
+                                        "timestamp": old} for i in range(5)]).json()  # fmt: skip
+    assert sent["accepted"] == 5
+    assert api.patch("/api/v1/store", {"settings": {"retention_days": 365}}).status_code == 200
+    events_maintain_task.delay()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not EventArchive.objects.filter(store=tenant.store).exists():
+        time.sleep(0.5)
+    if not EventArchive.objects.filter(store=tenant.store).exists():
+        worker.terminate()
+        pytest.fail(f"nothing was archived\n{worker.stdout.read()[-3000:]}")
+    archived = EventArchive.objects.get(store=tenant.store)
+    assert archived.rows == 5 and Path(archived.path).exists()
+    assert archived.path.startswith(settings.EVENT_ARCHIVE_URL)
+    assert not Event.objects.filter(store=tenant.store).exists()

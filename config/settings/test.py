@@ -8,6 +8,12 @@ if not os.environ.get("CELERY_BROKER_URL") and embedded.tcp_redis_answers():
     # Redis on 127.0.0.1:6379 where one answers (CI has one); db 15 keeps tests apart from other users.
     os.environ["CELERY_BROKER_URL"] = "redis://127.0.0.1:6379/15"
 
+# The events' archive of this test run (events/archive.py), inherited by the servers and workers it starts
+if not os.environ.get("EVENT_ARCHIVE_URL"):
+    import tempfile
+
+    os.environ["EVENT_ARCHIVE_URL"] = tempfile.mkdtemp(prefix="recsys-test-archive-")
+
 # The tests' own process creates the test database and migrates it: as the tables' owner (row-level
 # security is forced, so it binds the owner too). The servers and workers a test starts connect as the
 # application's role (the default of a process that is not told otherwise).
