@@ -21,15 +21,19 @@ from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import unscoped_product_network_vectors_write
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
+from events.archive import read_archived
 from recommendations.artifacts import ArtifactError, artifact_dump, artifact_load
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.network import (
     NetworkCooccurrence,
+    NetworkCounts,
     canonical_key,
-    category_cooccurrence,
+    category_cosine,
+    category_counts,
     network_embedding,
     normalised_title,
+    store_counts,
 )
 from recommendations.engine.two_stage import learn_from_samples
 from recommendations.models import GlobalModel, ModelKind, NetworkSlice
@@ -81,13 +85,22 @@ def _sharing_lessons() -> list[bytes]:
 
 
 def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user codes, product ids, weights) of one store's events; aliases resolved to their user."""
+    """(user codes, product ids, weights) of one store's events, its archived ones included; aliases
+    resolved to their user."""
     type_weight = event_type_weights(event_weights)
     with connection.cursor() as cursor:
         cursor.execute("SELECT user_id, product_id, type FROM events_event WHERE store_id = %s", [store_id])
         rows = cursor.fetchall()
         cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store_id])
         canonical = dict(cursor.fetchall())
+    archived = read_archived(store_id=store_id, columns=["user_id", "product_id", "type"])
+    if archived.num_rows:
+        rows += zip(
+            archived.column("user_id").to_pylist(),
+            archived.column("product_id").to_pylist(),
+            archived.column("type").to_pylist(),
+            strict=True,
+        )
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     users_raw, products, types = zip(*rows, strict=True)
@@ -96,7 +109,52 @@ def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.nd
     return user_codes, np.array(products, dtype=np.int64), type_weight[np.array(types, dtype=np.int64)]
 
 
-def global_model_train(*, progress: Callable[[str], None] = lambda message: None) -> GlobalTrainingResult:
+@dataclass(frozen=True)
+class NetworkCatalog:
+    """The sharing stores' products as the network sees them."""
+
+    product_ids: np.ndarray  # internal ids, sorted
+    store_of: np.ndarray
+    canonical: np.ndarray  # per product, its canonical code
+    n_canonical: int
+    category_codes: np.ndarray  # per product, its category's code
+    has_category: np.ndarray
+    n_categories: int
+    event_weights: dict[int, dict]  # per sharing store, its event weights setting
+
+
+def _counts_in_process(catalog: NetworkCatalog) -> NetworkCounts:
+    """Each sharing store's events read here, one store at a time."""
+    product_ids = catalog.product_ids
+    own = {}
+    per_store_categories = []
+    n_events = 0
+    for store_id, event_weights in catalog.event_weights.items():
+        users, products, weights = _store_events(store_id, event_weights)
+        position = np.searchsorted(product_ids, products)
+        position = np.clip(position, 0, max(len(product_ids) - 1, 0))
+        known = (product_ids[position] == products) if len(product_ids) else np.zeros(len(products), bool)
+        known &= weights > 0
+        n_events += int(known.sum())
+        own[store_id] = store_counts(
+            users[known], catalog.canonical[position[known]], weights[known], catalog.n_canonical
+        )
+        with_category = known & catalog.has_category[position] if len(product_ids) else known
+        per_store_categories.append(
+            (users[with_category], catalog.category_codes[position[with_category]], weights[with_category])
+        )
+    return NetworkCounts(own, category_counts(per_store_categories, catalog.n_categories), n_events)
+
+
+ENGINES = ("in-process", "spark")
+
+
+def global_model_train(
+    *,
+    progress: Callable[[str], None] = lambda message: None,
+    engine: str = "in-process",
+    spark_master: str | None = None,
+) -> GlobalTrainingResult:
     """Learn the network model over the stores that share:
 
     1. products matched across stores (same GTIN, or same brand and normalised title) become one
@@ -107,7 +165,13 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
     4. per store, its slice: the network's co-occurrence among its products with its own events left out,
        which its next training blends in with a share chosen on its validation split.
 
-    Products of stores that do not share (any more) leave the network space."""
+    Products of stores that do not share (any more) leave the network space.
+
+    `engine` counts the behaviour of step 2: "in-process" (this worker reads each store's events, the
+    default) or "spark" (a Spark job over the archive and an export of the recent events, on
+    `spark_master`; recommendations/spark_network.py). Both give the same counts; the rest is the same."""
+    if engine not in ENGINES:
+        raise ApiError("invalid_engine", f"engine must be one of {', '.join(ENGINES)}; got {engine!r}")
     clock = time.monotonic()
     laps: dict[str, float] = {}
 
@@ -139,24 +203,22 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
     )
     lap("catalog", f"{len(rows)} products of {len(settings_by_store)} sharing stores, {n_canonical} distinct")
 
+    catalog = NetworkCatalog(
+        product_ids, store_of, canonical, n_canonical, category_codes, has_category, len(category_index),
+        settings_by_store,
+    )  # fmt: skip
+    if engine == "spark":
+        from recommendations.spark_network import counts_with_spark
+
+        counts = counts_with_spark(catalog, master=spark_master)
+    else:
+        counts = _counts_in_process(catalog)
     cooccurrence = NetworkCooccurrence(n_canonical=n_canonical)
-    per_store_categories = []
-    n_events = 0
-    for store_id, event_weights in settings_by_store.items():
-        users, products, weights = _store_events(store_id, event_weights)
-        position = np.searchsorted(product_ids, products)
-        position = np.clip(position, 0, max(len(product_ids) - 1, 0))
-        known = (product_ids[position] == products) if len(product_ids) else np.zeros(len(products), bool)
-        known &= weights > 0
-        n_events += int(known.sum())
-        cooccurrence.add_store(
-            store_id, users=users[known], canonical=canonical[position[known]], weights=weights[known]
-        )
-        with_category = known & has_category[position] if len(rows) else known
-        per_store_categories.append(
-            (users[with_category], category_codes[position[with_category]], weights[with_category])
-        )
-    lap("behaviour", f"co-occurrence of {n_events} events")
+    for store_id in settings_by_store:
+        if store_id in counts.own:
+            cooccurrence.add_counts(store_id, *counts.own[store_id])
+    n_events = counts.events
+    lap("behaviour", f"co-occurrence of {n_events} events ({engine})")
 
     text = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).text_features(
         [
@@ -167,7 +229,7 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
     vectors = np.zeros((len(rows), CONTENT_DIMENSIONS), dtype=np.float32)
     if text is not None:
         behaviour = cooccurrence.similarity()[canonical]
-        categories = category_cooccurrence(per_store_categories, len(category_index))[category_codes]
+        categories = category_cosine(counts.categories)[category_codes]
         vectors = network_embedding(text, behaviour, categories, dimensions=CONTENT_DIMENSIONS)
     # the same product in several stores: one point
     merged = 0
@@ -206,7 +268,7 @@ def global_model_train(*, progress: Callable[[str], None] = lambda message: None
         metrics = {
             "stores": len(settings_by_store), "products": len(rows), "canonical_products": n_canonical,
             "merged_groups": merged, "events": n_events, "network_pairs": int(cooccurrence.total_.nnz),
-            "slices": len(slices), "ranker": ranker_metrics, "seconds_by_phase": laps,
+            "slices": len(slices), "ranker": ranker_metrics, "seconds_by_phase": laps, "engine": engine,
         }  # fmt: skip
         model = GlobalModel.objects.create(
             version=latest + 1, is_active=True, activated_at=timezone.now(), metrics=metrics,

@@ -171,6 +171,10 @@ CELERY_TASK_ROUTES = {
 EVENT_ARCHIVE_URL = os.environ.get("EVENT_ARCHIVE_URL") or str(embedded.LOCAL_DIR / "archive")
 # A resent event_id is a duplicate for this many days after the first was received (events_eventkey).
 EVENT_ID_WINDOW_DAYS = int(os.environ.get("EVENT_ID_WINDOW_DAYS") or 30)
+# `manage.py train_global --engine spark`: the cluster (local[*]: this machine), and a folder it reads
+# where the job's inputs are staged (an export of the recent events, the small tables)
+SPARK_MASTER = os.environ.get("SPARK_MASTER") or "local[*]"
+SPARK_STAGING_URL = os.environ.get("SPARK_STAGING_URL") or str(embedded.LOCAL_DIR / "spark")
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,6 +58,28 @@ def _user_matrix(
     return matrix
 
 
+def store_counts(
+    users: np.ndarray, canonical: np.ndarray, weights: np.ndarray, n_canonical: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """One store's canonical co-occurrence (pairs of distinct products: the sum over its shoppers of the
+    product of their log1p(weight sums)) and each product's mass (the sum of those log1p values)."""
+    user_items = _user_matrix(users, canonical, weights, n_canonical)
+    counts = (user_items.T @ user_items).tocsr().astype(np.float32)
+    counts.setdiag(0)
+    counts.eliminate_zeros()
+    mass = np.asarray(user_items.sum(axis=0)).ravel().astype(np.float32)
+    return counts, mass
+
+
+@dataclass
+class NetworkCounts:
+    """What the network learns from events, whichever engine counted them (in process, or Spark)."""
+
+    own: dict[int, tuple[sp.csr_matrix, np.ndarray]]  # per store: store_counts
+    categories: sp.csr_matrix  # categories x categories: category_counts summed over stores
+    events: int  # the events counted (of known products, with a positive weight)
+
+
 class NetworkCooccurrence:
     """Co-occurrence of canonical products in shoppers' histories, summed over stores, with each store's
     part kept so that it can be left out of that store's slice. Shoppers are never joined across stores:
@@ -75,11 +98,12 @@ class NetworkCooccurrence:
         self, store: object, *, users: np.ndarray, canonical: np.ndarray, weights: np.ndarray
     ) -> NetworkCooccurrence:
         """One store's events: user codes (its own), canonical product codes and event weights."""
-        user_items = _user_matrix(users, canonical, weights, self.n_canonical)
-        counts = (user_items.T @ user_items).tocsr().astype(np.float32)
-        counts.setdiag(0)
-        counts.eliminate_zeros()
-        mass = np.asarray(user_items.sum(axis=0)).ravel().astype(np.float32)
+        return self.add_counts(store, *store_counts(users, canonical, weights, self.n_canonical))
+
+    def add_counts(self, store: object, counts: sp.csr_matrix, mass: np.ndarray) -> NetworkCooccurrence:
+        """One store's counts as `store_counts` makes them (here, or by the Spark job)."""
+        counts = sp.csr_matrix(counts, dtype=np.float32)
+        mass = np.asarray(mass, dtype=np.float32)
         self.own_[store] = (counts, mass)
         self.total_ = (self.total_ + counts).tocsr()
         self.mass_ += mass
@@ -128,16 +152,29 @@ class NetworkCooccurrence:
         )
 
 
-def category_cooccurrence(
+def category_counts(
     per_store: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_categories: int
 ) -> sp.csr_matrix:
-    """Categories x categories cosine of how often shoppers touch both, summed over stores. Each element of
-    `per_store` is (user codes, category codes, weights) of one store."""
+    """Categories x categories: how much shoppers touch both (the diagonal: each alone), summed over
+    stores. Each element of `per_store` is (user codes, category codes, weights) of one store."""
     total = sp.csr_matrix((n_categories, n_categories), dtype=np.float32)
     for users, categories, weights in per_store:
         if len(users):
             user_categories = _user_matrix(users, categories, weights, n_categories)
             total = (total + user_categories.T @ user_categories).tocsr()
+    return total
+
+
+def category_cooccurrence(
+    per_store: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]], n_categories: int
+) -> sp.csr_matrix:
+    """Categories x categories cosine of how often shoppers touch both, summed over stores."""
+    return category_cosine(category_counts(per_store, n_categories))
+
+
+def category_cosine(total: sp.csr_matrix) -> sp.csr_matrix:
+    """category_counts as cosines."""
+    total = sp.csr_matrix(total, dtype=np.float32)
     diagonal = np.sqrt(np.maximum(total.diagonal(), 0))
     scale = np.divide(1.0, diagonal, out=np.zeros_like(diagonal), where=diagonal > 0)
     return (sp.diags(scale) @ total @ sp.diags(scale)).tocsr().astype(np.float32)
