@@ -48,9 +48,12 @@ def counts_with_spark(catalog: NetworkCatalog, *, master: str | None = None) -> 
     try:
         inputs = _stage(fs, folder, catalog, url)
         spark = session(master or settings.SPARK_MASTER)
-        return network_counts(
-            spark, inputs, n_canonical=catalog.n_canonical, n_categories=catalog.n_categories
-        )
+        try:
+            return network_counts(
+                spark, inputs, n_canonical=catalog.n_canonical, n_categories=catalog.n_categories
+            )
+        finally:
+            spark.stop()  # the JVM's memory goes back (a worker process lives on)
     finally:
         fs.rm(folder, recursive=True)
 

@@ -36,8 +36,11 @@ class SparkInputs:
 
 def session(master: str, app_name: str = "recsys-global", **conf: str) -> Any:
     """A SparkSession on `master` (local[*] for one machine, spark://host:7077, yarn, k8s://...)."""
+    import logging
+
     from pyspark.sql import SparkSession
 
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # (py4j logs every connection it closes)
     builder = SparkSession.builder.master(master).appName(app_name)
     for key, value in {
         "spark.ui.enabled": "false",
