@@ -27,7 +27,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import fsspec
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -352,27 +351,6 @@ def read_archived(
     if not tables:
         return pa.table({name: pa.array([], type=SCHEMA.field(name).type) for name in columns})
     return pa.concat_tables(tables)
-
-
-def archived_training_rows(*, store_id: int, since: datetime | None) -> list[tuple]:
-    """(user_id, product_id, type, epoch seconds, session_id) of the archived events in the window,
-    as training reads them from PostgreSQL."""
-    table = read_archived(
-        store_id=store_id, columns=["user_id", "product_id", "type", "timestamp", "session_id"], since=since
-    )
-    if not table.num_rows:
-        return []
-    seconds = pc.cast(table.column("timestamp"), pa.int64()).to_numpy() / 1e6
-    return list(
-        zip(
-            table.column("user_id").to_pylist(),
-            table.column("product_id").to_numpy().astype(np.int64).tolist(),
-            table.column("type").to_numpy().astype(np.int64).tolist(),
-            seconds.tolist(),
-            table.column("session_id").to_pylist(),
-            strict=True,
-        )
-    )
 
 
 # --- erasure -------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import scipy.sparse as sp
 from django.conf import settings as django_settings
 from django.db import (
@@ -31,8 +32,8 @@ from core import answer_cache, erasure, tenancy
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
-from events.archive import archived_training_rows
 from events.models import EventType
+from events.selectors import training_events
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import CategoryCompatibility, bought_together
 from recommendations.engine.coldstart import ContentToBehaviour
@@ -320,14 +321,8 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         if settings.training_window_days
         else None
     )
+    events = training_events(store=store, since=since)
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "
-            "FROM events_event WHERE store_id = %s" + ("" if since is None else " AND timestamp >= %s"),
-            [store.id] if since is None else [store.id, since],
-        )
-        rows = cursor.fetchall()
-        rows += archived_training_rows(store_id=store.id, since=since)
         cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store.id])
         canonical = dict(cursor.fetchall())
         cursor.execute(
@@ -338,29 +333,43 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         )
         catalog = cursor.fetchall()
     catalog_ids = np.array([row[0] for row in catalog], dtype=np.int64)
-    if rows:
-        users_raw, products_raw, types_raw, times_raw, sessions_raw = zip(*rows, strict=True)
-    else:
-        users_raw, products_raw, types_raw, times_raw, sessions_raw = (), (), (), (), ()
+    # shoppers: each distinct id once (Arrow's dictionary), aliases resolved to their user, then sorted
+    users = pc.dictionary_encode(events.column("user_id")).combine_chunks()
+    names = users.dictionary.to_numpy(zero_copy_only=False).astype(str)
     if canonical:  # events sent under an alias belong to its user
-        users_raw = tuple(canonical.get(user, user) for user in users_raw)
-    products = np.array(products_raw, dtype=np.int64)
-    types = np.array(types_raw, dtype=np.int64)
-    times = np.array(times_raw, dtype=np.float64)
+        names = np.array([canonical.get(name, name) for name in names.tolist()], dtype=str)
+    user_index, name_codes = IdIndex.from_values(names)
+    user_codes = name_codes[users.indices.to_numpy(zero_copy_only=False)] if len(events) else name_codes
+    products = events.column("product_id").to_numpy()
+    types = events.column("type").to_numpy()
+    times = events.column("t").to_numpy()
     product_index = IdIndex(ids=np.union1d(catalog_ids, products))
-    user_index, user_codes = IdIndex.from_values(np.array(users_raw, dtype=object).astype(str))
     weights = type_weight[types] if len(types) else np.zeros(0, np.float32)
     keep = weights > 0
     purchases = np.isin(types, [EventType.PURCHASE, EventType.ADD_TO_CART])
-    # a basket: the session when the shopper's events carry one, otherwise the shopper's day
+    # each event's session as a code (0: none), by the sorted session ids: the ranking stage's session
+    # features compare them
+    sessions = pc.dictionary_encode(events.column("session_id")).combine_chunks()
+    session_names, session_of_name = np.unique(
+        sessions.dictionary.to_numpy(zero_copy_only=False).astype(str), return_inverse=True
+    )
+    session_codes = (
+        session_of_name[sessions.indices.to_numpy(zero_copy_only=False)]
+        if len(events)
+        else (np.zeros(0, np.int64))
+    )
+    session_codes = np.where(session_names[session_codes] != "", session_codes + 1, 0).astype(np.int64)
+    # a basket: the session when the event carries one, otherwise the shopper's day (codes after the
+    # sessions' own)
     day = (times // 86400).astype(np.int64)
-    baskets = np.array(
-        [s if s else f"{u}\x1f{d}" for s, u, d in zip(sessions_raw, users_raw, day, strict=True)],
-        dtype=object,
-    ).astype(str)
-    # each event's session as a code (0: none): the ranking stage's session features compare them
-    names, codes = np.unique(np.array([s or "" for s in sessions_raw], dtype=str), return_inverse=True)
-    session_codes = np.where(names[codes] != "", codes + 1, 0).astype(np.int64)
+    baskets = session_codes.copy()
+    daily = baskets == 0
+    if daily.any():
+        span = int(day[daily].max() - day[daily].min()) + 1
+        _, day_codes = np.unique(
+            user_codes[daily].astype(np.int64) * span + (day[daily] - day[daily].min()), return_inverse=True
+        )
+        baskets[daily] = len(session_names) + 1 + day_codes
     interactions = sorted_interactions(
         users=user_codes[keep], items=product_index.positions(products[keep]), weights=weights[keep],
         times=times[keep], n_users=len(user_index), n_items=len(product_index),
@@ -377,7 +386,7 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
     prices_by_id = {row[0]: float(row[6]) for row in catalog if row[6] is not None}
     prices = np.array([prices_by_id.get(int(pid), 0.0) for pid in product_index.ids], dtype=np.float32)
     return TrainingData(
-        product_index, user_index, interactions, documents, len(rows), category_paths, tags, prices,
+        product_index, user_index, interactions, documents, len(events), category_paths, tags, prices,
         _style_vectors(catalog, product_index),
     )  # fmt: skip
 
