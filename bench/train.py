@@ -1,7 +1,7 @@
 """Training time of one store on the worker's code path: load events from PostgreSQL, tune on a hold-out,
 fit, content embeddings, store the version.
 
-    python bench/train.py [--events 1000000] [--products 50000] [--users 60000]
+    python bench/train.py [--events 1000000] [--products 50000] [--users 60000] [--no-ranker]
 
 Events are generated (shoppers browsing clusters of items in runs, some purchases in sessions) and sent
 through the ingestion service (validation and COPY), into the `recsys_bench` database.
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,7 +27,14 @@ os.environ.setdefault("RECSYS_DATABASE_NAME", "recsys_bench")
 os.environ.setdefault("LOG_LEVEL", "WARNING")
 
 
+CHUNK_RUNS = 100_000  # runs of events generated and ingested at a time (10M events never in memory at once)
+
+
 def generated_events(events: int, products: int, users: int, seed: int = 0) -> list[dict]:
+    return [event for chunk in generated_chunks(events, products, users, seed) for event in chunk]
+
+
+def generated_chunks(events: int, products: int, users: int, seed: int = 0) -> Iterator[list[dict]]:
     rng = np.random.default_rng(seed)
     clusters = 200
     cluster_of_user = rng.integers(0, clusters, size=users)
@@ -39,19 +48,20 @@ def generated_events(events: int, products: int, users: int, seed: int = 0) -> l
     kinds = rng.choice(np.array(["view", "add_to_cart", "purchase"]), size=(runs, 5), p=[0.8, 0.12, 0.08])
     start = datetime.now(tz=UTC) - timedelta(days=60)
     run_start = rng.uniform(0, 59 * 86400, size=runs)
-    out = []
-    for r in range(runs):
-        for step in range(5):
-            out.append(
-                {
-                    "user_id": f"U{user[r]}",
-                    "session_id": f"S{r}",
-                    "product_id": f"P{items[r, step]}",
-                    "type": str(kinds[r, step]),
-                    "timestamp": (start + timedelta(seconds=float(run_start[r] + 60 * step))).isoformat(),
-                }
-            )
-    return out
+    for first in range(0, runs, CHUNK_RUNS):
+        out = []
+        for r in range(first, min(runs, first + CHUNK_RUNS)):
+            for step in range(5):
+                out.append(
+                    {
+                        "user_id": f"U{user[r]}",
+                        "session_id": f"S{r}",
+                        "product_id": f"P{items[r, step]}",
+                        "type": str(kinds[r, step]),
+                        "timestamp": (start + timedelta(seconds=float(run_start[r] + 60 * step))).isoformat(),
+                    }
+                )
+        yield out
 
 
 def lines_events(events: int, products: int, users: int, seed: int = 0) -> list[dict]:
@@ -91,6 +101,12 @@ def main() -> None:
         help="clusters: runs of browsing in clusters of items, some purchases (the first stage's ground); "
         "lines: shoppers loyal to a line, choosing by popularity in it (where the ranking stage serves)",
     )
+    parser.add_argument(
+        "--no-ranker",
+        dest="ranker",
+        action="store_false",
+        help="train the first stage only (no ranking stage)",
+    )
     args = parser.parse_args()
 
     from bench_env import django_setup
@@ -115,21 +131,31 @@ def main() -> None:
     for start in range(0, len(catalog), 10_000):
         product_bulk_upsert(store=store, rows=catalog[start : start + 10_000])
     started = time.perf_counter()
-    generate = lines_events if args.pattern == "lines" else generated_events
-    events = generate(args.events, args.products, args.users)
-    print(f"generated {len(events):,} events in {time.perf_counter() - started:.1f} s", flush=True)
-    started = time.perf_counter()
-    for start in range(0, len(events), 10_000):
-        event_ingest(store=store, payload=events[start : start + 10_000])
-    print(f"ingested them in {time.perf_counter() - started:.1f} s", flush=True)
-    del events
+    chunks = (
+        iter([lines_events(args.events, args.products, args.users)])
+        if args.pattern == "lines"
+        else generated_chunks(args.events, args.products, args.users)
+    )
+    stored = 0
+    for events in chunks:
+        for start in range(0, len(events), 10_000):
+            stored += event_ingest(store=store, payload=events[start : start + 10_000]).accepted
+        print(f"  {stored:,} events generated and stored", flush=True)
+    print(f"generated and ingested {stored:,} events in {time.perf_counter() - started:.1f} s", flush=True)
+    del events, chunks
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    run = TrainingRun.objects.create(store=store, trigger="bench")
+    run = TrainingRun.objects.create(
+        store=store, trigger="bench", options={} if args.ranker else {"ranker": False}
+    )
     started = time.perf_counter()
     training_run_execute(run_id=run.id)
     seconds = time.perf_counter() - started
     run.refresh_from_db()
-    print(f"training: {seconds:.1f} s end to end ({run.status}: {run.message})")
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    stage = "with the ranking stage" if args.ranker else "first stage only"
+    print(f"training ({stage}): {seconds:.1f} s end to end ({run.status}: {run.message})")
+    print(f"  peak memory of this process: {peak_mb:,.0f} MB (before training: {before_mb:,.0f} MB)")
     print(f"  by phase: {run.metrics.get('seconds_by_phase')}")
     quality = {key: run.metrics.get(key) for key in ("recall@10", "ndcg@10", "hit@10", "coverage", "users")}
     print(f"  hold-out ({run.metrics.get('protocol')}): {quality}")
