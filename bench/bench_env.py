@@ -14,9 +14,7 @@ def clear_impressions() -> None:
     path): dropped before and after a run, so that they do not pile up in Redis."""
     from core import answer_cache
 
-    client = answer_cache._redis()
-    if client is not None:
-        client.delete(answer_cache.IMPRESSIONS_STREAM)
+    answer_cache.impressions_clear()
 
 
 def django_setup() -> None:

@@ -7,8 +7,13 @@ is never read again and simply expires:
 - the store's generation: catalog writes, settings, model activation;
 - a shopper's generation: their new events, and aliases linked to them (every id of the profile is
   bumped, since any of them may be asked about);
-- the keys generation (one for all stores): API keys created, changed or revoked, stores changed. Serving
-  processes keep recently seen keys in memory and trust them only while this generation is unchanged.
+- the store's keys generation: its API keys created, changed or revoked, the store or its settings changed.
+  Serving processes keep recently seen keys in memory and trust them only while their store's keys
+  generation is unchanged.
+
+Redis Cluster: every key of a store carries the hash tag of its shard (`rc:{<store id mod SHARDS>}:...`),
+so that each script's keys (the store's generations, the shopper's, the key's rate limit, the shard's
+impressions stream) are in one slot; stores spread over SHARDS slots.
 
 One Redis round trip reads the generations and the answer together (a Lua script), so a cached answer costs
 no SQL. A cache that is down or turned off (ANSWER_CACHE_URL="") is a miss: answers are computed as usual.
@@ -47,7 +52,9 @@ from hiredis import pack_command
 logger = logging.getLogger(__name__)
 TTL_SECONDS = 300  # since the answer was last read (the generations keep it right, not the TTL)
 GENERATION_TTL_SECONDS = 86_400  # of a shopper's generation, since it was last bumped or read
-KEYS_GENERATION = "rc:keys:gen"
+# Stores spread over this many hash tags (Redis Cluster slots); each shard has its own impressions stream.
+# Fixed: changing it moves every key (a cache, so only a cold start).
+SHARDS = 256
 # _START: the store and keys generations that Redis lacks (a new store, or a Redis restarted without its
 # data) start at the time in µs, not 0, so that no process takes what it remembered under an old
 # generation (a catalog, an active model, a trusted key) for the current state.
@@ -68,7 +75,7 @@ _unreachable_until = 0.0
 # and stores (their namespaces) and the keys generation whose bumps it missed: bumped on recovery
 _missed: set[tuple[str, str]] = set()
 _missed_stores: set[str] = set()
-_missed_keys = False
+_missed_keys: set[str] = set()  # namespaces of the stores whose keys generation Redis missed
 _MISSED_LIMIT = 100_000
 
 # A token bucket per API key (core/rate_limit.py): `rate` tokens a second, at most `burst`; a request
@@ -267,14 +274,14 @@ def _unreachable(error: BaseException) -> None:
 def _replay_missed(client: redis.Redis) -> None:
     """What Redis missed while unreachable, replayed: the generations bumped, those shoppers' profiles
     dropped."""
-    global _unreachable_until, _missed_keys
+    global _unreachable_until
     try:
         for namespace in list(_missed_stores):
             _advance(keys=[f"{namespace}:gen"], client=client)
             _missed_stores.discard(namespace)
-        if _missed_keys:
-            _advance(keys=[KEYS_GENERATION], client=client)
-            _missed_keys = False
+        for namespace in list(_missed_keys):
+            _advance(keys=[f"{namespace}:keys"], client=client)
+            _missed_keys.discard(namespace)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return
@@ -320,9 +327,19 @@ def healthy() -> bool:
         return False
 
 
+def shard(store_id: int) -> int:
+    return int(store_id) % SHARDS
+
+
 def _namespace(store: Any) -> str:
-    # the creation time keeps stores of different databases (and re-created test databases) apart
-    return f"rc:{store.id}.{int(store.created_at.timestamp() * 1_000_000)}"
+    # the creation time keeps stores of different databases (and re-created test databases) apart; the
+    # shard's hash tag keeps every key of the store in one Redis Cluster slot
+    return f"rc:{{{shard(store.id)}}}:{store.id}.{int(store.created_at.timestamp() * 1_000_000)}"
+
+
+def namespaced(store: Any, name: str) -> str:
+    """A key of the store's own (in its slot), for other modules (a rate limit's bucket)."""
+    return f"{_namespace(store)}:{name}"
 
 
 def _shopper_key(store: Any, user_id: str | None) -> str:
@@ -414,31 +431,48 @@ def profile_store(store: Any, user_id: str, generation: bytes, entries: list[Pro
         return False
 
 
-def keys_changed() -> None:
-    """API keys or stores changed: processes must look keys up again before trusting them."""
-    global _missed_keys
+def keys_changed(store: Any) -> None:
+    """The store's API keys, the store or its settings changed: processes must look its keys up again
+    before trusting them."""
     client = _redis()
     if client is None:
-        _missed_keys = bool(settings.ANSWER_CACHE_URL)
+        if settings.ANSWER_CACHE_URL:
+            _missed_keys.add(_namespace(store))
         return
     try:
-        _advance(keys=[KEYS_GENERATION], client=client)
+        _advance(keys=[f"{_namespace(store)}:keys"], client=client)
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
-        _missed_keys = True
-        logger.warning("answer cache unreachable; could not bump the keys generation")
+        _missed_keys.add(_namespace(store))
+        logger.warning("answer cache unreachable; could not bump the keys generation of %s", store.id)
 
 
-def keys_generation() -> bytes | None:
-    """The current keys generation; None when the cache is off or down (then nothing is trusted)."""
+def keys_forget(store: Any) -> None:
+    """A store erased: its keys generation deleted (a later lookup starts one again, never equal to an
+    earlier one); a Redis that does not answer gets a bump instead, when it answers again."""
+    client = _redis()
+    if client is None:
+        if settings.ANSWER_CACHE_URL:
+            _missed_keys.add(_namespace(store))
+        return
+    try:
+        _command(client, "DEL", f"{_namespace(store)}:keys")
+    except (redis.RedisError, OSError) as error:
+        _unreachable(error)
+        _missed_keys.add(_namespace(store))
+
+
+def keys_generation(store: Any) -> bytes | None:
+    """The store's keys generation now; None when the cache is off or down (then nothing is trusted)."""
     client = _redis()
     if client is None:
         return None
+    key = f"{_namespace(store)}:keys"
     try:
-        found = _command(client, "GET", KEYS_GENERATION)
+        found = _command(client, "GET", key)
         if found is None:
-            _command(client, "SET", KEYS_GENERATION, time.time_ns() // 1000, "NX")
-            found = _command(client, "GET", KEYS_GENERATION)
+            _command(client, "SET", key, time.time_ns() // 1000, "NX")
+            found = _command(client, "GET", key)
         return found
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
@@ -528,9 +562,9 @@ def lookup(
     namespace = _namespace(store)
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
     profile_key = _profile_key_in(namespace, user_id) if user_id is not None else f"{namespace}:p:-"
-    bucket_key, rate, burst = bucket if bucket is not None else ("rl:-", 0, 0)
-    keys = [f"{namespace}:gen", _shopper_key(store, user_id), KEYS_GENERATION, profile_key, bucket_key,
-            IMPRESSIONS_STREAM]  # fmt: skip
+    bucket_key, rate, burst = bucket if bucket is not None else (f"{namespace}:rl:-", 0, 0)
+    keys = [f"{namespace}:gen", _shopper_key(store, user_id), f"{namespace}:keys", profile_key, bucket_key,
+            impressions_stream(shard(store.id))]  # fmt: skip
     args: list[Any] = [
         namespace,
         digest,
@@ -545,7 +579,7 @@ def lookup(
             if impression is not None
             else ("", "", "", "")
         ),
-        IMPRESSIONS_MAX,
+        _SHARD_MAX,
         trusted_keys_generation or "",
     ]
     try:
@@ -604,7 +638,7 @@ def gate(
     client = _redis()
     if client is None:
         return None
-    bucket_key, rate, burst = bucket if bucket is not None else ("rl:-", 0, 0)
+    bucket_key, rate, burst = bucket if bucket is not None else (f"{_namespace(store)}:rl:-", 0, 0)
     quota_key = f"{_namespace(store)}:quota:{quota}:{day}"
     try:
         taken, used = _evalsha(
@@ -630,11 +664,19 @@ def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:
         return None
 
 
-# Every answer served is an impression (outcomes/): appended here, in the answer's own write, and drained
-# into PostgreSQL by a worker. Capped (approximately) so that a stopped drain cannot fill Redis.
-IMPRESSIONS_STREAM = "rc:impressions"
-# about 1 KB each: at most about 500 MB; 50 s of 10,000 answers a second, should the drain stop
+# Every answer served is an impression (outcomes/): appended here, in the answer's own write, to the stream
+# of the store's shard (in the store's slot), and drained into PostgreSQL by a worker. Capped
+# (approximately) so that a stopped drain cannot fill Redis.
+# about 1 KB each: at most about 500 MB in all; 50 s of 10,000 answers a second, should the drain stop
 IMPRESSIONS_MAX = 500_000
+_SHARD_MAX = max(1000, IMPRESSIONS_MAX // SHARDS * 4)  # (a busy shard may hold more than its share)
+
+
+def impressions_stream(shard_number: int) -> str:
+    return f"rc:{{{shard_number}}}:impressions"
+
+
+IMPRESSIONS_STREAMS = [impressions_stream(number) for number in range(SHARDS)]
 
 
 @dataclass(frozen=True)
@@ -648,7 +690,7 @@ class Impression:
 
 def _impression_command(impression: Impression) -> tuple[Any, ...]:
     return (
-        "XADD", IMPRESSIONS_STREAM, "MAXLEN", "~", IMPRESSIONS_MAX, "*",
+        "XADD", impressions_stream(shard(impression.store_id)), "MAXLEN", "~", _SHARD_MAX, "*",
         "r", impression.recommendation_id, "s", impression.store_id, "f", impression.surface,
         "u", impression.user_id, "t", int(time.time() * 1000), "b", impression.body,
     )  # fmt: skip
@@ -678,56 +720,105 @@ def put(
         _unreachable(error)
 
 
+ClaimedId = tuple[str, bytes]  # (stream, entry id)
+_groups_made: set[tuple[str, str]] = set()  # (client url, group) whose groups this process made
+
+
+def _ensure_groups(client: redis.Redis, group: str) -> None:
+    if (_client_url, group) in _groups_made:
+        return
+    pipe = client.pipeline(transaction=False)
+    for stream in IMPRESSIONS_STREAMS:
+        pipe.xgroup_create(stream, group, id="0", mkstream=True)
+    for answer in pipe.execute(raise_on_error=False):
+        if isinstance(answer, Exception) and "BUSYGROUP" not in str(answer):
+            raise answer
+    _groups_made.add((_client_url, group))
+
+
 def impressions_claim(
-    consumer: str, *, count: int, stale_ms: int, group: str = "drain"
-) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """The next impressions for a drainer: first those another drainer read and never acknowledged for
-    `stale_ms` (it died), then new ones. Each stays pending until impressions_ack."""
+    consumer: str, *, count: int, stale_ms: int, group: str = "drain", _again: bool = True
+) -> list[tuple[ClaimedId, dict[bytes, bytes]]]:
+    """The next impressions for a drainer, from every shard's stream that holds some: first those another
+    drainer read and never acknowledged for `stale_ms` (it died), then new ones. Each stays pending until
+    impressions_ack."""
     client = _redis()
     if client is None:
         return []
     try:
-        try:
-            client.xgroup_create(IMPRESSIONS_STREAM, group, id="0", mkstream=True)
-        except redis.ResponseError as error:
-            if "BUSYGROUP" not in str(error):
-                raise
-        claimed: Any = client.xautoclaim(IMPRESSIONS_STREAM, group, consumer, stale_ms, "0-0", count=count)
-        entries = [entry for entry in claimed[1] if entry and entry[1]]
-        if len(entries) < count:
-            fresh: Any = client.xreadgroup(
-                group, consumer, {IMPRESSIONS_STREAM: ">"}, count=count - len(entries)
-            )
+        _ensure_groups(client, group)
+        pipe = client.pipeline(transaction=False)
+        for stream in IMPRESSIONS_STREAMS:
+            pipe.xlen(stream)
+        waiting = [
+            stream for stream, length in zip(IMPRESSIONS_STREAMS, pipe.execute(), strict=True) if length
+        ]
+        entries: list[tuple[ClaimedId, dict[bytes, bytes]]] = []
+        if not waiting:
+            return entries
+        pipe = client.pipeline(transaction=False)
+        for stream in waiting:
+            pipe.xautoclaim(stream, group, consumer, stale_ms, "0-0", count=count)
+        for stream, claimed in zip(waiting, pipe.execute(), strict=True):
+            entries += [
+                ((stream, entry_id), fields) for entry_id, fields in claimed[1] if entry_id and fields
+            ]
+        for stream in waiting:
+            if len(entries) >= count:
+                break
+            fresh: Any = client.xreadgroup(group, consumer, {stream: ">"}, count=count - len(entries))
             for _, stream_entries in fresh or []:
-                entries += stream_entries
-        return entries
+                entries += [((stream, entry_id), fields) for entry_id, fields in stream_entries]
+        return entries  # (the stale ones of several streams may pass `count`: none is left claimed)
+    except redis.ResponseError as error:
+        if "NOGROUP" in str(error) and _again:  # the streams went (a flush): their groups made again
+            _groups_made.clear()
+            return impressions_claim(consumer, count=count, stale_ms=stale_ms, group=group, _again=False)
+        raise
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return []
 
 
-def impressions_ack(ids: list[bytes], *, group: str = "drain") -> None:
-    """Done with these (stored): acknowledged and deleted from the stream."""
+def impressions_ack(ids: list[ClaimedId], *, group: str = "drain") -> None:
+    """Done with these (stored): acknowledged and deleted from their streams."""
     client = _redis()
     if client is None or not ids:
         return
+    by_stream: dict[str, list[bytes]] = {}
+    for stream, entry_id in ids:
+        by_stream.setdefault(stream, []).append(entry_id)
     pipe = client.pipeline(transaction=False)
-    pipe.xack(IMPRESSIONS_STREAM, group, *ids)
-    pipe.xdel(IMPRESSIONS_STREAM, *ids)
+    for stream, entry_ids in by_stream.items():
+        pipe.xack(stream, group, *entry_ids)
+        pipe.xdel(stream, *entry_ids)
     pipe.execute()
 
 
 def impressions_oldest_ms() -> int | None:
-    """When the oldest impression still in the stream (not stored yet) was appended, in ms since the epoch;
-    None when the stream is empty or Redis does not answer (then nothing is known to be waiting)."""
+    """When the oldest impression still in a stream (not stored yet) was appended, in ms since the epoch;
+    None when every stream is empty or Redis does not answer (then nothing is known to be waiting)."""
     client = _redis()
     if client is None:
         return None
     try:
-        first: Any = client.xrange(IMPRESSIONS_STREAM, count=1)
+        pipe = client.pipeline(transaction=False)
+        for stream in IMPRESSIONS_STREAMS:
+            pipe.xrange(stream, count=1)
+        firsts: Any = pipe.execute()
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return None
-    if not first:
-        return None
-    return int(first[0][0].split(b"-")[0])
+    times = [int(first[0][0].split(b"-")[0]) for first in firsts if first]
+    return min(times) if times else None
+
+
+def impressions_clear() -> None:
+    """Every shard's stream emptied (tests and benchmarks: answers they served are not to be stored)."""
+    client = _redis()
+    if client is not None:
+        pipe = client.pipeline(transaction=False)
+        for stream in IMPRESSIONS_STREAMS:  # one key a command: each is in a slot of its own
+            pipe.delete(stream)
+        pipe.execute()
+        _groups_made.clear()

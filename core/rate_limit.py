@@ -63,7 +63,7 @@ def limits(store: Any) -> tuple[int, int]:
 
 
 def bucket_key(api_key: Any) -> str:
-    return f"rl:{api_key.prefix}"
+    return answer_cache.namespaced(api_key.store, f"rl:{api_key.prefix}")  # in the store's slot
 
 
 def bucket_args(api_key: Any) -> tuple[str, int, int] | None:

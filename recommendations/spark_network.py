@@ -47,10 +47,16 @@ def counts_with_spark(catalog: NetworkCatalog, *, master: str | None = None) -> 
 
     try:
         inputs = _stage(fs, folder, catalog, url)
-        spark = session(master or settings.SPARK_MASTER)
+        spark = session(
+            master or settings.SPARK_MASTER, **{"spark.driver.memory": settings.SPARK_DRIVER_MEMORY}
+        )
+
+        def read(name: str) -> pa.Table:
+            return pq.read_table(f"{folder}/results/{name}", filesystem=fs)
+
         try:
             return network_counts(
-                spark, inputs, n_canonical=catalog.n_canonical, n_categories=catalog.n_categories
+                spark, inputs, n_canonical=catalog.n_canonical, n_categories=catalog.n_categories, read=read
             )
         finally:
             spark.stop()  # the JVM's memory goes back (a worker process lives on)
@@ -126,6 +132,7 @@ def _stage(fs: Any, folder: str, catalog: NetworkCatalog, url: Any) -> SparkInpu
         products=url(f"{folder}/products.parquet"),
         weights=url(f"{folder}/weights.parquet"),
         aliases=url(f"{folder}/aliases.parquet"),
+        output=url(f"{folder}/results"),
     )
 
 

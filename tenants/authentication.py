@@ -57,8 +57,9 @@ class ApiKeyAuthentication(BaseAuthentication):
         token = bearer_token(request.META)
         if token is None:
             raise exceptions.AuthenticationFailed("expected the header 'Authorization: Bearer <api key>'")
-        # remembered by this process and trusted while the keys generation holds (one Redis read, no SQL)
-        key = recent_keys.trusted(token)
+        # remembered by this process and trusted while its store's keys generation holds (one Redis read,
+        # no SQL)
+        key, _ = recent_keys.trusted(token)
         if key is None:
             raise exceptions.AuthenticationFailed("the API key is unknown or revoked")
         tenancy.set_store(key.store_id)  # from here on the database shows this store's rows only
@@ -89,9 +90,11 @@ def required_scope(method: str, admin_methods: frozenset[str]) -> str:
 
 
 class _RecentKeys:
-    """Per process: API keys looked up lately (with their store and its settings), each with the keys
-    generation read *before* its lookup. An entry is trusted only while that generation is current, so a
-    revoked key, a changed scope or a deactivated store is never trusted after the change."""
+    """Per process: API keys looked up lately (with their store and its settings), each with its store's
+    keys generation read *before* its lookup. An entry is trusted only while that generation is current,
+    so a revoked key, a changed scope or a deactivated store is never trusted after the change. A key seen
+    for the first time is looked up twice: once to learn its store, whose generation is then read, and
+    again after that read."""
 
     def __init__(self, size: int = 10_000):
         self.size = size
@@ -99,29 +102,42 @@ class _RecentKeys:
         self.lock = threading.Lock()
 
     def get(self, token: str) -> tuple[ApiKey, bytes] | None:
-        """The remembered entry, or the key looked up now with the current generation; the caller checks
-        the generation against the one it reads with its answer (the fast path's single round trip)."""
+        """The remembered entry, or the key looked up now with its store's current generation; the caller
+        checks the generation against the one it reads with its answer (the fast path's single round
+        trip)."""
         digest = hashlib.sha256(token.encode()).digest()
         entry = self.entries.get(digest)
         if entry is not None and entry[0].is_live():  # an expiry moves no generation: checked here
             return entry
-        generation = answer_cache.keys_generation()
-        if generation is None:
-            return None
-        key = self._remember(token, digest, generation)
-        return None if key is None else (key, generation)
+        key, generation = self._first_sight(token, digest)
+        return None if key is None or generation is None else (key, generation)
 
-    def trusted(self, token: str) -> ApiKey | None:
-        """The live key of a token: remembered and still trusted (one Redis read, no SQL), else looked up
-        now. Without the cache (off or down) nothing is remembered: always looked up."""
-        generation = answer_cache.keys_generation()
-        if generation is None:
-            return api_key_get_by_raw_key(raw_key=token)
+    def trusted(self, token: str) -> tuple[ApiKey | None, bytes | None]:
+        """The live key of a token and its store's keys generation: remembered and still trusted (one
+        Redis read, no SQL), else looked up now. Without the cache (off or down) nothing is remembered:
+        always looked up, and the generation is None."""
         digest = hashlib.sha256(token.encode()).digest()
         entry = self.entries.get(digest)
-        if entry is not None and entry[1] == generation and entry[0].is_live():
-            return entry[0]
-        return self._remember(token, digest, generation)
+        if entry is not None:
+            generation = answer_cache.keys_generation(entry[0].store)
+            if generation is None:
+                return api_key_get_by_raw_key(raw_key=token), None
+            if entry[1] == generation and entry[0].is_live():
+                return entry[0], generation
+            return self._remember(token, digest, generation), generation
+        return self._first_sight(token, digest)
+
+    def _first_sight(self, token: str, digest: bytes) -> tuple[ApiKey | None, bytes | None]:
+        """A key not remembered: looked up, its store's generation read, then remembered under it (looked
+        up again). Without the cache: the key, not remembered, and no generation."""
+        key = api_key_get_by_raw_key(raw_key=token)
+        if key is None:
+            self.forget(token)
+            return None, None
+        generation = answer_cache.keys_generation(key.store)
+        if generation is None:
+            return key, None
+        return self._remember(token, digest, generation), generation
 
     def _remember(self, token: str, digest: bytes, generation: bytes) -> ApiKey | None:
         """Look the key up (after `generation` was read) and remember it under that generation."""
@@ -152,8 +168,7 @@ def remembered_key(environ: dict[str, Any], scope: str, *, trusted: bool) -> tup
     if token is None:
         return None
     if trusted:
-        generation = answer_cache.keys_generation()
-        key = recent_keys.trusted(token) if generation is not None else None
+        key, generation = recent_keys.trusted(token)
         entry = None if key is None or generation is None else (key, generation)
     else:
         entry = recent_keys.get(token)

@@ -145,9 +145,7 @@ def empty_impressions_stream() -> Any:
     """Each test starts with no impressions waiting in Redis (earlier tests' answers append to it)."""
     from core import answer_cache
 
-    client = answer_cache._redis()
-    if client is not None:
-        client.delete(answer_cache.IMPRESSIONS_STREAM)
+    answer_cache.impressions_clear()
     yield
 
 

@@ -60,15 +60,17 @@ def test_a_drain_that_died_is_taken_over_and_nothing_is_stored_twice(trained, ap
     answer_cache.put(None, b"", impression=again)
     assert impressions_drain() == 0
     assert Impression.objects.count() == 3
-    assert client.xlen(answer_cache.IMPRESSIONS_STREAM) == 0  # drained entries are deleted
+    stream = answer_cache.impressions_stream(answer_cache.shard(trained.store_id))
+    assert client.xlen(stream) == 0  # drained entries are deleted
 
 
 def test_entries_that_are_not_impressions_are_dropped(db):
     client = answer_cache._redis()
     assert client is not None
-    client.xadd(answer_cache.IMPRESSIONS_STREAM, {"r": "x", "b": "not json"})
+    stream = answer_cache.impressions_stream(7)
+    client.xadd(stream, {"r": "x", "b": "not json"})
     assert impressions_drain() == 0
-    assert client.xlen(answer_cache.IMPRESSIONS_STREAM) == 0
+    assert client.xlen(stream) == 0
 
 
 def test_with_redis_off_answers_are_served_without_impressions(api, settings):

@@ -175,6 +175,8 @@ EVENT_ID_WINDOW_DAYS = int(os.environ.get("EVENT_ID_WINDOW_DAYS") or 30)
 # where the job's inputs are staged (an export of the recent events, the small tables)
 SPARK_MASTER = os.environ.get("SPARK_MASTER") or "local[*]"
 SPARK_STAGING_URL = os.environ.get("SPARK_STAGING_URL") or str(embedded.LOCAL_DIR / "spark")
+# the driver's heap (in local mode the executors' too; the JVM is started with it)
+SPARK_DRIVER_MEMORY = os.environ.get("SPARK_DRIVER_MEMORY") or "4g"
 CELERY_BEAT_SCHEDULE = {
     # each store's own interval (StoreSettings.retrain_interval_hours) decides; this only looks
     "retrain-due-stores": {"task": "recommendations.tasks.schedule_training_task", "schedule": 600.0},

@@ -13,6 +13,7 @@ No Django here: the caller stages the inputs (recommendations/spark_network.py).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ class SparkInputs:
     products: str  # (product_id, canonical, category): category -1 for none
     weights: str  # (store_id, type, weight)
     aliases: str  # (store_id, alias_id, user_id)
+    output: str  # a folder the job writes its results to
 
 
 def session(master: str, app_name: str = "recsys-global", **conf: str) -> Any:
@@ -52,7 +54,16 @@ def session(master: str, app_name: str = "recsys-global", **conf: str) -> Any:
     return builder.getOrCreate()
 
 
-def network_counts(spark: Any, inputs: SparkInputs, *, n_canonical: int, n_categories: int) -> NetworkCounts:
+def network_counts(
+    spark: Any,
+    inputs: SparkInputs,
+    *,
+    n_canonical: int,
+    n_categories: int,
+    read: Callable[[str], Any],
+) -> NetworkCounts:
+    """The counts, computed by Spark and written as Parquet under `inputs.output`; `read(name)` gives
+    back the result `name` ("pairs", "mass", "categories") as an Arrow table."""
     from pyspark.sql import functions as F
 
     columns = ["store_id", "user_id", "product_id", "type"]
@@ -119,13 +130,30 @@ def network_counts(spark: Any, inputs: SparkInputs, *, n_canonical: int, n_categ
         .groupBy(F.col("c.category").alias("row"), F.col("d.category").alias("col"))
         .agg(F.sum(F.col("c.v") * F.col("d.v")).alias("value"))
     )
+    # the results are written where the inputs are (a cluster's driver would not hold them), then read
+    pairs.write.mode("overwrite").parquet(f"{inputs.output}/pairs")
+    mass.write.mode("overwrite").parquet(f"{inputs.output}/mass")
+    category_pairs.write.mode("overwrite").parquet(f"{inputs.output}/categories")
+    known.unpersist()
+    return counts_from_tables(
+        read("pairs"), read("mass"), read("categories"), n_canonical=n_canonical, n_categories=n_categories,
+        events=int(n_events),
+    )  # fmt: skip
+
+
+def counts_from_tables(
+    pairs: Any, mass: Any, categories: Any, *, n_canonical: int, n_categories: int, events: int
+) -> NetworkCounts:
+    """NetworkCounts from the job's three results (Arrow tables): (store_id, row, col, value),
+    (store_id, canonical, value) and (row, col, value)."""
+    pair_rows = {name: pairs.column(name).to_numpy() for name in ("store_id", "row", "col", "value")}
+    mass_rows = {name: mass.column(name).to_numpy() for name in ("store_id", "canonical", "value")}
     own: dict[int, tuple[sp.csr_matrix, np.ndarray]] = {}
-    pair_table = pairs.toArrow() if hasattr(pairs, "toArrow") else None
-    pair_rows = _columns(pair_table, pairs, ["store_id", "row", "col", "value"])
-    mass_rows = _columns(None, mass, ["store_id", "canonical", "value"])
-    stores = np.union1d(pair_rows["store_id"], mass_rows["store_id"]).astype(np.int64)
-    for store in stores:
-        mine = pair_rows["store_id"] == store
+    pair_order = np.argsort(pair_rows["store_id"], kind="stable")
+    mass_order = np.argsort(mass_rows["store_id"], kind="stable")
+    pair_stores, mass_stores = pair_rows["store_id"][pair_order], mass_rows["store_id"][mass_order]
+    for store in np.union1d(pair_stores, mass_stores).astype(np.int64):
+        mine = pair_order[np.searchsorted(pair_stores, store) : np.searchsorted(pair_stores, store, "right")]
         counts = sp.csr_matrix(
             (
                 pair_rows["value"][mine].astype(np.float32),
@@ -134,28 +162,19 @@ def network_counts(spark: Any, inputs: SparkInputs, *, n_canonical: int, n_categ
             shape=(n_canonical, n_canonical),
             dtype=np.float32,
         )
+        here = mass_order[np.searchsorted(mass_stores, store) : np.searchsorted(mass_stores, store, "right")]
         store_mass = np.zeros(n_canonical, dtype=np.float32)
-        here = mass_rows["store_id"] == store
         store_mass[mass_rows["canonical"][here].astype(np.int64)] = mass_rows["value"][here]
         own[int(store)] = (counts, store_mass)
-    category_rows = _columns(None, category_pairs, ["row", "col", "value"])
     category_total = sp.csr_matrix(
         (
-            category_rows["value"].astype(np.float32),
-            (category_rows["row"].astype(np.int64), category_rows["col"].astype(np.int64)),
+            categories.column("value").to_numpy().astype(np.float32),
+            (
+                categories.column("row").to_numpy().astype(np.int64),
+                categories.column("col").to_numpy().astype(np.int64),
+            ),
         ),
         shape=(n_categories, n_categories),
         dtype=np.float32,
     )
-    known.unpersist()
-    return NetworkCounts(own=own, categories=category_total, events=int(n_events))
-
-
-def _columns(table: Any, frame: Any, names: list[str]) -> dict[str, np.ndarray]:
-    """A result's columns as numpy arrays (through Arrow where Spark offers it)."""
-    if table is None:
-        table = frame.toArrow() if hasattr(frame, "toArrow") else None
-    if table is not None:
-        return {name: table.column(name).to_numpy() for name in names}
-    rows = frame.collect()
-    return {name: np.array([row[name] for row in rows]) for name in names}
+    return NetworkCounts(own=own, categories=category_total, events=events)
