@@ -48,6 +48,8 @@ import redis
 from django.conf import settings
 from django.db import transaction
 from hiredis import pack_command
+from redis.cluster import RedisCluster
+from redis.exceptions import AskError, MovedError
 
 logger = logging.getLogger(__name__)
 TTL_SECONDS = 300  # since the answer was last read (the generations keep it right, not the TTL)
@@ -62,7 +64,7 @@ PROFILE_EVENTS = 200  # a profile's latest events: what for-user reads of a hist
 PROFILE_TTL_SECONDS = 3600  # since the profile was rebuilt: bounds what a missed append can cost
 UNREACHABLE_BACKOFF_SECONDS = 5.0
 
-_client: redis.Redis | None = None
+_client: Any = None  # redis.Redis, or RedisCluster (ANSWER_CACHE_CLUSTER)
 _client_url = ""
 _fetch: Any = None
 _profile_store: Any = None
@@ -249,9 +251,15 @@ def _redis() -> redis.Redis | None:
     if _unreachable_until and time.monotonic() < _unreachable_until:
         return None
     if _client is None:
-        _client = redis.Redis.from_url(
-            settings.ANSWER_CACHE_URL, socket_timeout=0.2, socket_connect_timeout=0.2
-        )
+        options = {"socket_timeout": 0.2, "socket_connect_timeout": 0.2}
+        if settings.ANSWER_CACHE_CLUSTER:
+            try:
+                _client = RedisCluster.from_url(settings.ANSWER_CACHE_URL, **options)
+            except (redis.RedisError, OSError) as error:
+                _unreachable(error)
+                return None
+        else:
+            _client = redis.Redis.from_url(settings.ANSWER_CACHE_URL, **options)
         _fetch = _client.register_script(_FETCH_SCRIPT)
         _profile_store = _client.register_script(_PROFILE_STORE_SCRIPT)
         _append = _client.register_script(_APPEND_SCRIPT)
@@ -497,14 +505,35 @@ MISS = Lookup(None, None, None, None)
 _local = threading.local()
 
 
-def _connection(client: redis.Redis) -> Any:
+def _connection(client: Any, key: str | bytes | None = None) -> Any:
     """This thread's own connection, kept open: lookups and stores are on every cached request, and the
-    pool's checkout and retry machinery cost as much CPU as the round trip itself."""
+    pool's checkout and retry machinery cost as much CPU as the round trip itself. On a Redis Cluster, one
+    per node: the node that holds `key`'s slot (any node for a command without a key)."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key) if key is not None else client.get_default_node()
+        connections = getattr(_local, "cluster_connections", None)
+        if connections is None or getattr(_local, "cluster_client", None) is not client:
+            connections = _local.cluster_connections = {}
+            _local.cluster_client = client
+        connection = connections.get(node.name)
+        if connection is None:
+            connection = connections[node.name] = node.redis_connection.connection_pool.make_connection()
+        return connection
     connection = getattr(_local, "connection", None)
     if connection is None or _local.client is not client:
         connection = client.connection_pool.make_connection()
         _local.client, _local.connection = client, connection
     return connection
+
+
+def _routing_key(args: tuple[Any, ...]) -> Any:
+    """The key a command is routed by on a cluster: a script's first key, else its first argument."""
+    name = str(args[0]).upper()
+    if name in ("EVALSHA", "EVAL"):
+        return args[3] if int(args[2]) > 0 else None
+    if name in ("PING", "SCRIPT", "CLIENT", "INFO"):
+        return None
+    return args[1] if len(args) > 1 else None
 
 
 def _packed(*commands: tuple[Any, ...]) -> bytes:
@@ -513,14 +542,21 @@ def _packed(*commands: tuple[Any, ...]) -> bytes:
     return b"".join(pack_command(command) for command in commands)
 
 
-def _command(client: redis.Redis, *args: Any) -> Any:
-    connection = _connection(client)
+def _command(client: Any, *args: Any) -> Any:
+    key = _routing_key(args) if isinstance(client, RedisCluster) else None
+    connection = _connection(client, key)
     try:
         connection.send_packed_command([_packed(args)])
         return connection.read_response()
     except (redis.ConnectionError, redis.TimeoutError):
         connection.disconnect()  # reconnects on the next command (an error reply leaves it usable)
         raise
+    except (MovedError, AskError):  # the cluster moved the slot: learn its layout again, then once more
+        client.nodes_manager.initialize()
+        _local.cluster_connections = {}
+        connection = _connection(client, key)
+        connection.send_packed_command([_packed(args)])
+        return connection.read_response()
 
 
 def _evalsha(client: redis.Redis, keys: list[str], args: list[Any], script: Any = None) -> Any:
@@ -712,7 +748,9 @@ def put(
         commands += [("CLIENT", "REPLY", "SKIP"), ("SET", key, body, "EX", ttl)]
     if impression is not None:
         commands += [("CLIENT", "REPLY", "SKIP"), _impression_command(impression)]
-    connection = _connection(client)
+    # the answer and the impression's stream are in the store's slot: one node of a cluster
+    route = key if key is not None or impression is None else impressions_stream(shard(impression.store_id))
+    connection = _connection(client, route)
     try:
         connection.send_packed_command([_packed(*commands)])
     except (redis.RedisError, OSError) as error:  # a cache that is down only costs speed

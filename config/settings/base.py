@@ -138,6 +138,8 @@ ANSWER_CACHE_URL = os.environ.get(
     "ANSWER_CACHE_URL",
     CELERY_BROKER_URL.replace("redis+socket://", "unix://") if CELERY_BROKER_URL.startswith("redis") else "",
 )
+# "1": ANSWER_CACHE_URL is a node of a Redis Cluster (its keys are hash-tagged by store shard)
+ANSWER_CACHE_CLUSTER = os.environ.get("ANSWER_CACHE_CLUSTER", "0") == "1"
 CELERY_RESULT_BACKEND = None  # task state lives in TrainingRun rows, never in a result backend
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
