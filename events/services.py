@@ -308,15 +308,15 @@ def _store_events(
     rows = _event_rows(store, events, product_ids)
     keyed = any(event.event_id is not None for event in events)
     if len(rows) <= SMALL_BATCH:
-        values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
         params = [value for row in rows for value in row]
-        if not keyed:
+        if not keyed:  # (plain VALUES: the target's columns type them; a subquery costs planning)
             cursor.execute(
-                f"INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM (VALUES {values}) AS b "
+                f"INSERT INTO events_event ({_COLUMNS}, received_at) VALUES {','.join([_ROW] * len(rows))} "
                 f"RETURNING {_RETURNED}",
                 params,
             )
         else:
+            values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
             cursor.execute(
                 f"WITH batch ({_COLUMNS}, received_at) AS (VALUES {values}), "
                 "keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
