@@ -208,6 +208,12 @@ def global_model_train(
         settings_by_store,
     )  # fmt: skip
     if engine == "spark":
+        try:
+            import pyspark  # noqa: F401
+        except ImportError as error:
+            raise ApiError(
+                "spark_missing", "the Spark engine needs pyspark (pip install 'recsys[spark]') and Java 17+"
+            ) from error
         from recommendations.spark_network import counts_with_spark
 
         counts = counts_with_spark(catalog, master=spark_master)

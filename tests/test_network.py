@@ -267,3 +267,14 @@ def test_an_unreadable_slice_leaves_the_store_to_train_on_its_own(db):
     model = train_store(small)
     assert "global_share" not in model.parameters
     assert small.api.get("/api/v1/products/small0/related").json()["source"] == "store-model:v1"
+
+
+def test_the_spark_engine_without_pyspark_says_what_to_install(db, monkeypatch):
+    import sys
+
+    import pytest
+    from django.core.management.base import CommandError
+
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as where it is not installed
+    with pytest.raises(CommandError, match=r"pip install 'recsys\[spark\]'"):
+        call_command("train_global", "--engine", "spark", stdout=StringIO())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from core.errors import ApiError
 from recommendations.network import ENGINES, global_model_train
 
 
@@ -25,11 +26,14 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        result = global_model_train(
-            progress=lambda message: self.stdout.write(f"  {message}"),
-            engine=options["engine"],
-            spark_master=options["master"],
-        )
+        try:
+            result = global_model_train(
+                progress=lambda message: self.stdout.write(f"  {message}"),
+                engine=options["engine"],
+                spark_master=options["master"],
+            )
+        except ApiError as error:
+            raise CommandError(error.message) from error
         self.stdout.write(
             f"global model v{result.version}: {result.products} products of {result.stores} sharing stores, "
             f"{result.events} events, {result.merged_groups} products matched across stores, "
