@@ -36,3 +36,32 @@ def django_setup() -> None:
     from core import tenancy
 
     tenancy.enter(tenancy.ALL)
+
+
+def process_stats() -> dict[int, list[str]]:
+    """Every process's /proc/<pid>/stat fields after its name (Linux): [state, ppid, ...]."""
+    from pathlib import Path
+
+    stats: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stats[int(entry.name)] = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+    return stats
+
+
+def process_tree(root_pid: int, stats: dict[int, list[str]]) -> set[int]:
+    """`root_pid` and all its descendants, from process_stats()."""
+    children: dict[int, list[int]] = {}
+    for pid, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(pid)
+    tree, stack = set(), [root_pid]
+    while stack:
+        pid = stack.pop()
+        if pid not in tree:
+            tree.add(pid)
+            stack.extend(children.get(pid, []))
+    return tree

@@ -354,26 +354,12 @@ def drive_wrk_steps(
 def cpu_seconds(root_pid: int) -> tuple[float, float]:
     """(CPU seconds of the process tree under `root_pid`, CPU seconds of the whole machine), both busy
     time so far: the server's share and everyone's (PostgreSQL, Redis, the clients)."""
+    from bench_env import process_stats, process_tree
+
     ticks = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    busy: dict[int, float] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(fields[1])
-        busy[int(entry.name)] = (int(fields[11]) + int(fields[12])) / ticks
-    tree = {root_pid}
-    changed = True
-    while changed:
-        changed = False
-        for pid, parent in parents.items():
-            if parent in tree and pid not in tree:
-                tree.add(pid)
-                changed = True
+    stats = process_stats()
+    busy = {pid: (int(fields[11]) + int(fields[12])) / ticks for pid, fields in stats.items()}
+    tree = process_tree(root_pid, stats)
     machine = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     machine_busy = (sum(machine) - machine[3] - machine[4]) / ticks
     return sum(busy.get(pid, 0.0) for pid in tree), machine_busy
