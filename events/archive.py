@@ -60,6 +60,10 @@ SCHEMA = pa.schema(
     ]
 )
 _SELECT = ", ".join(COLUMNS)
+# Held by each archiving transaction (a month of a store, or a month whole) from its read of PostgreSQL to
+# its commit, and by a shopper's erasure while it rewrites the files: the erasure, which deleted the
+# shopper's rows first, then sees every file a transaction that read them has written.
+_WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('recsys_event_archive_write'))"
 CHUNK_ROWS = 100_000  # rows a Parquet row group holds (and the most held in memory at once)
 
 
@@ -252,6 +256,7 @@ def archive_due(*, now: datetime | None = None) -> ArchiveReport:
                 written = (report.files_written, report.rows_archived)
                 try:
                     with transaction.atomic():
+                        _lock_writes()
                         expected = sum(_write_store_month(s, part, delete=False, report=report) for s in due)
                         # refused (an error: all of it rolls back) when the partition holds other rows
                         partitions.drop(part.name, expected_rows=expected)
@@ -267,11 +272,17 @@ def archive_due(*, now: datetime | None = None) -> ArchiveReport:
             else:
                 for store in due:
                     with transaction.atomic():
+                        _lock_writes()
                         _write_store_month(store, part, delete=True, report=report)
             report.stores_archived += len(due)
             logger.info("archived %s: %d stores", part.name, len(due))
         report.keys_pruned = _prune_keys(now)
     return report
+
+
+def _lock_writes() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(_WRITE_LOCK)
 
 
 @contextmanager
@@ -369,6 +380,12 @@ def read_archived(
 def shopper_erase(store_id: int, identities: list[str]) -> int:
     """Rewrite every archived file of the store that holds one of these shoppers' events without them;
     answers the rows removed. Safe to run twice (a file is replaced only after its rewrite is written)."""
+    with transaction.atomic():
+        _lock_writes()  # after an archiving transaction that read the rows, with its file in the manifest
+        return _shopper_rewrite(store_id, identities)
+
+
+def _shopper_rewrite(store_id: int, identities: list[str]) -> int:
     fs, _ = _filesystem()
     removed = 0
     wanted = pa.array(identities, type=pa.string())

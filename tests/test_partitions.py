@@ -4,6 +4,7 @@ the archive, and erasure and export reaching it."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -323,3 +324,34 @@ def test_an_event_arriving_while_a_month_is_archived_keeps_the_month_for_the_nex
     again = events_maintain()
     assert again["rows_archived"] == 4  # March: ann's two, bob's and cy's
     assert "events_event_p201403" not in partition_names()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shopper_s_erasure_waits_for_an_archiving_transaction_in_flight():
+    """An archiving transaction may have read the shopper's rows before their deletion committed: the
+    erasure rewrites the files only once that transaction has committed its file to the manifest."""
+    import threading
+
+    from django.db import connections, transaction
+
+    holding, released = threading.Event(), threading.Event()
+
+    def archiving() -> None:
+        try:
+            with transaction.atomic(), connections["default"].cursor() as cursor:
+                cursor.execute(archive._WRITE_LOCK)
+                holding.set()
+                released.wait(10)
+                time.sleep(0.6)
+        finally:
+            connections.close_all()
+
+    thread = threading.Thread(target=archiving)
+    thread.start()
+    assert holding.wait(10)
+    began = time.monotonic()
+    released.set()
+    archive.shopper_erase(1, ["nobody"])
+    waited = time.monotonic() - began
+    thread.join(10)
+    assert waited >= 0.5
