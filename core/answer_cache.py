@@ -442,32 +442,29 @@ def profile_store(store: Any, user_id: str, generation: bytes, entries: list[Pro
 def keys_changed(store: Any) -> None:
     """The store's API keys, the store or its settings changed: processes must look its keys up again
     before trusting them."""
-    client = _redis()
-    if client is None:
-        if settings.ANSWER_CACHE_URL:
-            _missed_keys.add(_namespace(store))
-        return
-    try:
-        _advance(keys=[f"{_namespace(store)}:keys"], client=client)
-    except (redis.RedisError, OSError) as error:
-        _unreachable(error)
-        _missed_keys.add(_namespace(store))
-        logger.warning("answer cache unreachable; could not bump the keys generation of %s", store.id)
+    _keys_generation_move(store, lambda client, key: _advance(keys=[key], client=client))
 
 
 def keys_forget(store: Any) -> None:
     """A store erased: its keys generation deleted (a later lookup starts one again, never equal to an
-    earlier one); a Redis that does not answer gets a bump instead, when it answers again."""
+    earlier one)."""
+    _keys_generation_move(store, lambda client, key: _command(client, "DEL", key))
+
+
+def _keys_generation_move(store: Any, move: Callable[[Any, str], Any]) -> None:
+    """Move the store's keys generation on; a Redis that does not answer gets a bump when it answers
+    again."""
     client = _redis()
     if client is None:
         if settings.ANSWER_CACHE_URL:
             _missed_keys.add(_namespace(store))
         return
     try:
-        _command(client, "DEL", f"{_namespace(store)}:keys")
+        move(client, f"{_namespace(store)}:keys")
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         _missed_keys.add(_namespace(store))
+        logger.warning("answer cache unreachable; could not move the keys generation of %s", store.id)
 
 
 def keys_generation(store: Any) -> bytes | None:

@@ -115,11 +115,7 @@ class _FileWriter:
     def _flush(self) -> None:
         if not self.buffer:
             return
-        columns = list(zip(*self.buffer, strict=True))
-        table = pa.Table.from_arrays(
-            [pa.array(values, type=field.type) for values, field in zip(columns, SCHEMA, strict=True)],
-            schema=SCHEMA,
-        )
+        table = arrow_table(self.buffer, SCHEMA)
         ids = table.column("id")
         low, high = pc.min(ids).as_py(), pc.max(ids).as_py()
         self.first_id = low if self.first_id is None else min(self.first_id, low)
@@ -149,16 +145,71 @@ class _FileWriter:
                 self.fs.rm(self.tmp)
 
 
-def _copy_rows(query: str, params: list[Any]) -> Iterator[tuple]:
-    """The rows of `COPY (query) TO STDOUT`, streamed (binary, typed as COLUMNS)."""
-    with connection.cursor() as cursor:
-        raw = cursor.cursor
-        with raw.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as copy:
-            copy.set_types(
-                ["int8", "text", "text", "int8", "int2", "int4", "numeric", "float8", "int2",
-                 "timestamptz", "text", "text", "timestamptz"]
-            )  # fmt: skip
-            yield from copy.rows()
+COPY_TYPES = [
+    "int8",
+    "text",
+    "text",
+    "int8",
+    "int2",
+    "int4",
+    "numeric",
+    "float8",
+    "int2",
+    "timestamptz",
+    "text",
+    "text",
+    "timestamptz",
+]  # fmt: skip  (COLUMNS as COPY's binary format gives them)
+
+
+def _copy_rows(query: str, params: list[Any], types: list[str]) -> Iterator[tuple]:
+    """The rows of `COPY (query) TO STDOUT`, streamed (binary, of these types)."""
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT BINARY)", params) as copy,
+    ):
+        copy.set_types(types)
+        yield from copy.rows()
+
+
+def arrow_table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    """Rows (tuples in the schema's column order) as an Arrow table."""
+    columns: list[Any] = list(zip(*rows, strict=True)) if rows else [[] for _ in schema]
+    return pa.Table.from_arrays(
+        [pa.array(values, type=field.type) for values, field in zip(columns, schema, strict=True)],
+        schema=schema,
+    )
+
+
+EXPORT_SCHEMA = pa.schema(
+    [("store_id", pa.int64()), ("user_id", pa.string()), ("product_id", pa.int64()), ("type", pa.int32())]
+)
+
+
+def export_events(fs: Any, folder: str, store_ids: list[int]) -> list[str]:
+    """These stores' events still in PostgreSQL as Parquet files under `folder` (fsspec), CHUNK_ROWS x 5
+    a file, streamed (COPY, binary): what a job outside the database (the global model on Spark) reads
+    beside the archive. Answers the files' paths."""
+    fs.makedirs(folder, exist_ok=True)
+    paths: list[str] = []
+    buffer: list[tuple] = []
+
+    def flush() -> None:
+        if buffer:
+            path = f"{folder}/part-{len(paths):05d}.parquet"
+            with fs.open(path, "wb") as handle:
+                pq.write_table(arrow_table(buffer, EXPORT_SCHEMA), handle)
+            paths.append(path)
+            buffer.clear()
+
+    if store_ids:
+        query = "SELECT store_id, user_id, product_id, type FROM events_event WHERE store_id = ANY(%s)"
+        for row in _copy_rows(query, [store_ids], ["int8", "text", "int8", "int2"]):
+            buffer.append(row)
+            if len(buffer) >= 5 * CHUNK_ROWS:
+                flush()
+        flush()
+    return paths
 
 
 def _write_store_month(
@@ -177,7 +228,7 @@ def _write_store_month(
         else f"SELECT {_SELECT} FROM events_event WHERE {where} ORDER BY id"
     )
     try:
-        for row in _copy_rows(query, params):
+        for row in _copy_rows(query, params, COPY_TYPES):
             writer.add(row)
         path = writer.close()
     except BaseException:

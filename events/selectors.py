@@ -363,7 +363,16 @@ def events_of_recent_shoppers(*, store: Store, since: datetime, history: int) ->
 TRAINING_COLUMNS = ("user_id", "product_id", "type", "t", "session_id")
 
 
-def training_events(*, store: Store, since: datetime | None) -> pa.Table:
+def store_aliases(*, store_ids: list[int]) -> list[tuple[int, str, str]]:
+    """(store id, alias id, user id) of every alias of these stores: what training resolves events by."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT store_id, alias_id, user_id FROM events_useralias WHERE store_id = ANY(%s)", [store_ids]
+        )
+        return cursor.fetchall()
+
+
+def training_events(*, store_id: int, since: datetime | None) -> pa.Table:
     """Every event of the store (at `since` or later) as Arrow columns: user_id, product_id, type,
     t (epoch seconds) and session_id; from PostgreSQL (the partitions the window reaches) and from the
     archive. Read as one COPY of CSV, spooled to a temporary file and parsed by Arrow: no Python object per
@@ -372,7 +381,7 @@ def training_events(*, store: Store, since: datetime | None) -> pa.Table:
         "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "
         "FROM events_event WHERE store_id = %s" + ("" if since is None else " AND timestamp >= %s")
     )
-    params: list[Any] = [store.id] if since is None else [store.id, since]
+    params: list[Any] = [store_id] if since is None else [store_id, since]
     with tempfile.TemporaryFile() as spool, connection.cursor() as cursor:
         with cursor.cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT CSV)", params) as copy:
             for chunk in copy:
@@ -399,7 +408,7 @@ def training_events(*, store: Store, since: datetime | None) -> pa.Table:
         else:
             table = _empty_training_table()
     archived = archive.read_archived(
-        store_id=store.id, columns=["user_id", "product_id", "type", "timestamp", "session_id"], since=since
+        store_id=store_id, columns=["user_id", "product_id", "type", "timestamp", "session_id"], since=since
     )
     if archived.num_rows:
         seconds = pc.divide(pc.cast(pc.cast(archived.column("timestamp"), pa.int64()), pa.float64()), 1e6)

@@ -21,7 +21,7 @@ from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import unscoped_product_network_vectors_write
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
-from events.archive import read_archived
+from events.selectors import store_aliases, training_events
 from recommendations.artifacts import ArtifactError, artifact_dump, artifact_load
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex
@@ -85,28 +85,21 @@ def _sharing_lessons() -> list[bytes]:
 
 
 def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(user codes, product ids, weights) of one store's events, its archived ones included; aliases
-    resolved to their user."""
+    """(user codes, product ids, weights) of one store's events, its archived ones included (as training
+    reads them); aliases resolved to their user."""
     type_weight = event_type_weights(event_weights)
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT user_id, product_id, type FROM events_event WHERE store_id = %s", [store_id])
-        rows = cursor.fetchall()
-        cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store_id])
-        canonical = dict(cursor.fetchall())
-    archived = read_archived(store_id=store_id, columns=["user_id", "product_id", "type"])
-    if archived.num_rows:
-        rows += zip(
-            archived.column("user_id").to_pylist(),
-            archived.column("product_id").to_pylist(),
-            archived.column("type").to_pylist(),
-            strict=True,
-        )
-    if not rows:
+    events = training_events(store_id=store_id, since=None)
+    if not len(events):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    users_raw, products, types = zip(*rows, strict=True)
+    canonical = {alias: user for _, alias, user in store_aliases(store_ids=[store_id])}
+    users_raw = events.column("user_id").to_pylist()
     users = np.array([canonical.get(user, user) for user in users_raw], dtype=object).astype(str)
     _, user_codes = np.unique(users, return_inverse=True)
-    return user_codes, np.array(products, dtype=np.int64), type_weight[np.array(types, dtype=np.int64)]
+    return (
+        user_codes,
+        events.column("product_id").to_numpy().astype(np.int64),
+        type_weight[events.column("type").to_numpy().astype(np.int64)],
+    )
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
-from events.selectors import training_events
+from events.selectors import store_aliases, training_events
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import CategoryCompatibility, bought_together
 from recommendations.engine.coldstart import ContentToBehaviour
@@ -321,10 +321,9 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         if settings.training_window_days
         else None
     )
-    events = training_events(store=store, since=since)
+    events = training_events(store_id=store.id, since=since)
+    canonical = {alias: user for _, alias, user in store_aliases(store_ids=[store.id])}
     with connection.cursor() as cursor:
-        cursor.execute("SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s", [store.id])
-        canonical = dict(cursor.fetchall())
         cursor.execute(
             "SELECT id, title, description, category_path, brand, attributes, price, embedding "
             "FROM catalog_product "
