@@ -20,6 +20,7 @@ import time
 
 import numpy as np
 import orjson
+from bench_env import train_and_serve  # noqa: E402 - (on the path once serve is imported)
 
 # (bench/serve.py sets up the bench's environment as it is imported: the recsys_bench database, the
 # limits its servers run under, the project on the path)
@@ -54,8 +55,6 @@ def prepare(retrain: bool) -> tuple[object, str, dict[str, str]]:
 
     from catalog.services import product_bulk_upsert
     from events.services import event_ingest
-    from recommendations.models import TrainedModel, TrainingRun
-    from recommendations.services import trained_model_activate, training_run_execute
     from tenants.models import Store
     from tenants.services import api_key_issue, store_create
 
@@ -71,15 +70,11 @@ def prepare(retrain: bool) -> tuple[object, str, dict[str, str]]:
             event_ingest(store=store, payload=events[start : start + 10_000])
             print(f"  events {min(start + 10_000, len(events)):,} of {len(events):,}", flush=True)
         print(f"built the store in {time.perf_counter() - started:.0f} s", flush=True)
-    if retrain or not TrainedModel.objects.filter(store=store, is_active=True).exists():
-        started = time.perf_counter()
-        run = TrainingRun.objects.create(store=store, trigger="bench")
-        training_run_execute(run_id=run.id)
-        run.refresh_from_db()
+    started = time.perf_counter()
+    run = train_and_serve(store, retrain=retrain)
+    if run is not None:
         print(f"trained in {time.perf_counter() - started:.0f} s: {run.message}; "
               f"ranking stage: {run.metrics.get('ranker')}", flush=True)  # fmt: skip
-        if run.model is not None and not run.model.is_active:
-            trained_model_activate(store=store, version=run.model.version)
     return store, api_key_issue(store=store, name="bench").raw_key, targets
 
 

@@ -65,3 +65,20 @@ def process_tree(root_pid: int, stats: dict[int, list[str]]) -> set[int]:
             tree.add(pid)
             stack.extend(children.get(pid, []))
     return tree
+
+
+def train_and_serve(store, *, retrain: bool):  # noqa: ANN001, ANN201 - a Store; its TrainingRun or None
+    """Train the store when asked or when no version is active, and serve the new version even below
+    the activation gate (a bench's own newest events fill the hold-out of a retrain). None when an active
+    version is kept."""
+    from recommendations.models import TrainedModel, TrainingRun
+    from recommendations.services import trained_model_activate, training_run_execute
+
+    if not retrain and TrainedModel.objects.filter(store=store, is_active=True).exists():
+        return None
+    run = TrainingRun.objects.create(store=store, trigger="bench")
+    training_run_execute(run_id=run.id)
+    run.refresh_from_db()
+    if run.model is not None and not run.model.is_active:
+        trained_model_activate(store=store, version=run.model.version)
+    return run

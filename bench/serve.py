@@ -42,7 +42,7 @@ from typing import Any
 
 import numpy as np
 import wrk
-from bench_env import BENCH_LIMITS, clear_impressions
+from bench_env import BENCH_LIMITS, clear_impressions, process_stats, process_tree, train_and_serve
 
 for _name, _value in BENCH_LIMITS.items():  # this process stores events through the services too
     os.environ.setdefault(_name, _value)
@@ -101,8 +101,6 @@ def prepare(products: int, events: int, retrain: bool, dataset: str = "generated
 
     from catalog.services import product_bulk_upsert
     from events.services import event_ingest
-    from recommendations.models import TrainedModel, TrainingRun
-    from recommendations.services import trained_model_activate, training_run_execute
     from tenants.models import Store
     from tenants.services import api_key_issue, store_create
 
@@ -135,16 +133,10 @@ def prepare(products: int, events: int, retrain: bool, dataset: str = "generated
         for start in range(0, len(generated), 10_000):
             event_ingest(store=store, payload=generated[start : start + 10_000])
         print(f"built the store in {time.perf_counter() - started:.0f} s", flush=True)
-    if retrain or not TrainedModel.objects.filter(store=store, is_active=True).exists():
-        run = TrainingRun.objects.create(store=store, trigger="bench")
-        training_run_execute(run_id=run.id)
-        run.refresh_from_db()
+    run = train_and_serve(store, retrain=retrain)
+    if run is not None:
         print(f"trained: {run.message}; {run.metrics.get('seconds_by_phase')}; "
               f"ranking stage: {run.metrics.get('ranker')}", flush=True)  # fmt: skip
-        # the bench's own posted events (the storefront loop, the visibility check) are the newest, so they
-        # fill the hold-out of a retrain and its NDCG falls below the gate: serve the new version anyway
-        if run.model is not None and not run.model.is_active:
-            trained_model_activate(store=store, version=run.model.version)
     key = api_key_issue(store=store, name="bench").raw_key
     return key, store.id
 
@@ -354,7 +346,6 @@ def drive_wrk_steps(
 def cpu_seconds(root_pid: int) -> tuple[float, float]:
     """(CPU seconds of the process tree under `root_pid`, CPU seconds of the whole machine), both busy
     time so far: the server's share and everyone's (PostgreSQL, Redis, the clients)."""
-    from bench_env import process_stats, process_tree
 
     ticks = os.sysconf("SC_CLK_TCK")
     stats = process_stats()
