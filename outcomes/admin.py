@@ -63,9 +63,7 @@ class ExperimentAdmin(ReadOnlyAdmin):
         )
         head = "<tr><th>variant</th><th>shoppers</th><th>impressions</th><th>clicks</th><th>CTR [95%]</th>"
         head += "<th>lift</th><th>p (always valid)</th><th>purchases / revenue</th></tr>"
-        return format_html(
-            "<table>{}{}</table><p>{}</p>", format_html(head), rows, found["verdict"]["message"]
-        )
+        return format_html("<table>" + head + "{}</table><p>{}</p>", rows, found["verdict"]["message"])
 
     @admin.action(description="Stop the selected experiments")
     def stop(self, request: HttpRequest, queryset: QuerySet[Experiment]) -> None:

@@ -5,6 +5,7 @@ store's keys erased from every node."""
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import time
@@ -30,34 +31,49 @@ pytestmark = [
 ]
 
 
-def _free_port() -> int:
+def _free(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Ports for cluster nodes: a node also listens on its port + 10,000 (the cluster bus), so the port must
+    be at most 55,535 (an ephemeral port from the kernel often is not) and both must be free."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(20000, 30000)
+        if port not in ports and _free(port) and _free(port + 10000):
+            ports.append(port)
+    return ports
 
 
 @pytest.fixture
 def cluster(tmp_path: Any, settings: Any, monkeypatch: Any) -> Any:
-    ports, processes = [_free_port() for _ in range(3)], []
+    ports, processes, logs = _cluster_ports(3), [], []
     try:
         for port in ports:
             folder = tmp_path / str(port)
             folder.mkdir()
+            logs.append(folder / "redis.log")
             processes.append(subprocess.Popen(
                 [str(BIN / "redis-server"), "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled",
                  "yes", "--cluster-config-file", str(folder / "nodes.conf"), "--dir", str(folder),
-                 "--save", "", "--appendonly", "no"],
+                 "--save", "", "--appendonly", "no", "--logfile", str(logs[-1])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             ))  # fmt: skip
-        for port in ports:
-            _wait(lambda port=port: redis.Redis(host="127.0.0.1", port=port).ping())
+        for port, log in zip(ports, logs, strict=True):
+            _wait(lambda port=port: redis.Redis(host="127.0.0.1", port=port).ping(), log)
         subprocess.run(
             [str(BIN / "redis-cli"), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
              "--cluster-replicas", "0", "--cluster-yes"],
             check=True, capture_output=True, timeout=60,
         )  # fmt: skip
-        for port in ports:
-            _wait(lambda port=port: _cluster_ok(port))
+        for port, log in zip(ports, logs, strict=True):
+            _wait(lambda port=port: _cluster_ok(port), log)
         settings.ANSWER_CACHE_URL = f"redis://127.0.0.1:{ports[0]}/0"
         settings.ANSWER_CACHE_CLUSTER = True
         client = answer_cache._redis()
@@ -77,7 +93,7 @@ def _cluster_ok(port: int) -> bool:
     return b"cluster_state:ok" in info
 
 
-def _wait(ready: Any, seconds: float = 20) -> None:
+def _wait(ready: Any, log: Path, seconds: float = 20) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -86,7 +102,8 @@ def _wait(ready: Any, seconds: float = 20) -> None:
         except redis.RedisError:
             pass
         if time.monotonic() > deadline:
-            raise TimeoutError("the Redis cluster did not come up")
+            said = log.read_text()[-2000:] if log.exists() else "(no log)"
+            raise TimeoutError(f"the Redis cluster did not come up; the node's log ends:\n{said}")
         time.sleep(0.1)
 
 
