@@ -138,6 +138,16 @@ def grid(**options: Iterable) -> list[dict]:
     return [dict(zip(names, values, strict=True)) for values in itertools.product(*options.values())]
 
 
+def apply_setting(model: Any, setting: dict) -> None:
+    """Set scoring weights that need no refit on a fitted model (sequence_weight recombines its
+    neighbours): the same model as one fitted with them."""
+    for name, value in setting.items():
+        if name == "sequence_weight":
+            model.set_sequence_weight(value)
+        else:
+            setattr(model, name, value)
+
+
 def tune(
     make_model: Callable[..., Any],
     holdout: HoldOut,
@@ -147,17 +157,16 @@ def tune(
     k: int = 10,
     exclude_seen: bool = True,
     max_users: int | None = 5000,
+    fitted: Any = None,
 ) -> tuple[dict, Metrics, list[tuple[dict, Metrics]]]:
-    """Fit once on the hold-out's train part, then try each setting of the scoring weights (which need
-    no refit: history_decay, repeat_weight, popularity_weight, sequence_weight). Best by NDCG@k."""
-    model = make_model(**fit_params).fit(holdout.train)
+    """Fit once on the hold-out's train part (or take `fitted`, a model fitted on it with `fit_params`),
+    then try each setting of the scoring weights (which need no refit: history_decay, repeat_weight,
+    popularity_weight, sequence_weight). Best by NDCG@k; the model is left at the last setting tried
+    (`apply_setting` puts it at the best)."""
+    model = fitted if fitted is not None else make_model(**fit_params).fit(holdout.train)
     tried: list[tuple[dict, Metrics]] = []
     for setting in search:
-        for name, value in setting.items():
-            if name == "sequence_weight":
-                model.set_sequence_weight(value)  # type: ignore[attr-defined]
-            else:
-                setattr(model, name, value)
+        apply_setting(model, setting)
         metrics = evaluate(
             model_recommender(model, holdout, k=k, exclude_seen=exclude_seen),
             holdout,

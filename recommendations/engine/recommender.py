@@ -101,11 +101,10 @@ class SequentialItemKNN:
         self, history: sp.csr_matrix, *, n: int, exclude: sp.csr_matrix | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top `n` (indices, scores) per row; `exclude` (same shape) marks items never to return."""
-        scores = self.score(history)
-        if exclude is not None and exclude.nnz:
-            rows, cols = exclude.nonzero()
-            scores[rows, cols] = -np.inf
-        return top_n(scores, n)
+        return recommend_histories(
+            history, self.neighbours_, self.popularity_, n=n, exclude=exclude,
+            repeat_weight=self.repeat_weight, popularity_weight=self.popularity_weight,
+        )  # fmt: skip
 
 
 def score_histories(
@@ -126,6 +125,112 @@ def score_histories(
     if popularity_weight:
         scores += popularity_weight * popularity[None, :]
     return scores
+
+
+def recommend_histories(
+    history: sp.csr_matrix,
+    neighbours: sp.csr_matrix,
+    popularity: np.ndarray,
+    *,
+    n: int,
+    repeat_weight: float,
+    popularity_weight: float,
+    exclude: sp.csr_matrix | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The best `n` items of `score_histories` per row, as (indices, scores), best first and ties to the
+    lower item, never an item of `exclude` (same shape as `history`) while others are left. The same
+    scores to the last bit, but without a dense users x items matrix: an item the history's neighbours do
+    not reach scores popularity alone, so only the reached items and each row's `n` most popular others
+    can be among its best (as serving ranks them, recommendations/serving/for_user.py); a catalog of
+    100,000 items ranks a few thousand per shopper instead of all of them."""
+    history = sp.csr_matrix(history, dtype=np.float32)
+    history.sum_duplicates()
+    n_rows, n_items = history.shape[0], neighbours.shape[1]
+    n = min(n, n_items)
+    exclude = sp.csr_matrix(exclude, dtype=np.float32) if exclude is not None else None
+    if exclude is not None:
+        exclude.sum_duplicates()
+        exclude.eliminate_zeros()
+    excluded_per_row = np.diff(exclude.indptr) if exclude is not None else np.zeros(n_rows, np.int64)
+    reach = n + int(excluded_per_row.max(initial=0))  # how deep each row may need to go into popularity
+    if n <= 0 or n_rows == 0 or reach >= n_items:  # a catalog this small: rank it all
+        scores = score_histories(
+            history, neighbours, popularity, repeat_weight=repeat_weight, popularity_weight=popularity_weight
+        )
+        if exclude is not None and exclude.nnz:
+            rows, cols = exclude.nonzero()
+            scores[rows, cols] = -np.inf
+        return top_n(scores, n)
+    personal = (history @ neighbours).tocsr().astype(np.float32)
+    personal.sum_duplicates()
+    personal.data = _row_max_normalise_sparse(personal)
+    if repeat_weight:
+        own = history.copy()
+        own.data = repeat_weight * _row_max_normalise_sparse(history)
+        personal = (personal + own).tocsr()
+        personal.sum_duplicates()
+    owner = np.repeat(np.arange(n_rows), np.diff(personal.indptr))
+    base = np.float32(popularity_weight) * np.asarray(popularity, dtype=np.float32)
+    rows, cols = owner, personal.indices.astype(np.int64)
+    values = personal.data + base[cols] if popularity_weight else personal.data.copy()
+    keys = rows * n_items + cols
+    excluded_keys = (
+        np.repeat(np.arange(n_rows), excluded_per_row) * n_items + exclude.indices
+        if exclude is not None
+        else np.zeros(0, np.int64)
+    )
+    if excluded_keys.size:
+        allowed = ~_sorted_contains(excluded_keys, keys)
+        rows, cols, values, keys = rows[allowed], cols[allowed], values[allowed], keys[allowed]
+    # each row's `n` most popular items it may be answered (those reached are already there, scored higher)
+    popular = np.argsort(-base, kind="stable")[:reach]
+    popular_keys = np.arange(n_rows)[:, None] * n_items + popular[None, :]
+    usable = ~_sorted_contains(excluded_keys, popular_keys)
+    usable &= np.cumsum(usable, axis=1) <= n
+    usable &= ~_sorted_contains(keys, popular_keys)
+    extra_rows, extra_at = np.nonzero(usable)
+    rows = np.concatenate([rows, extra_rows])
+    cols = np.concatenate([cols, popular[extra_at]])
+    values = np.concatenate([values, base[popular[extra_at]]])
+    order = _by_row_best_first(rows, cols, values, n_items)
+    rows, cols, values = rows[order], cols[order], values[order]
+    starts = np.searchsorted(rows, np.arange(n_rows))
+    rank = np.arange(rows.size) - starts[rows]
+    best = rank < n
+    top_items = np.zeros((n_rows, n), np.int64)
+    top_scores = np.zeros((n_rows, n), np.float32)
+    top_items[rows[best], rank[best]] = cols[best]
+    top_scores[rows[best], rank[best]] = values[best]
+    return top_items, top_scores
+
+
+def _by_row_best_first(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_items: int) -> np.ndarray:
+    """The order of np.lexsort((cols, -values, rows)) (by row, best first, ties to the lower column), by
+    two stable sorts of integer keys (radix sorts: several times quicker than lexsort's three passes)."""
+    by_column = np.argsort(rows * n_items + cols, kind="stable")
+    bits = (values[by_column] + np.float32(0.0)).view(np.uint32)  # + 0.0: -0.0 as 0.0
+    ascending = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000))
+    key = (rows[by_column].astype(np.uint64) << np.uint64(32)) | (~ascending).astype(np.uint64)
+    return by_column[np.argsort(key, kind="stable")]
+
+
+def _sorted_contains(haystack: np.ndarray, needles: np.ndarray) -> np.ndarray:
+    """Which of `needles` are in `haystack` (sorted ascending): np.isin without its sort of both."""
+    if haystack.size == 0:
+        return np.zeros(needles.shape, dtype=bool)
+    at = np.minimum(np.searchsorted(haystack, needles), haystack.size - 1)
+    return haystack[at] == needles
+
+
+def _row_max_normalise_sparse(matrix: sp.csr_matrix) -> np.ndarray:
+    """`_row_max_normalise` of a CSR matrix's stored values (its rows' zeros count in the maximum)."""
+    lengths = np.diff(matrix.indptr)
+    peak = np.zeros(matrix.shape[0], np.float32)
+    filled = lengths > 0
+    if matrix.nnz:
+        peak[filled] = np.maximum(np.maximum.reduceat(matrix.data, matrix.indptr[:-1][filled]), 0)
+    per_value = np.repeat(peak, lengths)
+    return np.divide(matrix.data, per_value, out=np.zeros_like(matrix.data), where=per_value > 0)
 
 
 def add_sparse(*parts: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -13,6 +13,7 @@ import scipy.sparse as sp
 
 from recommendations.engine.evaluation import (
     HoldOut,
+    apply_setting,
     evaluate,
     grid,
     leave_last_out,
@@ -101,11 +102,13 @@ def fit_store_model(
             sequence_weight=[0.0, 3.0],
             repeat_weight=[0.0, 1.0, 2.0] if repeats else [0.0],
         )
+        # one fit on the validation split serves the tuning, the blend's choice and the evaluation
+        validation_model = SequentialItemKNN(**fit_params).fit(holdout.train)
         best, _, _ = tune(
             SequentialItemKNN, holdout, fit_params=fit_params, search=search, exclude_seen=not repeats,
-            max_users=TUNING_USERS,
+            max_users=TUNING_USERS, fitted=validation_model,
         )  # fmt: skip
-        validation_model = SequentialItemKNN(**fit_params, **best).fit(holdout.train)
+        apply_setting(validation_model, best)
         own = validation_model.neighbours_
         if has_network and fixed_share is None:
             progress(0.4, "choosing the blend with the global model")

@@ -298,3 +298,51 @@ def test_the_history_vector_and_one_row_scores_equal_the_matrix_forms():
         same_row = sp.csr_matrix((values, indices, [0, indices.size]), shape=(1, 300))
         matrix = personal_scores_sparse(same_row, neighbours, repeat_weight=repeat)
         assert one[0].tolist() == matrix.indices.tolist() and one[1].tobytes() == matrix.data.tobytes()
+
+
+def _dense_best(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The best n per row of a dense score matrix, ties to the lower item (the reference)."""
+    order = np.lexsort((np.broadcast_to(np.arange(scores.shape[1]), scores.shape), -scores), axis=1)[:, :n]
+    return order, np.take_along_axis(scores, order, axis=1)
+
+
+@pytest.mark.parametrize("repeat_weight", [0.0, 1.5])
+@pytest.mark.parametrize("popularity_weight", [0.0, 0.01])
+def test_the_best_items_of_many_histories_equal_ranking_every_item(repeat_weight, popularity_weight):
+    """recommend_histories ranks only what each history reaches and the most popular others: the same
+    items and scores, to the bit, as scoring every item densely; seen items excluded, ties to the lower
+    item; rows that reach nothing get the most popular; heavy rows that exclude most of the popular."""
+    from recommendations.engine.recommender import recommend_histories, score_histories
+
+    rng = np.random.default_rng(11)
+    n_items = 400
+    neighbours = sp.random(n_items, n_items, density=0.02, random_state=5, format="csr", dtype=np.float32)
+    popularity = np.round(rng.random(n_items), 2).astype(np.float32)  # rounded: ties among the popular
+    popularity[rng.choice(n_items, 40, replace=False)] = 0.0
+    rows = []
+    for size in [0, 1, 3, 8, 30, 150]:  # an empty history, and one that has seen most of the popular
+        history = np.zeros(n_items, np.float32)
+        history[rng.choice(n_items, size, replace=False)] = rng.random(size).astype(np.float32) + 0.1
+        rows.append(history)
+    history = sp.csr_matrix(np.vstack(rows))
+    popular_seen = np.zeros((len(rows), n_items), np.float32)
+    # rows 1 (one item seen) and the last: 60 of the most popular excluded too
+    popular_seen[np.ix_([1, len(rows) - 1], np.argsort(-popularity)[:60])] = 1.0
+    exclude = (history + sp.csr_matrix(popular_seen)).tocsr()
+    dense = score_histories(
+        history, neighbours, popularity, repeat_weight=repeat_weight, popularity_weight=popularity_weight
+    )
+    for excluded in (None, exclude):
+        expected_scores = dense.copy()
+        if excluded is not None:
+            expected_scores[excluded.toarray() > 0] = -np.inf
+        want_items, want_scores = _dense_best(expected_scores, 10)
+        items, scores = recommend_histories(
+            history, neighbours, popularity, n=10, exclude=excluded,
+            repeat_weight=repeat_weight, popularity_weight=popularity_weight,
+        )  # fmt: skip
+        assert np.array_equal(scores, want_scores)
+        if popularity_weight:  # without popularity, items past those reached all tie at zero
+            assert np.array_equal(items, want_items)
+        if excluded is not None:
+            assert not (excluded.toarray()[np.arange(len(rows))[:, None], items] > 0).any()
