@@ -6,12 +6,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.interactions import Interactions, recency_weighted_history, user_item_matrix
+from recommendations.engine.interactions import Interactions, UserEvents, by_user
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,15 @@ class HoldOut:
     users: np.ndarray  # users evaluated (they have history in train and a target)
     targets: sp.csr_matrix  # users x items: what each evaluated user did next
 
+    @cached_property
+    def train_events(self) -> UserEvents:
+        """The train part grouped by user: evaluated users' histories, built once for every setting."""
+        return UserEvents(self.train)
+
 
 def leave_last_out(data: Interactions) -> HoldOut:
     """Each user's last event is the target; users with a single event are not evaluated."""
-    order = np.lexsort((data.times, data.users))
+    order = by_user(data)
     users = data.users[order]
     last = np.r_[users[1:] != users[:-1], True]
     first = np.r_[True, users[1:] != users[:-1]]
@@ -43,7 +49,7 @@ def temporal_split(data: Interactions, *, holdout_fraction: float = 0.1) -> Hold
 def last_basket_out(data: Interactions) -> HoldOut:
     """Each user's last basket (data.baskets) is the target."""
     assert data.baskets is not None
-    order = np.lexsort((data.times, data.users))
+    order = by_user(data)
     users, baskets = data.users[order], data.baskets[order]
     last_basket = np.full(data.n_users, -1, dtype=np.int64)
     last_basket[users] = baskets  # the last write per user wins: its latest basket
@@ -122,12 +128,12 @@ def evaluate(
 
 def model_recommender(model, holdout: HoldOut, *, k: int, exclude_seen: bool) -> Recommend:  # noqa: ANN001
     """Adapter: a fitted SequentialItemKNN-like model as a users -> top-k function over the train split."""
-    seen = user_item_matrix(holdout.train, binary=True)
-    histories = recency_weighted_history(holdout.train, decay=model.history_decay)
+    events = holdout.train_events
+    decay = model.history_decay
 
     def recommend(users: np.ndarray) -> np.ndarray:
-        exclude = seen[users] if exclude_seen else None
-        items, _ = model.recommend(histories[users], n=k, exclude=exclude)
+        exclude = events.seen(users) if exclude_seen else None
+        items, _ = model.recommend(events.history(users, decay=decay), n=k, exclude=exclude)
         return items
 
     return recommend

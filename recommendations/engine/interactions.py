@@ -108,6 +108,13 @@ def sorted_interactions(
     )
 
 
+def by_user(data: Interactions) -> np.ndarray:
+    """The order of the events by user, each user's in time order: `np.lexsort((data.times, data.users))`
+    (the log is in time order, so one stable sort of the users gives it: a radix sort, several times
+    quicker on millions of events)."""
+    return np.argsort(data.users, kind="stable")
+
+
 def user_item_matrix(data: Interactions, *, binary: bool = False) -> sp.csr_matrix:
     """Users x items; repeated events add up (or count once when `binary`)."""
     matrix = sp.csr_matrix(
@@ -126,7 +133,7 @@ def recency_weighted_history(
 ) -> sp.csr_matrix:
     """Users x items where each event weighs `weight * decay ** (events of the user after it)`: the last
     thing a shopper did counts most. `rows` picks which users to build (default: all)."""
-    order = np.lexsort((data.times, data.users))
+    order = by_user(data)
     users = data.users[order]
     starts = np.searchsorted(users, np.arange(data.n_users + 1))
     position_from_end = starts[users + 1] - 1 - np.arange(len(users))
@@ -134,3 +141,48 @@ def recency_weighted_history(
     matrix = sp.csr_matrix((values, (users, data.items[order])), shape=(data.n_users, data.n_items))
     matrix.sum_duplicates()
     return matrix if rows is None else matrix[rows]
+
+
+class UserEvents:
+    """A log's events grouped by user in time order, so that the few users one evaluation asks about get
+    their rows of `recency_weighted_history` and of the binary `user_item_matrix` (the same values)
+    without a pass over the whole log for each setting tried: a 10M-event store's tuning built the whole
+    matrix seven times for 2,000 shoppers."""
+
+    def __init__(self, data: Interactions):
+        order = by_user(data)
+        self.items = data.items[order]
+        self.weights = data.weights[order]
+        self.starts = np.searchsorted(data.users[order], np.arange(data.n_users + 1))
+        self.n_items = data.n_items
+
+    def _events_of(self, users: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(which of `users` each event is of, its position in the grouped log, its events after it)."""
+        users = np.asarray(users, dtype=np.int64)
+        starts = self.starts[users]
+        lengths = self.starts[users + 1] - starts
+        total = int(lengths.sum())
+        ends = np.cumsum(lengths)
+        offsets = np.repeat(starts - ends + lengths, lengths) + np.arange(total)
+        after = np.repeat(ends, lengths) - 1 - np.arange(total)
+        return np.repeat(np.arange(users.size), lengths), offsets, after
+
+    def history(self, users: np.ndarray, *, decay: float) -> sp.csr_matrix:
+        """`recency_weighted_history(data, decay=decay)[users]`."""
+        owner, offsets, after = self._events_of(users)
+        values = self.weights[offsets] * np.power(decay, after, dtype=np.float64).astype(np.float32)
+        matrix = sp.csr_matrix((values, (owner, self.items[offsets])), shape=(len(users), self.n_items))
+        matrix.sum_duplicates()
+        return matrix
+
+    def seen(self, users: np.ndarray) -> sp.csr_matrix:
+        """`user_item_matrix(data, binary=True)[users]`."""
+        owner, offsets, _ = self._events_of(users)
+        matrix = sp.csr_matrix(
+            (np.ones(offsets.size, np.float32), (owner, self.items[offsets])),
+            shape=(len(users), self.n_items),
+            dtype=np.float32,
+        )
+        matrix.sum_duplicates()
+        matrix.data[:] = 1.0
+        return matrix

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.interactions import Interactions
+from recommendations.engine.interactions import Interactions, by_user
 
 
 def top_k_per_row(matrix: sp.csr_matrix, k: int) -> sp.csr_matrix:
@@ -40,13 +40,15 @@ class ItemCooccurrence:
 
     def fit(self, user_items: sp.csr_matrix) -> ItemCooccurrence:
         item_users = user_items.T.tocsr().astype(np.float32)
-        user_items_csc = user_items.tocsc().astype(np.float32)
+        # CSR on both sides: scipy multiplies CSR by CSR, so a CSC right side would be converted for
+        # every chunk
+        user_items = sp.csr_matrix(user_items, dtype=np.float32)
         mass = np.asarray(user_items.sum(axis=0)).ravel().astype(np.float32)
         n_items = user_items.shape[1]
         blocks = []
         for start in range(0, n_items, self.chunk_items):
             stop = min(start + self.chunk_items, n_items)
-            block = (item_users[start:stop] @ user_items_csc).tocoo()
+            block = (item_users[start:stop] @ user_items).tocoo()
             off_diagonal = block.row + start != block.col
             rows, cols = block.row[off_diagonal], block.col[off_diagonal]
             denominator = np.power(mass[rows + start], self.alpha) * np.power(mass[cols], 1 - self.alpha)
@@ -70,7 +72,7 @@ class ItemTransitions:
         self.k = k
 
     def fit(self, data: Interactions) -> ItemTransitions:
-        order = np.lexsort((data.times, data.users))
+        order = by_user(data)
         users, items = data.users[order], data.items[order]
         rows, cols, values = [], [], []
         for distance in range(1, self.window + 1):

@@ -24,7 +24,12 @@ import scipy.sparse as sp
 
 from recommendations.engine.baskets import bought_together
 from recommendations.engine.evaluation import HoldOut, last_basket_out, leave_last_out
-from recommendations.engine.interactions import Interactions, recency_weighted_history, user_item_matrix
+from recommendations.engine.interactions import (
+    Interactions,
+    by_user,
+    recency_weighted_history,
+    user_item_matrix,
+)
 from recommendations.engine.ranker import (
     DEPTH,
     EVALUATION_SHOPPERS,
@@ -91,7 +96,7 @@ def shopper_session_runs(data: Interactions) -> np.ndarray:
 
 
 def _per_shopper(data: Interactions, values: np.ndarray) -> list[np.ndarray]:
-    order = np.lexsort((data.times, data.users))
+    order = by_user(data)
     users, values = data.users[order], values[order]
     bounds = np.searchsorted(users, np.arange(data.n_users + 1))
     return [values[max(bounds[u], bounds[u + 1] - HISTORY) : bounds[u + 1]] for u in range(data.n_users)]

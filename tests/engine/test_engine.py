@@ -346,3 +346,25 @@ def test_the_best_items_of_many_histories_equal_ranking_every_item(repeat_weight
             assert np.array_equal(items, want_items)
         if excluded is not None:
             assert not (excluded.toarray()[np.arange(len(rows))[:, None], items] > 0).any()
+
+
+def test_user_events_give_the_rows_of_the_whole_matrices():
+    """UserEvents builds the asked users' rows of recency_weighted_history and the binary user_item_matrix
+    from events grouped once: the same values, bit for bit, users in any order, repeats and empty rows."""
+    from recommendations.engine.interactions import UserEvents, user_item_matrix
+
+    rng = np.random.default_rng(3)
+    size = 3000
+    data = sorted_interactions(
+        users=rng.integers(0, 200, size), items=rng.integers(0, 50, size),  # many repeats of an item
+        weights=rng.choice([1.0, 3.0, 5.0], size), times=rng.integers(0, 10_000, size).astype(float),
+        n_users=210, n_items=60,  # users 200-209 have no events
+    )  # fmt: skip
+    events = UserEvents(data)
+    users = np.array([5, 205, 0, 5, 199, 17])
+    for decay in (0.3, 1.0):
+        whole = recency_weighted_history(data, decay=decay)[users]
+        part = events.history(users, decay=decay)
+        assert (part != whole).nnz == 0 and np.array_equal(part.toarray(), whole.toarray())
+    assert np.array_equal(events.seen(users).toarray(), user_item_matrix(data, binary=True)[users].toarray())
+    assert events.history(np.array([], dtype=int), decay=0.5).shape == (0, 60)
