@@ -15,12 +15,26 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.linear_model import Ridge
 from sklearn.preprocessing import normalize
 
+from recommendations.engine.neighbors import top_k_columns
+
 
 class ContentToBehaviour:
-    def __init__(self, *, factors: int = 64, alpha: float = 1.0, seed: int = 0):
+    def __init__(
+        self,
+        *,
+        factors: int = 64,
+        alpha: float = 1.0,
+        seed: int = 0,
+        svd_iterations: int = 2,
+        max_fit_items: int = 50_000,
+    ):
+        """`svd_iterations`: power iterations of the randomized SVD; `max_fit_items`: the map learns from
+        at most this many warm items (a seeded sample; every warm item keeps its own factors)."""
         self.factors = factors
         self.alpha = alpha
         self.seed = seed
+        self.svd_iterations = svd_iterations
+        self.max_fit_items = max_fit_items
 
     def fit(
         self, content: np.ndarray | sp.csr_matrix, cooccurrence: sp.csr_matrix, warm: np.ndarray
@@ -37,9 +51,15 @@ class ContentToBehaviour:
             return self
         block = sp.csr_matrix(cooccurrence)[warm_rows][:, warm_rows].astype(np.float32)
         block = normalize(block + block.T, norm="l2", axis=1)
-        svd = TruncatedSVD(n_components=k, random_state=self.seed)
+        svd = TruncatedSVD(n_components=k, n_iter=self.svd_iterations, random_state=self.seed)
         self.item_factors_ = normalize(svd.fit_transform(block)).astype(np.float32)
-        self.map_ = Ridge(alpha=self.alpha, fit_intercept=True).fit(content[warm_rows], self.item_factors_)
+        learn = np.arange(len(warm_rows))
+        if len(learn) > self.max_fit_items:
+            learn = np.sort(np.random.default_rng(self.seed).choice(learn, self.max_fit_items, replace=False))
+        # lsqr: a third quicker than sparse_cg on TF-IDF rows, the same map to its tolerance
+        self.map_ = Ridge(alpha=self.alpha, fit_intercept=True, solver="lsqr").fit(
+            content[warm_rows[learn]], self.item_factors_[learn]
+        )
         self.fitted_ = True
         return self
 
@@ -66,9 +86,7 @@ class ContentToBehaviour:
         chunk = max(1, 20_000_000 // max(self.item_factors_.shape[0], 1))  # about 80 MB of scores at once
         out_rows, out_cols, out_values = [], [], []
         for start in range(0, len(rows), chunk):
-            scores = predicted[start : start + chunk] @ self.item_factors_.T
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            values = np.take_along_axis(scores, top, axis=1)
+            top, values = top_k_columns(predicted[start : start + chunk] @ self.item_factors_.T, k)
             keep = values > 0
             out_rows.append(np.repeat(rows[start : start + chunk], k)[keep.ravel()])
             out_cols.append(self.warm_[top[keep]])

@@ -9,6 +9,8 @@ from sklearn.decomposition import TruncatedSVD
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.preprocessing import normalize
 
+from recommendations.engine.neighbors import top_k_columns
+
 # related products of an item with fewer collaborative neighbours than this also take its nearest items by
 # content (this many), within its top category
 CONTENT_WHEN_FEWER_THAN = 10
@@ -66,8 +68,7 @@ def nearest_neighbours(
         block[np.arange(len(batch)), batch] = -np.inf
         if k == 0:
             continue
-        top = np.argpartition(-block, k - 1, axis=1)[:, :k]
-        scores = np.take_along_axis(block, top, axis=1)
+        top, scores = top_k_columns(block, k)
         positive = scores > 0
         out_rows.append(np.repeat(batch, k)[positive.ravel()])
         out_cols.append(top[positive])
@@ -125,8 +126,7 @@ def nearest_in_groups(
             block = vectors[part] @ vectors[pool].T
             block[part[:, None] == pool[None, :]] = -np.inf  # never itself
             take = min(k, pool.size)
-            top = np.argpartition(-block, take - 1, axis=1)[:, :take]
-            scores = np.take_along_axis(block, top, axis=1)
+            top, scores = top_k_columns(block, take)
             order = np.lexsort((pool[top], -scores), axis=1)
             top, scores = np.take_along_axis(top, order, axis=1), np.take_along_axis(scores, order, axis=1)
             positive = scores > 0

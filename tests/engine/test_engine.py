@@ -368,3 +368,28 @@ def test_user_events_give_the_rows_of_the_whole_matrices():
         assert (part != whole).nnz == 0 and np.array_equal(part.toarray(), whole.toarray())
     assert np.array_equal(events.seen(users).toarray(), user_item_matrix(data, binary=True)[users].toarray())
     assert events.history(np.array([], dtype=int), decay=0.5).shape == (0, 60)
+
+
+@pytest.mark.parametrize("cols", [300, 1000, 6400, 6431])  # narrow rows, a last block short or not
+def test_top_k_columns_keep_the_best_values(cols):
+    """top_k_columns gives each row's k largest values (the block maxima first for wide rows), with -inf
+    rows, a row with fewer finite values than k and ties where any of the tied may come."""
+    from recommendations.engine.neighbors import top_k_columns
+
+    rng = np.random.default_rng(cols)
+    scores = rng.standard_normal((7, cols)).astype(np.float32)
+    scores[1] = np.round(scores[1])  # many ties
+    scores[2, :] = -np.inf
+    scores[2, [5, cols - 1]] = [1.0, 2.0]  # two finite values, one in the last column
+    scores[3, cols - 1] = 50.0  # the best in the last (maybe short) block
+    for k in (1, 5, 20):
+        columns, values = top_k_columns(scores, k)
+        assert columns.shape == values.shape == (7, k)
+        want = -np.sort(-scores, axis=1)[:, :k]
+        assert np.array_equal(np.sort(values, axis=1)[:, ::-1], want)
+        assert np.array_equal(
+            np.take_along_axis(scores, columns, axis=1)[values > -np.inf], values[values > -np.inf]
+        )
+        for row in range(7):  # columns are distinct where values are real
+            real = columns[row][values[row] > -np.inf]
+            assert len(set(real.tolist())) == real.size
