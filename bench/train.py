@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -107,6 +108,11 @@ def main() -> None:
         action="store_false",
         help="train the first stage only (no ranking stage)",
     )
+    parser.add_argument(
+        "--store",
+        help="train this existing store of the database again (its slug, or 'latest' for the newest "
+        "train-bench store) instead of generating one",
+    )
     args = parser.parse_args()
 
     from bench_env import django_setup
@@ -116,11 +122,21 @@ def main() -> None:
 
     from catalog.services import product_bulk_upsert
     from events.services import event_ingest
-    from recommendations.models import TrainingRun
-    from recommendations.services import training_run_execute
     from tenants.services import store_create
 
     call_command("migrate", verbosity=0)
+    if args.store:
+        from tenants.models import Store
+
+        found = (
+            Store.objects.filter(slug__startswith="train-bench-").order_by("-id").first()
+            if args.store == "latest"
+            else Store.objects.filter(slug=args.store).first()
+        )
+        if found is None:
+            sys.exit(f"no store {args.store!r} in this database")
+        train(found, args.ranker)
+        return
     store, _ = store_create(slug=f"train-bench-{int(time.time())}")
     words = ["serum", "shampoo", "lipstick", "brush", "soap", "cream", "mask", "oil", "gel", "spray"]
     catalog = [
@@ -143,17 +159,23 @@ def main() -> None:
         print(f"  {stored:,} events generated and stored", flush=True)
     print(f"generated and ingested {stored:,} events in {time.perf_counter() - started:.1f} s", flush=True)
     del events, chunks
-    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    train(store, args.ranker)
 
-    run = TrainingRun.objects.create(
-        store=store, trigger="bench", options={} if args.ranker else {"ranker": False}
-    )
+
+def train(store: Any, ranker: bool) -> None:
+    """One training run of the store as the worker runs it, with its figures."""
+    from recommendations.models import TrainingRun
+    from recommendations.services import training_run_execute
+
+    before_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    options = {} if ranker else {"ranker": False}
+    run = TrainingRun.objects.create(store=store, trigger="bench", options=options)
     started = time.perf_counter()
     training_run_execute(run_id=run.id)
     seconds = time.perf_counter() - started
     run.refresh_from_db()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    stage = "with the ranking stage" if args.ranker else "first stage only"
+    stage = "with the ranking stage" if ranker else "first stage only"
     print(f"training ({stage}): {seconds:.1f} s end to end ({run.status}: {run.message})")
     print(f"  peak memory of this process: {peak_mb:,.0f} MB (before training: {before_mb:,.0f} MB)")
     print(f"  by phase: {run.metrics.get('seconds_by_phase')}")

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from core.db.binary import binary_first
 from core.errors import NotFound
 from events.models import EventType
 from recommendations.engine.interactions import DEFAULT_EVENT_WEIGHTS
@@ -77,12 +78,7 @@ def model_version_problem(store_id: int, version: int) -> str | None:
 
 def trained_model_artifact(*, row: ActiveModelRow) -> bytes | None:
     """The artifact of the version `row` names, read within its store."""
-    blob = (
-        TrainedModel.objects.filter(store_id=row.store_id, pk=row.model_id)
-        .values_list("artifact", flat=True)
-        .first()
-    )
-    return None if blob is None else bytes(blob)
+    return binary_first(TrainedModel.objects.filter(store_id=row.store_id, pk=row.model_id), "artifact")
 
 
 def training_run_get(*, store: Store, run_id: int) -> TrainingRun:

@@ -29,6 +29,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import product_content_vectors_write
 from core import answer_cache, erasure, tenancy
+from core.db.binary import binary_update
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
@@ -647,8 +648,10 @@ def _save_and_maybe_activate(
         model = TrainedModel.objects.create(
             store=store, kind=run.kind, version=latest + 1, metrics=metrics, parameters=parameters,
             n_items=len(data.product_ids), n_users=len(data.user_ids), n_events=data.n_events,
-            artifact=artifact, artifact_bytes=len(artifact), ranker_lessons=ranker_lessons,
+            artifact=b"", artifact_bytes=len(artifact), ranker_lessons=ranker_lessons,
         )  # fmt: skip
+        binary_update(TrainedModel, model.pk, "artifact", artifact)  # bound as binary: see core/db/binary.py
+        model.artifact = artifact
         active = TrainedModel.objects.filter(store=store, kind=run.kind, is_active=True).first()
         reason = _worse_than(metrics, active)
         if (run.options or {}).get("activate") is False:

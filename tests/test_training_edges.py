@@ -26,3 +26,27 @@ def test_a_few_events_train_without_a_hold_out(api, store):
     run = train(store)
     assert run.status == "succeeded", run.message
     assert api.get("/api/v1/users/u/recommendations").json()["source"] == "store-model:v1"
+
+
+def test_a_trained_artifact_is_stored_and_read_as_binary_within_its_store(api, store, other_store):
+    """The artifact goes in as a binary parameter and comes back as a binary result (core/db/binary.py):
+    every byte value intact, in the store's tenancy scope (another store's scope reads nothing)."""
+    from core import tenancy
+    from core.db.binary import binary_first, binary_update
+    from recommendations.models import TrainedModel
+
+    api.post("/api/v1/products/bulk", [product("a"), product("b")])
+    api.post("/api/v1/events", [{"user_id": "u", "product_id": p, "type": "view"} for p in ("a", "b")])
+    run = train(store)
+    model = TrainedModel.objects.get(pk=run.model_id)
+    rows = TrainedModel.objects.filter(pk=model.pk)
+    stored = binary_first(rows, "artifact")
+    assert stored is not None and len(stored) == model.artifact_bytes > 0
+    every_byte = bytes(range(256)) * 1000 + b"\x00\\x'"
+    assert binary_update(TrainedModel, model.pk, "artifact", every_byte) == 1
+    assert binary_first(rows, "artifact") == every_byte
+    assert bytes(TrainedModel.objects.values_list("artifact", flat=True).get(pk=model.pk)) == every_byte
+    with tenancy.store_scope(other_store.id):
+        assert binary_first(rows, "artifact") is None
+        assert binary_update(TrainedModel, model.pk, "artifact", b"x") == 0
+    assert binary_first(TrainedModel.objects.filter(pk=-1), "artifact") is None
