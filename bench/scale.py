@@ -98,7 +98,7 @@ def query_latencies(stores: list, rng: np.random.Generator, samples: int) -> dic
         with tenancy.store_scope(store.id), connection.cursor() as cursor:
             began = time.perf_counter()
             cursor.execute(
-                "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "
+                "SELECT user_id, product_id, type, date_part('epoch', timestamp), session_id "
                 "FROM events_event WHERE store_id = %s AND timestamp >= %s",
                 [store.id, since],
             )

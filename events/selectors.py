@@ -335,7 +335,7 @@ def events_of_recent_shoppers(*, store: Store, since: datetime, history: int) ->
                 SELECT DISTINCT user_id FROM events_event
                 WHERE store_id = %(store)s AND timestamp >= %(since)s
             )
-            SELECT e.user_id, e.product_id, e.type, e.session_id, extract(epoch FROM e.timestamp)
+            SELECT e.user_id, e.product_id, e.type, e.session_id, date_part('epoch', e.timestamp)
             FROM recent
             CROSS JOIN LATERAL (
                 (SELECT user_id, product_id, type, session_id, timestamp, id FROM events_event
@@ -378,7 +378,7 @@ def training_events(*, store_id: int, since: datetime | None) -> pa.Table:
     archive. Read as one COPY of CSV, spooled to a temporary file and parsed by Arrow: no Python object per
     event, so that a store of tens of millions of events loads in seconds and in the memory of its columns."""
     query = (
-        "SELECT user_id, product_id, type, extract(epoch FROM timestamp)::float8, session_id "
+        "SELECT user_id, product_id, type, date_part('epoch', timestamp), session_id "
         "FROM events_event WHERE store_id = %s" + ("" if since is None else " AND timestamp >= %s")
     )
     params: list[Any] = [store_id] if since is None else [store_id, since]

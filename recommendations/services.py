@@ -340,25 +340,24 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         names = np.array([canonical.get(name, name) for name in names.tolist()], dtype=str)
     user_index, name_codes = IdIndex.from_values(names)
     user_codes = name_codes[users.indices.to_numpy(zero_copy_only=False)] if len(events) else name_codes
-    products = events.column("product_id").to_numpy()
+    # products: each distinct id once (Arrow's dictionary), placed in the index, then per event
+    product_codes = pc.dictionary_encode(events.column("product_id")).combine_chunks()
+    event_products = product_codes.dictionary.to_numpy(zero_copy_only=False)
     types = events.column("type").to_numpy()
     times = events.column("t").to_numpy()
-    product_index = IdIndex(ids=np.union1d(catalog_ids, products))
+    product_index = IdIndex(ids=np.union1d(catalog_ids, event_products))
+    positions = product_index.positions(event_products)[product_codes.indices.to_numpy(zero_copy_only=False)]
     weights = type_weight[types] if len(types) else np.zeros(0, np.float32)
     keep = weights > 0
     purchases = np.isin(types, [EventType.PURCHASE, EventType.ADD_TO_CART])
     # each event's session as a code (0: none), by the sorted session ids: the ranking stage's session
     # features compare them
+    # (1 + its rank among the distinct ids; 0: none), ranked by Arrow (no Python string per id)
     sessions = pc.dictionary_encode(events.column("session_id")).combine_chunks()
-    session_names, session_of_name = np.unique(
-        sessions.dictionary.to_numpy(zero_copy_only=False).astype(str), return_inverse=True
-    )
-    session_codes = (
-        session_of_name[sessions.indices.to_numpy(zero_copy_only=False)]
-        if len(events)
-        else (np.zeros(0, np.int64))
-    )
-    session_codes = np.where(session_names[session_codes] != "", session_codes + 1, 0).astype(np.int64)
+    session_names = sessions.dictionary
+    code_of_name = np.asarray(pc.rank(session_names, sort_keys="ascending"), dtype=np.int64)
+    code_of_name[np.asarray(pc.equal(session_names, ""), dtype=bool)] = 0
+    session_codes = code_of_name[sessions.indices.to_numpy(zero_copy_only=False)]
     # a basket: the session when the event carries one, otherwise the shopper's day (codes after the
     # sessions' own)
     day = (times // 86400).astype(np.int64)
@@ -371,7 +370,7 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         )
         baskets[daily] = len(session_names) + 1 + day_codes
     interactions = sorted_interactions(
-        users=user_codes[keep], items=product_index.positions(products[keep]), weights=weights[keep],
+        users=user_codes[keep], items=positions[keep], weights=weights[keep],
         times=times[keep], n_users=len(user_index), n_items=len(product_index),
         baskets=baskets[keep], purchases=purchases[keep], sessions=session_codes[keep],
     )  # fmt: skip
