@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -484,14 +485,20 @@ def _train(run: TrainingRun) -> TrainedModel:
     together = bought_together(interactions)
     compatibility = _category_compatibility(interactions, purchase_rows, data.category_paths)
     clock.lap("baskets")
-    _progress(run, 0.75, "content embeddings")
+    _progress(run, 0.75, "content embeddings and cold items")
     embedding = ContentEmbedding(dimensions=CONTENT_DIMENSIONS)
     features = embedding.text_features(data.documents)
-    vectors = embedding.reduce(features, len(data.documents))
-    content = _content_neighbours(model.similar_, vectors, data.category_paths)
-    clock.lap("content")
-    cold = _cold_neighbours(model.similar_, features, interactions)
-    clock.lap("cold_items")
+    # the cold items' map (the longest step left) is learned beside the content vectors and their
+    # writing to the catalog (on another core: numpy, scipy and PostgreSQL leave the interpreter lock)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cold-items") as pool:
+        learning_cold = pool.submit(_cold_neighbours, model.similar_, features, interactions)
+        vectors = embedding.reduce(features, len(data.documents))
+        content = _content_neighbours(model.similar_, vectors, data.category_paths)
+        clock.lap("content")
+        product_content_vectors_write(store=store, product_ids=data.product_ids.ids, vectors=vectors)
+        clock.lap("store_vectors")
+        cold = learning_cold.result()
+    clock.lap("cold_items")  # what it took beyond the steps beside it
     if cold:
         metrics["cold_items_mapped"] = int((np.diff(cold["cold"].indptr) > 0).sum())
     artifact = artifact_dump(
@@ -513,8 +520,6 @@ def _train(run: TrainingRun) -> TrainedModel:
     )
     clock.lap("artifact")
     _progress(run, 0.9, "storing the new version")
-    product_content_vectors_write(store=store, product_ids=data.product_ids.ids, vectors=vectors)
-    clock.lap("store_vectors")
     metrics["seconds_by_phase"] = clock.laps
     parameters = dict(fitted.parameters)
     if fitted.ranker is not None and fitted.ranker.text is None:  # serving's `source` says why
