@@ -50,3 +50,45 @@ def test_a_trained_artifact_is_stored_and_read_as_binary_within_its_store(api, s
         assert binary_first(rows, "artifact") is None
         assert binary_update(TrainedModel, model.pk, "artifact", b"x") == 0
     assert binary_first(TrainedModel.objects.filter(pk=-1), "artifact") is None
+
+
+def test_content_vectors_are_written_as_the_artifact_holds_them(api, store):
+    """Training writes each product's content vector to pgvector (binary COPY, catalog/services.py): the
+    same half-precision values the artifact holds, a product without content left without one, and a
+    second training overwrites them."""
+    import numpy as np
+
+    from catalog.models import Product
+    from catalog.services import product_content_vectors_write
+    from recommendations.artifacts import artifact_load
+    from recommendations.models import TrainedModel
+
+    api.post(
+        "/api/v1/products/bulk",
+        [product("a", title="red running shoe"), product("b", title="red running shoe sport"),
+         product("c", title="chocolate cake"), product("d", title="")],
+    )  # fmt: skip
+    run = train(store)
+    arrays = artifact_load(bytes(TrainedModel.objects.get(pk=run.model_id).artifact))
+    by_external = dict(Product.objects.filter(store=store).values_list("id", "external_id"))
+    stored = {
+        by_external[pk]: v
+        for pk, v in Product.objects.filter(store=store).values_list("id", "content_embedding")
+    }
+    for position, pk in enumerate(arrays["product_ids"].tolist()):
+        want = arrays["vectors"][position]
+        got = stored[by_external[pk]]
+        if not np.any(want):
+            assert got is None
+        else:
+            assert np.array_equal(np.asarray(got, np.float16), want)
+    ids = np.array(sorted(by_external), dtype=np.int64)
+    vectors = (
+        np.random.default_rng(0).standard_normal((len(ids), arrays["vectors"].shape[1])).astype(np.float32)
+    )
+    product_content_vectors_write(store=store, product_ids=ids, vectors=vectors)
+    again = dict(Product.objects.filter(store=store).values_list("id", "content_embedding"))
+    assert all(
+        np.array_equal(np.asarray(again[pk], np.float16), vectors[i].astype(np.float16))
+        for i, pk in enumerate(ids.tolist())
+    )
