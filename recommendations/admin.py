@@ -42,6 +42,15 @@ class TrainingRunAdmin(admin.ModelAdmin):
     list_select_related = ("store",)
     readonly_fields = [field.name for field in TrainingRun._meta.fields]
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TrainingRun]:
+        """The run's model version named without its artifact read."""
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("model")
+            .defer(*(f"model__{name}" for name in TrainedModel.LARGE_FIELDS))
+        )
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
@@ -57,11 +66,15 @@ class TrainedModelAdmin(admin.ModelAdmin):
     )  # fmt: skip
     list_filter = ("store", "kind", "is_active")
     list_select_related = ("store",)
-    exclude = ("artifact", "ranker_lessons")
+    exclude = TrainedModel.LARGE_FIELDS
     readonly_fields = [
-        field.name for field in TrainedModel._meta.fields if field.name not in ("artifact", "ranker_lessons")
+        field.name for field in TrainedModel._meta.fields if field.name not in TrainedModel.LARGE_FIELDS
     ]
     actions = ["activate", "replay"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[TrainedModel]:
+        """Without the artifacts: a page of versions of a large store would read gigabytes."""
+        return super().get_queryset(request).defer(*TrainedModel.LARGE_FIELDS)
 
     @admin.display(description="replay on recent events")
     def replayed(self, obj: TrainedModel) -> str:

@@ -40,6 +40,9 @@ class TrainedModel(BaseModel):
     # product or shopper in them), kept when the store shares: the global ranker learns from them
     ranker_lessons = models.BinaryField(null=True, blank=True)
 
+    # what a query for the version's figures should leave out (.defer): a large store's artifact is 100 MB
+    LARGE_FIELDS = ("artifact", "ranker_lessons")
+
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["store", "kind", "version"], name="trained_model_version_uniq"),

@@ -82,7 +82,12 @@ def trained_model_artifact(*, row: ActiveModelRow) -> bytes | None:
 
 
 def training_run_get(*, store: Store, run_id: int) -> TrainingRun:
-    run = TrainingRun.objects.filter(store=store, pk=run_id).select_related("model").first()
+    run = (
+        TrainingRun.objects.filter(store=store, pk=run_id)
+        .select_related("model")
+        .defer(*(f"model__{name}" for name in TrainedModel.LARGE_FIELDS))
+        .first()
+    )
     if run is None:
         raise NotFound("no such training run")
     return run

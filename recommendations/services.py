@@ -656,7 +656,11 @@ def _save_and_maybe_activate(
         )  # fmt: skip
         binary_update(TrainedModel, model.pk, "artifact", artifact)  # bound as binary: see core/db/binary.py
         model.artifact = artifact
-        active = TrainedModel.objects.filter(store=store, kind=run.kind, is_active=True).first()
+        active = (
+            TrainedModel.objects.filter(store=store, kind=run.kind, is_active=True)
+            .defer(*TrainedModel.LARGE_FIELDS)
+            .first()
+        )
         reason = _worse_than(metrics, active)
         if (run.options or {}).get("activate") is False:
             reason = "a candidate, as asked (activate: false): try it in an experiment or a replay"
@@ -712,7 +716,10 @@ def trained_model_activate(*, store: Store, version: int, kind: str = ModelKind.
     """Activate (or roll back to) a version of this store's model, atomically."""
     with transaction.atomic():
         model = (
-            TrainedModel.objects.select_for_update().filter(store=store, kind=kind, version=version).first()
+            TrainedModel.objects.select_for_update()
+            .filter(store=store, kind=kind, version=version)
+            .defer(*TrainedModel.LARGE_FIELDS)
+            .first()
         )
         if model is None:
             raise NotFound("no such model version")

@@ -92,3 +92,33 @@ def test_content_vectors_are_written_as_the_artifact_holds_them(api, store):
         np.array_equal(np.asarray(again[pk], np.float16), vectors[i].astype(np.float16))
         for i, pk in enumerate(ids.tolist())
     )
+
+
+def test_figures_of_a_version_are_read_without_its_artifact(api, store, admin_client):
+    """A training run's figures (the API), its page and the versions' list in the admin, a second training
+    comparing with the active version and an activation read no artifact (100 MB for a large store)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from recommendations.services import trained_model_activate
+
+    api.post("/api/v1/products/bulk", [product("a"), product("b")])
+    api.post("/api/v1/events", [{"user_id": "u", "product_id": p, "type": "view"} for p in ("a", "b")])
+    first = train(store)
+
+    def reads_artifact(queries: CaptureQueriesContext) -> list[str]:
+        return [
+            q["sql"]
+            for q in queries
+            if q["sql"].lstrip().upper().startswith("SELECT")
+            and ('."artifact"' in q["sql"] or '."ranker_lessons"' in q["sql"])
+        ]
+
+    with CaptureQueriesContext(connection) as queries:
+        assert api.get(f"/api/v1/training-runs/{first.id}").json()["status"] == "succeeded"
+        assert admin_client.get(f"/admin/recommendations/trainingrun/{first.id}/change/").status_code == 200
+        assert admin_client.get("/admin/recommendations/trainedmodel/").status_code == 200
+        second = train(store)
+        trained_model_activate(store=store, version=1)
+    assert second.status == "succeeded"
+    assert reads_artifact(queries) == []
