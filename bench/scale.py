@@ -222,7 +222,7 @@ def main() -> None:
         start = first + timedelta(seconds=step * step_seconds)
         began, rows = time.perf_counter(), 0
         for store, size in stores:
-            share = size // args.steps
+            share = size // args.steps + (size % args.steps if step == args.steps - 1 else 0)
             events = store_events(share, catalog_size(size), rng, start, step_seconds)
             for offset in range(0, len(events), BATCH):
                 result = event_ingest(
