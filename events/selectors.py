@@ -425,6 +425,20 @@ def training_events(*, store_id: int, since: datetime | None) -> pa.Table:
     return table
 
 
+def shopper_codes(events: pa.Table, canonical: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """(the distinct shoppers, sorted; each event's shopper as its position among them) of a table of
+    `training_events`, an alias resolved to its user (`canonical`: alias -> user). Each distinct id is
+    handled once (Arrow's dictionary), not once per event."""
+    users = pc.dictionary_encode(events.column("user_id")).combine_chunks()
+    names = users.dictionary.to_numpy(zero_copy_only=False).astype(str)
+    if canonical:  # events sent under an alias belong to its user
+        names = np.array([canonical.get(name, name) for name in names.tolist()], dtype=str)
+    shoppers, name_codes = np.unique(names, return_inverse=True)
+    if not len(events):
+        return shoppers, np.zeros(0, np.int32)
+    return shoppers, name_codes.astype(np.int32)[users.indices.to_numpy(zero_copy_only=False)]
+
+
 def _empty_training_table() -> pa.Table:
     return pa.table(
         {

@@ -21,7 +21,7 @@ from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import unscoped_product_network_vectors_write
 from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
-from events.selectors import store_aliases, training_events
+from events.selectors import shopper_codes, store_aliases, training_events
 from recommendations.artifacts import ArtifactError, artifact_dump, artifact_load
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex
@@ -92,11 +92,9 @@ def _store_events(store_id: int, event_weights: dict) -> tuple[np.ndarray, np.nd
     if not len(events):
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
     canonical = {alias: user for _, alias, user in store_aliases(store_ids=[store_id])}
-    users_raw = events.column("user_id").to_pylist()
-    users = np.array([canonical.get(user, user) for user in users_raw], dtype=object).astype(str)
-    _, user_codes = np.unique(users, return_inverse=True)
+    _, user_codes = shopper_codes(events, canonical)
     return (
-        user_codes,
+        user_codes.astype(np.int64),
         events.column("product_id").to_numpy().astype(np.int64),
         type_weight[events.column("type").to_numpy().astype(np.int64)],
     )

@@ -35,7 +35,7 @@ from core.errors import ApiError, NotFound
 from core.json import jsonb_dict
 from core.observability import TRAINING_RUNS, TRAINING_SECONDS
 from events.models import EventType
-from events.selectors import store_aliases, training_events
+from events.selectors import shopper_codes, store_aliases, training_events
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import CategoryCompatibility, bought_together
 from recommendations.engine.coldstart import ContentToBehaviour
@@ -334,13 +334,8 @@ def _load(store: Store, settings: StoreSettings) -> TrainingData:
         )
         catalog = cursor.fetchall()
     catalog_ids = np.array([row[0] for row in catalog], dtype=np.int64)
-    # shoppers: each distinct id once (Arrow's dictionary), aliases resolved to their user, then sorted
-    users = pc.dictionary_encode(events.column("user_id")).combine_chunks()
-    names = users.dictionary.to_numpy(zero_copy_only=False).astype(str)
-    if canonical:  # events sent under an alias belong to its user
-        names = np.array([canonical.get(name, name) for name in names.tolist()], dtype=str)
-    user_index, name_codes = IdIndex.from_values(names)
-    user_codes = name_codes[users.indices.to_numpy(zero_copy_only=False)] if len(events) else name_codes
+    shoppers, user_codes = shopper_codes(events, canonical)
+    user_index = IdIndex(ids=shoppers)
     # products: each distinct id once (Arrow's dictionary), placed in the index, then per event
     product_codes = pc.dictionary_encode(events.column("product_id")).combine_chunks()
     event_products = product_codes.dictionary.to_numpy(zero_copy_only=False)
