@@ -27,6 +27,20 @@ function done(summary, latency, requests)
   for _, thread in ipairs(threads) do h = h + (thread:get("hits") or 0) end
   io.write(string.format("RESULT %d %d %d %d %d %d %d\n", summary.requests, summary.duration,
     latency:percentile(50), latency:percentile(95), latency:percentile(99), h, summary.errors.status))
+  -- what a script timed itself (`timed`, microseconds: e.g. only the answers of a storefront's steps)
+  for _, thread in ipairs(threads) do
+    local timed = thread:get("timed")
+    if timed and #timed > 0 then io.write("TIMED " .. table.concat(timed, " ") .. "\n") end
+  end
+end
+-- a monotonic clock in microseconds (wrk runs LuaJIT), for scripts that time some requests themselves
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct { long tv_sec; long tv_nsec; } recsys_timespec;
+           int clock_gettime(int clock, recsys_timespec *now); ]]
+local clock_now = ffi.new("recsys_timespec")
+function monotonic_us()
+  ffi.C.clock_gettime(1, clock_now)
+  return tonumber(clock_now.tv_sec) * 1000000 + math.floor(tonumber(clock_now.tv_nsec) / 1000)
 end
 """
 
@@ -40,6 +54,7 @@ class Totals:
     p99_ms: float
     hits: int  # responses the script counted as cache hits
     errors: int  # responses that were not 2xx or 3xx
+    timed_us: tuple[int, ...] = ()  # what the script timed itself (its `timed` table), every thread's
 
 
 def run(
@@ -70,4 +85,7 @@ def run(
     if done.returncode != 0 or not found:
         raise RuntimeError(f"wrk failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
     requests, duration, p50, p95, p99, hits, errors = (int(v) for v in found[0].split()[1:])
-    return Totals(requests, duration / 1e6, p50 / 1000, p95 / 1000, p99 / 1000, hits, errors)
+    timed = tuple(
+        int(value) for line in done.stdout.splitlines() if line.startswith("TIMED ") for value in line.split()[1:]
+    )
+    return Totals(requests, duration / 1e6, p50 / 1000, p95 / 1000, p99 / 1000, hits, errors, timed)
