@@ -13,6 +13,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from catalog.models import Product
+from core.db import prepared_cursor
 from core.errors import NotFound
 from core.pagination import PageRequest
 from tenants.models import Store
@@ -116,7 +117,7 @@ def product_internal_ids(
     wanted = list(dict.fromkeys(external_ids))
     if not wanted:
         return {}
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # (every event's ingestion)
         cursor.execute(
             "SELECT external_id, id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)"
             + (" AND is_active" if active_only else ""),

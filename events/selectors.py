@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 from django.db import connection
 from pyarrow import csv as pa_csv
 
+from core.db import prepared_cursor
 from events import archive
 from events.models import Channel, EventType
 from events.profiles import session_key
@@ -37,7 +38,7 @@ def user_history(*, store: Store, user_id: str, limit: int) -> list[HistoryRow]:
     """The user's latest events across their aliases, oldest first, as stored now. Ordered by time, then
     row id, as the real-time profile orders them."""
     identities = user_identities(store=store, user_id=user_id)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # (a profile rebuilt on the serving path)
         cursor.execute(
             "SELECT id, product_id, type, session_id, timestamp FROM events_event "
             "WHERE store_id = %s AND user_id = ANY(%s) ORDER BY timestamp DESC, id DESC LIMIT %s",
@@ -65,7 +66,7 @@ def _identities(*, store: Store, user_ids: set[str]) -> dict[str, tuple[str, set
     if not user_ids:
         return {}
     given = list(user_ids)
-    with connection.cursor() as cursor:
+    with prepared_cursor() as cursor:  # (every event's ingestion and profile rebuild)
         cursor.execute(
             "SELECT alias_id, user_id FROM events_useralias "
             "WHERE store_id = %s AND (alias_id = ANY(%s) OR user_id = ANY(%s))",

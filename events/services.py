@@ -15,6 +15,7 @@ from django.db import IntegrityError, connection, transaction
 
 from catalog.selectors import product_internal_ids
 from core import answer_cache, rate_limit
+from core.db import prepared_cursor
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
 from events import archive, partitions
@@ -309,25 +310,27 @@ def _store_events(
     keyed = any(event.event_id is not None for event in events)
     if len(rows) <= SMALL_BATCH:
         params = [value for row in rows for value in row]
-        if not keyed:  # (plain VALUES: the target's columns type them; a subquery costs planning)
-            cursor.execute(
-                f"INSERT INTO events_event ({_COLUMNS}, received_at) VALUES {','.join([_ROW] * len(rows))} "
-                f"RETURNING {_RETURNED}",
-                params,
-            )
-        else:
-            values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
-            cursor.execute(
-                f"WITH batch ({_COLUMNS}, received_at) AS (VALUES {values}), "
-                "keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
-                "SELECT store_id, event_id, received_at FROM batch WHERE event_id IS NOT NULL "
-                "ON CONFLICT DO NOTHING RETURNING event_id) "
-                f"INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM batch "
-                "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) "
-                f"RETURNING {_RETURNED}",
-                params,
-            )
-        return [StoredEvent(*row) for row in cursor.fetchall()]
+        # (a storefront's every event: prepared once per connection and batch size)
+        with prepared_cursor() as small:
+            if not keyed:  # (plain VALUES: the target's columns type them)
+                small.execute(
+                    f"INSERT INTO events_event ({_COLUMNS}, received_at) "
+                    f"VALUES {','.join([_ROW] * len(rows))} RETURNING {_RETURNED}",
+                    params,
+                )
+            else:
+                values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
+                small.execute(
+                    f"WITH batch ({_COLUMNS}, received_at) AS (VALUES {values}), "
+                    "keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
+                    "SELECT store_id, event_id, received_at FROM batch WHERE event_id IS NOT NULL "
+                    "ON CONFLICT DO NOTHING RETURNING event_id) "
+                    f"INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM batch "
+                    "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) "
+                    f"RETURNING {_RETURNED}",
+                    params,
+                )
+            return [StoredEvent(*row) for row in small.fetchall()]
     cursor.execute(
         "SELECT nextval(pg_get_serial_sequence('events_event', 'id')) FROM generate_series(1, %s)",
         [len(rows)],
