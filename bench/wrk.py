@@ -85,7 +85,6 @@ def run(
     if done.returncode != 0 or not found:
         raise RuntimeError(f"wrk failed: {done.stdout[-2000:]} {done.stderr[-2000:]}")
     requests, duration, p50, p95, p99, hits, errors = (int(v) for v in found[0].split()[1:])
-    timed = tuple(
-        int(value) for line in done.stdout.splitlines() if line.startswith("TIMED ") for value in line.split()[1:]
-    )
+    timed_lines = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("TIMED ")]
+    timed = tuple(int(value) for values in timed_lines for value in values)
     return Totals(requests, duration / 1e6, p50 / 1000, p95 / 1000, p99 / 1000, hits, errors, timed)
