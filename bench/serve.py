@@ -355,17 +355,24 @@ def drive_wrk_steps(
             "errors": totals.errors, "cache_hits": 0.0, "requests": totals.requests}  # fmt: skip
 
 
-def cpu_seconds(root_pid: int) -> tuple[float, float]:
-    """(CPU seconds of the process tree under `root_pid`, CPU seconds of the whole machine), both busy
-    time so far: the server's share and everyone's (PostgreSQL, Redis, the clients)."""
+def cpu_seconds(root_pid: int) -> tuple[float, float, float]:
+    """(CPU seconds of the process tree under `root_pid`, of PostgreSQL's processes, of the whole machine),
+    busy time so far: the server's share, the database's, and everyone's (Redis and the clients too)."""
 
     ticks = os.sysconf("SC_CLK_TCK")
     stats = process_stats()
     busy = {pid: (int(fields[11]) + int(fields[12])) / ticks for pid, fields in stats.items()}
     tree = process_tree(root_pid, stats)
+    database = 0.0
+    for pid, seconds in busy.items():
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        database += seconds if name == "postgres" or name.startswith("postgres:") else 0.0
     machine = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     machine_busy = (sum(machine) - machine[3] - machine[4]) / ticks
-    return sum(busy.get(pid, 0.0) for pid in tree), machine_busy
+    return sum(busy.get(pid, 0.0) for pid in tree), database, machine_busy
 
 
 def warm(port: int, key: str, paths: list[str]) -> None:
@@ -612,7 +619,7 @@ def measure(
         print(f"machine: {os.cpu_count()} cores; {args.server} {args.workers} workers x {args.threads} "
               f"threads; {args.products:,} products, {args.events:,} events; {label}",
               flush=True)  # fmt: skip
-        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits", "srv µs", "all µs"]
+        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits", "srv µs", "db µs", "all µs"]
         print(f"{'surface':<18} " + " ".join(f"{name:>7}" for name in header) + "   client")
         for name, paths in surfaces.items():
             if name in hot:  # hot answers: asked once just before, as on a live storefront
@@ -623,7 +630,7 @@ def measure(
                 client = "python" if isinstance(paths[0], tuple) else args.client
                 if name in STEPS_FROM_WRK:
                     client = "wrk"
-                server_before, machine_before = cpu_seconds(server.pid)
+                server_before, database_before, machine_before = cpu_seconds(server.pid)
                 if name in STEPS_FROM_WRK:
                     row = {"surface": name, "clients": clients,
                            **drive_wrk_steps(port, key, paths, clients, args.seconds)}  # fmt: skip
@@ -645,11 +652,12 @@ def measure(
                         **{f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)},
                         "errors": errors, "cache_hits": round(hit_share, 3), "requests": len(latencies),
                     }  # fmt: skip
-                server_after, machine_after = cpu_seconds(server.pid)
+                server_after, database_after, machine_after = cpu_seconds(server.pid)
                 answered = max(row["requests"], 1) * (
                     2 if client == "python" and isinstance(paths[0], tuple) else 1
                 )
                 row["server_cpu_us"] = round((server_after - server_before) / answered * 1e6)
+                row["database_cpu_us"] = round((database_after - database_before) / answered * 1e6)
                 row["machine_cpu_us"] = round((machine_after - machine_before) / answered * 1e6)
                 row["client"] = client
                 row["impressions"] = label
@@ -660,7 +668,7 @@ def measure(
                     histograms[name] = ms
                 print(f"{name:<18} {clients:>7} {row['rps']:>7} {row['p50_ms']:>7} {row['p95_ms']:>7} "
                       f"{row['p99_ms']:>7} {row['errors']:>7} {row['cache_hits']:>7.0%} "
-                      f"{row['server_cpu_us']:>7} {row['machine_cpu_us']:>7}   {client}",
+                      f"{row['server_cpu_us']:>7} {row['database_cpu_us']:>7} {row['machine_cpu_us']:>7}   {client}",
                       flush=True)  # fmt: skip
         visible = np.array(event_visibility(port, key)) * 1000
         print(f"event -> next answer: median {np.median(visible):.1f} ms, max {visible.max():.1f} ms "
