@@ -619,7 +619,8 @@ def measure(
         print(f"machine: {os.cpu_count()} cores; {args.server} {args.workers} workers x {args.threads} "
               f"threads; {args.products:,} products, {args.events:,} events; {label}",
               flush=True)  # fmt: skip
-        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits", "srv µs", "db µs", "all µs"]
+        header = ["clients", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "hits",
+                  "srv µs", "db µs", "all µs"]  # fmt: skip
         print(f"{'surface':<18} " + " ".join(f"{name:>7}" for name in header) + "   client")
         for name, paths in surfaces.items():
             if name in hot:  # hot answers: asked once just before, as on a live storefront
@@ -668,7 +669,8 @@ def measure(
                     histograms[name] = ms
                 print(f"{name:<18} {clients:>7} {row['rps']:>7} {row['p50_ms']:>7} {row['p95_ms']:>7} "
                       f"{row['p99_ms']:>7} {row['errors']:>7} {row['cache_hits']:>7.0%} "
-                      f"{row['server_cpu_us']:>7} {row['database_cpu_us']:>7} {row['machine_cpu_us']:>7}   {client}",
+                      f"{row['server_cpu_us']:>7} {row['database_cpu_us']:>7} {row['machine_cpu_us']:>7}"
+                      f"   {client}",
                       flush=True)  # fmt: skip
         visible = np.array(event_visibility(port, key)) * 1000
         print(f"event -> next answer: median {np.median(visible):.1f} ms, max {visible.max():.1f} ms "

@@ -17,6 +17,7 @@ from recommendations.engine.recommender import (
     gather_rows,
     history_vector,
     personal_scores_one,
+    ranked_by_full_score,
     row_entries,
 )
 from recommendations.engine.two_stage import stage_candidates
@@ -69,18 +70,20 @@ def personal_ranked(
 ) -> Ranked:
     """The shopper's candidates in answer order: by the ranking stage when `ranker` (and the model has
     one), else by the first stage's full score (ordered only as far as the request looks)."""
-    candidates, scores = personal_candidates(model, personal)
     if ranker and model.ranker is not None:
+        candidates, scores = personal_candidates(model, personal)
         # the shopper's own history is not among the candidates the ranker learned to order (unless
         # purchases may come back), as in its lessons
         seen = None if include_purchased else personal.history_items
         return second_stage(
             model, personal.sequence, candidates, scores, reason, exclude=seen, session=personal.session
         )
-    return Ranked(
-        model.products.ids[candidates], scores, reason,
-        presorted=False, at_most=TOP_CANDIDATES, tiebreak=candidates,
+    # the same candidates and order, merged in compiled code (ranked_by_full_score)
+    items, scores = ranked_by_full_score(
+        personal.indices, personal.values, model.popularity, model.popularity_order,
+        weight=model.parameter("popularity_weight"), at_most=TOP_CANDIDATES,
     )  # fmt: skip
+    return Ranked(model.products.ids[items], scores, reason)
 
 
 def uses_ranker(request: ServingRequest) -> bool:

@@ -260,6 +260,38 @@ def test_gathered_rows_equal_the_sparse_product():
     assert summed[0].tolist() == [1, 4] and summed[1].tolist() == [2.5, 1.0]
 
 
+@pytest.mark.parametrize("weight", [0.0, 0.01, 1.0])
+def test_ranked_by_full_score_is_every_candidate_scored_and_sorted(weight):
+    """The compiled merge gives what serving computed before: the items with a personal part and the
+    `at_most` most popular, scored in float32, sorted by score then item, cut at `at_most`; ties planted
+    (quantised popularity and values), zero popularity, and personal parts of popular items."""
+    from recommendations.engine.recommender import ranked_by_full_score
+
+    rng = np.random.default_rng(11)
+    for trial in range(300):
+        n_items = int(rng.integers(1, 400))
+        popularity = (rng.integers(0, 6, size=n_items) / 5).astype(np.float32)  # many ties, some zero
+        order = np.argsort(-popularity, kind="stable")
+        order = order[popularity[order] > 0]
+        at_most = int(rng.integers(1, 60))
+        personal = np.unique(rng.integers(0, n_items, size=int(rng.integers(0, 80))))
+        values = (rng.integers(-1, 4, size=personal.size) / 3).astype(np.float32)
+        items, scores = ranked_by_full_score(
+            personal, values, popularity, order, weight=weight, at_most=at_most
+        )
+        # the reference: every candidate scored as serving scored them, then sorted
+        top = np.sort(order[:at_most])
+        candidates = np.union1d(top, personal)
+        full = np.float32(weight) * popularity[candidates]
+        at = np.searchsorted(candidates, personal)
+        full[at] += values
+        keep = np.isfinite(full) & (full > 0)
+        candidates, full = candidates[keep], full[keep]
+        ranked = np.lexsort((candidates, -full))[:at_most]
+        assert items.tolist() == candidates[ranked].tolist(), trial
+        assert scores.tobytes() == full[ranked].tobytes(), trial
+
+
 def test_row_entries_are_the_rows_stored_entries():
     from recommendations.engine.recommender import row_entries
 
