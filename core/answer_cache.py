@@ -103,27 +103,38 @@ local function take_token(key, rate, burst)
 end
 """
 
-# A daily quota, and ingestion's gate in one round trip: the key's token (as _TAKE_SCRIPT; ARGV[1] 0: no
-# limit), then, when granted, ARGV[3] units of the day's quota KEYS[2] reserved unless that passes ARGV[4]
-# (0: no quota); the count after (reserved), or -1 - the count now (refused)
+# A daily quota, and ingestion's gate in one round trip: the store's keys generation KEYS[3] (started as in
+# _FETCH_SCRIPT; when it is not ARGV[6], the one the caller trusts its key at, nothing else is done), the
+# key's token (as _TAKE_SCRIPT; ARGV[1] 0: no limit), then, when granted, ARGV[3] units of the day's quota
+# KEYS[2] reserved unless that passes ARGV[4] (0: no quota); the count after (reserved), or -1 - the count
+# now (refused)
 _GATE_SCRIPT = (
     _BUCKET_FUNCTION
     + """
+local keys_gen = redis.call('GET', KEYS[3])
+if not keys_gen then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[3], now[1] .. string.format('%06d', tonumber(now[2])), 'NX')
+  keys_gen = redis.call('GET', KEYS[3])
+end
+if ARGV[6] ~= '' and ARGV[6] ~= keys_gen then
+  return {{1, -1, 0, 0}, 0, keys_gen}
+end
 local bucket = {1, -1, 0, 0}
 if tonumber(ARGV[1]) > 0 then
   bucket = take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 end
 if bucket[1] == 0 or tonumber(ARGV[4]) <= 0 then
-  return {bucket, 0}
+  return {bucket, 0, keys_gen}
 end
 local used = tonumber(redis.call('GET', KEYS[2]) or '0')
 local wanted = tonumber(ARGV[3])
 if used + wanted > tonumber(ARGV[4]) then
-  return {bucket, -1 - used}
+  return {bucket, -1 - used, keys_gen}
 end
 used = redis.call('INCRBY', KEYS[2], wanted)
 redis.call('EXPIRE', KEYS[2], ARGV[5])
-return {bucket, used}
+return {bucket, used, keys_gen}
 """
 )
 
@@ -636,7 +647,7 @@ def quota_reserve(store: Any, name: str, day: str, amount: int, limit: int) -> t
     """Reserve `amount` of the store's quota `name` for `day` (a UTC date) unless that passes `limit`:
     (reserved, the day's count after it or now). None when Redis is off or down (no quota then)."""
     answered = gate(None, store, name, day, amount, limit)
-    return None if answered is None else answered[1]
+    return None if answered is None else answered.reserved
 
 
 def store_forget(store: Any, extra_keys: Iterable[str] = ()) -> int | None:
@@ -662,27 +673,47 @@ def store_forget(store: Any, extra_keys: Iterable[str] = ()) -> int | None:
     return removed
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Ingestion's gate: the bucket's answer (None: no limit), (reserved, count) of the daily quota (None:
+    no quota, or the token refused), and the store's keys generation."""
+
+    bucket: list[int] | None
+    reserved: tuple[bool, int] | None
+    keys_generation: bytes
+
+
 def gate(
-    bucket: tuple[str, int, int] | None, store: Any, quota: str, day: str, amount: int, limit: int
-) -> tuple[list[int] | None, tuple[bool, int] | None] | None:
-    """A token of `bucket` and, when granted, `amount` of the store's daily `quota`, in one round trip:
-    (the bucket's answer or None when there is no limit, (reserved, count) or None when there is no
-    quota). None when Redis is off or down."""
+    bucket: tuple[str, int, int] | None,
+    store: Any,
+    quota: str,
+    day: str,
+    amount: int,
+    limit: int,
+    trusted_keys_generation: bytes | None = None,
+) -> Gate | None:
+    """The store's keys generation, a token of `bucket` and, when granted, `amount` of the store's daily
+    `quota`, in one round trip; only the generation when it is not `trusted_keys_generation` (the key and
+    the limits the caller holds are stale then). None when Redis is off or down."""
     client = _redis()
     if client is None:
         return None
-    bucket_key, rate, burst = bucket if bucket is not None else (f"{_namespace(store)}:rl:-", 0, 0)
-    quota_key = f"{_namespace(store)}:quota:{quota}:{day}"
+    namespace = _namespace(store)
+    bucket_key, rate, burst = bucket if bucket is not None else (f"{namespace}:rl:-", 0, 0)
+    quota_key = f"{namespace}:quota:{quota}:{day}"
     try:
-        taken, used = _evalsha(
-            client, keys=[bucket_key, quota_key], args=[rate, burst, amount, limit, 2 * 86_400], script=_gate
+        taken, used, keys_gen = _evalsha(
+            client,
+            keys=[bucket_key, quota_key, f"{namespace}:keys"],
+            args=[rate, burst, amount, limit, 2 * 86_400, trusted_keys_generation or b""],
+            script=_gate,
         )
     except (redis.RedisError, OSError) as error:
         _unreachable(error)
         return None
     granted = int(taken[0]) == 1
     reserved = None if limit <= 0 or not granted else ((True, int(used)) if used >= 0 else (False, -1 - used))
-    return (taken if bucket is not None else None), reserved
+    return Gate(taken if bucket is not None else None, reserved, keys_gen)
 
 
 def take_token(bucket_key: str, rate: int, burst: int) -> list[int] | None:

@@ -119,20 +119,24 @@ def daily_quota_take(store: Any, name: str, amount: int, what: str) -> None:
         raise quota_exceeded(name, limit, reserved[1], amount, what, now)
 
 
-def ingest_gate(api_key: Any, amount: int) -> tuple[Bucket | None, bool | None]:
-    """For the fast path's ingestion, one round trip: the key's token, then `amount` events of the
-    store's daily quota. (the bucket or None without a limit, whether the quota was reserved: True, refused:
-    False, not checked (none set, or the token refused): None). Redis unavailable: (None, None)."""
+def ingest_gate(
+    api_key: Any, amount: int, keys_generation: bytes
+) -> tuple[Bucket | None, bool | None, bytes] | None:
+    """For the fast path's ingestion, one round trip: the store's keys generation, and when it is still
+    `keys_generation` (the one the key is remembered at) the key's token, then `amount` events of the
+    store's daily quota. (the bucket or None without a limit, whether the quota was reserved: True,
+    refused: False, not checked (none set, or the token refused): None; the keys generation: when it is not
+    `keys_generation`, nothing was taken or reserved). None: Redis unavailable."""
     store = api_key.store
     args = bucket_args(api_key)
     limit = quota(store, "max_events_per_day")
     day = datetime.now(tz=UTC).date().isoformat()
-    answered = answer_cache.gate(args, store, "max_events_per_day", day, amount, limit)
+    answered = answer_cache.gate(args, store, "max_events_per_day", day, amount, limit, keys_generation)
     if answered is None:
-        return None, None
-    taken, reserved = answered
+        return None
+    taken, reserved = answered.bucket, answered.reserved
     bucket = None if taken is None or args is None else Bucket.from_reply(taken, args[2])
-    return bucket, (None if reserved is None else reserved[0])
+    return bucket, (None if reserved is None else reserved[0]), answered.keys_generation
 
 
 def quota_exceeded(name: str, limit: int, used: int, amount: int, what: str, now: datetime) -> Exception:

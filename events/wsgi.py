@@ -23,7 +23,7 @@ from core.json import render_json
 from core.observability import store_var
 from events.apis import EventIngestApi, ingest_counted
 from events.services import event_ingest, event_rows
-from tenants.authentication import remembered_key
+from tenants.authentication import bearer_token, recent_keys, remembered_key
 from tenants.models import ApiKeyScope
 
 logger = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return None
     if not environ.get("CONTENT_TYPE", "").startswith("application/json"):
         return None
-    entry = remembered_key(environ, ApiKeyScope.WRITE, trusted=True)
+    # the key as remembered; the generation it is trusted at is checked in the gate's round trip, before
+    # anything is stored
+    entry = remembered_key(environ, ApiKeyScope.WRITE, trusted=False)
     if entry is None:
         return None
     try:
@@ -50,8 +52,14 @@ def fast_ingest(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         rows = len(event_rows(payload))
     except (orjson.JSONDecodeError, ApiError):
         return None
-    # the key's rate limit and the store's daily quota, in one round trip
-    bucket, reserved = rate_limit.ingest_gate(entry[0], rows)
+    # the keys generation, the key's rate limit and the store's daily quota, in one round trip
+    gate = rate_limit.ingest_gate(entry[0], rows, entry[1])
+    if gate is None:
+        return None  # Redis unavailable: nothing is trusted, Django looks the key up
+    bucket, reserved, keys_generation = gate
+    if keys_generation != entry[1]:  # keys or stores changed since (nothing taken): Django looks it up
+        recent_keys.forget(bearer_token(environ) or "")
+        return None
     if bucket is not None:
         environ[rate_limit.ENVIRON_KEY] = bucket  # taken: Django, should it answer instead, takes no other
         if not bucket.allowed:

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg
 from django.conf import settings
-from django.db.backends.postgresql import base
+from django.db.backends.postgresql import base, operations
 from django.db.backends.utils import CursorWrapper
 from psycopg import pq
 
@@ -78,7 +78,21 @@ class PreparedCursor(psycopg.Cursor):
         return super().execute(query, params, prepare=True, binary=True)
 
 
+class DatabaseOperations(operations.DatabaseOperations):
+    def last_executed_query(self, cursor: Any, sql: str, params: Any) -> str:
+        """A prepared statement's text with its parameters, as the query log shows the others' (psycopg
+        keeps no text of a prepared execution)."""
+        if isinstance(cursor, PreparedCursor):
+            try:
+                return self.compose_sql(sql, params)
+            except psycopg.Error:
+                return sql
+        return super().last_executed_query(cursor, sql, params)
+
+
 class DatabaseWrapper(base.DatabaseWrapper):
+    ops_class = DatabaseOperations
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._scope_sent: object = _UNKNOWN
