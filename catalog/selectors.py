@@ -112,18 +112,38 @@ def product_columns(*, store: Store, product_ids: list[int] | None = None) -> Ca
 def product_internal_ids(
     *, store: Store, external_ids: Iterable[str], active_only: bool = False
 ) -> dict[str, int]:
-    """External id -> internal id of those of `external_ids` that are the store's products (one query):
-    the one place where the merchant's ids become the matrices' and tables' ids."""
+    """External id -> internal id of those of `external_ids` that are the store's products (one query, or
+    none when this process has seen them all): the one place where the merchant's ids become the
+    matrices' and tables' ids.
+
+    A product's internal id never changes: its row is updated in place, deactivated rather than deleted,
+    and removed only with its store (whose id is never used again). So the ids this process found are
+    remembered (`_KNOWN_PRODUCTS`, by store); an id not found is asked again every time (it may be
+    created), and `active_only` always asks."""
     wanted = list(dict.fromkeys(external_ids))
     if not wanted:
         return {}
+    store_id = store.id
+    if not active_only:
+        known = {external: _KNOWN_PRODUCTS.get((store_id, external)) for external in wanted}
+        if None not in known.values():
+            return known  # type: ignore[return-value]  # (no None among them)
     with prepared_cursor() as cursor:  # (every event's ingestion)
         cursor.execute(
             "SELECT external_id, id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)"
             + (" AND is_active" if active_only else ""),
-            [store.id, wanted],
+            [store_id, wanted],
         )
-        return dict(cursor.fetchall())
+        found = dict(cursor.fetchall())
+    if len(_KNOWN_PRODUCTS) + len(found) > KNOWN_PRODUCTS_MAX:
+        _KNOWN_PRODUCTS.clear()  # (a bound, not an LRU: a storefront's products come back at once)
+    _KNOWN_PRODUCTS.update(((store_id, external), internal) for external, internal in found.items())
+    return found
+
+
+# (store id, external id) -> internal id of products this process has looked up: about 150 bytes each
+KNOWN_PRODUCTS_MAX = 100_000
+_KNOWN_PRODUCTS: dict[tuple[int, str], int] = {}
 
 
 def product_content_neighbours(*, store: Store, product_id: int, limit: int) -> list[tuple[int, float]]:

@@ -233,3 +233,27 @@ def test_an_image_url_with_square_brackets_is_refused(api):
         api.post("/api/v1/products/bulk", [product("b", image_url="https://x.example/a.png")]).status_code
         == 200
     )
+
+
+def test_internal_ids_found_are_remembered_and_missing_ones_asked_again(api, store):
+    """Ingestion turns every event's product id into the internal id: found ids are remembered by the
+    process (a product's internal id never changes), ids not found are asked again (they may be created
+    since), and `active_only` always asks."""
+    from catalog.selectors import product_internal_ids
+
+    api.post("/api/v1/products/bulk", [product("a"), product("b")])
+    ids = {p.external_id: p.id for p in Product.objects.filter(store=store)}
+    assert product_internal_ids(store=store, external_ids=["a", "b"]) == ids
+    with CaptureQueriesContext(connection) as remembered:
+        assert product_internal_ids(store=store, external_ids=["b", "a", "b"]) == ids
+    assert remembered.captured_queries == []
+    with CaptureQueriesContext(connection) as missing:
+        assert product_internal_ids(store=store, external_ids=["a", "c"]) == {"a": ids["a"]}
+    assert len(missing.captured_queries) == 1
+    api.post("/api/v1/products/bulk", [product("c")])
+    assert product_internal_ids(store=store, external_ids=["a", "c"])["c"] == Product.objects.get(
+        store=store, external_id="c"
+    ).id
+    api.delete("/api/v1/products/a")  # deactivated: still its id, but not among the active
+    assert product_internal_ids(store=store, external_ids=["a"]) == {"a": ids["a"]}
+    assert product_internal_ids(store=store, external_ids=["a"], active_only=True) == {}
