@@ -251,9 +251,10 @@ def test_internal_ids_found_are_remembered_and_missing_ones_asked_again(api, sto
         assert product_internal_ids(store=store, external_ids=["a", "c"]) == {"a": ids["a"]}
     assert len(missing.captured_queries) == 1
     api.post("/api/v1/products/bulk", [product("c")])
-    assert product_internal_ids(store=store, external_ids=["a", "c"])["c"] == Product.objects.get(
-        store=store, external_id="c"
-    ).id
+    assert (
+        product_internal_ids(store=store, external_ids=["a", "c"])["c"]
+        == Product.objects.get(store=store, external_id="c").id
+    )
     api.delete("/api/v1/products/a")  # deactivated: still its id, but not among the active
     assert product_internal_ids(store=store, external_ids=["a"]) == {"a": ids["a"]}
     assert product_internal_ids(store=store, external_ids=["a"], active_only=True) == {}
