@@ -389,12 +389,60 @@ def _ranked_by_full_score(indices, values, popularity, order, weight, at_most, s
     return items[:n], out[:n]
 
 
+def strongest_sources(
+    neighbours: sp.csr_matrix, history_items: np.ndarray, history_weights: np.ndarray, targets: np.ndarray
+) -> np.ndarray:
+    """For each of `targets` (items), which of `history_items` contributed most to its personal score:
+    the index of the item whose link to the target, times the item's weight, is largest (the first such
+    in `history_items` on a tie); -1 where none contributed a positive amount. What a reason names
+    ("because you showed interest in X"), as a compiled loop over the history's links."""
+    if len(targets) == 0:
+        return np.zeros(0, np.int64)
+    if len(history_items) == 0 or neighbours.nnz == 0:
+        return np.full(len(targets), -1, np.int64)
+    _, seen = _scratch(neighbours.shape[1])
+    return _strongest_sources(
+        _read_only(neighbours.indptr), _read_only(neighbours.indices), _read_only(neighbours.data),
+        _read_only(history_items, np.int64), _read_only(history_weights, np.float32),
+        _read_only(targets, np.int64), seen,
+    )  # fmt: skip
+
+
+@numba.njit(cache=True, nogil=True)
+def _strongest_sources(indptr, indices, data, items, weights, targets, seen):  # noqa: ANN001, ANN202, PLR0913
+    # a target's place among the targets + 1 in `seen` (the first place of a target named twice)
+    for t in range(targets.size - 1, -1, -1):
+        seen[targets[t]] = 0
+    slot = np.empty(targets.size, np.int64)
+    for t in range(targets.size):
+        if seen[targets[t]] == 0 and t < 255:
+            seen[targets[t]] = t + 1
+        slot[t] = seen[targets[t]] - 1 if seen[targets[t]] > 0 else -1
+    best = np.zeros(targets.size, np.float32)
+    source = np.full(targets.size, -1, np.int64)
+    for r in range(items.size):
+        weight = weights[r]
+        for entry in range(indptr[items[r]], indptr[items[r] + 1]):
+            place = seen[indices[entry]]
+            if place > 0:
+                value = data[entry] * weight
+                if value > best[place - 1]:
+                    best[place - 1] = value
+                    source[place - 1] = r
+    out = np.empty(targets.size, np.int64)
+    for t in range(targets.size):
+        out[t] = source[slot[t]] if slot[t] >= 0 else -1
+        seen[targets[t]] = 0
+    return out
+
+
 def compile_serving() -> None:
     """Compiles serving's loops (or loads them from numba's cache: a first call otherwise compiles them,
     in seconds); the image runs this once at its build, and a web process when it starts."""
     matrix = sp.csr_matrix(np.eye(3, dtype=np.float32))
     indices, values = gather_rows(matrix, np.array([0, 2]), np.ones(2, np.float32))
     ranked_by_full_score(indices, values, np.ones(3, np.float32), np.arange(3), weight=0.01, at_most=3)
+    strongest_sources(matrix, np.array([0, 2]), np.ones(2, np.float32), np.array([1, 2]))
 
 
 def personal_scores_one(

@@ -18,7 +18,7 @@ from recommendations.engine.recommender import (
     history_vector,
     personal_scores_one,
     ranked_by_full_score,
-    row_entries,
+    strongest_sources,
 )
 from recommendations.engine.two_stage import stage_candidates
 from recommendations.selectors import event_type_weights
@@ -253,16 +253,11 @@ def _because(
     known = positions >= 0
     if history_positions.size == 0 or not known.any():
         return {}
-    # a few hundred history rows by a few answered columns: small and dense
-    answered_positions = positions[known]
-    contributions = np.zeros((history_positions.size, answered_positions.size), dtype=np.float32)
-    owner, columns, values = row_entries(model.neighbours, history_positions)
-    order = np.argsort(answered_positions)
-    at = np.minimum(np.searchsorted(answered_positions[order], columns), answered_positions.size - 1)
-    hit = answered_positions[order][at] == columns
-    contributions[owner[hit], order[at[hit]]] = values[hit] * personal.history_weights[owner[hit]]
-    anchors = history_positions[contributions.argmax(axis=0)]
-    has_anchor = contributions.max(axis=0) > 0
+    sources = strongest_sources(
+        model.neighbours, history_positions, personal.history_weights, positions[known]
+    )
+    has_anchor = sources >= 0
+    anchors = history_positions[np.maximum(sources, 0)]
     anchor_ids = model.products.ids[anchors[has_anchor]]
     names = _names(catalog, anchor_ids)
     out = {}

@@ -292,6 +292,29 @@ def test_ranked_by_full_score_is_every_candidate_scored_and_sorted(weight):
         assert scores.tobytes() == full[ranked].tobytes(), trial
 
 
+def test_strongest_sources_name_the_history_item_that_contributed_most():
+    """Against the dense form serving used before: history rows by target columns of link x weight, the
+    first row of a column's maximum, none where no contribution is positive; targets named twice, absent
+    from every row, and ties."""
+    from recommendations.engine.recommender import strongest_sources
+
+    rng = np.random.default_rng(5)
+    for trial in range(300):
+        n = int(rng.integers(2, 80))
+        neighbours = sp.random(n, n, density=0.2, random_state=int(rng.integers(1 << 30)), format="csr",
+                               dtype=np.float32)  # fmt: skip
+        neighbours.data = (np.round(neighbours.data * 4) / 4).astype(np.float32)  # ties
+        items = np.unique(rng.integers(0, n, size=int(rng.integers(0, 12))))
+        weights = rng.choice([0.0, 0.5, 1.0, 2.0], size=items.size).astype(np.float32)
+        targets = rng.integers(0, n, size=int(rng.integers(0, 8)))
+        got = strongest_sources(neighbours, items, weights, targets)
+        dense = neighbours[items].toarray() * weights[:, None] if items.size else np.zeros((0, n))
+        expected = [
+            int(np.argmax(dense[:, t])) if items.size and dense[:, t].max() > 0 else -1 for t in targets
+        ]
+        assert got.tolist() == expected, trial
+
+
 def test_row_entries_are_the_rows_stored_entries():
     from recommendations.engine.recommender import row_entries
 
