@@ -48,34 +48,49 @@ def user_history(*, store: Store, user_id: str, limit: int) -> list[HistoryRow]:
     return [HistoryRow(*row) for row in reversed(rows)]
 
 
-def identity_groups(*, store: Store, user_ids: set[str]) -> dict[str, set[str]]:
+def identity_groups(
+    *, store: Store, user_ids: set[str], alias_rows: list[tuple[str, str]] | None = None
+) -> dict[str, set[str]]:
     """For each of these shoppers, every id of their profile: the id, the user an alias belongs to, and
-    that user's aliases. An answer asked about any of them reads all of their events."""
+    that user's aliases. An answer asked about any of them reads all of their events. `alias_rows`: what
+    ALIAS_ROWS gave for these ids (or more), read by the caller's own statement."""
     return {
         user_id: {user_id, canonical, *aliases}
-        for user_id, (canonical, aliases) in _identities(store=store, user_ids=user_ids).items()
+        for user_id, (canonical, aliases) in _identities(
+            store=store, user_ids=user_ids, alias_rows=alias_rows
+        ).items()
     }
 
 
-def _identities(*, store: Store, user_ids: set[str]) -> dict[str, tuple[str, set[str]]]:
+# The alias links that name any of the ids $2 (a text array; store $1): the first step of resolving them
+# (_identities), which a statement of ingestion appends to its insert (one round trip fewer an event).
+# Columns (alias_id, user_id).
+ALIAS_ROWS = (
+    "SELECT alias_id, user_id FROM events_useralias "
+    "WHERE store_id = %s AND (alias_id = ANY(%s) OR user_id = ANY(%s))"
+)
+
+
+def _identities(
+    *, store: Store, user_ids: set[str], alias_rows: list[tuple[str, str]] | None = None
+) -> dict[str, tuple[str, set[str]]]:
     """Each shopper's user (itself, or the user its alias belongs to) and that user's aliases: the one
     place aliases are resolved. Aliases are one level deep (an alias of an alias points at the user), so
-    one plain query answers for shoppers that are users or have no alias at all (nearly always), and a
-    second one fetches the aliases of users named only through an alias. Plain queries on purpose:
-    planning a CTE cost more than running it."""
+    one plain query (ALIAS_ROWS, or rows the caller read with it) answers for shoppers that are users or
+    have no alias at all (nearly always), and a second one fetches the aliases of users named only
+    through an alias."""
     if not user_ids:
         return {}
-    given = list(user_ids)
-    with prepared_cursor() as cursor:  # (every event's ingestion and profile rebuild)
-        cursor.execute(
-            "SELECT alias_id, user_id FROM events_useralias "
-            "WHERE store_id = %s AND (alias_id = ANY(%s) OR user_id = ANY(%s))",
-            [store.id, given, given],
-        )
-        rows = cursor.fetchall()
-        canonical_of = {alias: user for alias, user in rows if alias in user_ids}
-        unseen = set(canonical_of.values()) - user_ids
-        if unseen:
+    if alias_rows is None:
+        given = list(user_ids)
+        with prepared_cursor() as cursor:  # (every profile rebuild)
+            cursor.execute(ALIAS_ROWS, [store.id, given, given])
+            alias_rows = cursor.fetchall()
+    rows = list(alias_rows)
+    canonical_of = {alias: user for alias, user in rows if alias in user_ids}
+    unseen = set(canonical_of.values()) - user_ids
+    if unseen:
+        with prepared_cursor() as cursor:
             cursor.execute(
                 "SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s AND user_id = ANY(%s)",
                 [store.id, list(unseen)],

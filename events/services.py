@@ -21,7 +21,7 @@ from core.validation import RowError, clean_money, clean_string, clean_timestamp
 from events import archive, partitions
 from events.models import CHANNEL_BY_NAME, EVENT_TYPE_BY_NAME, Channel, UserAlias
 from events.profiles import profile_entry
-from events.selectors import identity_groups
+from events.selectors import ALIAS_ROWS, identity_groups
 from tenants.models import Store
 
 EVENT_FIELDS = frozenset(
@@ -243,11 +243,11 @@ def _ingest(
             result.duplicate += len(shown) - accepted
         if known:
             partitions.ensure_for({event.timestamp for event in known})
-            stored = _store_events(cursor, store, known, product_ids)
+            stored, alias_rows = _store_events(cursor, store, known, product_ids)
             result.accepted += len(stored)
             result.duplicate += len(known) - len(stored)
             if stored and answer_cache.enabled():
-                appended.update(_profiles_changed(store, stored))
+                appended.update(_profiles_changed(store, stored, alias_rows))
 
 
 class StoredEvent(NamedTuple):
@@ -259,7 +259,9 @@ class StoredEvent(NamedTuple):
     timestamp: datetime
 
 
-def _profiles_changed(store: Store, stored: list[StoredEvent]) -> dict[str, list[tuple[int, bytes]]]:
+def _profiles_changed(
+    store: Store, stored: list[StoredEvent], alias_rows: list[tuple[str, str]] | None = None
+) -> dict[str, list[tuple[int, bytes]]]:
     """Answers about these shoppers (under any id of their profiles) are stale from now on, and the batch's
     events join the profiles Redis holds of every such id.
 
@@ -267,7 +269,7 @@ def _profiles_changed(store: Store, stored: list[StoredEvent]) -> dict[str, list
     one, the profiles are dropped now (the events are not visible to others yet, and a reader must not
     keep a profile without them) and the events appended once it commits, to any profile rebuilt in
     between (from a snapshot that may lack them: members are idempotent)."""
-    groups = identity_groups(store=store, user_ids={event.user_id for event in stored})
+    groups = identity_groups(store=store, user_ids={event.user_id for event in stored}, alias_rows=alias_rows)
     entries: dict[str, list[tuple[int, bytes]]] = {}
     for event in stored:
         entry = profile_entry(event.id, event.product_id, event.type, event.session_id, event.timestamp)
@@ -297,40 +299,47 @@ _ROW = "(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
 
 def _store_events(
     cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]
-) -> list[StoredEvent]:
-    """Store the events whose event_id is not stored yet; answers the rows stored, with their ids.
+) -> tuple[list[StoredEvent], list[tuple[str, str]] | None]:
+    """Store the events whose event_id is not stored yet; answers the rows stored, with their ids, and (for
+    a small batch) the alias links of its shoppers (events.selectors.ALIAS_ROWS), read by the same
+    statement for the profiles' update.
 
     Idempotency is the key table's (EventKey): a batch's event ids are inserted there first, ON CONFLICT
     DO NOTHING, and only the events whose key was new are stored, in the same statement or transaction.
-    Small batches are one statement (INSERT ... VALUES, with the keys' INSERT as a CTE when some event
-    names an id). Large ones are COPY into a temporary table (row-level security allows no COPY into the
-    events table itself), with ids drawn from the sequence first, then the keys' INSERT and one
-    INSERT ... SELECT."""
+    Small batches are one prepared statement (INSERT ... VALUES, with the keys' INSERT as a CTE when some
+    event names an id, and the alias links after it). Large ones are COPY into a temporary table
+    (row-level security allows no COPY into the events table itself), with ids drawn from the sequence
+    first, then the keys' INSERT and one INSERT ... SELECT."""
     rows = _event_rows(store, events, product_ids)
     keyed = any(event.event_id is not None for event in events)
     if len(rows) <= SMALL_BATCH:
-        params = [value for row in rows for value in row]
+        shoppers = list({event.user_id for event in events})
+        params = [value for row in rows for value in row] + [store.id, shoppers, shoppers]
+        if not keyed:  # (plain VALUES: the target's columns type them)
+            insert = (
+                f"WITH stored AS (INSERT INTO events_event ({_COLUMNS}, received_at) "
+                f"VALUES {','.join([_ROW] * len(rows))} RETURNING {_RETURNED}) "
+            )
+        else:
+            values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
+            insert = (
+                f"WITH batch ({_COLUMNS}, received_at) AS (VALUES {values}), "
+                "keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
+                "SELECT store_id, event_id, received_at FROM batch WHERE event_id IS NOT NULL "
+                "ON CONFLICT DO NOTHING RETURNING event_id), "
+                f"stored AS (INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM batch "
+                f"WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) RETURNING {_RETURNED}) "
+            )
         # (a storefront's every event: prepared once per connection and batch size)
         with prepared_cursor() as small:
-            if not keyed:  # (plain VALUES: the target's columns type them)
-                small.execute(
-                    f"INSERT INTO events_event ({_COLUMNS}, received_at) "
-                    f"VALUES {','.join([_ROW] * len(rows))} RETURNING {_RETURNED}",
-                    params,
-                )
-            else:
-                values = ",".join([_TYPED_ROW, *[_ROW] * (len(rows) - 1)])
-                small.execute(
-                    f"WITH batch ({_COLUMNS}, received_at) AS (VALUES {values}), "
-                    "keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
-                    "SELECT store_id, event_id, received_at FROM batch WHERE event_id IS NOT NULL "
-                    "ON CONFLICT DO NOTHING RETURNING event_id) "
-                    f"INSERT INTO events_event ({_COLUMNS}, received_at) SELECT * FROM batch "
-                    "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) "
-                    f"RETURNING {_RETURNED}",
-                    params,
-                )
-            return [StoredEvent(*row) for row in small.fetchall()]
+            small.execute(
+                f"{insert}SELECT {_RETURNED}, NULL::text FROM stored UNION ALL "
+                f"SELECT NULL, user_id, NULL, NULL, NULL, NULL, alias_id FROM ({ALIAS_ROWS}) AS aliases",
+                params,
+            )
+            found = small.fetchall()
+        stored = [StoredEvent(*row[:6]) for row in found if row[0] is not None]
+        return stored, [(row[6], row[1]) for row in found if row[0] is None]
     cursor.execute(
         "SELECT nextval(pg_get_serial_sequence('events_event', 'id')) FROM generate_series(1, %s)",
         [len(rows)],
@@ -357,7 +366,7 @@ def _store_events(
     ]
     if not keyed:
         cursor.execute(insert)
-        return stored
+        return stored, None
     cursor.execute(
         "INSERT INTO events_eventkey (store_id, event_id, received_at) "
         "SELECT store_id, event_id, received_at FROM event_staging WHERE event_id IS NOT NULL "
@@ -366,13 +375,14 @@ def _store_events(
     new_keys = {row[0] for row in cursor.fetchall()}
     if len(new_keys) == sum(event.event_id is not None for event in events):
         cursor.execute(insert)  # no resend (nearly always): every staged row
-        return stored
+        return stored, None
     cursor.execute(f"{insert} WHERE event_id IS NULL OR event_id = ANY(%s)", [list(new_keys)])
-    return [
+    kept = [
         row
         for row, event in zip(stored, events, strict=True)
         if event.event_id is None or event.event_id in new_keys
     ]
+    return kept, None
 
 
 def _store_shown(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:
