@@ -124,3 +124,33 @@ def test_a_database_that_is_down_is_a_503_to_retry(api, tenant, monkeypatch):
     finally:
         ApiClient.through_wsgi = False
     assert answered.status_code == 503 and answered.json()["code"] == "database_unavailable"
+
+
+def test_the_health_check_asks_the_server_only_when_it_sent_something(transactional_db, monkeypatch):
+    """CONN_HEALTH_CHECKS without a round trip per request: a reused connection whose socket has nothing
+    to read is taken as it is; one the server closed (here its backend terminated) is readable, checked
+    with Django's query, found dead and replaced before the query runs."""
+    import psycopg
+    from django.db import connection
+    from django.db.backends.postgresql.base import DatabaseWrapper
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    asked = []
+    plain_is_usable = DatabaseWrapper.is_usable
+    monkeypatch.setattr(DatabaseWrapper, "is_usable", lambda self: asked.append(1) or plain_is_usable(self))
+    connection.health_check_done = False
+    connection.close_if_health_check_failed()
+    assert asked == [] and connection.connection is not None  # healthy and quiet: not asked
+    assert not connection.in_atomic_block
+    pid = connection.connection.info.backend_pid
+    params = connection.get_connection_params()
+    params.pop("cursor_factory", None)
+    with psycopg.connect(**params, autocommit=True) as other:
+        other.execute("SELECT pg_terminate_backend(%s, 5000)", [pid])  # (waits until it is gone)
+    connection.health_check_done = False
+    connection.close_if_health_check_failed()
+    assert asked == [1] and connection.connection is None  # readable: asked, found dead, closed
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)

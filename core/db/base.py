@@ -18,6 +18,7 @@ text loader of timestamps is Python: 200 history rows cost 1.4 ms of the web pro
 from __future__ import annotations
 
 import logging
+import select
 from typing import Any
 
 import psycopg
@@ -109,6 +110,25 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def get_new_connection(self, conn_params: dict[str, Any]) -> Any:
         self._scope_sent = _UNKNOWN
         return super().get_new_connection(conn_params)
+
+    def close_if_health_check_failed(self) -> None:
+        """The health check of a reused connection (CONN_HEALTH_CHECKS: before a request's first query)
+        without its round trip when nothing came from the server since the connection was last used: a
+        server that closes a connection (a restart, a terminated backend, an idle timeout) says so or
+        closes the socket, which is then readable. Only then is it asked (`SELECT 1`), as Django does.
+        Every event POST's first query is checked: this saves a round trip of both processes' CPU."""
+        if self.connection is None or not self.health_check_enabled or self.health_check_done:  # type: ignore[attr-defined,has-type]
+            return
+        try:
+            poller = select.poll()
+            poller.register(self.connection.fileno(), select.POLLIN | select.POLLPRI)
+            readable = bool(poller.poll(0))
+        except (OSError, ValueError, psycopg.Error):
+            readable = True
+        if not readable:
+            self.health_check_done = True
+            return
+        super().close_if_health_check_failed()
 
     def prepared_cursor(self) -> CursorWrapper:
         """A cursor for a hot path's statements (see the module's docstring); parameters as `%s`, a list
