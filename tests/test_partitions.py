@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from django.db import connection
 
-from events import archive, partitions
+from events import archive, partitions, selectors
 from events.models import Event, EventArchive
 from events.selectors import user_history
 from events.services import events_maintain
@@ -106,7 +106,7 @@ def test_a_resent_event_id_is_a_duplicate_whichever_month_it_names(shop):
     assert Event.objects.filter(store=shop.store).count() == 152
 
 
-def _plan(sql: str, params: list[Any], analyze: bool = False) -> str:
+def _plan(sql: str, params: Any, analyze: bool = False) -> str:
     with connection.cursor() as cursor:
         cursor.execute(f"EXPLAIN ({'ANALYZE, ' if analyze else ''}COSTS OFF) {sql}", params)
         return "\n".join(row[0] for row in cursor.fetchall())
@@ -123,14 +123,9 @@ def test_training_and_history_queries_touch_only_the_partitions_they_need(shop):
     touched = {name for name in partition_names() if name in plan}
     assert touched >= {"events_event_p202005", "events_event_p202006"}
     assert not touched & {f"events_event_p2020{m:02d}" for m in range(1, 5)}
-    # a shopper's latest events: partitions in time order, newest first; the older ones are never read
-    # once the newest hold enough events
-    plan = _plan(
-        "SELECT id FROM events_event WHERE store_id = %s AND user_id = %s ORDER BY timestamp DESC, id DESC "
-        "LIMIT 3",
-        [shop.store.id, "u1"],
-        analyze=True,
-    )
+    # a shopper's latest events (the statement that rebuilds a profile): partitions in time order, newest
+    # first; the older ones are never read once the newest hold enough events
+    plan = _plan(selectors.HISTORY, {"store": shop.store.id, "user": "u1", "limit": 3}, analyze=True)
     scans = [line for line in plan.splitlines() if "events_event_p2020" in line]
     assert scans and all("never executed" in line for line in scans if "p202006" not in line), plan
     # and the served history is the same events as before partitioning: the latest, oldest first

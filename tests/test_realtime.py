@@ -64,6 +64,14 @@ def test_alias_linking_is_idempotent_and_guarded(trained, api, store):  # noqa: 
     assert api.post("/api/v1/users/anon-1/aliases", {"alias_id": "alice"}).json()["code"] == "alias_is_user"
     assert api.post("/api/v1/users/alice/aliases", {"alias_id": ""}).status_code == 400
     assert api.post("/api/v1/users/alice/aliases", {"alias_id": "anon-1", "x": 1}).status_code == 200
+    # a profile rebuilt from SQL resolves the ids inside its own statement: the same ids, for users,
+    # aliases (whose user has other aliases) and shoppers with none
+    from events.selectors import user_identities, user_identities_in_sql
+
+    for shopper in ("alice", "anon-1", "anon-2", "carol", "carol-tab", "carol-device", "dave", ""):
+        assert user_identities_in_sql(store=store, user_id=shopper) == sorted(
+            user_identities(store=store, user_id=shopper)
+        ), shopper
 
 
 def test_recently_viewed_is_distinct_latest_first_and_active_only(trained, api):  # noqa: F811
