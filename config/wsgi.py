@@ -20,3 +20,10 @@ from events.wsgi import fast_ingest  # noqa: E402
 from recommendations.serving.wsgi import fast_answer  # noqa: E402
 
 application = FastPath(django_application, {"GET": [fast_answer], "POST": [fast_ingest]})
+
+# the compiled loops of computed answers (numba), loaded from numba's cache now, when the process starts,
+# rather than by its first shopper's request (a quarter of a second, the GIL held; compiled the first time
+# after a change to them, and cached on disk)
+from recommendations.engine.recommender import compile_serving  # noqa: E402
+
+compile_serving()
