@@ -355,24 +355,33 @@ def drive_wrk_steps(
             "errors": totals.errors, "cache_hits": 0.0, "requests": totals.requests}  # fmt: skip
 
 
-def cpu_seconds(root_pid: int) -> tuple[float, float, float]:
-    """(CPU seconds of the process tree under `root_pid`, of PostgreSQL's processes, of the whole machine),
-    busy time so far: the server's share, the database's, and everyone's (Redis and the clients too)."""
+def cpu_seconds(root_pid: int) -> tuple[float, dict[int, float], float]:
+    """(CPU seconds of the process tree under `root_pid`, of each PostgreSQL process by pid, of the whole
+    machine), busy time so far: the server's share, the database's, and everyone's (Redis and the clients
+    too). PostgreSQL's by process, so that a backend that exits between two readings takes only its own
+    share with it (database_seconds)."""
 
     ticks = os.sysconf("SC_CLK_TCK")
     stats = process_stats()
     busy = {pid: (int(fields[11]) + int(fields[12])) / ticks for pid, fields in stats.items()}
     tree = process_tree(root_pid, stats)
-    database = 0.0
+    database = {}
     for pid, seconds in busy.items():
         try:
             name = Path(f"/proc/{pid}/comm").read_text().strip()
         except OSError:
             continue
-        database += seconds if name == "postgres" or name.startswith("postgres:") else 0.0
+        if name == "postgres" or name.startswith("postgres:"):
+            database[pid] = seconds
     machine = [float(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     machine_busy = (sum(machine) - machine[3] - machine[4]) / ticks
     return sum(busy.get(pid, 0.0) for pid in tree), database, machine_busy
+
+
+def database_seconds(before: dict[int, float], after: dict[int, float]) -> float:
+    """PostgreSQL's CPU between two readings: what each process that lived to the second one spent since
+    the first (or since it started). (A backend that exited meanwhile is not counted: a lower bound.)"""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
 
 
 def warm(port: int, key: str, paths: list[str]) -> None:
@@ -658,7 +667,9 @@ def measure(
                     2 if client == "python" and isinstance(paths[0], tuple) else 1
                 )
                 row["server_cpu_us"] = round((server_after - server_before) / answered * 1e6)
-                row["database_cpu_us"] = round((database_after - database_before) / answered * 1e6)
+                row["database_cpu_us"] = round(
+                    database_seconds(database_before, database_after) / answered * 1e6
+                )
                 row["machine_cpu_us"] = round((machine_after - machine_before) / answered * 1e6)
                 row["client"] = client
                 row["impressions"] = label
