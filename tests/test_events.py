@@ -189,3 +189,19 @@ def test_large_batches_store_new_events_once_and_count_resends(api, store, catal
     assert Event.objects.filter(store=store, event_id="twice").count() == 1
     without_ids = [event() for _ in range(size)]
     assert api.post("/api/v1/events", without_ids).json()["accepted"] == size
+
+
+@pytest.mark.parametrize("prepared", [True, False])
+def test_the_hot_statements_work_prepared_or_not(api, store, catalog, settings, prepared):
+    """DATABASE_PREPARED_STATEMENTS=0 (behind a pooler that keeps no prepared statements) runs the same
+    statements unprepared: the same events stored, the same history read back."""
+    from events.selectors import user_history
+
+    settings.DATABASE_PREPARED_STATEMENTS = prepared
+    sent = [event(user_id="u1", event_id=f"k{i}") for i in range(3)] + [event(user_id="u1")]
+    assert api.post("/api/v1/events", sent).json()["accepted"] == 4
+    assert api.post("/api/v1/events", sent[0]).json()["duplicate"] == 1
+    history = user_history(store=store, user_id="u1", limit=10)
+    stored = Event.objects.filter(store=store, user_id="u1").order_by("timestamp", "id")
+    assert [row.id for row in history] == [e.id for e in stored]
+    assert [row.timestamp for row in history] == [e.timestamp for e in stored]

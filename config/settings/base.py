@@ -123,6 +123,10 @@ if REQUEST_STATEMENT_TIMEOUT_MS:
         f"-c statement_timeout={REQUEST_STATEMENT_TIMEOUT_MS}"
     )
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+# The hot paths' statements prepared on each connection with a generic plan (core/db/base.py). Off ("0")
+# behind a pooler that cannot keep prepared statements (PgBouncer in transaction mode before 1.21, or
+# without max_prepared_statements): they then run as plain statements, planned every time.
+DATABASE_PREPARED_STATEMENTS = os.environ.get("DATABASE_PREPARED_STATEMENTS", "1") != "0"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- celery -------------------------------------------------------------------------------------

@@ -100,6 +100,8 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def get_connection_params(self) -> dict[str, Any]:
         params = super().get_connection_params()
+        if not settings.DATABASE_PREPARED_STATEMENTS:
+            return params
         # prepared statements (only prepared_cursor()'s) keep one generic plan: a custom plan for each
         # execution would plan again every time (PostgreSQL keeps custom plans where arrays are bound)
         params["options"] = f"{params.get('options', '')} -c plan_cache_mode=force_generic_plan".strip()
@@ -132,7 +134,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
 
     def prepared_cursor(self) -> CursorWrapper:
         """A cursor for a hot path's statements (see the module's docstring); parameters as `%s`, a list
-        bound as an array (`= ANY(%s)`)."""
+        bound as an array (`= ANY(%s)`). With DATABASE_PREPARED_STATEMENTS off, a plain cursor."""
+        if not settings.DATABASE_PREPARED_STATEMENTS:
+            return self.cursor()
         self.close_if_health_check_failed()
         self.ensure_connection()
         with self.wrap_database_errors:
