@@ -347,6 +347,12 @@ def ranked_by_full_score(
     )  # fmt: skip
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _positive(score):  # noqa: ANN001, ANN202
+    """A candidate's score counts: finite and above zero (as every candidate was filtered before)."""
+    return np.isfinite(score) and score > 0
+
+
 @numba.njit(cache=True, nogil=True)
 def _ranked_by_full_score(indices, values, popularity, order, weight, at_most, seen):  # noqa: ANN001, ANN202, PLR0913
     scores = np.empty(indices.size, np.float32)
@@ -356,7 +362,7 @@ def _ranked_by_full_score(indices, values, popularity, order, weight, at_most, s
         seen[indices[i]] = 1  # (an item with a personal part is never a popular-only candidate)
         score = weight * popularity[indices[i]] + values[i]
         scores[i] = score
-        if np.isfinite(score) and score > 0:
+        if _positive(score):
             kept[count] = i
             count += 1
     kept = kept[:count]
@@ -365,8 +371,8 @@ def _ranked_by_full_score(indices, values, popularity, order, weight, at_most, s
     out = np.empty(at_most, np.float32)
     p, q, n = 0, 0, 0
     while n < at_most:
-        while q < order.size and (seen[order[q]] or not (weight * popularity[order[q]] > 0)):
-            q += 1  # (popularity alone: zero, or an item with a personal part)
+        while q < order.size and (seen[order[q]] or not _positive(weight * popularity[order[q]])):
+            q += 1  # (popularity alone: not above zero, or an item with a personal part)
         if p < personal.size:
             item_p, score_p = indices[personal[p]], scores[personal[p]]
             if q < order.size:
