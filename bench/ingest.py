@@ -155,23 +155,6 @@ def wait_for_autovacuum(env: dict[str, str], limit: float = 120.0) -> float:
     return time.perf_counter() - began
 
 
-def database_cpu_seconds() -> float:
-    """CPU seconds of this machine's PostgreSQL processes so far."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if not (entry / "comm").read_text().startswith(("postgres", "postmaster")):
-                continue
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
-
-
 def report(name: str, rows: int, seconds: float, latencies: list[float]) -> dict:
     ordered = sorted(latencies)
     figures = {
@@ -235,22 +218,22 @@ def main() -> None:
 
         # a storefront's events: one a request (the server's CPU per POST is what each page view costs);
         # before the large batches, whose aftermath (autovacuum, checkpoints) would weigh on these
-        from serve import cpu_seconds
+        from serve import cpu_seconds, database_seconds
 
         waited = wait_for_autovacuum(env)
         print(f"  (waited {waited:.0f} s for autovacuum to finish before the single events)", flush=True)
         singles = make_events(args.singles, args.products, rng, with_ids=True, id_prefix="single-")
         bodies = [orjson.dumps(event) for event in singles]
-        server_before, machine_before = cpu_seconds(server.pid)
-        database_before = database_cpu_seconds()
+        server_before, database_before, machine_before = cpu_seconds(server.pid)
         seconds, latencies, answers = post_all(port, key, "/api/v1/events", bodies, args.clients)
-        server_after, machine_after = cpu_seconds(server.pid)
-        database_after = database_cpu_seconds()
+        server_after, database_after, machine_after = cpu_seconds(server.pid)
         assert sum(a["accepted"] for a in answers) == args.singles, "not every event was accepted"
         row = report("single events (one a POST)", args.singles, seconds, latencies)
         row["server_cpu_us_per_post"] = round((server_after - server_before) / args.singles * 1e6)
         row["machine_cpu_us_per_post"] = round((machine_after - machine_before) / args.singles * 1e6)
-        row["database_cpu_us_per_post"] = round((database_after - database_before) / args.singles * 1e6)
+        row["database_cpu_us_per_post"] = round(
+            database_seconds(database_before, database_after) / args.singles * 1e6
+        )
         print(f"  CPU per POST: web server {row['server_cpu_us_per_post']} µs, PostgreSQL "
               f"{row['database_cpu_us_per_post']} µs, the whole machine (clients and Redis too) "
               f"{row['machine_cpu_us_per_post']} µs", flush=True)  # fmt: skip
