@@ -69,7 +69,7 @@ def personal_ranked(
     model: ServingModel, personal: PersonalScores, reason: str, *, ranker: bool, include_purchased: bool
 ) -> Ranked:
     """The shopper's candidates in answer order: by the ranking stage when `ranker` (and the model has
-    one), else by the first stage's full score (ordered only as far as the request looks)."""
+    one), else by the first stage's full score (the best TOP_CANDIDATES, merged in compiled code)."""
     if ranker and model.ranker is not None:
         candidates, scores = personal_candidates(model, personal)
         # the shopper's own history is not among the candidates the ranker learned to order (unless
