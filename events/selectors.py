@@ -88,9 +88,9 @@ def identity_groups(
     }
 
 
-# The alias links that name any of the ids $2 (a text array; store $1): the first step of resolving them
-# (_identities), which a statement of ingestion appends to its insert (one round trip fewer an event).
-# Columns (alias_id, user_id).
+# The alias links that name any of the given ids (parameters: the store, then the ids twice, as arrays):
+# the first step of resolving them (_identities), which ingestion's statement appends to its insert (one
+# round trip fewer an event). Columns (alias_id, user_id).
 ALIAS_ROWS = (
     "SELECT alias_id, user_id FROM events_useralias "
     "WHERE store_id = %s AND (alias_id = ANY(%s) OR user_id = ANY(%s))"
@@ -109,7 +109,7 @@ def _identities(
         return {}
     if alias_rows is None:
         given = list(user_ids)
-        with prepared_cursor() as cursor:  # (every profile rebuild)
+        with prepared_cursor() as cursor:  # (an experiment's assignment, a history surface, a large batch)
             cursor.execute(ALIAS_ROWS, [store.id, given, given])
             alias_rows = cursor.fetchall()
     rows = list(alias_rows)
