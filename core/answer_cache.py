@@ -103,6 +103,16 @@ local function take_token(key, rate, burst)
 end
 """
 
+# A generation Redis lacks (the store's, the keys') starts at the time in µs: see _START. An integer, for
+# INCR.
+_STARTED_FUNCTION = """
+local function started(key)
+  local now = redis.call('TIME')
+  redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])), 'NX')
+  return redis.call('GET', key)
+end
+"""
+
 # A daily quota, and ingestion's gate in one round trip: the store's keys generation KEYS[3] (started as in
 # _FETCH_SCRIPT; when it is not ARGV[6], the one the caller trusts its key at, nothing else is done), the
 # key's token (as _TAKE_SCRIPT; ARGV[1] 0: no limit), then, when granted, ARGV[3] units of the day's quota
@@ -110,13 +120,9 @@ end
 # now (refused)
 _GATE_SCRIPT = (
     _BUCKET_FUNCTION
+    + _STARTED_FUNCTION
     + """
-local keys_gen = redis.call('GET', KEYS[3])
-if not keys_gen then
-  local now = redis.call('TIME')
-  redis.call('SET', KEYS[3], now[1] .. string.format('%06d', tonumber(now[2])), 'NX')
-  keys_gen = redis.call('GET', KEYS[3])
-end
+local keys_gen = redis.call('GET', KEYS[3]) or started(KEYS[3])
 if ARGV[6] ~= '' and ARGV[6] ~= keys_gen then
   return {{1, -1, 0, 0}, 0, keys_gen}
 end
@@ -150,12 +156,8 @@ return take_token(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]))
 # on (ARGV[3] seconds from now; 0 for answers that must age out with the clock).
 _FETCH_SCRIPT = (
     _BUCKET_FUNCTION
+    + _STARTED_FUNCTION
     + """
-local function started(key)  -- a generation Redis lacks starts at the time in µs: see _START
-  local now = redis.call('TIME')
-  redis.call('SET', key, now[1] .. string.format('%06d', tonumber(now[2])), 'NX')  -- an integer, for INCR
-  return redis.call('GET', key)
-end
 local store_gen = redis.call('GET', KEYS[1]) or started(KEYS[1])
 local shopper_gen = redis.call('GET', KEYS[2])
 if shopper_gen then

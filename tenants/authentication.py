@@ -159,19 +159,15 @@ class _RecentKeys:
 recent_keys = _RecentKeys()
 
 
-def remembered_key(environ: dict[str, Any], scope: str, *, trusted: bool) -> tuple[ApiKey, bytes] | None:
+def remembered_key(environ: dict[str, Any], scope: str) -> tuple[ApiKey, bytes] | None:
     """For the WSGI fast path: the request's bearer key as this process remembers it, when it has the
     scope and its use was recorded lately (else Django takes the request and records it); with the keys
-    generation it was remembered at. `trusted`: checked against the current generation now (one Redis
-    read; else the caller checks it with its own round trip). None: let Django authenticate."""
+    generation it was remembered at, which the caller checks in its own Redis round trip (the answer's
+    lookup, ingestion's gate) before it uses the key. None: let Django authenticate."""
     token = bearer_token(environ)
     if token is None:
         return None
-    if trusted:
-        key, generation = recent_keys.trusted(token)
-        entry = None if key is None or generation is None else (key, generation)
-    else:
-        entry = recent_keys.get(token)
+    entry = recent_keys.get(token)
     if entry is None:
         return None
     key = entry[0]

@@ -40,6 +40,8 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
+from recommendations.engine.recommender import read_only
+
 FEATURES = (
     "stage_score", "stage_rank",
     "similar_last", "next_last", "similar_2", "next_2", "similar_3", "next_3",
@@ -178,7 +180,7 @@ class FeatureSource:
         assert self.arrivals is not None
         tags_arrays = (self.tags.indptr, self.tags.indices) if self.tags is not None else _NO_TAGS
         self.arrays = tuple(
-            _frozen(array, dtype)
+            read_only(array, dtype)
             for array, dtype in (
                 *_csr(self.similar),
                 *_csr(self.transitions),
@@ -192,21 +194,12 @@ class FeatureSource:
             )
         ) + (
             self.tags.shape[1] if self.tags is not None else 0,
-            _frozen(self.stats if self.stats is not None else _NO_STATS, np.float32),
+            read_only(self.stats if self.stats is not None else _NO_STATS, np.float32),
         )
 
 
 def _csr(matrix: sp.csr_matrix) -> tuple[tuple[np.ndarray, Any], ...]:
     return (matrix.indptr, None), (matrix.indices, None), (matrix.data, np.float32)
-
-
-def _frozen(array: np.ndarray, dtype: Any) -> np.ndarray:
-    """`array` as a read-only C-contiguous array of `dtype` (None: its own), copied only when it must."""
-    array = np.ascontiguousarray(array, dtype=dtype)
-    if array.flags.writeable:
-        array = array.view()
-        array.flags.writeable = False
-    return array
 
 
 _NO_PRICES = np.zeros(0, np.float32)

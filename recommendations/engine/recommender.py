@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
+from typing import Any
 
 import numba
 import numpy as np
@@ -268,12 +269,12 @@ def gather_rows(
         return np.zeros(0, np.int64), np.zeros(0, np.float32)
     sums, seen = _scratch(matrix.shape[1])
     return _gather_rows(
-        _read_only(matrix.indptr), _read_only(matrix.indices), _read_only(matrix.data),
-        _read_only(rows, np.int64), _read_only(weights, np.float32), sums, seen,
+        read_only(matrix.indptr), read_only(matrix.indices), read_only(matrix.data),
+        read_only(rows, np.int64), read_only(weights, np.float32), sums, seen,
     )  # fmt: skip
 
 
-def _read_only(array: np.ndarray, dtype: type | None = None) -> np.ndarray:
+def read_only(array: np.ndarray, dtype: Any = None) -> np.ndarray:
     """`array` as a read-only C-contiguous array (of `dtype`), copied only when it must: a model's arrays
     are read-only maps in serving and writable in training, and the compiled loops see one type either
     way (one compilation, cached by numba on disk)."""
@@ -342,8 +343,8 @@ def ranked_by_full_score(
     serving does not score and partition thousands of popular items for every answer."""
     _, seen = _scratch(len(popularity))
     return _ranked_by_full_score(
-        _read_only(indices, np.int64), _read_only(values, np.float32), _read_only(popularity, np.float32),
-        _read_only(popularity_order[:at_most], np.int64), np.float32(weight), at_most, seen,
+        read_only(indices, np.int64), read_only(values, np.float32), read_only(popularity, np.float32),
+        read_only(popularity_order[:at_most], np.int64), np.float32(weight), at_most, seen,
     )  # fmt: skip
 
 
@@ -408,17 +409,15 @@ def strongest_sources(
         return np.full(len(targets), -1, np.int64)
     _, seen = _scratch(neighbours.shape[1])
     return _strongest_sources(
-        _read_only(neighbours.indptr), _read_only(neighbours.indices), _read_only(neighbours.data),
-        _read_only(history_items, np.int64), _read_only(history_weights, np.float32),
-        _read_only(targets, np.int64), seen,
+        read_only(neighbours.indptr), read_only(neighbours.indices), read_only(neighbours.data),
+        read_only(history_items, np.int64), read_only(history_weights, np.float32),
+        read_only(targets, np.int64), seen,
     )  # fmt: skip
 
 
 @numba.njit(cache=True, nogil=True)
 def _strongest_sources(indptr, indices, data, items, weights, targets, seen):  # noqa: ANN001, ANN202, PLR0913
     # a target's place among the targets + 1 in `seen` (the first place of a target named twice)
-    for t in range(targets.size - 1, -1, -1):
-        seen[targets[t]] = 0
     slot = np.empty(targets.size, np.int64)
     for t in range(targets.size):
         if seen[targets[t]] == 0 and t < 255:

@@ -28,7 +28,7 @@ def fast_answer(environ: dict[str, Any], match: ResolverMatch) -> FastResponse |
         return None  # Django answers the 400
     if surface.view_parameters and any(f"{name}=" in query_string for name in surface.view_parameters):
         return None  # (related's scope=network is the view's own answer)
-    entry = remembered_key(environ, ApiKeyScope.READ, trusted=False)
+    entry = remembered_key(environ, ApiKeyScope.READ)
     if entry is None:
         return None
     key, generation = entry
