@@ -309,7 +309,7 @@ def _replay_missed(client: redis.Redis) -> None:
     pending = list(_missed)
     keys: list[str] = []
     for namespace, user_id in pending:
-        keys += [_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)]
+        keys += _shopper_keys_in(namespace, user_id)
     try:
         for start in range(0, len(keys), 2000):
             part = keys[start : start + 2000]
@@ -379,6 +379,12 @@ def _profile_key_in(namespace: str, user_id: str) -> str:
     return f"{namespace}:p:{digest}"
 
 
+def _shopper_keys_in(namespace: str, user_id: str) -> list[str]:
+    """[generation key, profile key] of a shopper (one digest for both)."""
+    digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()[:20]
+    return [f"{namespace}:u:{digest}", f"{namespace}:p:{digest}"]
+
+
 def changed(bump: Callable[..., None], *args: Any) -> None:
     """Bump now; inside a transaction also once it commits, so that answers computed meanwhile from the
     old state (by other requests) are not read again. Outside one, the change is committed already."""
@@ -419,7 +425,7 @@ def profiles_changed(store: Any, entries: Mapping[str, list[ProfileEntry] | None
     keys: list[str] = []
     counts: list[Any] = []
     for user_id, events in entries.items():
-        keys += [_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)]
+        keys += _shopper_keys_in(namespace, user_id)
         if events is None:
             counts.append(-1)
             continue
@@ -445,7 +451,7 @@ def profile_store(store: Any, user_id: str, generation: bytes, entries: list[Pro
     for score, member in entries:
         args += [repr(score), member]
     try:
-        keys = [_shopper_key_in(namespace, user_id), _profile_key_in(namespace, user_id)]
+        keys = _shopper_keys_in(namespace, user_id)
         return bool(_evalsha(client, keys, args, _profile_store))
     except (redis.RedisError, OSError) as error:
         _unreachable(error)

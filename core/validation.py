@@ -26,6 +26,15 @@ class RowError(Exception):
 def clean_string(
     value: Any, field: str, *, max_length: int, required: bool = True, empty_ok: bool = False
 ) -> str:
+    # nearly every value: printable ASCII (no control character, no NUL), not blank, not too long
+    if (
+        type(value) is str
+        and value.isascii()
+        and value.isprintable()
+        and len(value) <= max_length
+        and (empty_ok or value.strip())
+    ):
+        return value
     if value is None:
         if required:
             raise RowError(field, "required", f"{field} is required")

@@ -65,6 +65,13 @@ def ensure_for(times: list[datetime] | set[datetime]) -> None:
     """Make sure a partition holds each of these times (an ingest's batch). Asks the database only for
     months this process has not seen exist; a partition made inside a transaction counts as known once it
     commits (a rollback takes it away again)."""
+    if not times:
+        return
+    # the months from the earliest time to the latest (a batch spans one or two): a name each, not a name
+    # for each of a large batch's times
+    earliest, latest = min(times), max(times)
+    if earliest >= FLOOR and all(name in _known for name in _months(earliest, latest)):
+        return
     missing: dict[str, datetime] = {}
     for at in times:
         name = partition_name(at)
@@ -81,6 +88,16 @@ def ensure_for(times: list[datetime] | set[datetime]) -> None:
         for at in missing.values():
             cursor.execute("SELECT recsys_event_partition(%s)", [at])
     transaction.on_commit(lambda: _known.update(missing))
+
+
+def _months(earliest: datetime, latest: datetime) -> list[str]:
+    """The partitions' names from the month of `earliest` to that of `latest` (both from FLOOR on)."""
+    names = []
+    start, end = month_start(earliest), month_start(latest)
+    while start <= end:
+        names.append(partition_name(start))
+        start = next_month(start)
+    return names
 
 
 def forget() -> None:

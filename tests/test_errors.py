@@ -9,7 +9,10 @@ from typing import Any
 import orjson
 import pytest
 from django.test import Client
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from core.validation import RowError, clean_string
 from tests.conftest import product
 
 
@@ -154,3 +157,24 @@ def test_the_health_check_asks_the_server_only_when_it_sent_something(transactio
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
         assert cursor.fetchone() == (1,)
+
+
+class _NotPlainStr(str):
+    """A str that clean_string's shortcut for plain str values does not take: its full checks run."""
+
+
+@given(
+    value=st.text(alphabet=st.sampled_from(["a", " ", "\t", "\x00", "\x1f", "\x7f", "é", "\u2028", "Z"])),
+    field=st.sampled_from(["user_id", "title"]),
+    required=st.booleans(),
+    empty_ok=st.booleans(),
+)
+@settings(max_examples=400, deadline=None)
+def test_clean_string_s_shortcut_accepts_exactly_what_its_checks_accept(value, field, required, empty_ok):
+    def outcome(given: str) -> str:
+        try:
+            return str.__str__(clean_string(given, field, max_length=6, required=required, empty_ok=empty_ok))
+        except RowError as error:
+            return f"error {error.code}"
+
+    assert outcome(value) == outcome(_NotPlainStr(value))
