@@ -355,10 +355,7 @@ def _store_events(
             found = small.fetchall()
         stored = [StoredEvent(*row[:6]) for row in found if row[0] is not None]
         return stored, [(row[6], row[1]) for row in found if row[0] is None]
-    cursor.execute(
-        "SELECT nextval(pg_get_serial_sequence('events_event', 'id')) FROM generate_series(1, %s)",
-        [len(rows)],
-    )
+    cursor.execute(f"SELECT nextval('{_id_sequence(cursor)}') FROM generate_series(1, %s)", [len(rows)])
     ids = [row[0] for row in cursor.fetchall()]
     cursor.execute(
         "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (id bigint, store_id bigint, user_id text, "
@@ -366,7 +363,8 @@ def _store_events(
         "channel smallint, timestamp timestamptz, event_id text, recommendation_id text, "
         "received_at timestamptz) ON COMMIT DELETE ROWS"
     )
-    cursor.execute("TRUNCATE event_staging")  # empty already, unless inside an outer transaction
+    if len(connection.atomic_blocks) > 1:  # (emptied by every commit and rollback: else empty already)
+        cursor.execute("TRUNCATE event_staging")
     # binary: psycopg writes a row's values in C (text formatting of times and numbers cost 4 µs a row)
     with cursor.cursor.copy(
         f"COPY event_staging (id, {_COLUMNS}, received_at) FROM STDIN WITH (FORMAT BINARY)"
@@ -386,22 +384,31 @@ def _store_events(
     if not keyed:
         cursor.execute(insert)
         return stored, None
+    # the new keys and the events they admit, in one statement: its row count says whether every event
+    # was new (nearly always); only when not are the stored ids read
     cursor.execute(
-        "INSERT INTO events_eventkey (store_id, event_id, received_at) "
+        "WITH keys AS (INSERT INTO events_eventkey (store_id, event_id, received_at) "
         "SELECT store_id, event_id, received_at FROM event_staging WHERE event_id IS NOT NULL "
-        "ON CONFLICT DO NOTHING RETURNING event_id"
+        f"ON CONFLICT DO NOTHING RETURNING event_id) {insert} "
+        "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) RETURNING id"
     )
-    new_keys = {row[0] for row in cursor.fetchall()}
-    if len(new_keys) == sum(event.event_id is not None for event in events):
-        cursor.execute(insert)  # no resend (nearly always): every staged row
+    if cursor.rowcount == len(stored):
         return stored, None
-    cursor.execute(f"{insert} WHERE event_id IS NULL OR event_id = ANY(%s)", [list(new_keys)])
-    kept = [
-        row
-        for row, event in zip(stored, events, strict=True)
-        if event.event_id is None or event.event_id in new_keys
-    ]
-    return kept, None
+    kept = {row[0] for row in cursor.fetchall()}
+    return [event for event in stored if event.id in kept], None
+
+
+_sequence: str | None = None
+
+
+def _id_sequence(cursor: Any) -> str:
+    """The events' id sequence, looked up once a process (`nextval(pg_get_serial_sequence(...))` looks it
+    up for every row: 3.2 ms a thousand ids against 0.8)."""
+    global _sequence
+    if _sequence is None:
+        cursor.execute("SELECT pg_get_serial_sequence('events_event', 'id')")
+        _sequence = str(cursor.fetchone()[0])
+    return _sequence
 
 
 def _store_shown(cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]) -> int:

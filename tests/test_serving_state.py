@@ -128,6 +128,33 @@ def test_a_profile_is_trimmed_to_the_latest_events_in_the_tables_order(api, stor
     assert held.types.tolist() == expected.types.tolist()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_large_batch_with_resent_events_appends_only_what_it_stored(api, store):
+    """The staged path committed on its own (production's): resent event ids are stored once, and only the
+    events stored join the profile."""
+    from events.services import SMALL_BATCH
+
+    api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(3)])
+    api.post("/api/v1/events", {"user_id": "u", "product_id": "p0", "type": "view"})
+    api.get("/api/v1/users/u/recommendations")  # rebuilds the profile from SQL
+    size = SMALL_BATCH + 20
+
+    def batch(numbers: range) -> list[dict]:
+        return [
+            {"event_id": f"e{n}", "user_id": "u", "product_id": f"p{n % 3}", "type": "view",
+             "timestamp": (BASE + timedelta(seconds=n)).isoformat()}
+            for n in numbers
+        ]  # fmt: skip
+
+    assert api.post("/api/v1/events", batch(range(size))).json()["accepted"] == size
+    answer = api.post("/api/v1/events", batch(range(size // 2, size + size // 2))).json()
+    assert (answer["accepted"], answer["duplicate"]) == (size // 2, size - size // 2)
+    held, expected = _redis_profile(store, "u"), _sql_profile(store, "u")
+    assert held is not None and len(expected) == 1 + size + size // 2
+    assert held.product_ids.tolist() == expected.product_ids.tolist()
+    assert held.sessions.tolist() == expected.sessions.tolist()
+
+
 @pytest.fixture
 def hung_port():
     """A port that accepts connections and never answers: a hung (SIGSTOPped) Redis or broker."""
