@@ -227,11 +227,13 @@ def test_an_event_post_that_stores_nothing_is_answered_by_django(
 
 def test_the_fast_path_manages_database_connections_as_django_does(trained, wsgi_api, django_calls):  # noqa: F811
     """Django closes connections past CONN_MAX_AGE and health-checks reused ones through the request
-    signals; the fast path sends them too around work that may query (a computed answer, an ingest), or
-    its threads would keep a broken connection forever. A cached answer queries nothing."""
+    signals; the fast path sends them too around work that queries (a computed answer that loads
+    something, an ingest), the start just before the first query, or its threads would keep a broken
+    connection forever. An answer from the cache, or computed from what Redis and memory hold, queries
+    nothing and sends neither."""
     from django.core.signals import request_finished, request_started
 
-    seen = []
+    seen: list[str] = []
 
     def started(**kwargs):
         seen.append("started")
@@ -239,13 +241,22 @@ def test_the_fast_path_manages_database_connections_as_django_does(trained, wsgi
     def finished(**kwargs):
         seen.append("finished")
 
+    def recorded(execute, sql, params, many, context):
+        if seen[-1:] != ["query"]:
+            seen.append("query")
+        return execute(sql, params, many, context)
+
     request_started.connect(started)
     request_finished.connect(finished)
     try:
-        wsgi_api.get(RELATED, limit=2)  # computed
-        wsgi_api.get(RELATED, limit=2)  # cached
-        wsgi_api.post("/api/v1/events", {"user_id": "s", "product_id": "p0", "type": "view"})
+        with connection.execute_wrapper(recorded):
+            wsgi_api.get(RELATED, limit=2)  # computed: the model and the catalog loaded
+            assert seen == ["started", "query", "finished"]
+            wsgi_api.get(RELATED, limit=2)  # cached
+            wsgi_api.get(RELATED, limit=3)  # computed from memory
+            assert seen == ["started", "query", "finished"]
+            wsgi_api.post("/api/v1/events", {"user_id": "s", "product_id": "p0", "type": "view"})
     finally:
         request_started.disconnect(started)
         request_finished.disconnect(finished)
-    assert django_calls == [] and seen == ["started", "finished"] * 2
+    assert django_calls == [] and seen == ["started", "query", "finished"] * 2

@@ -17,8 +17,10 @@ text loader of timestamps is Python: 200 history rows cost 1.4 ms of the web pro
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import select
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -31,6 +33,12 @@ from core import tenancy
 
 logger = logging.getLogger(__name__)
 _UNKNOWN = object()
+# A fast-path request's start (Django's request_started: old connections closed, a reused one's health
+# checked before its first query), made on its first use of the database rather than up front
+# (core/fast_path.database_request): an answer computed from Redis and memory asks nothing of it.
+pending_request_start: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "pending_request_start", default=None
+)
 # psycopg prepares a statement run this many times on a connection: never, in effect; only
 # prepared_cursor()'s statements are prepared (Django's own cursors bind client-side and prepare nothing)
 NEVER_BY_COUNT = 2**31 - 1
@@ -113,12 +121,17 @@ class DatabaseWrapper(base.DatabaseWrapper):
         self._scope_sent = _UNKNOWN
         return super().get_new_connection(conn_params)
 
+    def ensure_connection(self) -> None:
+        _start_pending_request()
+        super().ensure_connection()
+
     def close_if_health_check_failed(self) -> None:
         """The health check of a reused connection (CONN_HEALTH_CHECKS: before a request's first query)
         without its round trip when nothing came from the server since the connection was last used: a
         server that closes a connection (a restart, a terminated backend, an idle timeout) says so or
         closes the socket, which is then readable. Only then is it asked (`SELECT 1`), as Django does.
         Every event POST's first query is checked: this saves a round trip of both processes' CPU."""
+        _start_pending_request()  # (the request's start may close this connection, or ask for a check)
         if self.connection is None or not self.health_check_enabled or self.health_check_done:  # type: ignore[attr-defined,has-type]
             return
         try:
@@ -171,3 +184,10 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def _close(self) -> None:
         self._scope_sent = _UNKNOWN
         super()._close()  # type: ignore[misc]
+
+
+def _start_pending_request() -> None:
+    start = pending_request_start.get()
+    if start is not None:
+        pending_request_start.set(None)
+        start()
