@@ -40,7 +40,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.recommender import read_only
+from recommendations.engine.interactions import read_only
 
 FEATURES = (
     "stage_score", "stage_rank",

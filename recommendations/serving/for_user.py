@@ -200,7 +200,8 @@ def personal_scores(
     recent_types = history.types[-RECENT_FOR_COMPLEMENTS:]
     recent_positions = positions[-RECENT_FOR_COMPLEMENTS:]
     carted = recent_positions[
-        np.isin(recent_types, (EventType.ADD_TO_CART, EventType.PURCHASE)) & (recent_positions >= 0)
+        ((recent_types == EventType.ADD_TO_CART) | (recent_types == EventType.PURCHASE))
+        & (recent_positions >= 0)
     ]
     if carted.size and boosts:
         complement_items, complement_values = gather_rows(

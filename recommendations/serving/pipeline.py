@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
 
+from recommendations.engine.interactions import IdIndex
 from recommendations.serving.options import Options
 from recommendations.serving.state import CatalogSource, LoadedCatalog, ServingModel
 from tenants.models import StoreSettings
@@ -94,8 +95,7 @@ class Ranked:
         return self.reasons.get(product_id, self.default_reason)
 
 
-@dataclass(frozen=True)
-class Hydrated:
+class Hydrated(NamedTuple):  # (a tuple: a computed answer makes a few dozen)
     product_id: int
     external_id: str
     category: str
@@ -147,7 +147,8 @@ def eligible(catalog: LoadedCatalog, positions: np.ndarray, options: Options) ->
     if options.in_stock is not None:
         keep &= catalog.in_stock[at] == options.in_stock
     if options.exclude_product_ids:
-        keep &= ~np.isin(catalog.ids[at], np.fromiter(options.exclude_product_ids, np.int64))
+        excluded = IdIndex(ids=np.unique(np.fromiter(options.exclude_product_ids, np.int64)))
+        keep &= excluded.positions(catalog.ids[at]) < 0
     if options.exclude:
         keep &= np.fromiter(
             (catalog.external_ids[p] not in options.exclude for p in at.tolist()), bool, len(at)
@@ -247,7 +248,7 @@ def _boost(items: list[Hydrated], boosts: dict[str, Any]) -> list[Hydrated]:
             * float(by_product.get(item.external_id, 1.0))
         )
 
-    boosted = [replace(item, score=item.score * factor(item)) for item in items]
+    boosted = [item._replace(score=item.score * factor(item)) for item in items]
     return sorted(boosted, key=lambda item: -item.score)
 
 
@@ -309,6 +310,6 @@ def _pin(
         if item is None:
             continue
         top = out[0].score if out else 1.0
-        pinned = replace(item, score=top, reason="pinned by the merchant")
+        pinned = item._replace(score=top, reason="pinned by the merchant")
         out.insert(min(max(int(pin.get("position", 0)), 0), len(out)), pinned)
     return out

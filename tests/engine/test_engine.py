@@ -58,6 +58,21 @@ def test_id_index_maps_and_marks_unknown():
     assert index.positions(np.array([20, 99, 10])).tolist() == [1, -1, 0]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_id_index_s_compiled_search_finds_what_numpy_finds(seed):
+    """int64 ids are looked up by a compiled binary search; other ids by numpy: the same positions."""
+    rng = np.random.default_rng(seed)
+    ids = np.unique(rng.integers(-50, 400, size=rng.integers(1, 120)))
+    values = rng.integers(-60, 420, size=300)
+    values[:3] = [ids[0], ids[-1], ids[-1] + 1]
+    compiled = IdIndex(ids=ids).positions(values)
+    plain = IdIndex(ids=ids.astype(np.float64)).positions(values.astype(np.float64))  # (numpy's path)
+    assert compiled.dtype == plain.dtype == np.int64
+    assert compiled.tolist() == plain.tolist()
+    assert (compiled >= 0).sum() > 0 and (compiled < 0).sum() > 0
+    assert IdIndex(ids=ids).positions(np.zeros(0, np.int64)).tolist() == []
+
+
 def test_cooccurrence_recovers_planted_pairs():
     data = paired_users()
     from recommendations.engine.interactions import user_item_matrix
@@ -448,3 +463,31 @@ def test_top_k_columns_keep_the_best_values(cols):
         for row in range(7):  # columns are distinct where values are real
             real = columns[row][values[row] > -np.inf]
             assert len(set(real.tolist())) == real.size
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_compiled_sparse_sums_equal_numpy_s_to_the_bit(seed):
+    """add_sparse and history_vector sum each index's values in a compiled pass: the same bits as
+    np.unique with np.bincount (float64, then float32) and np.add.at (float32, oldest first)."""
+    from recommendations.engine.recommender import add_sparse, history_vector
+
+    rng = np.random.default_rng(seed)
+    size = int(rng.integers(1, 300))
+    items = rng.integers(0, 40 if seed % 2 else 5000, size=size)  # with many repeats, or few
+    weights = rng.uniform(0, 5, size=size).astype(np.float32)
+    weights[rng.random(size) < 0.1] = 0
+    unique, inverse = np.unique(items, return_inverse=True)
+    factors = np.power(0.97, np.arange(size - 1, -1, -1, dtype=np.float64)).astype(np.float32)
+    expected = np.zeros(unique.size, np.float32)
+    np.add.at(expected, inverse, weights * factors)
+    indices, values = history_vector(items, weights, decay=0.97)
+    assert indices.tolist() == unique.tolist() and values.dtype == np.float32
+    assert values.tobytes() == expected.tobytes()
+    other = rng.integers(0, 60, size=50)
+    other_values = rng.uniform(0, 1, size=50).astype(np.float32)
+    both = np.concatenate([items, other])
+    merged, at = np.unique(both, return_inverse=True)
+    summed = np.bincount(at, weights=np.concatenate([weights, other_values]), minlength=merged.size)
+    indices, values = add_sparse((items, weights), (other, other_values))
+    assert indices.tolist() == merged.tolist()
+    assert values.tobytes() == summed.astype(np.float32).tobytes()
