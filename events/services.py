@@ -314,21 +314,21 @@ _STAGING_TYPES = [
 
 def _store_events(
     cursor: Any, store: Store, events: list[CleanEvent], product_ids: dict[str, int]
-) -> tuple[list[StoredEvent], list[tuple[str, str]] | None]:
-    """Store the events whose event_id is not stored yet; answers the rows stored, with their ids, and (for
-    a small batch) the alias links of its shoppers (events.selectors.ALIAS_ROWS), read by the same
-    statement for the profiles' update.
+) -> tuple[list[StoredEvent], list[tuple[str, str]]]:
+    """Store the events whose event_id is not stored yet; answers the rows stored, with their ids, and the
+    alias links of its shoppers (events.selectors.ALIAS_ROWS) for the profiles' update, read by a statement
+    the batch makes anyway.
 
     Idempotency is the key table's (EventKey): a batch's event ids are inserted there first, ON CONFLICT
     DO NOTHING, and only the events whose key was new are stored, in the same statement or transaction.
     Small batches are one prepared statement (INSERT ... VALUES, with the keys' INSERT as a CTE when some
     event names an id, and the alias links after it). Large ones are COPY into a temporary table
     (row-level security allows no COPY into the events table itself), with ids drawn from the sequence
-    first, then the keys' INSERT and one INSERT ... SELECT."""
+    first (and the alias links read), then the keys' INSERT and the events' in one statement."""
     rows = _event_rows(store, events, product_ids)
     keyed = any(event.event_id is not None for event in events)
+    shoppers = list({event.user_id for event in events})
     if len(rows) <= SMALL_BATCH:
-        shoppers = list({event.user_id for event in events})
         params = [value for row in rows for value in row] + [store.id, shoppers, shoppers]
         if not keyed:  # (plain VALUES: the target's columns type them)
             insert = (
@@ -355,8 +355,15 @@ def _store_events(
             found = small.fetchall()
         stored = [StoredEvent(*row[:6]) for row in found if row[0] is not None]
         return stored, [(row[6], row[1]) for row in found if row[0] is None]
-    cursor.execute(f"SELECT nextval('{_id_sequence(cursor)}') FROM generate_series(1, %s)", [len(rows)])
-    ids = [row[0] for row in cursor.fetchall()]
+    # the rows' ids drawn from the sequence, and the shoppers' alias links, in one round trip
+    cursor.execute(
+        f"SELECT nextval('{_id_sequence(cursor)}'), NULL, NULL FROM generate_series(1, %s) "
+        f"UNION ALL SELECT NULL, alias_id, user_id FROM ({ALIAS_ROWS}) AS aliases",
+        [len(rows), store.id, shoppers, shoppers],
+    )
+    found = cursor.fetchall()
+    ids = [row[0] for row in found if row[0] is not None]
+    alias_rows = [(row[1], row[2]) for row in found if row[0] is None]
     cursor.execute(
         "CREATE TEMPORARY TABLE IF NOT EXISTS event_staging (id bigint, store_id bigint, user_id text, "
         "session_id text, product_id bigint, type smallint, quantity int, price numeric, rating float8, "
@@ -383,7 +390,7 @@ def _store_events(
     ]
     if not keyed:
         cursor.execute(insert)
-        return stored, None
+        return stored, alias_rows
     # the new keys and the events they admit, in one statement: its row count says whether every event
     # was new (nearly always); only when not are the stored ids read
     cursor.execute(
@@ -393,9 +400,9 @@ def _store_events(
         "WHERE event_id IS NULL OR event_id IN (SELECT event_id FROM keys) RETURNING id"
     )
     if cursor.rowcount == len(stored):
-        return stored, None
+        return stored, alias_rows
     kept = {row[0] for row in cursor.fetchall()}
-    return [event for event in stored if event.id in kept], None
+    return [event for event in stored if event.id in kept], alias_rows
 
 
 _sequence: str | None = None

@@ -131,17 +131,19 @@ def test_a_profile_is_trimmed_to_the_latest_events_in_the_tables_order(api, stor
 @pytest.mark.django_db(transaction=True)
 def test_a_large_batch_with_resent_events_appends_only_what_it_stored(api, store):
     """The staged path committed on its own (production's): resent event ids are stored once, and only the
-    events stored join the profile."""
+    events stored join the profiles of every id of the shopper."""
     from events.services import SMALL_BATCH
 
     api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(3)])
     api.post("/api/v1/events", {"user_id": "u", "product_id": "p0", "type": "view"})
-    api.get("/api/v1/users/u/recommendations")  # rebuilds the profile from SQL
+    api.post("/api/v1/users/u/aliases", {"alias_id": "a"})  # "a" is "u" too
+    for shopper in ("u", "a"):
+        api.get(f"/api/v1/users/{shopper}/recommendations")  # rebuilds the profile from SQL
     size = SMALL_BATCH + 20
 
     def batch(numbers: range) -> list[dict]:
         return [
-            {"event_id": f"e{n}", "user_id": "u", "product_id": f"p{n % 3}", "type": "view",
+            {"event_id": f"e{n}", "user_id": "ua"[n % 2], "product_id": f"p{n % 3}", "type": "view",
              "timestamp": (BASE + timedelta(seconds=n)).isoformat()}
             for n in numbers
         ]  # fmt: skip
@@ -149,10 +151,12 @@ def test_a_large_batch_with_resent_events_appends_only_what_it_stored(api, store
     assert api.post("/api/v1/events", batch(range(size))).json()["accepted"] == size
     answer = api.post("/api/v1/events", batch(range(size // 2, size + size // 2))).json()
     assert (answer["accepted"], answer["duplicate"]) == (size // 2, size - size // 2)
-    held, expected = _redis_profile(store, "u"), _sql_profile(store, "u")
-    assert held is not None and len(expected) == 1 + size + size // 2
-    assert held.product_ids.tolist() == expected.product_ids.tolist()
-    assert held.sessions.tolist() == expected.sessions.tolist()
+    expected = _sql_profile(store, "u")
+    assert len(expected) == 1 + size + size // 2
+    for shopper in ("u", "a"):  # the batch's events joined both ids' profiles, the alias's and the user's
+        held = _redis_profile(store, shopper)
+        assert held is not None and held.product_ids.tolist() == expected.product_ids.tolist(), shopper
+        assert held.sessions.tolist() == expected.sessions.tolist()
 
 
 @pytest.fixture
