@@ -3,6 +3,7 @@ hottest calls: the recommendation surfaces' answers and event ingestion."""
 
 import gc
 import os
+import resource
 
 from django.core.wsgi import get_wsgi_application
 
@@ -14,6 +15,13 @@ os.environ.setdefault("REQUEST_STATEMENT_TIMEOUT_MS", "15000")
 django_application = get_wsgi_application()
 if _timeout_set_here:
     del os.environ["REQUEST_STATEMENT_TIMEOUT_MS"]
+
+# every model version this process serves is a memory map, which holds its file open: as many open files
+# as the hard limit allows (the soft one is often 1,024; a worker may hold a few thousand small models)
+_soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+_wanted = _hard if _hard != resource.RLIM_INFINITY else 1 << 20
+if _soft != resource.RLIM_INFINITY and _soft < _wanted:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (_wanted, _hard))
 
 # the handlers need the apps loaded
 from core.fast_path import FastPath  # noqa: E402

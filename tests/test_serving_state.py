@@ -4,7 +4,9 @@ by bytes and never loaded twice while they fit."""
 
 from __future__ import annotations
 
+import gc
 import mmap
+import os
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -250,13 +252,52 @@ def test_models_are_loaded_once_and_evicted_by_bytes(trained, api, store, other_
     served = next(iter(state.residency.models.entries.values()))
     assert _memory_mapped(served.neighbours.data) and _memory_mapped(served.popularity)
     assert len(list(Path(settings.MODEL_CACHE_DIR).iterdir())) == 2  # one folder per version
+    # one mapping a version, so one open file however many arrays it has (1,000 stores' models held
+    # one a `.npy` array ran out of file descriptors)
+    del model  # (the evicted model's mapping is closed once nothing refers to it)
+    gc.collect()
+    assert len(_open_files_under(Path(settings.MODEL_CACHE_DIR))) == len(state.residency.models.entries) == 1
+
+
+@pytest.mark.parametrize("damage", ["short", "index", "old format"])
+def test_a_damaged_file_cache_folder_is_fetched_again(trained, api, damage):  # noqa: F811
+    """A version's folder that is torn (a short file, an unreadable index) or from an earlier format (one
+    `.npy` an array) is removed and written again from the stored artifact: the same answers."""
+    from recommendations.serving.state import ARRAYS_FILE, INDEX_FILE
+
+    state = serving_state()
+    expected = ids(api.get("/api/v1/users/u0/recommendations", limit=5, n="1"))
+    (folder,) = Path(settings.MODEL_CACHE_DIR).iterdir()
+    if damage == "short":
+        data = (folder / ARRAYS_FILE).read_bytes()
+        (folder / ARRAYS_FILE).write_bytes(data[: len(data) // 2])
+    elif damage == "index":
+        (folder / INDEX_FILE).write_text("{not json")
+    else:
+        (folder / INDEX_FILE).unlink()
+        (folder / ARRAYS_FILE).rename(folder / "neighbours__data.npy")
+    state.residency.clear()
+    assert ids(api.get("/api/v1/users/u0/recommendations", limit=5, n="2")) == expected
+    assert sorted(path.name for path in folder.iterdir()) == sorted([ARRAYS_FILE, INDEX_FILE])
+
+
+def _open_files_under(folder: Path) -> list[str]:
+    out = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(folder.resolve())):
+            out.append(target)
+    return out
 
 
 def _memory_mapped(array) -> bool:
     while array is not None:
         if isinstance(array, np.memmap | mmap.mmap):
             return True
-        array = getattr(array, "base", None)
+        array = array.obj if isinstance(array, memoryview) else getattr(array, "base", None)
     return False
 
 

@@ -2,15 +2,18 @@
 generation (bumped by catalog writes, settings and activations), so that a computed answer reads memory,
 not SQL.
 
-Models are written once to a local file cache (`MODEL_CACHE_DIR`, one folder of `.npy` files per model
-version) and memory-mapped from there: the worker processes of a host share the OS page cache instead of
-each holding a copy. Both models and catalogs are evicted least-recently-used by bytes, and nothing else
-holds them: the per-store map keeps only a model *id* under a generation.
+Models are written once to a local file cache (`MODEL_CACHE_DIR`, one folder per model version: its
+arrays in one file, and their index) and memory-mapped from there, one mapping a version: the worker
+processes of a host share the OS page cache instead of each holding a copy. Both models and catalogs
+are evicted least-recently-used by bytes, and nothing else holds them: the per-store map keeps only a
+model *id* under a generation.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import mmap
 import os
 import shutil
 import tempfile
@@ -229,14 +232,32 @@ def _file_cache_dir() -> Path:
     return Path(settings.MODEL_CACHE_DIR)
 
 
+ARRAYS_FILE = "arrays.bin"  # a version's arrays, one after another (64-byte aligned)
+INDEX_FILE = "index.json"  # each array's dtype, shape and offset in ARRAYS_FILE
+_ALIGN = 64
+
+
 def _write_arrays(folder: Path, arrays: dict[str, Any]) -> None:
-    """The artifact's arrays as one `.npy` each (CSR parts apart), written to a temporary folder and
-    renamed into place, so that a reader sees a whole version or none."""
+    """The artifact's arrays (CSR parts apart) in one file, with an index, written to a temporary folder
+    and renamed into place, so that a reader sees a whole version or none. One file, so that a version is
+    one memory map and one open file however many arrays it has (a mapping holds its file open: a `.npy`
+    an array ran a worker serving 1,000 stores out of file descriptors)."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".writing-"))
     try:
-        for name, value in flat_arrays(arrays).items():
-            np.save(staging / f"{name}.npy", value, allow_pickle=False)
+        index: dict[str, dict[str, Any]] = {}
+        offset = 0
+        with open(staging / ARRAYS_FILE, "wb") as out:
+            for name, value in flat_arrays(arrays).items():
+                array = np.asarray(value)  # (written in C order; a 0-d array stays 0-d)
+                if array.dtype.hasobject:
+                    raise ValueError(f"array {name!r} holds Python objects")
+                out.write(b"\0" * (-offset % _ALIGN))
+                offset += -offset % _ALIGN
+                index[name] = {"dtype": array.dtype.str, "shape": list(array.shape), "offset": offset}
+                out.write(array.tobytes())
+                offset += array.nbytes
+        (staging / INDEX_FILE).write_text(json.dumps({"size": offset, "arrays": index}))
         os.replace(staging, folder)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
@@ -245,10 +266,27 @@ def _write_arrays(folder: Path, arrays: dict[str, Any]) -> None:
 
 
 def _read_arrays(folder: Path) -> dict[str, Any]:
-    """The arrays of a version folder, memory-mapped (read-only, shared through the page cache)."""
-    return arrays_from_flat(
-        {path.stem: np.load(path, mmap_mode="r", allow_pickle=False) for path in folder.glob("*.npy")}
-    )
+    """The arrays of a version folder, memory-mapped (read-only, shared through the page cache): views of
+    one mapping of the version's file, which lives as long as any of them."""
+    index = json.loads((folder / INDEX_FILE).read_text())
+    size = int(index["size"])
+    mapped: mmap.mmap | None = None
+    if size:
+        with open(folder / ARRAYS_FILE, "rb") as source:
+            mapped = mmap.mmap(source.fileno(), 0, access=mmap.ACCESS_READ)
+        if len(mapped) != size:
+            raise ValueError(f"{folder / ARRAYS_FILE} holds {len(mapped)} bytes, not {size}")
+    flat: dict[str, np.ndarray] = {}
+    for name, entry in index["arrays"].items():
+        dtype, shape = np.dtype(entry["dtype"]), tuple(int(n) for n in entry["shape"])
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0 or mapped is None:
+            array = np.zeros(shape, dtype)
+            array.flags.writeable = False
+        else:
+            array = np.frombuffer(mapped, dtype, count, int(entry["offset"])).reshape(shape)
+        flat[name] = array
+    return arrays_from_flat(flat)
 
 
 T = TypeVar("T")
