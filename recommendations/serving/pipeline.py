@@ -272,7 +272,8 @@ def _diversify(
         return items
     # maximal marginal relevance over the content vectors
     positions = model.products.positions(np.array([item.product_id for item in items]))
-    vectors = np.where(positions[:, None] >= 0, model.vectors[np.maximum(positions, 0)], 0.0)
+    rows = np.asarray(model.vectors[np.maximum(positions, 0)], dtype=np.float32)
+    vectors = np.where(positions[:, None] >= 0, rows, np.float32(0.0))
     relevance = np.array([item.score for item in items], dtype=np.float64)
     relevance = relevance / (np.abs(relevance).max() or 1.0)
     lam = options.diversity

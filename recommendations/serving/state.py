@@ -65,7 +65,7 @@ class ServingModel:
     similar: sp.csr_matrix
     transitions: sp.csr_matrix
     together: sp.csr_matrix
-    vectors: np.ndarray
+    vectors: np.ndarray  # content vectors, as stored (half precision): convert the rows read
     popularity: np.ndarray
     category_paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
     content: sp.csr_matrix | None = None  # nearest items by content of the items that need them
@@ -187,7 +187,7 @@ class ServingModel:
             products=IdIndex(ids=np.asarray(arrays["product_ids"], dtype=np.int64)),
             neighbours=arrays["neighbours"], similar=arrays["similar"], transitions=arrays["transitions"],
             together=arrays["together"],
-            vectors=np.asarray(arrays["vectors"], dtype=np.float32),
+            vectors=np.asarray(arrays["vectors"]),  # (mapped, half precision: rows converted when read)
             popularity=np.asarray(arrays["popularity"]),
             category_paths=np.asarray(arrays.get("category_paths", np.zeros(0, dtype=str))),
             content=arrays.get("content"),
