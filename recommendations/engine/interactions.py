@@ -51,21 +51,26 @@ class IdIndex:
         return np.where(self.ids[found] == values, found, -1)
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def found_at(ordered, value):  # noqa: ANN001, ANN202
+    """Where `value` is in the sorted array `ordered` (its first place), -1 if it is not: a binary search
+    (numba's np.searchsorted costs several times more on one value)."""
+    low, high = 0, ordered.size
+    while low < high:
+        middle = (low + high) >> 1
+        if ordered[middle] < value:
+            low = middle + 1
+        else:
+            high = middle
+    return low if low < ordered.size and ordered[low] == value else -1
+
+
 @numba.njit(cache=True, nogil=True)
 def _sorted_positions(ids, values):  # noqa: ANN001, ANN202
-    """IdIndex.positions for int64 ids: a binary search per value (numpy's searchsorted finds the same
-    leftmost match)."""
+    """IdIndex.positions for int64 ids (numpy's searchsorted finds the same leftmost match)."""
     out = np.empty(values.size, np.int64)
     for i in range(values.size):
-        value = values[i]
-        low, high = 0, ids.size
-        while low < high:
-            middle = (low + high) >> 1
-            if ids[middle] < value:
-                low = middle + 1
-            else:
-                high = middle
-        out[i] = low if low < ids.size and ids[low] == value else -1
+        out[i] = found_at(ids, values[i])
     return out
 
 

@@ -40,7 +40,7 @@ import numba
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.interactions import read_only
+from recommendations.engine.interactions import found_at, read_only
 
 FEATURES = (
     "stage_score", "stage_rank",
@@ -259,17 +259,9 @@ def compile_features() -> None:
 @numba.njit(cache=True, nogil=True, inline="always")
 def _place(order, ordered, item):  # noqa: ANN001, ANN202
     """The candidate's place in its list (-1: not a candidate); `ordered`: the candidates sorted, `order`
-    their places (a binary search: numba's np.searchsorted costs several times more on one value)."""
-    low, high = 0, ordered.size
-    while low < high:
-        middle = (low + high) >> 1
-        if ordered[middle] < item:
-            low = middle + 1
-        else:
-            high = middle
-    if low < ordered.size and ordered[low] == item:
-        return order[low]
-    return -1
+    their places."""
+    at = found_at(ordered, item)
+    return order[at] if at >= 0 else -1
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
