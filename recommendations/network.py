@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +19,7 @@ from django.utils import timezone
 from catalog.models import CONTENT_DIMENSIONS
 from catalog.services import unscoped_product_network_vectors_write
 from core.errors import ApiError, NotFound
+from core.ids import time_ordered_id
 from core.json import jsonb_dict
 from events.selectors import shopper_codes, store_aliases, training_events
 from recommendations.artifacts import ArtifactError, artifact_dump, artifact_load
@@ -356,7 +356,7 @@ def related_network(*, store: Store, external_id: str, options: Any) -> dict[str
         if in_network:
             items = _nearest_in_network(cursor, store, product_id, options)
     source = "network" if in_network else "network (the product joins at the next global training)"
-    return {"recommendation_id": uuid.uuid4().hex, "source": source, "items": items}
+    return {"recommendation_id": time_ordered_id(), "source": source, "items": items}
 
 
 def _matching_at_most(cursor: Any, store: Store, extra: str, params: list, limit: int) -> bool:

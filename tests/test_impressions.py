@@ -114,3 +114,21 @@ def test_an_impression_twice_in_one_batch_is_stored_once(store):
         )
     assert impressions_drain() == 1
     assert Impression.objects.filter(recommendation_id="rid-2").count() == 1
+
+
+def test_recommendation_ids_are_unique_and_in_time_order(api):
+    """32 hex digits, as before; the first 12 the time in ms, so that the impressions' key is appended in
+    order rather than at random places."""
+    import re
+    import time as clock
+
+    from core.ids import time_ordered_id
+
+    made = [time_ordered_id() for _ in range(50_000)]
+    assert len(set(made)) == len(made) and all(re.fullmatch("[0-9a-f]{32}", value) for value in made[:1000])
+    earlier = time_ordered_id()
+    clock.sleep(0.002)
+    answered = api.get("/api/v1/trending", limit=3).json()["recommendation_id"]
+    clock.sleep(0.002)
+    assert earlier < answered < time_ordered_id()
+    assert abs(int(answered[:12], 16) - clock.time() * 1000) < 60_000

@@ -4,13 +4,13 @@ next request. The same function serves the WSGI fast path and the DRF views, so 
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import parse_qs
 
 from core import answer_cache, experiments
+from core.ids import time_ordered_id
 from core.json import render_json
 from core.params import query_int, query_text
 from events.selectors import user_identities
@@ -121,7 +121,7 @@ def answer_lookup(
     `trusted_keys_generation`: the caller will not serve it)."""
     shopper = kwargs.get("user_id") if surface.per_shopper else None
     impression = answer_cache.Impression(
-        uuid.uuid4().hex, store.id, surface.name, shopper_of(surface, meta, kwargs), b""
+        time_ordered_id(), store.id, surface.name, shopper_of(surface, meta, kwargs), b""
     )
     return answer_cache.lookup(
         store,
@@ -190,7 +190,7 @@ def serve(
     unknown product) raise ApiError before anything is kept."""
     if lookup is None:
         lookup = answer_lookup(surface, store, meta, kwargs)
-    recommendation_id = lookup.recommendation_id or uuid.uuid4().hex
+    recommendation_id = lookup.recommendation_id or time_ordered_id()
     if lookup.body is not None:  # (the lookup appended the cached answer's impression itself)
         return Served(rendered(lookup.body, recommendation_id), cached=True)
     shopper = shopper_of(surface, meta, kwargs)
@@ -210,7 +210,7 @@ def serve(
 def recorded(store: Store, surface: str, user_id: str | None, answer: Answer) -> bytes:
     """An answer served outside `serve` (rank), recorded as an impression, rendered."""
     body = answer_body(answer)
-    recommendation_id = uuid.uuid4().hex
+    recommendation_id = time_ordered_id()
     _record(store, surface, user_id, recommendation_id, body)
     return rendered(body, recommendation_id)
 

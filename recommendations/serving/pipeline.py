@@ -4,7 +4,6 @@ catalog, or the rows SQL gave for these candidates), so both ways filter alike."
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -12,6 +11,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import orjson
 
+from core.ids import time_ordered_id
 from recommendations.engine.interactions import IdIndex
 from recommendations.serving.options import Options
 from recommendations.serving.state import CatalogSource, LoadedCatalog, ServingModel
@@ -121,7 +121,7 @@ def answer_body(answer: Answer) -> bytes:
 
 def rendered(body: bytes, recommendation_id: str | None = None) -> bytes:
     """The JSON served: `recommendation_id` first, then the body's fields."""
-    head = b'{"recommendation_id":"' + (recommendation_id or uuid.uuid4().hex).encode() + b'"'
+    head = b'{"recommendation_id":"' + (recommendation_id or time_ordered_id()).encode() + b'"'
     return head + (b"," + body[1:] if len(body) > 2 else b"}")
 
 
