@@ -46,13 +46,34 @@ def _array_element(value: str) -> str:
     return f'"{value}"'
 
 
-def _line(fields: dict[bytes, bytes]) -> str | None:
+def _answer_columns(body: bytes) -> str:
+    """The columns an impression takes from its answer (variant, source, items, then the experiment after
+    a tab), in COPY's text format."""
+    answer = orjson.loads(body)
+    items = "{" + ",".join(_array_element(str(item["id"])) for item in answer.get("items", [])) + "}"
+    experiment = answer.get("experiment")
+    return "\t".join(
+        (
+            _copy_text(str(answer.get("variant") or "")[:64]),
+            _copy_text(str(answer.get("source") or "")[:200]),
+            _copy_text(items),
+            str(int(experiment)) if experiment is not None else "\\N",
+        )
+    )
+
+
+def _line(fields: dict[bytes, bytes], answers: dict[bytes, str] | None = None) -> str | None:
     """One impression as a line of COPY's text format (written whole: psycopg's per-value adaptation of
-    the items array cost more than the rest of the drain)."""
+    the items array cost more than the rest of the drain). `answers`: the answer columns of bodies seen
+    in this batch, by body (a cached answer is served, and drained, many times over)."""
     try:
-        body = orjson.loads(fields[b"b"])
-        items = "{" + ",".join(_array_element(str(item["id"])) for item in body.get("items", [])) + "}"
-        experiment = body.get("experiment")
+        body = fields[b"b"]
+        columns = answers.get(body) if answers is not None else None
+        if columns is None:
+            columns = _answer_columns(body)
+            if answers is not None:
+                answers[body] = columns
+        variant, source, items, experiment = columns.split("\t")
         served_at = datetime.fromtimestamp(int(fields[b"t"]) / 1000, tz=UTC).isoformat()
         return "\t".join(
             (
@@ -60,11 +81,11 @@ def _line(fields: dict[bytes, bytes]) -> str | None:
                 str(int(fields[b"s"])),
                 _copy_text(fields[b"f"].decode()[:32]),
                 _copy_text(fields.get(b"u", b"").decode()[:256]),
-                _copy_text(str(body.get("variant") or "")[:64]),
-                _copy_text(str(body.get("source") or "")[:200]),
-                _copy_text(items),
+                variant,
+                source,
+                items,
                 served_at,
-                str(int(experiment)) if experiment is not None else "\\N",
+                experiment,
             )
         )
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
@@ -130,7 +151,8 @@ def impressions_drain(*, max_seconds: float = 20.0, stale_ms: int = STALE_MS) ->
         entries = answer_cache.impressions_claim(consumer, count=BATCH, stale_ms=stale_ms)
         if not entries:
             break
-        lines = [line for _, fields in entries if (line := _line(fields)) is not None]
+        answers: dict[bytes, str] = {}
+        lines = [line for _, fields in entries if (line := _line(fields, answers)) is not None]
         if len(lines) < len(entries):
             logger.warning("dropped %d stream entries that are not impressions", len(entries) - len(lines))
         if lines:

@@ -132,3 +132,33 @@ def test_recommendation_ids_are_unique_and_in_time_order(api):
     clock.sleep(0.002)
     assert earlier < answered < time_ordered_id()
     assert abs(int(answered[:12], 16) - clock.time() * 1000) < 60_000
+
+
+def test_a_drain_batch_reads_each_answer_body_once_and_keeps_each_impression_its_own():
+    """Impressions of one cached answer share its body: the drain parses it once a batch, and each line
+    still has its own id, shopper and time; another body gets its own columns."""
+    from outcomes.services import _array_element, _copy_text, _line
+
+    def fields(rid: str, user: str, body: bytes, ms: int) -> dict[bytes, bytes]:
+        return {b"r": rid.encode(), b"s": b"7", b"f": b"for_user", b"u": user.encode(), b"t": str(ms).encode(),
+                b"b": body}  # fmt: skip
+
+    cached = orjson.dumps({"source": "store-model:v2", "variant": "B", "experiment": 3,
+                           "items": [{"id": "p1"}, {"id": "p\\t2"}]})  # fmt: skip
+    other = orjson.dumps({"source": "trending", "items": [{"id": "q9"}]})
+    answers: dict[bytes, str] = {}
+    lines = [
+        _line(fields("r1", "u1", cached, 1_700_000_000_000), answers),
+        _line(fields("r2", "u2", cached, 1_700_000_000_500), answers),
+        _line(fields("r3", "u3", other, 1_700_000_001_000), answers),
+    ]
+    assert len(answers) == 2
+    assert lines == [_line(fields(rid, user, body, ms)) for rid, user, body, ms in (
+        ("r1", "u1", cached, 1_700_000_000_000), ("r2", "u2", cached, 1_700_000_000_500),
+        ("r3", "u3", other, 1_700_000_001_000))]  # fmt: skip
+    first, second, third = (line.split("\t") for line in lines)
+    assert first[:4] == ["r1", "7", "for_user", "u1"] and second[:4] == ["r2", "7", "for_user", "u2"]
+    items = _copy_text("{" + ",".join(_array_element(item) for item in ("p1", "p\\t2")) + "}")
+    assert first[4:7] == second[4:7] == ["B", "store-model:v2", items]
+    assert first[8] == second[8] == "3" and third[4:7] == ["", "trending", '{"q9"}'] and third[8] == "\\N"
+    assert first[7] != second[7]
