@@ -140,8 +140,8 @@ def test_a_drain_batch_reads_each_answer_body_once_and_keeps_each_impression_its
     from outcomes.services import _array_element, _copy_text, _line
 
     def fields(rid: str, user: str, body: bytes, ms: int) -> dict[bytes, bytes]:
-        return {b"r": rid.encode(), b"s": b"7", b"f": b"for_user", b"u": user.encode(), b"t": str(ms).encode(),
-                b"b": body}  # fmt: skip
+        return {b"r": rid.encode(), b"s": b"7", b"f": b"for_user", b"u": user.encode(),
+                b"t": str(ms).encode(), b"b": body}  # fmt: skip
 
     cached = orjson.dumps({"source": "store-model:v2", "variant": "B", "experiment": 3,
                            "items": [{"id": "p1"}, {"id": "p\\t2"}]})  # fmt: skip
