@@ -16,7 +16,7 @@ CATEGORY_SEPARATOR = "\x1f"
 
 def flat_arrays(arrays: Mapping[str, Any]) -> dict[str, np.ndarray]:
     """Plain arrays only: each sparse matrix as its CSR parts (`name__data`, `__indices`, `__indptr`,
-    `__shape`). The artifact stores these, and so does serving's file cache (one `.npy` each)."""
+    `__shape`). The artifact stores these, and so does serving's file cache (one file of them all)."""
     flat: dict[str, np.ndarray] = {}
     for name, value in arrays.items():
         if sp.issparse(value):
