@@ -366,17 +366,7 @@ def namespaced(store: Any, name: str) -> str:
 def _shopper_key(store: Any, user_id: str | None) -> str:
     if user_id is None:
         return f"{_namespace(store)}:u:-"  # never bumped: answers that are about no one
-    return _shopper_key_in(_namespace(store), user_id)
-
-
-def _shopper_key_in(namespace: str, user_id: str) -> str:
-    digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()[:20]
-    return f"{namespace}:u:{digest}"
-
-
-def _profile_key_in(namespace: str, user_id: str) -> str:
-    digest = hashlib.sha1(user_id.encode(), usedforsecurity=False).hexdigest()[:20]
-    return f"{namespace}:p:{digest}"
+    return _shopper_keys_in(_namespace(store), user_id)[0]
 
 
 def _shopper_keys_in(namespace: str, user_id: str) -> list[str]:
@@ -613,7 +603,7 @@ def lookup(
         impression = None
     namespace = _namespace(store)
     digest = hashlib.sha1(request_key.encode(), usedforsecurity=False).hexdigest()
-    profile_key = _profile_key_in(namespace, user_id) if user_id is not None else f"{namespace}:p:-"
+    profile_key = _shopper_keys_in(namespace, user_id)[1] if user_id is not None else f"{namespace}:p:-"
     bucket_key, rate, burst = bucket if bucket is not None else (f"{namespace}:rl:-", 0, 0)
     keys = [f"{namespace}:gen", _shopper_key(store, user_id), f"{namespace}:keys", profile_key, bucket_key,
             impressions_stream(shard(store.id))]  # fmt: skip

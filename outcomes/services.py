@@ -46,34 +46,33 @@ def _array_element(value: str) -> str:
     return f'"{value}"'
 
 
-def _answer_columns(body: bytes) -> str:
-    """The columns an impression takes from its answer (variant, source, items, then the experiment after
-    a tab), in COPY's text format."""
+def _answer_columns(body: bytes) -> tuple[str, str, str, str]:
+    """The columns an impression takes from its answer, in COPY's text format: variant, source, items and
+    the experiment."""
     answer = orjson.loads(body)
     items = "{" + ",".join(_array_element(str(item["id"])) for item in answer.get("items", [])) + "}"
     experiment = answer.get("experiment")
-    return "\t".join(
-        (
-            _copy_text(str(answer.get("variant") or "")[:64]),
-            _copy_text(str(answer.get("source") or "")[:200]),
-            _copy_text(items),
-            str(int(experiment)) if experiment is not None else "\\N",
-        )
+    return (
+        _copy_text(str(answer.get("variant") or "")[:64]),
+        _copy_text(str(answer.get("source") or "")[:200]),
+        _copy_text(items),
+        str(int(experiment)) if experiment is not None else "\\N",
     )
 
 
-def _line(fields: dict[bytes, bytes], answers: dict[bytes, str] | None = None) -> str | None:
+def _line(
+    fields: dict[bytes, bytes], answers: dict[bytes, tuple[str, str, str, str]] | None = None
+) -> str | None:
     """One impression as a line of COPY's text format (written whole: psycopg's per-value adaptation of
     the items array cost more than the rest of the drain). `answers`: the answer columns of bodies seen
     in this batch, by body (a cached answer is served, and drained, many times over)."""
+    answers = {} if answers is None else answers
     try:
         body = fields[b"b"]
-        columns = answers.get(body) if answers is not None else None
+        columns = answers.get(body)
         if columns is None:
-            columns = _answer_columns(body)
-            if answers is not None:
-                answers[body] = columns
-        variant, source, items, experiment = columns.split("\t")
+            columns = answers[body] = _answer_columns(body)
+        variant, source, items, experiment = columns
         served_at = datetime.fromtimestamp(int(fields[b"t"]) / 1000, tz=UTC).isoformat()
         return "\t".join(
             (
@@ -151,7 +150,7 @@ def impressions_drain(*, max_seconds: float = 20.0, stale_ms: int = STALE_MS) ->
         entries = answer_cache.impressions_claim(consumer, count=BATCH, stale_ms=stale_ms)
         if not entries:
             break
-        answers: dict[bytes, str] = {}
+        answers: dict[bytes, tuple[str, str, str, str]] = {}
         lines = [line for _, fields in entries if (line := _line(fields, answers)) is not None]
         if len(lines) < len(entries):
             logger.warning("dropped %d stream entries that are not impressions", len(entries) - len(lines))

@@ -146,7 +146,7 @@ def test_a_drain_batch_reads_each_answer_body_once_and_keeps_each_impression_its
     cached = orjson.dumps({"source": "store-model:v2", "variant": "B", "experiment": 3,
                            "items": [{"id": "p1"}, {"id": "p\\t2"}]})  # fmt: skip
     other = orjson.dumps({"source": "trending", "items": [{"id": "q9"}]})
-    answers: dict[bytes, str] = {}
+    answers: dict[bytes, tuple[str, str, str, str]] = {}
     lines = [
         _line(fields("r1", "u1", cached, 1_700_000_000_000), answers),
         _line(fields("r2", "u2", cached, 1_700_000_000_500), answers),
