@@ -216,7 +216,7 @@ def _ingest(
     # insert (a partition dropped meanwhile) is retried
     inside_callers = connection.in_atomic_block
     atomic = len(cleaned) > SMALL_BATCH or inside_callers
-    committed: dict[str, list[tuple[int, bytes]]] = {}  # appended once our own transaction commits
+    committed: tuple[list[StoredEvent], list[tuple[str, str]]] | None = None  # told once ours commits
     with transaction.atomic() if atomic else nullcontext(), connection.cursor() as cursor:
         product_ids = product_internal_ids(store=store, external_ids=(event.product_id for event in cleaned))
         known: list[CleanEvent] = []
@@ -248,19 +248,22 @@ def _ingest(
             result.accepted += len(stored)
             result.duplicate += len(known) - len(stored)
             if stored and answer_cache.enabled():
-                entries = _profile_entries(store, stored, alias_rows)
-                if not atomic:  # committed already
-                    answer_cache.profiles_changed(store, entries)
-                    appended.update(entries)
-                elif inside_callers:  # dropped now, appended when the caller's transaction commits
-                    answer_cache.profiles_changed(store, dict.fromkeys(entries))
-                    transaction.on_commit(lambda: answer_cache.profiles_changed(store, entries))
-                    appended.update(entries)
+                if atomic and not inside_callers:
+                    committed = (stored, alias_rows)
                 else:
-                    committed = entries
-    if committed:  # our transaction committed: one call appends, as for a small batch
-        appended.update(committed)
-        answer_cache.profiles_changed(store, committed)
+                    entries = _profile_entries(_groups(store, stored, alias_rows), stored)
+                    appended.update(entries)
+                    if not atomic:  # committed already
+                        answer_cache.profiles_changed(store, entries)
+                    else:  # dropped now, appended when the caller's transaction commits
+                        answer_cache.profiles_changed(store, dict.fromkeys(entries))
+                        transaction.on_commit(lambda: answer_cache.profiles_changed(store, entries))
+    if committed is not None:  # our transaction committed: the profiles Redis holds get the events
+        stored, alias_rows = committed
+        groups = _groups(store, stored, alias_rows)
+        shoppers = list(set().union(*groups.values()))
+        appended.update(dict.fromkeys(shoppers))
+        answer_cache.profiles_extended(store, shoppers, lambda held: _profile_entries(groups, stored, held))
 
 
 class StoredEvent(NamedTuple):
@@ -272,24 +275,33 @@ class StoredEvent(NamedTuple):
     timestamp: datetime
 
 
+def _groups(
+    store: Store, stored: list[StoredEvent], alias_rows: list[tuple[str, str]] | None
+) -> dict[str, set[str]]:
+    """Every id of the profile of each shopper of these events (alias_rows: their links, read already)."""
+    return identity_groups(store=store, user_ids={event.user_id for event in stored}, alias_rows=alias_rows)
+
+
 def _profile_entries(
-    store: Store, stored: list[StoredEvent], alias_rows: list[tuple[str, str]] | None = None
+    groups: dict[str, set[str]], stored: list[StoredEvent], only: set[str] | None = None
 ) -> dict[str, list[tuple[int, bytes]]]:
-    """The stored events that join the real-time profile of every id of their shoppers' profiles (whose
-    answers are stale from then on).
+    """The stored events that join the real-time profile of every id of their shoppers' profiles (`only`:
+    of these ids alone), whose answers are stale from then on.
 
     Redis is told once the events are committed, never before (a reader must not keep a profile without
-    them): a small batch is committed when stored, a large one when its own transaction ends. Inside a
-    caller's transaction, whose commit may come much later, the profiles are dropped at once and the events
-    appended on commit, to any profile rebuilt in between (from a snapshot that may lack them: members are
-    idempotent). Between a commit and its append, a reader may still read the profile without the batch:
-    the append moves the shoppers' generations on, so nothing computed meanwhile is served again."""
-    groups = identity_groups(store=store, user_ids={event.user_id for event in stored}, alias_rows=alias_rows)
+    them): a small batch is committed when stored, a large one when its own transaction ends (then only
+    the profiles Redis holds get them: answer_cache.profiles_extended). Inside a caller's transaction,
+    whose commit may come much later, the profiles are dropped at once and the events appended on commit,
+    to any profile rebuilt in between (from a snapshot that may lack them: members are idempotent).
+    Between a commit and its append, a reader may still read the profile without the batch: the append
+    moves the shoppers' generations on, so nothing computed meanwhile is served again."""
     entries: dict[str, list[tuple[int, bytes]]] = {}
     for event in stored:
-        entry = profile_entry(event.id, event.product_id, event.type, event.session_id, event.timestamp)
-        for user_id in groups[event.user_id]:
-            entries.setdefault(user_id, []).append(entry)
+        ids = groups[event.user_id] if only is None else groups[event.user_id] & only
+        if ids:
+            entry = profile_entry(event.id, event.product_id, event.type, event.session_id, event.timestamp)
+            for user_id in ids:
+                entries.setdefault(user_id, []).append(entry)
     return entries
 
 

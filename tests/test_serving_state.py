@@ -161,6 +161,39 @@ def test_a_large_batch_with_resent_events_appends_only_what_it_stored(api, store
         assert held.sessions.tolist() == expected.sessions.tolist()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_large_batch_leaves_profiles_redis_lacks_to_the_next_answer(api, store):
+    """A large batch's events join only the profiles Redis holds; a shopper without one gets none made
+    (rebuilt from SQL when next asked, with the batch), and no answer cached before the batch is served
+    after it, for either shopper."""
+    from events.services import SMALL_BATCH
+
+    api.post("/api/v1/products/bulk", [product(f"p{i}") for i in range(4)])
+    for shopper in ("held", "cold"):
+        api.post("/api/v1/events", {"user_id": shopper, "product_id": "p0", "type": "view"})
+    for shopper in ("held", "cold"):  # answers cached (and profiles rebuilt from SQL)
+        api.get(f"/api/v1/users/{shopper}/recommendations")
+    client = answer_cache._redis()
+    namespace = answer_cache._namespace(store)
+    cold_profile = answer_cache._shopper_keys_in(namespace, "cold")[1]
+    client.delete(cold_profile)  # expired, say: "held" keeps the profile its answer rebuilt
+    size = SMALL_BATCH + 20
+    rows = [
+        {"user_id": ("held", "cold")[n % 2], "product_id": f"p{1 + n % 3}", "type": "view",
+         "timestamp": (BASE + timedelta(seconds=n)).isoformat()}
+        for n in range(size)
+    ]  # fmt: skip
+    assert api.post("/api/v1/events", rows).json()["accepted"] == size
+    held = _redis_profile(store, "held")
+    assert held is not None and held.product_ids.tolist() == _sql_profile(store, "held").product_ids.tolist()
+    assert not client.exists(cold_profile)
+    api.get("/api/v1/users/cold/recommendations")  # computed, not the cached answer: it rebuilds the profile
+    rebuilt = _redis_profile(store, "cold")
+    expected = _sql_profile(store, "cold")
+    assert rebuilt is not None and rebuilt.product_ids.tolist() == expected.product_ids.tolist()
+    assert len(rebuilt) == 1 + size // 2
+
+
 @pytest.fixture
 def hung_port():
     """A port that accepts connections and never answers: a hung (SIGSTOPped) Redis or broker."""
