@@ -40,7 +40,9 @@ class Event(models.Model):
     store = models.ForeignKey(
         Store, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
     )
-    user_id = models.CharField(max_length=256)
+    # shopper and event ids compare bytewise ("C"): their indexes take every ingested row, and a locale's
+    # comparisons cost PostgreSQL a quarter of a key's insert (the same order for UTF-8 as C.UTF-8's)
+    user_id = models.CharField(max_length=256, db_collation="C")
     session_id = models.CharField(max_length=256, blank=True, default="")
     product = models.ForeignKey(
         Product, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
@@ -77,7 +79,7 @@ class EventKey(models.Model):
 
     pk = models.CompositePrimaryKey("store_id", "event_id")
     store_id = models.BigIntegerField()
-    event_id = models.CharField(max_length=128)
+    event_id = models.CharField(max_length=128, db_collation="C")
     received_at = models.DateTimeField()
 
     class Meta:
@@ -92,8 +94,8 @@ class UserAlias(models.Model):
     under the alias are stored under the user, so their histories are one."""
 
     store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_index=False)
-    alias_id = models.CharField(max_length=256)
-    user_id = models.CharField(max_length=256)
+    alias_id = models.CharField(max_length=256, db_collation="C")
+    user_id = models.CharField(max_length=256, db_collation="C")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -115,7 +117,7 @@ class ShownItem(models.Model):
     store = models.ForeignKey(
         Store, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
     )
-    user_id = models.CharField(max_length=256)
+    user_id = models.CharField(max_length=256, db_collation="C")  # as on Event
     session_id = models.CharField(max_length=256, blank=True, default="")
     product = models.ForeignKey(
         Product, on_delete=models.DO_NOTHING, db_constraint=False, db_index=False, related_name="+"
@@ -123,7 +125,7 @@ class ShownItem(models.Model):
     recommendation_id = models.CharField(max_length=64)
     channel = models.PositiveSmallIntegerField(choices=Channel.choices, default=Channel.WEB)
     timestamp = models.DateTimeField()
-    event_id = models.CharField(max_length=128, null=True, blank=True)  # noqa: DJ001 - as on Event
+    event_id = models.CharField(max_length=128, null=True, blank=True, db_collation="C")  # noqa: DJ001 - as on Event
     received_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

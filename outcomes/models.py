@@ -10,10 +10,11 @@ class Impression(models.Model):
     """An answer served, from the cache or computed, by the fast path or Django: written off the request
     path (a Redis stream drained by a worker), at least once and stored once by its recommendation id."""
 
-    recommendation_id = models.CharField(max_length=64, primary_key=True)
+    # ids compared bytewise, as the events' (events.models.Event.user_id): every answer served is a row
+    recommendation_id = models.CharField(max_length=64, primary_key=True, db_collation="C")
     store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_constraint=False)
     surface = models.CharField(max_length=32)
-    user_id = models.CharField(max_length=256, blank=True, default="")
+    user_id = models.CharField(max_length=256, blank=True, default="", db_collation="C")
     variant = models.CharField(max_length=64, blank=True, default="")
     source = models.CharField(max_length=200, blank=True, default="")  # the model version or fallback
     items = ArrayField(models.CharField(max_length=256), default=list)  # product ids, in the order shown
