@@ -10,14 +10,17 @@ The EventArchive rows are the manifest: a file counts only once its row is commi
 transaction that removes its events from PostgreSQL (a file written by a run that failed before its commit
 is an orphan, deleted by the next run). A month whose every store is past retention is one transaction:
 each store's file, then the partition detached and dropped, refused by the database when it holds other
-rows than those written (an event that arrived meanwhile). Otherwise each store's rows are removed with
-`COPY (DELETE ... RETURNING ...)`, so exactly the rows written are the rows removed.
+rows than those written (an event that arrived meanwhile). Otherwise each store's rows are removed by a
+DELETE ... RETURNING inside the COPY that reads them, so exactly the rows written are the rows removed.
 
-Training reads the archived months inside its window; erasure rewrites a shopper's files without them.
+A file holds its rows in shopper order (then time), a row group per CHUNK_ROWS: a shopper's export reads
+the row groups whose statistics may hold them, and erasure rewrites only the files whose footers say they
+may (shopper_groups). Training reads the archived months inside its window.
 """
 
 from __future__ import annotations
 
+import bisect
 import logging
 import uuid
 from collections.abc import Iterable, Iterator
@@ -65,6 +68,7 @@ _SELECT = ", ".join(COLUMNS)
 # shopper's rows first, then sees every file a transaction that read them has written.
 _WRITE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('recsys_event_archive_write'))"
 CHUNK_ROWS = 100_000  # rows a Parquet row group holds (and the most held in memory at once)
+_ARCHIVE_ORDER = "user_id, timestamp, id"  # (user_id compares bytewise, as Parquet's statistics do)
 
 
 def _filesystem() -> tuple[Any, str]:
@@ -222,10 +226,13 @@ def _write_store_month(
     writer = _FileWriter(fs, _month_folder(root, store_id, month))
     where = "store_id = %s AND timestamp < %s" + ("" if part.lower is None else " AND timestamp >= %s")
     params: list[Any] = [store_id, part.upper] + ([] if part.lower is None else [part.lower])
+    # ordered by shopper, so that each row group holds a narrow range of shopper ids: a shopper's export or
+    # erasure reads the row groups whose statistics may hold them, not the whole archive (shopper_groups)
     query = (
-        f"DELETE FROM events_event WHERE {where} RETURNING {_SELECT}"
+        f"WITH gone AS (DELETE FROM events_event WHERE {where} RETURNING {_SELECT}) "
+        f"SELECT * FROM gone ORDER BY {_ARCHIVE_ORDER}"
         if delete
-        else f"SELECT {_SELECT} FROM events_event WHERE {where} ORDER BY id"
+        else f"SELECT {_SELECT} FROM events_event WHERE {where} ORDER BY {_ARCHIVE_ORDER}"
     )
     try:
         for row in _copy_rows(query, params, COPY_TYPES):
@@ -409,20 +416,49 @@ def archived_files(*, store_id: int, since: datetime | None = None) -> list[Even
 def read_archived(
     *, store_id: int, columns: list[str], since: datetime | None = None, users: list[str] | None = None
 ) -> pa.Table:
-    """The store's archived events (at `since` or later; of these shoppers only), as one Arrow table."""
+    """The store's archived events (at `since` or later; of these shoppers only, read from the row groups
+    that may hold them), as one Arrow table."""
     fs, _ = _filesystem()
     filters: list[Any] = []
     if since is not None:
         filters.append(("timestamp", ">=", pa.scalar(since, type=pa.timestamp("us", tz="UTC"))))
-    if users is not None:
-        filters.append(("user_id", "in", list(users)))
-    tables = [
-        pq.read_table(entry.path, columns=columns, filters=filters or None, filesystem=fs)
-        for entry in archived_files(store_id=store_id, since=since)
-    ]
+    tables = []
+    for entry in archived_files(store_id=store_id, since=since):
+        if users is None:
+            tables.append(pq.read_table(entry.path, columns=columns, filters=filters or None, filesystem=fs))
+            continue
+        with fs.open(entry.path, "rb") as handle:
+            parquet = pq.ParquetFile(handle)
+            groups = shopper_groups(parquet.metadata, users)
+            if not groups:
+                continue
+            table = parquet.read_row_groups(groups, columns=sorted({*columns, "user_id", "timestamp"}))
+        keep = pc.is_in(table.column("user_id"), value_set=pa.array(users, type=pa.string()))
+        if since is not None:
+            keep = pc.and_(keep, pc.greater_equal(table.column("timestamp"), filters[0][2]))
+        tables.append(table.filter(keep).select(columns))
     if not tables:
         return pa.table({name: pa.array([], type=SCHEMA.field(name).type) for name in columns})
     return pa.concat_tables(tables)
+
+
+def shopper_groups(metadata: pq.FileMetaData, users: Iterable[str]) -> list[int]:
+    """The row groups of a file whose user_id statistics may hold one of these shoppers (every group whose
+    statistics are missing). Files are written in shopper order (_ARCHIVE_ORDER), so nearly always one or
+    two of a file's groups; files written in id order, before, hold every shopper in every group."""
+    wanted = sorted(set(users))
+    column = metadata.schema.names.index("user_id")
+    found = []
+    for number in range(metadata.num_row_groups):
+        statistics = metadata.row_group(number).column(column).statistics
+        if statistics is None or not statistics.has_min_max:
+            found.append(number)
+            continue
+        low, high = statistics.min, statistics.max
+        at = bisect.bisect_left(wanted, low)  # the first wanted id not below the group's least
+        if at < len(wanted) and wanted[at] <= high:
+            found.append(number)
+    return found
 
 
 # --- erasure -------------------------------------------------------------------------------------
@@ -441,6 +477,9 @@ def _shopper_rewrite(store_id: int, identities: list[str]) -> int:
     removed = 0
     wanted = pa.array(identities, type=pa.string())
     for entry in archived_files(store_id=store_id):
+        with fs.open(entry.path, "rb") as handle:
+            if not shopper_groups(pq.read_metadata(handle), identities):
+                continue  # (its footer alone: none of its row groups can hold them)
         table = pq.read_table(entry.path, filesystem=fs)
         theirs = pc.is_in(table.column("user_id"), value_set=wanted)
         count = pc.sum(theirs).as_py() or 0

@@ -237,6 +237,50 @@ def test_erasure_and_export_reach_the_archive(two_stores):
     assert shop.api.get("/api/v1/users/ann/data").json()["events"] == []
 
 
+def test_a_shopper_s_export_and_erasure_read_only_the_row_groups_that_may_hold_them(shop, monkeypatch):
+    """Archived files are in shopper order, a row group per CHUNK_ROWS: a shopper's export reads the
+    groups whose statistics may hold them, and erasure passes over a file none of whose groups can."""
+    monkeypatch.setattr(archive, "CHUNK_ROWS", 4)
+    march, april = OLD_MONTHS
+    shoppers = [f"s{n:02d}" for n in range(12)]
+    # sent in time order, every shopper in turn: in id order each group would hold four shoppers
+    send(shop.api, [event(shoppers[n % 12], f"p{n // 12}", march + timedelta(minutes=n)) for n in range(48)])
+    send(shop.api, [event("zz-april-only", "p1", april)])
+    _settings(shop.api, retention_days=365)
+    assert events_maintain()["rows_archived"] == 49
+    entry = EventArchive.objects.get(store=shop.store, month=partitions.month_start(march).date())
+    metadata = pq.read_metadata(entry.path)
+    assert metadata.num_row_groups == 12
+    table = pq.read_table(entry.path)
+    assert table.column("user_id").to_pylist() == sorted(table.column("user_id").to_pylist())
+    assert archive.shopper_groups(metadata, ["s05"]) == [5]
+    assert archive.shopper_groups(metadata, ["s00", "s11", "nobody"]) == [0, 11]
+    assert archive.shopper_groups(metadata, ["a", "s055", "zz"]) == []  # between and beyond every group
+
+    read: list[list[int]] = []
+    real = pq.ParquetFile.read_row_groups
+    monkeypatch.setattr(
+        pq.ParquetFile,
+        "read_row_groups",
+        lambda self, groups, **options: read.append(groups) or real(self, groups, **options),
+    )
+    exported = shop.api.get("/api/v1/users/s05/data").json()["events"]
+    assert [e["product_id"] for e in exported] == ["p0", "p1", "p2", "p3"]  # its four, in time order
+    assert read == [[5]]  # one group of March's file; April's file (one other shopper) not opened for rows
+    assert shop.api.get("/api/v1/users/zz-april-only/data").json()["events"][0]["product_id"] == "p1"
+
+    april_file = EventArchive.objects.get(store=shop.store, month=partitions.month_start(april).date()).path
+    opened: list[str] = []
+    read_table = pq.read_table
+    monkeypatch.setattr(
+        pq, "read_table", lambda path, **options: opened.append(path) or read_table(path, **options)
+    )
+    assert shop.api.delete("/api/v1/users/s05").status_code in (200, 202, 204)
+    assert april_file not in opened and entry.path in opened  # April's footer said it holds no s05
+    left = archive.read_archived(store_id=shop.store.id, columns=["user_id"])
+    assert "s05" not in left.column("user_id").to_pylist() and left.num_rows == 45
+
+
 def test_a_store_erased_loses_its_archive(two_stores, archive_folder):
     from events.services import store_erase
 
