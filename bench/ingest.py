@@ -243,10 +243,23 @@ def main() -> None:
             events = make_events(args.events, args.products, rng, with_ids)
             bodies = [orjson.dumps(events[i : i + args.batch]) for i in range(0, len(events), args.batch)]
             del events
+            server_before, database_before, machine_before = cpu_seconds(server.pid)
             seconds, latencies, answers = post_all(port, key, "/api/v1/events", bodies, args.clients)
+            server_after, database_after, machine_after = cpu_seconds(server.pid)
             assert sum(a["accepted"] for a in answers) == args.events, "not every event was accepted"
             name = "events (with event_id, idempotent)" if with_ids else "events (no event_id)"
-            results.append(report(name, args.events, seconds, latencies))
+            row = report(name, args.events, seconds, latencies)
+            # where a batch's CPU goes (the 2 cores are the ceiling): ms a thousand events
+            thousands = args.events / 1000
+            row["server_cpu_ms_per_1000"] = round((server_after - server_before) / thousands * 1e3, 1)
+            row["database_cpu_ms_per_1000"] = round(
+                database_seconds(database_before, database_after) / thousands * 1e3, 1
+            )
+            row["machine_cpu_ms_per_1000"] = round((machine_after - machine_before) / thousands * 1e3, 1)
+            print(f"  CPU a thousand events: web server {row['server_cpu_ms_per_1000']} ms, PostgreSQL "
+                  f"{row['database_cpu_ms_per_1000']} ms, the whole machine "
+                  f"{row['machine_cpu_ms_per_1000']} ms", flush=True)  # fmt: skip
+            results.append(row)
 
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
