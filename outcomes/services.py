@@ -10,6 +10,7 @@ and stored once. With Redis down an answer's impression is lost (the answer is s
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import time
 from datetime import UTC, datetime, timedelta
@@ -46,45 +47,52 @@ def _array_element(value: str) -> str:
     return f'"{value}"'
 
 
-def _answer_columns(body: bytes) -> tuple[str, str, str, str]:
+def _answer_columns(body: bytes) -> bytes:
     """The columns an impression takes from its answer, in COPY's text format: variant, source, items and
-    the experiment."""
+    the experiment, tab-separated."""
     answer = orjson.loads(body)
     items = "{" + ",".join(_array_element(str(item["id"])) for item in answer.get("items", [])) + "}"
     experiment = answer.get("experiment")
-    return (
-        _copy_text(str(answer.get("variant") or "")[:64]),
-        _copy_text(str(answer.get("source") or "")[:200]),
-        _copy_text(items),
-        str(int(experiment)) if experiment is not None else "\\N",
-    )
+    return "\t".join(
+        (
+            _copy_text(str(answer.get("variant") or "")[:64]),
+            _copy_text(str(answer.get("source") or "")[:200]),
+            _copy_text(items),
+            str(int(experiment)) if experiment is not None else "\\N",
+        )
+    ).encode()
 
 
-def _line(
-    fields: dict[bytes, bytes], answers: dict[bytes, tuple[str, str, str, str]] | None = None
-) -> str | None:
-    """One impression as a line of COPY's text format (written whole: psycopg's per-value adaptation of
-    the items array cost more than the rest of the drain). `answers`: the answer columns of bodies seen
-    in this batch, by body (a cached answer is served, and drained, many times over)."""
+_ESCAPED = re.compile(rb"[\\\t\n\r\x00]")
+
+
+def _copy_field(value: bytes, limit: int) -> bytes:
+    """A stream field (UTF-8) as COPY's text format writes it, at most `limit` characters: as it came,
+    nearly always (at most `limit` bytes, nothing to escape)."""
+    if len(value) <= limit and _ESCAPED.search(value) is None:
+        return value
+    return _copy_text(value.decode()[:limit]).encode()
+
+
+def _line(fields: dict[bytes, bytes], answers: dict[bytes, bytes] | None = None) -> bytes | None:
+    """One impression as a line of COPY's text format (IMPRESSION_ROW's columns; written whole: psycopg's
+    per-value adaptation of the items array cost more than the rest of the drain), built from the stream's
+    bytes. `answers`: the answer columns of bodies seen in this batch, by body (a cached answer is served,
+    and drained, many times over)."""
     answers = {} if answers is None else answers
     try:
         body = fields[b"b"]
         columns = answers.get(body)
         if columns is None:
             columns = answers[body] = _answer_columns(body)
-        variant, source, items, experiment = columns
-        served_at = datetime.fromtimestamp(int(fields[b"t"]) / 1000, tz=UTC).isoformat()
-        return "\t".join(
+        return b"\t".join(
             (
-                _copy_text(fields[b"r"].decode()[:64]),
-                str(int(fields[b"s"])),
-                _copy_text(fields[b"f"].decode()[:32]),
-                _copy_text(fields.get(b"u", b"").decode()[:256]),
-                variant,
-                source,
-                items,
-                served_at,
-                experiment,
+                _copy_field(fields[b"r"], 64),
+                b"%d" % int(fields[b"s"]),
+                _copy_field(fields[b"f"], 32),
+                _copy_field(fields.get(b"u", b""), 256),
+                b"%d" % int(fields[b"t"]),  # served, in ms since the epoch (the database makes it a time)
+                columns,
             )
         )
     except (KeyError, ValueError, TypeError, orjson.JSONDecodeError):
@@ -110,22 +118,30 @@ _ADD_ATTRIBUTED = _ADD_TO_DAILY.format(source="summed")
 _ADD_SHOWN = _ADD_TO_DAILY.format(source="counted")
 
 
-def _store(lines: list[str]) -> int:
+# A line of the drain's COPY (_line), in the staging table's columns
+IMPRESSION_ROW = (
+    "recommendation_id, store_id, surface, user_id, served_ms, variant, source, items, experiment_id"
+)
+
+
+def _store(lines: list[bytes]) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "CREATE TEMPORARY TABLE IF NOT EXISTS impression_staging "
-            "(LIKE outcomes_impression INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+            "CREATE TEMPORARY TABLE IF NOT EXISTS impression_rows (recommendation_id text, store_id bigint, "
+            "surface text, user_id text, served_ms bigint, variant text, source text, items text[], "
+            "experiment_id bigint) ON COMMIT DELETE ROWS"
         )
-        with cursor.cursor.copy(
-            "COPY impression_staging (recommendation_id, store_id, surface, user_id, variant, source, items, "
-            "served_at, experiment_id) FROM STDIN"
-        ) as copy:
-            copy.write(("\n".join(lines) + "\n").encode())
+        with cursor.cursor.copy(f"COPY impression_rows ({IMPRESSION_ROW}) FROM STDIN") as copy:
+            copy.write(b"\n".join(lines) + b"\n")
         # the impressions new here (not stored before) count in the day's figures, in the same transaction
         cursor.execute(
             f"""
             WITH stored AS (
-                INSERT INTO outcomes_impression SELECT * FROM impression_staging
+                INSERT INTO outcomes_impression (recommendation_id, store_id, surface, user_id, variant,
+                                                 source, items, served_at, experiment_id)
+                SELECT recommendation_id, store_id, surface, user_id, variant, source, items,
+                       timestamptz 'epoch' + served_ms * interval '1 millisecond', experiment_id
+                FROM impression_rows
                 ON CONFLICT (recommendation_id) DO NOTHING  -- (twice in one batch: the second skipped)
                 RETURNING store_id, served_at, surface, variant
             ), counted AS (
@@ -150,7 +166,7 @@ def impressions_drain(*, max_seconds: float = 20.0, stale_ms: int = STALE_MS) ->
         entries = answer_cache.impressions_claim(consumer, count=BATCH, stale_ms=stale_ms)
         if not entries:
             break
-        answers: dict[bytes, tuple[str, str, str, str]] = {}
+        answers: dict[bytes, bytes] = {}
         lines = [line for _, fields in entries if (line := _line(fields, answers)) is not None]
         if len(lines) < len(entries):
             logger.warning("dropped %d stream entries that are not impressions", len(entries) - len(lines))

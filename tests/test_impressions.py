@@ -146,7 +146,7 @@ def test_a_drain_batch_reads_each_answer_body_once_and_keeps_each_impression_its
     cached = orjson.dumps({"source": "store-model:v2", "variant": "B", "experiment": 3,
                            "items": [{"id": "p1"}, {"id": "p\\t2"}]})  # fmt: skip
     other = orjson.dumps({"source": "trending", "items": [{"id": "q9"}]})
-    answers: dict[bytes, tuple[str, str, str, str]] = {}
+    answers: dict[bytes, bytes] = {}
     lines = [
         _line(fields("r1", "u1", cached, 1_700_000_000_000), answers),
         _line(fields("r2", "u2", cached, 1_700_000_000_500), answers),
@@ -156,9 +156,13 @@ def test_a_drain_batch_reads_each_answer_body_once_and_keeps_each_impression_its
     assert lines == [_line(fields(rid, user, body, ms)) for rid, user, body, ms in (
         ("r1", "u1", cached, 1_700_000_000_000), ("r2", "u2", cached, 1_700_000_000_500),
         ("r3", "u3", other, 1_700_000_001_000))]  # fmt: skip
-    first, second, third = (line.split("\t") for line in lines)
-    assert first[:4] == ["r1", "7", "for_user", "u1"] and second[:4] == ["r2", "7", "for_user", "u2"]
+    first, second, third = (line.decode().split("\t") for line in lines if line is not None)
+    assert first[:5] == ["r1", "7", "for_user", "u1", "1700000000000"]
+    assert second[:5] == ["r2", "7", "for_user", "u2", "1700000000500"]
     items = _copy_text("{" + ",".join(_array_element(item) for item in ("p1", "p\\t2")) + "}")
-    assert first[4:7] == second[4:7] == ["B", "store-model:v2", items]
-    assert first[8] == second[8] == "3" and third[4:7] == ["", "trending", '{"q9"}'] and third[8] == "\\N"
-    assert first[7] != second[7]
+    assert first[5:8] == second[5:8] == ["B", "store-model:v2", items]
+    assert first[8] == second[8] == "3" and third[5:8] == ["", "trending", '{"q9"}'] and third[8] == "\\N"
+    # a field to escape, or longer than its column, is escaped and cut as text; one not written here, dropped
+    odd = _line(fields("r4", "tab\there\\" + "é" * 300, other, 1))
+    assert odd is not None and odd.decode().split("\t")[3] == ("tab\\there\\\\" + "é" * 300)[:256 + 2]
+    assert _line({b"r": b"r5", b"s": b"x", b"f": b"f", b"t": b"1", b"b": other}) is None
