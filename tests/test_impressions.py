@@ -164,5 +164,5 @@ def test_a_drain_batch_reads_each_answer_body_once_and_keeps_each_impression_its
     assert first[8] == second[8] == "3" and third[5:8] == ["", "trending", '{"q9"}'] and third[8] == "\\N"
     # a field to escape, or longer than its column, is escaped and cut as text; one not written here, dropped
     odd = _line(fields("r4", "tab\there\\" + "é" * 300, other, 1))
-    assert odd is not None and odd.decode().split("\t")[3] == ("tab\\there\\\\" + "é" * 300)[:256 + 2]
+    assert odd is not None and odd.decode().split("\t")[3] == ("tab\\there\\\\" + "é" * 300)[: 256 + 2]
     assert _line({b"r": b"r5", b"s": b"x", b"f": b"f", b"t": b"1", b"b": other}) is None
