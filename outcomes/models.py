@@ -10,9 +10,13 @@ class Impression(models.Model):
     """An answer served, from the cache or computed, by the fast path or Django: written off the request
     path (a Redis stream drained by a worker), at least once and stored once by its recommendation id."""
 
-    # ids compared bytewise, as the events' (events.models.Event.user_id): every answer served is a row
+    # ids compared bytewise, as the events' (events.models.Event.user_id): every answer served is a row.
+    # In the database the primary key is (store_id, recommendation_id) (outcomes/0008: distributable by
+    # store); ids are unique across stores anyway (core.ids), so the ORM's view of it is the same
     recommendation_id = models.CharField(max_length=64, primary_key=True, db_collation="C")
-    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
     surface = models.CharField(max_length=32)
     user_id = models.CharField(max_length=256, blank=True, default="", db_collation="C")
     variant = models.CharField(max_length=64, blank=True, default="")
@@ -48,8 +52,11 @@ class Attribution(models.Model):
     """A click, add-to-cart or purchase credited to an answer shown: its surface, variant, model version
     (the answer's source) and the item's position in it. One row per event, written once by the rollup."""
 
-    event_id = models.BigIntegerField(primary_key=True)  # events_event.id
-    store = models.ForeignKey(Store, on_delete=models.CASCADE, related_name="+", db_constraint=False)
+    # events_event.id; in the database the primary key is (store_id, event_id), as on Impression
+    event_id = models.BigIntegerField(primary_key=True)
+    store = models.ForeignKey(
+        Store, on_delete=models.CASCADE, related_name="+", db_constraint=False, db_index=False
+    )
     kind = models.CharField(max_length=16, choices=AttributionKind.choices)
     type = models.PositiveSmallIntegerField()  # the event's type (events.EventType)
     recommendation_id = models.CharField(max_length=64)

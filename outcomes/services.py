@@ -142,7 +142,7 @@ def _store(lines: list[bytes]) -> int:
                 SELECT recommendation_id, store_id, surface, user_id, variant, source, items,
                        timestamptz 'epoch' + served_ms * interval '1 millisecond', experiment_id
                 FROM impression_rows
-                ON CONFLICT (recommendation_id) DO NOTHING  -- (twice in one batch: the second skipped)
+                ON CONFLICT (store_id, recommendation_id) DO NOTHING  -- (twice in a batch: one skipped)
                 RETURNING store_id, served_at, surface, variant
             ), counted AS (
                 SELECT store_id, (served_at AT TIME ZONE 'UTC')::date AS date, surface, variant,
@@ -266,7 +266,7 @@ def _credit(cursor: Any, events: list[AttributableEvent]) -> int:
                    CASE WHEN type = %(purchase)s THEN coalesce(price, 0) * quantity ELSE 0 END,
                    (timestamp AT TIME ZONE 'UTC')::date
             FROM (SELECT * FROM direct UNION ALL SELECT * FROM view_through) AS found
-            ON CONFLICT (event_id) DO NOTHING
+            ON CONFLICT (store_id, event_id) DO NOTHING
             RETURNING store_id, date, surface, variant, kind, type, revenue
         ), summed AS (
             SELECT store_id, date, surface, variant, 0 AS impressions, 0 AS shown,

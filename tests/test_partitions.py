@@ -394,3 +394,26 @@ def test_a_shopper_s_erasure_waits_for_an_archiving_transaction_in_flight():
     waited = time.monotonic() - began
     thread.join(10)
     assert waited >= 0.5
+
+
+# the tables README "Scale-out" distributes by store (Citus): each unique key must lead with store_id
+DISTRIBUTED = [
+    "tenants_storesettings", "catalog_product", "events_event", "events_eventkey", "events_eventarchive",
+    "outcomes_impression", "outcomes_attribution",
+]  # fmt: skip
+
+
+def test_the_tables_distributed_by_store_have_keys_that_lead_with_it():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname, i.indexrelid::regclass::text, a.attname
+            FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indrelid
+            JOIN pg_attribute AS a ON a.attrelid = c.oid AND a.attnum = i.indkey[0]
+            WHERE c.relname = ANY(%s) AND i.indisunique
+            """,
+            [DISTRIBUTED],
+        )
+        keys = cursor.fetchall()
+    assert {table for table, _, _ in keys} == set(DISTRIBUTED)  # every one has a primary key
+    assert [(table, index) for table, index, first in keys if first != "store_id"] == []
