@@ -418,15 +418,22 @@ def store_changed(store: Any) -> None:
 ProfileEntry = tuple[int, bytes]  # (score: the event's time in µs, member: the packed event)
 
 
+def _client_or_missed(store: Any, user_ids: Iterable[str]) -> Any:
+    """The client for telling Redis these shoppers changed; None when it is off, or does not answer now
+    (then their profiles are dropped once it answers again)."""
+    client = _redis()
+    if client is None and settings.ANSWER_CACHE_URL:
+        _remember_missed(store, user_ids)
+    return client
+
+
 def profiles_changed(store: Any, entries: Mapping[str, list[ProfileEntry] | None]) -> None:
     """After a commit: each shopper id's answers are stale, and its profile (where Redis holds one) gets
     these events; None drops the profile instead (an alias link merges two histories)."""
-    client = _redis()
     if not entries:
         return
+    client = _client_or_missed(store, entries)
     if client is None:
-        if settings.ANSWER_CACHE_URL:
-            _remember_missed(store, entries)
         return
     namespace = _namespace(store)
     keys: list[str] = []
@@ -462,12 +469,10 @@ def profiles_extended(
     (profiles_changed, which moves their generations on again: an answer computed between the steps from
     a profile without them is not read again). A profile rebuilt from SQL after the first step reads the
     committed events; one rebuilt from a snapshot before it is refused (its generation moved)."""
-    client = _redis()
     if not user_ids:
         return
+    client = _client_or_missed(store, user_ids)
     if client is None:
-        if settings.ANSWER_CACHE_URL:
-            _remember_missed(store, user_ids)
         return
     namespace = _namespace(store)
     keys: list[str] = []

@@ -262,7 +262,7 @@ def _ingest(
         stored, alias_rows = committed
         groups = _groups(store, stored, alias_rows)
         shoppers = list(set().union(*groups.values()))
-        appended.update(dict.fromkeys(shoppers))
+        appended.update((user_id, []) for user_id in shoppers)  # (only its keys are read)
         answer_cache.profiles_extended(store, shoppers, lambda held: _profile_entries(groups, stored, held))
 
 
