@@ -399,7 +399,7 @@ def test_a_shopper_s_erasure_waits_for_an_archiving_transaction_in_flight():
 # the tables README "Scale-out" distributes by store (Citus): each unique key must lead with store_id
 DISTRIBUTED = [
     "tenants_storesettings", "catalog_product", "events_event", "events_eventkey", "events_eventarchive",
-    "outcomes_impression", "outcomes_attribution",
+    "events_shownitem", "outcomes_impression", "outcomes_attribution",
 ]  # fmt: skip
 
 
