@@ -40,7 +40,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -427,6 +427,13 @@ def _client_or_missed(store: Any, user_ids: Iterable[str]) -> Any:
     return client
 
 
+def _not_told(store: Any, user_ids: Collection[str], error: BaseException) -> None:
+    """Redis failed while being told these shoppers changed: their profiles are dropped once it answers."""
+    _unreachable(error)
+    _remember_missed(store, user_ids)
+    logger.warning("answer cache unreachable; %d shoppers of %s left to rebuild", len(user_ids), store.id)
+
+
 def profiles_changed(store: Any, entries: Mapping[str, list[ProfileEntry] | None]) -> None:
     """After a commit: each shopper id's answers are stale, and its profile (where Redis holds one) gets
     these events; None drops the profile instead (an alias link merges two histories)."""
@@ -450,9 +457,7 @@ def profiles_changed(store: Any, entries: Mapping[str, list[ProfileEntry] | None
     try:
         _evalsha(client, keys, [GENERATION_TTL_SECONDS, PROFILE_EVENTS, *counts], _append)
     except (redis.RedisError, OSError) as error:
-        _unreachable(error)
-        _remember_missed(store, entries)
-        logger.warning("answer cache unreachable; %d shoppers of %s left to rebuild", len(entries), store.id)
+        _not_told(store, entries, error)
 
 
 def profiles_extended(
@@ -481,9 +486,7 @@ def profiles_extended(
     try:
         held = _evalsha(client, keys, [GENERATION_TTL_SECONDS], _held)
     except (redis.RedisError, OSError) as error:
-        _unreachable(error)
-        _remember_missed(store, user_ids)
-        logger.warning("answer cache unreachable; %d shoppers of %s left to rebuild", len(user_ids), store.id)
+        _not_told(store, user_ids, error)
         return
     if held:
         profiles_changed(store, entries_of({user_ids[place - 1] for place in held}))

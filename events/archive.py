@@ -419,13 +419,12 @@ def read_archived(
     """The store's archived events (at `since` or later; of these shoppers only, read from the row groups
     that may hold them), as one Arrow table."""
     fs, _ = _filesystem()
-    filters: list[Any] = []
-    if since is not None:
-        filters.append(("timestamp", ">=", pa.scalar(since, type=pa.timestamp("us", tz="UTC"))))
+    since_at = None if since is None else pa.scalar(since, type=pa.timestamp("us", tz="UTC"))
+    filters = None if since_at is None else [("timestamp", ">=", since_at)]
     tables = []
     for entry in archived_files(store_id=store_id, since=since):
         if users is None:
-            tables.append(pq.read_table(entry.path, columns=columns, filters=filters or None, filesystem=fs))
+            tables.append(pq.read_table(entry.path, columns=columns, filters=filters, filesystem=fs))
             continue
         with fs.open(entry.path, "rb") as handle:
             parquet = pq.ParquetFile(handle)
@@ -434,8 +433,8 @@ def read_archived(
                 continue
             table = parquet.read_row_groups(groups, columns=sorted({*columns, "user_id", "timestamp"}))
         keep = pc.is_in(table.column("user_id"), value_set=pa.array(users, type=pa.string()))
-        if since is not None:
-            keep = pc.and_(keep, pc.greater_equal(table.column("timestamp"), filters[0][2]))
+        if since_at is not None:
+            keep = pc.and_(keep, pc.greater_equal(table.column("timestamp"), since_at))
         tables.append(table.filter(keep).select(columns))
     if not tables:
         return pa.table({name: pa.array([], type=SCHEMA.field(name).type) for name in columns})
