@@ -5,8 +5,11 @@ stops sharing drops out of every answer at once, because each query joins the li
 from __future__ import annotations
 
 import logging
+import resource
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,14 +29,16 @@ from recommendations.artifacts import ArtifactError, artifact_dump, artifact_loa
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.network import (
+    CountsFolder,
+    CountsTotal,
     NetworkCooccurrence,
     NetworkCounts,
     canonical_key,
-    category_cosine,
     category_counts,
-    network_embedding,
+    network_vectors,
     normalised_title,
     store_counts,
+    store_slices,
 )
 from recommendations.engine.two_stage import learn_from_samples
 from recommendations.models import GlobalModel, ModelKind, NetworkSlice
@@ -48,6 +53,13 @@ EF_SEARCH = 100
 MAX_SCAN_TUPLES = 20_000
 STATEMENT_TIMEOUT_MS = 1000
 EXACT_BELOW = 20_000  # filtered candidates under this: exact search instead of HNSW
+SLICES_A_STATEMENT = 50
+SLICE_PAIRS_A_STATEMENT = 5_000_000
+
+
+def _peak_memory_mb() -> int:
+    """This process's peak resident memory so far (a worker's: the global model runs in one)."""
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
 
 
 @dataclass(frozen=True)
@@ -114,27 +126,40 @@ class NetworkCatalog:
     event_weights: dict[int, dict]  # per sharing store, its event weights setting
 
 
-def _counts_in_process(catalog: NetworkCatalog) -> NetworkCounts:
-    """Each sharing store's events read here, one store at a time."""
+@contextmanager
+def _counts_in_process(catalog: NetworkCatalog) -> Iterator[NetworkCounts]:
+    """Each sharing store's events read here, one store at a time; each store's counts kept in a
+    temporary folder until the slices are made, so that the process holds the network's sum and one
+    store's counts, not every store's."""
     product_ids = catalog.product_ids
-    own = {}
-    per_store_categories = []
+    categories = sp.csr_matrix((catalog.n_categories, catalog.n_categories), dtype=np.float32)
+    total = CountsTotal(catalog.n_canonical)
     n_events = 0
-    for store_id, event_weights in catalog.event_weights.items():
-        users, products, weights = _store_events(store_id, event_weights)
-        position = np.searchsorted(product_ids, products)
-        position = np.clip(position, 0, max(len(product_ids) - 1, 0))
-        known = (product_ids[position] == products) if len(product_ids) else np.zeros(len(products), bool)
-        known &= weights > 0
-        n_events += int(known.sum())
-        own[store_id] = store_counts(
-            users[known], catalog.canonical[position[known]], weights[known], catalog.n_canonical
-        )
-        with_category = known & catalog.has_category[position] if len(product_ids) else known
-        per_store_categories.append(
-            (users[with_category], catalog.category_codes[position[with_category]], weights[with_category])
-        )
-    return NetworkCounts(own, category_counts(per_store_categories, catalog.n_categories), n_events)
+    with tempfile.TemporaryDirectory(prefix="recsys-network-") as folder:
+        own = CountsFolder(folder)
+        for store_id, event_weights in catalog.event_weights.items():
+            users, products, weights = _store_events(store_id, event_weights)
+            position = np.searchsorted(product_ids, products)
+            position = np.clip(position, 0, max(len(product_ids) - 1, 0))
+            known = (product_ids[position] == products) if len(product_ids) else np.zeros(len(products), bool)
+            known &= weights > 0
+            n_events += int(known.sum())
+            counts = store_counts(users[known], catalog.canonical[position[known]], weights[known])
+            own[store_id] = counts
+            total.add(counts)
+            with_category = known & catalog.has_category[position] if len(product_ids) else known
+            categories = categories + category_counts(
+                [
+                    (
+                        users[with_category],
+                        catalog.category_codes[position[with_category]],
+                        weights[with_category],
+                    )
+                ],
+                catalog.n_categories,
+            )
+            del users, products, weights, counts
+        yield NetworkCounts(own, total.total, total.mass, categories.tocsr(), n_events)
 
 
 ENGINES = ("in-process", "spark")
@@ -183,16 +208,26 @@ def global_model_train(
     for index, key in enumerate(keys):
         canonical[index] = codes_by_key.setdefault(key or f"product:{product_ids[index]}", len(codes_by_key))
     n_canonical = len(codes_by_key)
+    del keys, codes_by_key
     # a product's category, for categories that go together: the last level of its path
     leaves = np.array([normalised_title(row[4][-1]) if row[4] else "" for row in rows] + [""], dtype=str)
     category_index, category_codes = np.unique(leaves, return_inverse=True)
     category_codes, has_category = category_codes[:-1], leaves[:-1] != ""
+    del leaves
+    documents = [
+        product_document(title, description or "", list(path or []), brand or "", jsonb_dict(attributes))
+        for _, _, title, description, path, brand, attributes, _ in rows
+    ]
+    n_products = len(rows)
+    del rows  # the catalog's rows are the largest thing held past here at a million products
     settings_by_store = dict(
         StoreSettings.objects.filter(share_network=True, store__is_active=True).values_list(
             "store_id", "event_weights"
         )
     )
-    lap("catalog", f"{len(rows)} products of {len(settings_by_store)} sharing stores, {n_canonical} distinct")
+    lap(
+        "catalog", f"{n_products} products of {len(settings_by_store)} sharing stores, {n_canonical} distinct"
+    )
 
     catalog = NetworkCatalog(
         product_ids, store_of, canonical, n_canonical, category_codes, has_category, len(category_index),
@@ -207,88 +242,76 @@ def global_model_train(
             ) from error
         from recommendations.spark_network import counts_with_spark
 
-        counts = counts_with_spark(catalog, master=spark_master)
+        counting = counts_with_spark(catalog, master=spark_master)
     else:
-        counts = _counts_in_process(catalog)
-    cooccurrence = NetworkCooccurrence(n_canonical=n_canonical)
-    for store_id in settings_by_store:
-        if store_id in counts.own:
-            cooccurrence.add_counts(store_id, *counts.own[store_id])
-    n_events = counts.events
-    lap("behaviour", f"co-occurrence of {n_events} events ({engine})")
+        counting = _counts_in_process(catalog)
+    with counting as counts:
+        cooccurrence = NetworkCooccurrence.from_counts(counts, n_canonical=n_canonical)
+        n_events = counts.events
+        lap("behaviour", f"co-occurrence of {n_events} events ({engine})")
 
-    text = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).text_features(
-        [
-            product_document(title, description or "", list(path or []), brand or "", jsonb_dict(attributes))
-            for _, _, title, description, path, brand, attributes, _ in rows
-        ]
-    )
-    vectors = np.zeros((len(rows), CONTENT_DIMENSIONS), dtype=np.float32)
-    if text is not None:
-        behaviour = cooccurrence.similarity()[canonical]
-        categories = category_cosine(counts.categories)[category_codes]
-        vectors = network_embedding(text, behaviour, categories, dimensions=CONTENT_DIMENSIONS)
-    # the same product in several stores: one point
-    merged = 0
-    order = np.argsort(canonical, kind="stable")
-    bounds = np.flatnonzero(np.r_[True, canonical[order][1:] != canonical[order][:-1], True])
-    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
-        if stop - start > 1:
-            members = order[start:stop]
-            mean = vectors[members].mean(axis=0)
-            norm = np.linalg.norm(mean)
-            if norm > 0:
-                vectors[members] = mean / norm
-                merged += 1
-    lap("embedding", f"network embedding, {merged} products matched across stores")
-
-    slices = []
-    for store_id in settings_by_store:
-        mine = np.flatnonzero(store_of == store_id)
-        matrix = cooccurrence.store_slice(store_id, canonical[mine])
-        if matrix.nnz:
-            slices.append((store_id, product_ids[mine], matrix))
-    lap("slices", f"{len(slices)} store slices")
-
-    # the network's ranker: LambdaRank on the sharing stores' lesson samples (relative features of
-    # candidate lists, no product or shopper in them); small stores that share judge it as their own
-    ranker_text, ranker_metrics = learn_from_samples(_sharing_lessons())
-    lap(
-        "ranker",
-        f"network ranker from {ranker_metrics['lessons']} lessons of {ranker_metrics['stores']} stores",
-    )
-
-    with transaction.atomic():
-        _write_vectors(product_ids, vectors)
-        latest = GlobalModel.objects.aggregate(v=Max("version"))["v"] or 0
-        GlobalModel.objects.filter(is_active=True).update(is_active=False)
-        metrics = {
-            "stores": len(settings_by_store), "products": len(rows), "canonical_products": n_canonical,
-            "merged_groups": merged, "events": n_events, "network_pairs": int(cooccurrence.total_.nnz),
-            "slices": len(slices), "ranker": ranker_metrics, "seconds_by_phase": laps, "engine": engine,
-        }  # fmt: skip
-        model = GlobalModel.objects.create(
-            version=latest + 1, is_active=True, activated_at=timezone.now(), metrics=metrics,
-            ranker=ranker_text or "",
-            parameters={"k": cooccurrence.k, "alpha": cooccurrence.alpha, "shrink": cooccurrence.shrink,
-                        "dimensions": CONTENT_DIMENSIONS},
+        text = ContentEmbedding(dimensions=CONTENT_DIMENSIONS).text_features(documents)
+        del documents
+        vectors, merged = network_vectors(
+            text, cooccurrence, counts.categories, canonical=canonical, category_codes=category_codes,
+            dimensions=CONTENT_DIMENSIONS,
         )  # fmt: skip
-        NetworkSlice.objects.bulk_create(
-            NetworkSlice(
-                store_id=store_id,
-                global_model=model,
-                n_items=len(ids),
-                n_pairs=int(matrix.nnz),
-                artifact=artifact_dump({"product_ids": ids, "matrix": matrix}),
-            )  # fmt: skip
-            for store_id, ids, matrix in slices
+        del text
+        lap("embedding", f"network embedding, {merged} products matched across stores")
+
+        # the network's ranker: LambdaRank on the sharing stores' lesson samples (relative features of
+        # candidate lists, no product or shopper in them); small stores that share judge it as their own
+        ranker_text, ranker_metrics = learn_from_samples(_sharing_lessons())
+        lap(
+            "ranker",
+            f"network ranker from {ranker_metrics['lessons']} lessons of {ranker_metrics['stores']} stores",
         )
-        # slices are read only when a store trains: keep those of this version and the one before
-        NetworkSlice.objects.filter(global_model__version__lt=latest).delete()
+
+        with transaction.atomic():
+            _write_vectors(product_ids, vectors)
+            del vectors
+            lap("vectors", f"{n_products} network vectors stored")
+            latest = GlobalModel.objects.aggregate(v=Max("version"))["v"] or 0
+            GlobalModel.objects.filter(is_active=True).update(is_active=False)
+            metrics = {
+                "stores": len(settings_by_store), "products": n_products, "canonical_products": n_canonical,
+                "merged_groups": merged, "events": n_events, "network_pairs": int(cooccurrence.total_.nnz),
+                "ranker": ranker_metrics, "engine": engine,
+            }  # fmt: skip
+            model = GlobalModel.objects.create(
+                version=latest + 1, is_active=True, activated_at=timezone.now(), metrics=metrics,
+                ranker=ranker_text or "",
+                parameters={"k": cooccurrence.k, "alpha": cooccurrence.alpha, "shrink": cooccurrence.shrink,
+                            "dimensions": CONTENT_DIMENSIONS},
+            )  # fmt: skip
+            # each store's slice made and stored in turn (a few stores' artifacts held at once)
+            n_slices, batch, batch_pairs = 0, [], 0
+            for store_id, mine, matrix in store_slices(cooccurrence, settings_by_store, store_of, canonical):
+                batch.append(
+                    NetworkSlice(
+                        store_id=store_id,
+                        global_model=model,
+                        n_items=len(mine),
+                        n_pairs=int(matrix.nnz),
+                        artifact=artifact_dump({"product_ids": product_ids[mine], "matrix": matrix}),
+                    )  # fmt: skip
+                )
+                n_slices, batch_pairs = n_slices + 1, batch_pairs + int(matrix.nnz)
+                if len(batch) >= SLICES_A_STATEMENT or batch_pairs >= SLICE_PAIRS_A_STATEMENT:
+                    NetworkSlice.objects.bulk_create(batch)
+                    batch, batch_pairs = [], 0
+            NetworkSlice.objects.bulk_create(batch)
+            # slices are read only when a store trains: keep those of this version and the one before
+            NetworkSlice.objects.filter(global_model__version__lt=latest).delete()
+            metrics["slices"] = n_slices
+            lap("slices", f"{n_slices} store slices")
     lap("store", f"version {model.version} stored and active")
     seconds = round(sum(laps.values()), 2)
-    GlobalModel.objects.filter(pk=model.pk).update(metrics={**metrics, "seconds": seconds})
-    result = GlobalTrainingResult(model.version, len(settings_by_store), len(rows), merged, n_events, seconds)
+    metrics |= {"seconds_by_phase": laps, "peak_memory_mb": _peak_memory_mb(), "seconds": seconds}
+    GlobalModel.objects.filter(pk=model.pk).update(metrics=metrics)
+    result = GlobalTrainingResult(
+        model.version, len(settings_by_store), n_products, merged, n_events, seconds
+    )
     logger.info("global model trained: %s", result)
     return result
 

@@ -6,14 +6,19 @@ The job reads Parquet only, so that it runs on any cluster that sees the files:
 - the small tables: products (canonical and category codes), event weights, aliases.
 
 The export and the small tables go to SPARK_STAGING_URL (a folder the cluster reads: local by default, for
-`local[*]`; an object store for a cluster), one folder per run, removed afterwards. The counts come back to
-this process, which finishes the global model exactly as the in-process engine does.
+`local[*]`; an object store for a cluster), one folder per run, removed afterwards. The network's sums come
+back to this process, which finishes the global model exactly as the in-process engine does; each store's
+counts stay in the folder (one partition a store) and are read when its slice is made, so that the process
+never holds every store's at once (at 50M events, 1,000 stores, reading them all back at once did not fit
+in 23 GB).
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import fsspec
@@ -38,7 +43,10 @@ def _spark_url(fs: Any, path: str) -> str:
     return path if protocol in ("file", "local") else f"{protocol}://{path}"
 
 
-def counts_with_spark(catalog: NetworkCatalog, *, master: str | None = None) -> NetworkCounts:
+@contextmanager
+def counts_with_spark(catalog: NetworkCatalog, *, master: str | None = None) -> Iterator[NetworkCounts]:
+    """The counts by a Spark job; its results stay in the staging folder (each store's read when its
+    slice is made) until the caller is done with them."""
     fs, root = fsspec.core.url_to_fs(settings.SPARK_STAGING_URL)
     folder = f"{root.rstrip('/')}/global-{uuid.uuid4().hex[:12]}"
     fs.makedirs(folder, exist_ok=True)
@@ -51,12 +59,17 @@ def counts_with_spark(catalog: NetworkCatalog, *, master: str | None = None) -> 
         def read(name: str) -> pa.Table:
             return pq.read_table(f"{folder}/results/{name}", filesystem=fs)
 
+        def exists(name: str) -> bool:
+            return bool(fs.exists(f"{folder}/results/{name}"))
+
         try:
-            return network_counts(
-                spark, inputs, n_canonical=catalog.n_canonical, n_categories=catalog.n_categories, read=read
-            )
+            counts = network_counts(
+                spark, inputs, n_canonical=catalog.n_canonical, n_categories=catalog.n_categories, read=read,
+                exists=exists,
+            )  # fmt: skip
         finally:
             spark.stop()  # the JVM's memory goes back (a worker process lives on)
+        yield counts
     finally:
         fs.rm(folder, recursive=True)
 

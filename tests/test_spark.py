@@ -61,6 +61,7 @@ def train(engine: str) -> dict[int, Any]:
     call_command("train_global", "--engine", engine, stdout=out)
     model = GlobalModel.objects.get(is_active=True)
     assert model.metrics["engine"] == engine
+    assert model.metrics["peak_memory_mb"] > 0 and model.metrics["slices"] >= 1
     return {
         row.store_id: artifact_load(bytes(row.artifact))
         for row in NetworkSlice.objects.filter(global_model=model)
@@ -76,11 +77,18 @@ def test_spark_and_in_process_give_the_same_slices(db):
         "spark-a": ["a1", "a2", "a3", "a4", *shared],
         "spark-b": ["b1", "b2", "b3", *shared],
         "spark-c": ["c1", "c2", *shared],
+        "spark-d": ["d1", *shared],  # each of its shoppers takes one product: mass, and no pair
     }
     tenants = {slug: sharing_store(slug, items, categories) for slug, items in stores.items()}
     recent = datetime.now(tz=UTC) - timedelta(days=20)
     for slug, tenant in tenants.items():
-        shop_events(tenant, stores[slug], rng, start=recent)
+        if slug != "spark-d":
+            shop_events(tenant, stores[slug], rng, start=recent)
+    lonely = [
+        {"user_id": f"d{i}", "product_id": item, "type": "purchase", "timestamp": recent.isoformat()}
+        for i, item in enumerate(["d1", "x-shared", "y-shared"])
+    ]
+    assert tenants["spark-d"].api.post("/api/v1/events", lonely).json()["accepted"] == 3
     # one store's older events are archived (past its retention), another's events carry aliases and
     # its own event weights
     a = tenants["spark-a"]

@@ -15,8 +15,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -58,26 +60,133 @@ def _user_matrix(
     return matrix
 
 
-def store_counts(
-    users: np.ndarray, canonical: np.ndarray, weights: np.ndarray, n_canonical: int
-) -> tuple[sp.csr_matrix, np.ndarray]:
+@dataclass(frozen=True)
+class StoreCounts:
+    """One store's counts over the canonical products its shoppers touched (`codes`, sorted): the
+    co-occurrence of distinct products (`counts`: positions in `codes` on both sides) and each product's
+    mass. Held over what the store touched, not the whole network, so that many stores cost what their
+    events do (a network-wide square and mass per store cost 1,000 stores gigabytes of empty rows)."""
+
+    codes: np.ndarray  # int64, sorted, distinct
+    counts: sp.csr_matrix  # len(codes) x len(codes), float32
+    mass: np.ndarray  # float32, per code
+
+    def network_pairs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, columns, values), rows and columns as canonical codes."""
+        coo = self.counts.tocoo()
+        return self.codes[coo.row], self.codes[coo.col], coo.data
+
+
+def store_counts(users: np.ndarray, canonical: np.ndarray, weights: np.ndarray) -> StoreCounts:
     """One store's canonical co-occurrence (pairs of distinct products: the sum over its shoppers of the
     product of their log1p(weight sums)) and each product's mass (the sum of those log1p values)."""
-    user_items = _user_matrix(users, canonical, weights, n_canonical)
+    codes, local = np.unique(np.asarray(canonical, dtype=np.int64), return_inverse=True)
+    user_items = _user_matrix(users, local.ravel(), weights, len(codes))
     counts = (user_items.T @ user_items).tocsr().astype(np.float32)
     counts.setdiag(0)
     counts.eliminate_zeros()
     mass = np.asarray(user_items.sum(axis=0)).ravel().astype(np.float32)
-    return counts, mass
+    return StoreCounts(codes, counts, mass)
+
+
+def store_counts_from_rows(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray, mass_codes: np.ndarray, mass: np.ndarray
+) -> StoreCounts:
+    """StoreCounts from its sums as rows of canonical codes (as the Spark job writes them)."""
+    mass_codes = np.asarray(mass_codes, dtype=np.int64)
+    rows, cols = np.asarray(rows, dtype=np.int64), np.asarray(cols, dtype=np.int64)
+    codes = np.unique(np.concatenate([mass_codes, rows, cols]))
+    store_mass = np.zeros(len(codes), dtype=np.float32)
+    store_mass[np.searchsorted(codes, mass_codes)] = mass
+    counts = sp.csr_matrix(
+        (np.asarray(values, np.float32), (np.searchsorted(codes, rows), np.searchsorted(codes, cols))),
+        shape=(len(codes), len(codes)),
+        dtype=np.float32,
+    )
+    return StoreCounts(codes, counts, store_mass)
+
+
+class CountsTotal:
+    """The network's co-occurrence (canonical x canonical) and mass: stores' counts summed, in blocks of
+    `block` pairs, so that only the sum and one block are held."""
+
+    def __init__(self, n_canonical: int, *, block: int = 20_000_000):
+        self.block = block
+        self.mass = np.zeros(n_canonical, dtype=np.float32)
+        self._total = sp.csr_matrix((n_canonical, n_canonical), dtype=np.float32)
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        self._pending_pairs = 0
+
+    def add(self, counts: StoreCounts) -> None:
+        self.mass[counts.codes] += counts.mass
+        if counts.counts.nnz:
+            self._pending.append(counts.network_pairs())
+            self._pending_pairs += counts.counts.nnz
+            if self._pending_pairs >= self.block:
+                self._fold()
+
+    def _fold(self) -> None:
+        if not self._pending:
+            return
+        rows, cols, values = (np.concatenate(part) for part in zip(*self._pending, strict=True))
+        self._pending, self._pending_pairs = [], 0
+        block = sp.csr_matrix((values, (rows, cols)), shape=self._total.shape, dtype=np.float32)
+        self._total = (self._total + block).tocsr()
+
+    @property
+    def total(self) -> sp.csr_matrix:
+        self._fold()
+        return self._total
 
 
 @dataclass
 class NetworkCounts:
     """What the network learns from events, whichever engine counted them (in process, or Spark)."""
 
-    own: dict[int, tuple[sp.csr_matrix, np.ndarray]]  # per store: store_counts
+    own: Mapping[Any, StoreCounts]  # per store (read on access where the engine keeps them on disk)
+    total: sp.csr_matrix  # canonical x canonical: the stores' counts summed
+    mass: np.ndarray  # per canonical product: the stores' mass summed
     categories: sp.csr_matrix  # categories x categories: category_counts summed over stores
     events: int  # the events counted (of known products, with a positive weight)
+
+
+class CountsFolder(MutableMapping):
+    """Stores' counts kept in a folder (one .npy file of each array a store) and read back on access: the
+    global model holds one store's at a time, beside the network's sum."""
+
+    ARRAYS = ("codes", "mass", "data", "indices", "indptr")
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._stores: dict[Any, str] = {}
+
+    def __setitem__(self, store: Any, counts: StoreCounts) -> None:
+        name = self._stores.setdefault(store, str(len(self._stores)))
+        matrix = counts.counts
+        for array, values in zip(
+            self.ARRAYS, (counts.codes, counts.mass, matrix.data, matrix.indices, matrix.indptr), strict=True
+        ):
+            np.save(self.folder / f"{name}.{array}.npy", values)
+
+    def __getitem__(self, store: Any) -> StoreCounts:
+        name = self._stores[store]
+        codes, mass, data, indices, indptr = (
+            np.load(self.folder / f"{name}.{array}.npy") for array in self.ARRAYS
+        )
+        matrix = sp.csr_matrix((data, indices, indptr), shape=(len(codes), len(codes)))
+        return StoreCounts(codes, matrix, mass)
+
+    def __delitem__(self, store: Any) -> None:
+        name = self._stores.pop(store)
+        for array in self.ARRAYS:
+            (self.folder / f"{name}.{array}.npy").unlink(missing_ok=True)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._stores)
+
+    def __len__(self) -> int:
+        return len(self._stores)
 
 
 class NetworkCooccurrence:
@@ -90,23 +199,46 @@ class NetworkCooccurrence:
         self.k = k
         self.alpha = alpha
         self.shrink = shrink
-        self.total_ = sp.csr_matrix((n_canonical, n_canonical), dtype=np.float32)
-        self.mass_ = np.zeros(n_canonical, dtype=np.float32)
-        self.own_: dict[object, tuple[sp.csr_matrix, np.ndarray]] = {}
+        self._sum = CountsTotal(n_canonical)
+        self._total: sp.csr_matrix | None = None
+        self._built_from_counts = False
+        self.own_: MutableMapping[Any, StoreCounts] | Mapping[Any, StoreCounts] = {}
+
+    @classmethod
+    def from_counts(
+        cls, counts: NetworkCounts, *, n_canonical: int, **parameters: float
+    ) -> NetworkCooccurrence:
+        """Over what an engine counted: its sum, and each store's counts read when its slice is made."""
+        network = cls(n_canonical=n_canonical, **parameters)  # type: ignore[arg-type]
+        network._total = sp.csr_matrix(counts.total, dtype=np.float32)
+        network._sum.mass = np.asarray(counts.mass, dtype=np.float32)
+        network.own_ = counts.own
+        network._built_from_counts = True
+        return network
+
+    @property
+    def total_(self) -> sp.csr_matrix:
+        if self._total is None:
+            self._total = self._sum.total
+        return self._total
+
+    @property
+    def mass_(self) -> np.ndarray:
+        return self._sum.mass
 
     def add_store(
         self, store: object, *, users: np.ndarray, canonical: np.ndarray, weights: np.ndarray
     ) -> NetworkCooccurrence:
         """One store's events: user codes (its own), canonical product codes and event weights."""
-        return self.add_counts(store, *store_counts(users, canonical, weights, self.n_canonical))
+        return self.add_counts(store, store_counts(users, canonical, weights))
 
-    def add_counts(self, store: object, counts: sp.csr_matrix, mass: np.ndarray) -> NetworkCooccurrence:
-        """One store's counts as `store_counts` makes them (here, or by the Spark job)."""
-        counts = sp.csr_matrix(counts, dtype=np.float32)
-        mass = np.asarray(mass, dtype=np.float32)
-        self.own_[store] = (counts, mass)
-        self.total_ = (self.total_ + counts).tocsr()
-        self.mass_ += mass
+    def add_counts(self, store: object, counts: StoreCounts) -> NetworkCooccurrence:
+        """One store's counts as `store_counts` makes them."""
+        if not isinstance(self.own_, MutableMapping) or self._built_from_counts:
+            raise ValueError("a network built from an engine's counts takes no more stores")
+        self.own_[store] = counts
+        self._sum.add(counts)
+        self._total = None
         return self
 
     def _similarity(self, counts: sp.csr_matrix, mass: np.ndarray) -> sp.csr_matrix:
@@ -137,9 +269,15 @@ class NetworkCooccurrence:
         counts = self.total_[codes][:, codes]
         mass = self.mass_[codes].copy()
         if store in self.own_:
-            own_counts, own_mass = self.own_[store]
-            counts = counts - own_counts[codes][:, codes]
-            mass -= own_mass[codes]
+            own = self.own_[store]
+            # the store's own counts at its items' positions: a selection (one 1 a row) of its codes
+            position = np.minimum(np.searchsorted(own.codes, codes), max(len(own.codes) - 1, 0))
+            held = np.flatnonzero(own.codes[position] == codes) if len(own.codes) else np.zeros(0, np.int64)
+            select = sp.csr_matrix(
+                (np.ones(len(held), np.float32), (held, position[held])), shape=(known.size, len(own.codes))
+            )
+            counts = counts - (select @ own.counts @ select.T)
+            mass -= select @ own.mass
         # two items of one store with the same key are the same product: not each other's neighbour
         coo = sp.csr_matrix(counts).tocoo()
         distinct = codes[coo.row] != codes[coo.col]
@@ -180,6 +318,55 @@ def category_cosine(total: sp.csr_matrix) -> sp.csr_matrix:
     return (sp.diags(scale) @ total @ sp.diags(scale)).tocsr().astype(np.float32)
 
 
+def network_vectors(
+    text: sp.csr_matrix | None,
+    cooccurrence: NetworkCooccurrence,
+    categories: sp.csr_matrix,
+    *,
+    canonical: np.ndarray,
+    category_codes: np.ndarray,
+    dimensions: int = 64,
+) -> tuple[np.ndarray, int]:
+    """Every product's unit vector in the network space (`network_embedding` of its text, its canonical
+    product's behaviour and its category's), the products of one canonical product merged into one point;
+    and how many canonical products were merged."""
+    vectors = np.zeros((len(canonical), dimensions), dtype=np.float32)
+    if text is not None:
+        # (the behaviour rows are passed without a name here, so that the embedding can let them go)
+        vectors = network_embedding(
+            text,
+            cooccurrence.similarity()[canonical],
+            category_cosine(categories)[category_codes],
+            dimensions=dimensions,
+        )
+    merged = 0
+    order = np.argsort(canonical, kind="stable")
+    bounds = np.flatnonzero(np.r_[True, canonical[order][1:] != canonical[order][:-1], True])
+    for start, stop in zip(bounds[:-1], bounds[1:], strict=True):
+        if stop - start > 1:
+            members = order[start:stop]
+            mean = vectors[members].mean(axis=0)
+            norm = np.linalg.norm(mean)
+            if norm > 0:
+                vectors[members] = mean / norm
+                merged += 1
+    return vectors, merged
+
+
+def store_slices(
+    cooccurrence: NetworkCooccurrence, stores: Iterable[Any], store_of: np.ndarray, canonical: np.ndarray
+) -> Iterator[tuple[Any, np.ndarray, sp.csr_matrix]]:
+    """Each store's slice, one store at a time: (store, positions of its products, the slice), for the
+    stores whose slice holds a pair."""
+    order = np.argsort(store_of, kind="stable")
+    sorted_stores = store_of[order]
+    for store in stores:
+        mine = order[np.searchsorted(sorted_stores, store) : np.searchsorted(sorted_stores, store, "right")]
+        matrix = cooccurrence.store_slice(store, canonical[mine])
+        if matrix.nnz:
+            yield store, mine, matrix
+
+
 def network_embedding(
     text: sp.csr_matrix,
     behaviour: sp.csr_matrix | None = None,
@@ -194,12 +381,20 @@ def network_embedding(
     behaviour features (a row of canonical co-occurrence) and category features (a row of category
     co-occurrence): each block is scaled to unit rows, weighted, and the whole reduced with one SVD, so
     that products bought with the same things come closer even when their words differ."""
+    # each block scaled in place and its input let go as soon as it is scaled: at a million products the
+    # behaviour rows are a gigabyte, and the reduction's working memory comes on top of the features
+    others = [(behaviour, behaviour_weight), (categories, category_weight)]
+    del behaviour, categories
     blocks = [normalize(sp.csr_matrix(text, dtype=np.float32))]
-    if behaviour is not None and behaviour.shape[1]:
-        blocks.append(behaviour_weight * normalize(sp.csr_matrix(behaviour, dtype=np.float32)))
-    if categories is not None and categories.shape[1]:
-        blocks.append(category_weight * normalize(sp.csr_matrix(categories, dtype=np.float32)))
-    features = sp.hstack(blocks).tocsr()
+    while others:
+        block, weight = others.pop(0)
+        if block is not None and block.shape[1]:
+            block = normalize(sp.csr_matrix(block, dtype=np.float32))
+            block.data *= np.float32(weight)
+            blocks.append(block)
+        del block
+    features = sp.hstack(blocks, format="csr")
+    del blocks
     vectors = np.zeros((features.shape[0], dimensions), dtype=np.float32)
     components = min(dimensions, features.shape[1] - 1, features.shape[0] - 1)
     if components < 1 or features.nnz == 0:

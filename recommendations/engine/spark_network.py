@@ -13,14 +13,14 @@ No Django here: the caller stages the inputs (recommendations/spark_network.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.network import NetworkCounts
+from recommendations.engine.network import NetworkCounts, StoreCounts, store_counts_from_rows
 
 
 @dataclass(frozen=True)
@@ -61,9 +61,11 @@ def network_counts(
     n_canonical: int,
     n_categories: int,
     read: Callable[[str], Any],
+    exists: Callable[[str], bool],
 ) -> NetworkCounts:
     """The counts, computed by Spark and written as Parquet under `inputs.output`; `read(name)` gives
-    back the result `name` ("pairs", "mass", "categories") as an Arrow table."""
+    back the result `name` (a store's "pairs/store_id=N" and "mass/store_id=N", the network's "total" and
+    "total_mass", "categories") as an Arrow table, `exists(name)` whether the job wrote it."""
     from pyspark.sql import functions as F
 
     columns = ["store_id", "user_id", "product_id", "type"]
@@ -82,7 +84,13 @@ def network_counts(
             )
         )
     if not frames:
-        return NetworkCounts({}, sp.csr_matrix((n_categories, n_categories), dtype=np.float32), 0)
+        return NetworkCounts(
+            {},
+            sp.csr_matrix((n_canonical, n_canonical), dtype=np.float32),
+            np.zeros(n_canonical, dtype=np.float32),
+            sp.csr_matrix((n_categories, n_categories), dtype=np.float32),
+            0,
+        )
     events = frames[0]
     for frame in frames[1:]:
         events = events.unionByName(frame)
@@ -130,51 +138,84 @@ def network_counts(
         .groupBy(F.col("c.category").alias("row"), F.col("d.category").alias("col"))
         .agg(F.sum(F.col("c.v") * F.col("d.v")).alias("value"))
     )
-    # the results are written where the inputs are (a cluster's driver would not hold them), then read
-    pairs.write.mode("overwrite").parquet(f"{inputs.output}/pairs")
-    mass.write.mode("overwrite").parquet(f"{inputs.output}/mass")
+    # the results are written where the inputs are (a cluster's driver would not hold them): each
+    # store's in a folder of its own (read when its slice is made), the network's sums beside them
+    pairs.repartition("store_id").write.partitionBy("store_id").mode("overwrite").parquet(
+        f"{inputs.output}/pairs"
+    )
+    mass.repartition("store_id").write.partitionBy("store_id").mode("overwrite").parquet(
+        f"{inputs.output}/mass"
+    )
+    # (read back with their schema: a job whose shoppers make no pair writes no file to infer it from)
+    written_pairs = spark.read.schema(pairs.schema).parquet(f"{inputs.output}/pairs")
+    written_mass = spark.read.schema(mass.schema).parquet(f"{inputs.output}/mass")
+    written_pairs.groupBy("row", "col").agg(F.sum("value").alias("value")).write.mode("overwrite").parquet(
+        f"{inputs.output}/total"
+    )
+    written_mass.groupBy("canonical").agg(F.sum("value").alias("value")).write.mode("overwrite").parquet(
+        f"{inputs.output}/total_mass"
+    )
+    stores = sorted(int(row.store_id) for row in written_mass.select("store_id").distinct().collect())
     category_pairs.write.mode("overwrite").parquet(f"{inputs.output}/categories")
     known.unpersist()
-    return counts_from_tables(
-        read("pairs"), read("mass"), read("categories"), n_canonical=n_canonical, n_categories=n_categories,
+    total = read("total")
+    total_mass = read("total_mass")
+    categories_table = read("categories")
+    return NetworkCounts(
+        own=StoreResults(stores, read=read, exists=exists),
+        total=_matrix(total, "row", "col", n_canonical),
+        mass=_vector(total_mass, "canonical", n_canonical),
+        categories=_matrix(categories_table, "row", "col", n_categories),
         events=int(n_events),
-    )  # fmt: skip
+    )
 
 
-def counts_from_tables(
-    pairs: Any, mass: Any, categories: Any, *, n_canonical: int, n_categories: int, events: int
-) -> NetworkCounts:
-    """NetworkCounts from the job's three results (Arrow tables): (store_id, row, col, value),
-    (store_id, canonical, value) and (row, col, value)."""
-    pair_rows = {name: pairs.column(name).to_numpy() for name in ("store_id", "row", "col", "value")}
-    mass_rows = {name: mass.column(name).to_numpy() for name in ("store_id", "canonical", "value")}
-    own: dict[int, tuple[sp.csr_matrix, np.ndarray]] = {}
-    pair_order = np.argsort(pair_rows["store_id"], kind="stable")
-    mass_order = np.argsort(mass_rows["store_id"], kind="stable")
-    pair_stores, mass_stores = pair_rows["store_id"][pair_order], mass_rows["store_id"][mass_order]
-    for store in np.union1d(pair_stores, mass_stores).astype(np.int64):
-        mine = pair_order[np.searchsorted(pair_stores, store) : np.searchsorted(pair_stores, store, "right")]
-        counts = sp.csr_matrix(
-            (
-                pair_rows["value"][mine].astype(np.float32),
-                (pair_rows["row"][mine].astype(np.int64), pair_rows["col"][mine].astype(np.int64)),
-            ),
-            shape=(n_canonical, n_canonical),
-            dtype=np.float32,
-        )
-        here = mass_order[np.searchsorted(mass_stores, store) : np.searchsorted(mass_stores, store, "right")]
-        store_mass = np.zeros(n_canonical, dtype=np.float32)
-        store_mass[mass_rows["canonical"][here].astype(np.int64)] = mass_rows["value"][here]
-        own[int(store)] = (counts, store_mass)
-    category_total = sp.csr_matrix(
+def _matrix(table: Any, rows: str, cols: str, n: int) -> sp.csr_matrix:
+    return sp.csr_matrix(
         (
-            categories.column("value").to_numpy().astype(np.float32),
-            (
-                categories.column("row").to_numpy().astype(np.int64),
-                categories.column("col").to_numpy().astype(np.int64),
-            ),
+            table.column("value").to_numpy().astype(np.float32),
+            (table.column(rows).to_numpy().astype(np.int64), table.column(cols).to_numpy().astype(np.int64)),
         ),
-        shape=(n_categories, n_categories),
+        shape=(n, n),
         dtype=np.float32,
     )
-    return NetworkCounts(own=own, categories=category_total, events=events)
+
+
+def _vector(table: Any, index: str, n: int) -> np.ndarray:
+    vector = np.zeros(n, dtype=np.float32)
+    vector[table.column(index).to_numpy().astype(np.int64)] = table.column("value").to_numpy()
+    return vector
+
+
+class StoreResults(Mapping):
+    """The job's per-store results (folders `pairs/store_id=N` and `mass/store_id=N`), each store's read
+    on access as StoreCounts."""
+
+    def __init__(self, stores: list[int], *, read: Callable[[str], Any], exists: Callable[[str], bool]):
+        self._stores = stores
+        self._known = set(stores)
+        self._read = read
+        self._exists = exists
+
+    def __getitem__(self, store: Any) -> StoreCounts:
+        if store not in self._known:
+            raise KeyError(store)
+        mass = self._read(f"mass/store_id={store}")
+        if self._exists(f"pairs/store_id={store}"):
+            pairs = self._read(f"pairs/store_id={store}")
+            rows, cols, values = (pairs.column(name).to_numpy() for name in ("row", "col", "value"))
+        else:
+            rows = cols = np.zeros(0, np.int64)
+            values = np.zeros(0, np.float32)
+        return store_counts_from_rows(
+            rows, cols, values, mass.column("canonical").to_numpy(), mass.column("value").to_numpy()
+        )
+
+    def __contains__(self, store: object) -> bool:
+        return store in self._known
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._stores)
+
+    def __len__(self) -> int:
+        return len(self._stores)

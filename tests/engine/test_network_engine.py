@@ -141,3 +141,58 @@ def test_behaviour_brings_products_with_different_words_together():
     assert np.allclose(np.linalg.norm(refined, axis=1), 1.0, atol=1e-5)
     assert cosine(refined, 0, 1) > cosine(plain, 0, 1) + 0.2
     assert cosine(refined, 0, 1) > cosine(refined, 0, 2)
+
+
+def test_the_network_holds_what_its_stores_touched_not_stores_times_products():
+    """Each store's counts are held over its own products: 200 small stores in a network of 2,000,000
+    canonical products cost megabytes (a network-wide square and mass per store would cost 16 MB each)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(3)
+    n_canonical = 2_000_000
+    tracemalloc.start()
+    try:
+        network = NetworkCooccurrence(n_canonical=n_canonical)
+        catalogs = {}
+        for store in range(200):
+            catalogs[store] = rng.choice(n_canonical, 30, replace=False)
+            users = rng.integers(0, 20, 120)
+            network.add_store(
+                store, users=users, canonical=rng.choice(catalogs[store], 120), weights=np.ones(120)
+            )
+        slices = [network.store_slice(store, catalogs[store]) for store in range(0, 200, 20)]
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert network.total_.nnz > 0 and all(matrix.shape == (30, 30) for matrix in slices)
+    assert peak < 120 * 2**20, f"{peak / 2**20:.0f} MB"
+
+
+def test_counts_kept_in_a_folder_give_the_same_slices(tmp_path):
+    """The in-process engine keeps each store's counts on disk and the network's sum apart; its slices
+    are those of a network built by adding the stores in memory."""
+    from recommendations.engine.network import CountsFolder, CountsTotal, NetworkCounts, store_counts
+
+    rng = np.random.default_rng(5)
+    in_memory = NetworkCooccurrence(n_canonical=40)
+    folder = CountsFolder(tmp_path)
+    total = CountsTotal(40, block=50)  # folded many times
+    for store in "abcd":
+        users, canonical = rng.integers(0, 15, 90), rng.integers(0, 40, 90)
+        weights = rng.choice([1.0, 3.0], 90).astype(np.float32)
+        in_memory.add_store(store, users=users, canonical=canonical, weights=weights)
+        counts = store_counts(users, canonical, weights)
+        folder[store] = counts
+        total.add(counts)
+    assert sorted(folder) == list("abcd") and len(list(tmp_path.iterdir())) == 4 * len(CountsFolder.ARRAYS)
+    built = NetworkCooccurrence.from_counts(
+        NetworkCounts(folder, total.total, total.mass, sp.csr_matrix((1, 1)), 0), n_canonical=40
+    )
+    assert np.allclose(built.total_.toarray(), in_memory.total_.toarray())
+    catalog = np.r_[rng.permutation(40)[:25], 7, -1]  # two items of one key, one matched to nothing
+    for store in "abcde":
+        ours, theirs = built.store_slice(store, catalog), in_memory.store_slice(store, catalog)
+        assert np.array_equal(ours.indptr, theirs.indptr) and np.array_equal(ours.indices, theirs.indices)
+        assert np.allclose(ours.data, theirs.data, rtol=1e-6)
+    del folder["a"]
+    assert "a" not in folder and len(list(tmp_path.iterdir())) == 3 * len(CountsFolder.ARRAYS)
