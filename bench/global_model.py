@@ -34,20 +34,21 @@ WORDS = ["serum", "shampoo", "lipstick", "brush", "soap", "cream", "mask", "oil"
 TYPE_WEIGHTS = np.array([1.0, 3.0, 5.0], dtype=np.float32)  # view, add_to_cart, purchase
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A figure of /proc/self/status in MB: VmRSS (resident now) or VmHWM (its peak so far)."""
     with open("/proc/self/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def rss_mb() -> float:
+    return status_mb("VmRSS")
 
 
 def peak_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_mb("VmHWM")
 
 
 class Phases:
