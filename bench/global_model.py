@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -97,15 +96,12 @@ def main() -> None:
 
     from recommendations.engine.content import ContentEmbedding, product_document
     from recommendations.engine.network import (
+        CountsBuilder,
         CountsFolder,
-        CountsTotal,
         NetworkCooccurrence,
-        NetworkCounts,
         canonical_key,
-        category_counts,
         network_vectors,
         normalised_title,
-        store_counts,
         store_slices,
     )
 
@@ -135,24 +131,25 @@ def main() -> None:
                  for i, title in zip(index.tolist(), titles, strict=True)]  # fmt: skip
     del keys, titles
     phases("counting (either engine)")
-    n_categories = len(category_index)
-    categories = sp.csr_matrix((n_categories, n_categories), dtype=np.float32)
-    total = CountsTotal(n_canonical)
     offset = 0
     with tempfile.TemporaryDirectory(prefix="bench-network-") as folder:
-        own = CountsFolder(folder)
+        builder = CountsBuilder(
+            CountsFolder(folder), n_canonical=n_canonical, n_categories=len(category_index)
+        )
         for store, (size, products) in enumerate(zip(sizes.tolist(), catalogs, strict=True)):
             users, items, weights = store_arrays(size, products, rng)
             positions = offset + items
-            counts = store_counts(users, canonical[positions], weights)
-            own[store] = counts
-            total.add(counts)
-            categories = categories + category_counts(
-                [(users, category_codes[positions], weights)], n_categories
+            builder.add(
+                store,
+                users,
+                canonical[positions],
+                weights,
+                category_codes[positions],
+                np.ones(size, dtype=bool),
             )
             offset += products
-        network = NetworkCounts(own, total.total, total.mass, categories, int(sizes.sum()))
-        del total
+        network = builder.counts()
+        del builder
         phases("co-occurrence")
         cooccurrence = NetworkCooccurrence.from_counts(network, n_canonical=n_canonical)
         phases("text features")

@@ -29,15 +29,13 @@ from recommendations.artifacts import ArtifactError, artifact_dump, artifact_loa
 from recommendations.engine.content import ContentEmbedding, product_document
 from recommendations.engine.interactions import IdIndex
 from recommendations.engine.network import (
+    CountsBuilder,
     CountsFolder,
-    CountsTotal,
     NetworkCooccurrence,
     NetworkCounts,
     canonical_key,
-    category_counts,
     network_vectors,
     normalised_title,
-    store_counts,
     store_slices,
 )
 from recommendations.engine.two_stage import learn_from_samples
@@ -132,34 +130,22 @@ def _counts_in_process(catalog: NetworkCatalog) -> Iterator[NetworkCounts]:
     temporary folder until the slices are made, so that the process holds the network's sum and one
     store's counts, not every store's."""
     product_ids = catalog.product_ids
-    categories = sp.csr_matrix((catalog.n_categories, catalog.n_categories), dtype=np.float32)
-    total = CountsTotal(catalog.n_canonical)
-    n_events = 0
     with tempfile.TemporaryDirectory(prefix="recsys-network-") as folder:
-        own = CountsFolder(folder)
+        builder = CountsBuilder(
+            CountsFolder(folder), n_canonical=catalog.n_canonical, n_categories=catalog.n_categories
+        )
         for store_id, event_weights in catalog.event_weights.items():
             users, products, weights = _store_events(store_id, event_weights)
             position = np.searchsorted(product_ids, products)
             position = np.clip(position, 0, max(len(product_ids) - 1, 0))
             known = (product_ids[position] == products) if len(product_ids) else np.zeros(len(products), bool)
             known &= weights > 0
-            n_events += int(known.sum())
-            counts = store_counts(users[known], catalog.canonical[position[known]], weights[known])
-            own[store_id] = counts
-            total.add(counts)
-            with_category = known & catalog.has_category[position] if len(product_ids) else known
-            categories = categories + category_counts(
-                [
-                    (
-                        users[with_category],
-                        catalog.category_codes[position[with_category]],
-                        weights[with_category],
-                    )
-                ],
-                catalog.n_categories,
-            )
-            del users, products, weights, counts
-        yield NetworkCounts(own, total.total, total.mass, categories.tocsr(), n_events)
+            mine = position[known]
+            builder.add(
+                store_id, users[known], catalog.canonical[mine], weights[known], catalog.category_codes[mine],
+                catalog.has_category[mine],
+            )  # fmt: skip
+        yield builder.counts()
 
 
 ENGINES = ("in-process", "spark")

@@ -189,6 +189,39 @@ class CountsFolder(MutableMapping):
         return len(self._stores)
 
 
+class CountsBuilder:
+    """The network's counts as the stores' events come, one store at a time: each store's kept in `own`
+    (a CountsFolder, so that one store's are held at once), the network's sums and the categories' beside
+    them."""
+
+    def __init__(self, own: MutableMapping[Any, StoreCounts], *, n_canonical: int, n_categories: int):
+        self.own = own
+        self._total = CountsTotal(n_canonical)
+        self._categories = sp.csr_matrix((n_categories, n_categories), dtype=np.float32)
+        self._events = 0
+
+    def add(
+        self,
+        store: Any,
+        users: np.ndarray,
+        canonical: np.ndarray,
+        weights: np.ndarray,
+        categories: np.ndarray,
+        has_category: np.ndarray,
+    ) -> None:
+        """One store's events (of known products, with a positive weight): user codes, canonical and
+        category codes, weights, and which events' products have a category."""
+        counts = store_counts(users, canonical, weights)
+        self.own[store] = counts
+        self._total.add(counts)
+        self._events += len(users)
+        per_store = [(users[has_category], categories[has_category], weights[has_category])]
+        self._categories = (self._categories + category_counts(per_store, self._categories.shape[0])).tocsr()
+
+    def counts(self) -> NetworkCounts:
+        return NetworkCounts(self.own, self._total.total, self._total.mass, self._categories, self._events)
+
+
 class NetworkCooccurrence:
     """Co-occurrence of canonical products in shoppers' histories, summed over stores, with each store's
     part kept so that it can be left out of that store's slice. Shoppers are never joined across stores:
