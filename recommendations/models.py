@@ -67,8 +67,10 @@ class TrainingRun(BaseModel):
     options = models.JSONField(default=dict, blank=True)
     metrics = models.JSONField(default=dict, blank=True)
     parameters = models.JSONField(default=dict, blank=True)
+    # its database constraint is (store_id, model_id) -> the model's (store_id, id), which Citus can keep
+    # between two tables distributed by store (recommendations/0007); Django's own would name id alone
     model = models.ForeignKey(
-        TrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        TrainedModel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_constraint=False
     )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -399,8 +399,14 @@ def test_a_shopper_s_erasure_waits_for_an_archiving_transaction_in_flight():
 # the tables README "Scale-out" distributes by store (Citus): each unique key must lead with store_id
 DISTRIBUTED = [
     "tenants_storesettings", "catalog_product", "events_event", "events_eventkey", "events_eventarchive",
-    "events_shownitem", "outcomes_impression", "outcomes_attribution",
+    "events_shownitem", "events_useralias", "outcomes_impression", "outcomes_attribution",
+    "outcomes_dailymetric", "outcomes_experiment", "recommendations_trainedmodel",
+    "recommendations_trainingrun", "recommendations_networkslice",
 ]  # fmt: skip
+# and the ones it makes reference tables (a copy on every node): the stores; the API keys, looked up by
+# their prefix before the store is known; the audit, kept (store_id emptied) after a store is erased; the
+# network's global models
+REFERENCE = ["tenants_store", "tenants_apikey", "tenants_auditentry", "recommendations_globalmodel"]
 
 
 def test_the_tables_distributed_by_store_have_keys_that_lead_with_it():
@@ -417,3 +423,62 @@ def test_the_tables_distributed_by_store_have_keys_that_lead_with_it():
         keys = cursor.fetchall()
     assert {table for table, _, _ in keys} == set(DISTRIBUTED)  # every one has a primary key
     assert [(table, index) for table, index, first in keys if first != "store_id"] == []
+
+
+def test_every_table_of_a_store_is_distributed_or_a_reference_table():
+    """A new table with a store_id column is named in one of the lists (and in README's DDL) or fails."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT c.relname FROM pg_attribute AS a JOIN pg_class AS c ON c.oid = a.attrelid
+            JOIN pg_namespace AS n ON n.oid = c.relnamespace
+            WHERE a.attname = 'store_id' AND NOT a.attisdropped AND c.relkind IN ('r', 'p')
+              AND n.nspname = current_schema() AND NOT c.relispartition
+            """
+        )
+        tables = {table for (table,) in cursor.fetchall()}
+    assert tables - {"tenants_store"} <= set(DISTRIBUTED) | set(REFERENCE)
+    assert set(DISTRIBUTED) <= tables
+
+
+def test_foreign_keys_are_ones_citus_keeps():
+    """Between two distributed tables a foreign key names store_id on both sides (Citus refuses one that
+    does not); a reference table refers to no distributed one."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            """
+            SELECT con.conname, src.relname, dst.relname,
+                   ARRAY(SELECT attname FROM pg_attribute WHERE attrelid = con.conrelid
+                         AND attnum = ANY(con.conkey) ORDER BY array_position(con.conkey, attnum)),
+                   ARRAY(SELECT attname FROM pg_attribute WHERE attrelid = con.confrelid
+                         AND attnum = ANY(con.confkey) ORDER BY array_position(con.confkey, attnum))
+            FROM pg_constraint AS con JOIN pg_class AS src ON src.oid = con.conrelid
+            JOIN pg_class AS dst ON dst.oid = con.confrelid
+            WHERE con.contype = 'f' AND NOT src.relispartition
+            """
+        )
+        keys = cursor.fetchall()
+    distributed, reference = set(DISTRIBUTED), set(REFERENCE)
+    between = [key for key in keys if key[1] in distributed and key[2] in distributed]
+    assert [
+        name
+        for name, _, _, columns, referenced in between
+        if "store_id" not in columns or columns.index("store_id") != referenced.index("store_id")
+    ] == []
+    assert ("training_run_model_fk", "recommendations_trainingrun", "recommendations_trainedmodel",
+            ["store_id", "model_id"], ["store_id", "id"]) in keys  # fmt: skip
+    assert [name for name, src, target, _, _ in keys if src in reference and target in distributed] == []
+
+
+def test_a_training_run_names_a_model_of_its_own_store():
+    from django.db import IntegrityError
+
+    from recommendations.models import TrainedModel, TrainingRun
+
+    ours, theirs = make_tenant("fk-ours").store, make_tenant("fk-theirs").store
+    model = TrainedModel.objects.create(store=ours, version=1, artifact=b"")
+    TrainingRun.objects.create(store=ours, model=model)
+    with connection.cursor() as cursor:
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # (checked at the commit otherwise)
+    with pytest.raises(IntegrityError, match="training_run_model_fk"):
+        TrainingRun.objects.create(store=theirs, model=model)
