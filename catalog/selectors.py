@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.models import QuerySet
 
 from catalog.models import Product
-from core.db import prepared_cursor
+from core.db import TEXT_IDS, prepared_cursor, text_ids
 from core.errors import NotFound
 from core.pagination import PageRequest
 from tenants.models import Store
@@ -118,27 +118,37 @@ def product_internal_ids(
 
     A product's internal id never changes: its row is updated in place, deactivated rather than deleted,
     and removed only with its store (whose id is never used again). So the ids this process found are
-    remembered (`_KNOWN_PRODUCTS`, by store); an id not found is asked again every time (it may be
-    created), and `active_only` always asks."""
+    remembered (`_KNOWN_PRODUCTS`, by store); only the others are asked for, and an id not found is asked
+    again every time (it may be created); `active_only` always asks."""
     wanted = list(dict.fromkeys(external_ids))
     if not wanted:
         return {}
     store_id = store.id
+    known: dict[str, int] = {}
+    unknown = wanted
     if not active_only:
-        known = {external: _KNOWN_PRODUCTS.get((store_id, external)) for external in wanted}
-        if None not in known.values():
-            return known  # type: ignore[return-value]  # (no None among them)
+        unknown = []
+        for external in wanted:
+            internal = _KNOWN_PRODUCTS.get((store_id, external))
+            if internal is None:
+                unknown.append(external)
+            else:
+                known[external] = internal
+        if not unknown:
+            return known
     with prepared_cursor() as cursor:  # (every event's ingestion)
         cursor.execute(
-            "SELECT external_id, id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)"
+            "SELECT external_id, id FROM catalog_product "
+            f"WHERE store_id = %s AND external_id = ANY({TEXT_IDS})"
             + (" AND is_active" if active_only else ""),
-            [store_id, wanted],
+            [store_id, text_ids(unknown)],
         )
         found = dict(cursor.fetchall())
     if len(_KNOWN_PRODUCTS) + len(found) > KNOWN_PRODUCTS_MAX:
         _KNOWN_PRODUCTS.clear()  # (a bound, not an LRU: a storefront's products come back at once)
     _KNOWN_PRODUCTS.update(((store_id, external), internal) for external, internal in found.items())
-    return found
+    known.update(found)
+    return known
 
 
 # (store id, external id) -> internal id of products this process has looked up: about 150 bytes each

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from catalog.models import CONTENT_DIMENSIONS, Product
 from core import answer_cache, rate_limit
+from core.db import TEXT_IDS, text_ids
 from core.errors import ApiError, NotFound
 from core.observability import REFUSED_BY_LIMIT
 from core.validation import RowError, clean_bool, clean_money, clean_string, without_nul
@@ -212,8 +213,8 @@ def product_bulk_upsert(*, store: Store, rows: Any, replace: bool = False) -> Bu
 
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(
-            "SELECT external_id FROM catalog_product WHERE store_id = %s AND external_id = ANY(%s)",
-            [store.id, [row.external_id for row in cleaned]],
+            f"SELECT external_id FROM catalog_product WHERE store_id = %s AND external_id = ANY({TEXT_IDS})",
+            [store.id, text_ids(row.external_id for row in cleaned)],
         )
         existing = {external_id for (external_id,) in cursor.fetchall()}
         to_write: list[CleanRow] = []

@@ -13,7 +13,7 @@ import pyarrow.compute as pc
 from django.db import connection
 from pyarrow import csv as pa_csv
 
-from core.db import prepared_cursor
+from core.db import TEXT_IDS, prepared_cursor, text_ids
 from events import archive
 from events.models import Channel, EventType
 from events.profiles import session_key
@@ -88,12 +88,12 @@ def identity_groups(
     }
 
 
-# The alias links that name any of the given ids (parameters: the store, then the ids twice, as arrays):
-# the first step of resolving them (_identities), which ingestion's statement appends to its insert (one
-# round trip fewer an event). Columns (alias_id, user_id).
+# The alias links that name any of the given ids (parameters: the store, then the ids twice, each as one
+# text: core.db.text_ids): the first step of resolving them (_identities), which ingestion's statement
+# appends to its insert (one round trip fewer an event). Columns (alias_id, user_id).
 ALIAS_ROWS = (
     "SELECT alias_id, user_id FROM events_useralias "
-    "WHERE store_id = %s AND (alias_id = ANY(%s) OR user_id = ANY(%s))"
+    f"WHERE store_id = %s AND (alias_id = ANY({TEXT_IDS}) OR user_id = ANY({TEXT_IDS}))"
 )
 
 
@@ -108,7 +108,7 @@ def _identities(
     if not user_ids:
         return {}
     if alias_rows is None:
-        given = list(user_ids)
+        given = text_ids(user_ids)
         with prepared_cursor() as cursor:  # (an experiment's assignment, a history surface, a large batch)
             cursor.execute(ALIAS_ROWS, [store.id, given, given])
             alias_rows = cursor.fetchall()
@@ -118,8 +118,9 @@ def _identities(
     if unseen:
         with prepared_cursor() as cursor:
             cursor.execute(
-                "SELECT alias_id, user_id FROM events_useralias WHERE store_id = %s AND user_id = ANY(%s)",
-                [store.id, list(unseen)],
+                "SELECT alias_id, user_id FROM events_useralias "
+                f"WHERE store_id = %s AND user_id = ANY({TEXT_IDS})",
+                [store.id, text_ids(unseen)],
             )
             rows += cursor.fetchall()
     aliases_of: dict[str, set[str]] = {}

@@ -15,7 +15,7 @@ from django.db import IntegrityError, connection, transaction
 
 from catalog.selectors import product_internal_ids
 from core import answer_cache, rate_limit
-from core.db import prepared_cursor
+from core.db import prepared_cursor, text_ids
 from core.errors import ApiError
 from core.validation import RowError, clean_money, clean_string, clean_timestamp
 from events import archive, partitions
@@ -79,6 +79,12 @@ class CleanEvent(NamedTuple):  # (a tuple: made a thousand times a batch, a froz
     recommendation_id: str
 
 
+# (a named tuple from a tuple, in C; its class's call takes the fields as arguments in Python: 0.5 to 2 µs
+# more a row, by keyword)
+_clean_event = CleanEvent._make
+_RECOMMENDATION_ID: dict[str, Any] = {"max_length": 64, "required": False, "empty_ok": True}
+
+
 def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
     if not isinstance(row, dict):
         raise RowError("", "invalid_type", "each event must be a JSON object")
@@ -131,22 +137,22 @@ def event_row_clean(row: Any, index: int, now: datetime) -> CleanEvent:
             "recommendation_id_required",
             "an impression event reports a product of an answer shown: give the answer's recommendation_id",
         )
-    return CleanEvent(
-        row_index=index,
-        user_id=clean_string(row.get("user_id"), "user_id", max_length=256),
-        session_id=clean_string(row.get("session_id"), "session_id", max_length=256, required=False),
-        product_id=clean_string(row.get("product_id"), "product_id", max_length=256),
-        type=type_code,
-        quantity=quantity,
-        price=clean_money(row.get("price"), "price"),
-        rating=float(rating) if rating is not None else None,
-        channel=channel_code,
-        timestamp=timestamp,
-        event_id=None if event_id is None else clean_string(event_id, "event_id", max_length=128),
-        recommendation_id=clean_string(
-            row.get("recommendation_id"), "recommendation_id", max_length=64, required=False, empty_ok=True
-        ),
-    )
+    return _clean_event(
+        (
+            index,
+            clean_string(row.get("user_id"), "user_id", max_length=256),
+            clean_string(row.get("session_id"), "session_id", max_length=256, required=False),
+            clean_string(row.get("product_id"), "product_id", max_length=256),
+            type_code,
+            quantity,
+            clean_money(row.get("price"), "price"),
+            float(rating) if rating is not None else None,
+            channel_code,
+            timestamp,
+            None if event_id is None else clean_string(event_id, "event_id", max_length=128),
+            clean_string(row.get("recommendation_id"), "recommendation_id", **_RECOMMENDATION_ID),
+        )
+    )  # (in CleanEvent's order)
 
 
 def event_rows(payload: Any) -> list[Any]:
@@ -275,6 +281,10 @@ class StoredEvent(NamedTuple):
     timestamp: datetime
 
 
+# (a named tuple from a tuple, in C: its class's call takes its fields as arguments, in Python, 0.5 µs more)
+_stored_event = StoredEvent._make
+
+
 def _groups(
     store: Store, stored: list[StoredEvent], alias_rows: list[tuple[str, str]] | None
 ) -> dict[str, set[str]]:
@@ -339,7 +349,7 @@ def _store_events(
     first (and the alias links read), then the keys' INSERT and the events' in one statement."""
     rows = _event_rows(store, events, product_ids)
     keyed = any(event.event_id is not None for event in events)
-    shoppers = list({event.user_id for event in events})
+    shoppers = text_ids({event.user_id for event in events})  # (ALIAS_ROWS takes them as one text)
     if len(rows) <= SMALL_BATCH:
         params = [value for row in rows for value in row] + [store.id, shoppers, shoppers]
         if not keyed:  # (plain VALUES: the target's columns type them)
@@ -365,7 +375,7 @@ def _store_events(
                 params,
             )
             found = small.fetchall()
-        stored = [StoredEvent(*row[:6]) for row in found if row[0] is not None]
+        stored = [_stored_event(row[:6]) for row in found if row[0] is not None]
         return stored, [(row[6], row[1]) for row in found if row[0] is None]
     # the rows' ids drawn from the sequence, and the shoppers' alias links, in one round trip
     cursor.execute(
@@ -397,7 +407,7 @@ def _store_events(
         f"SELECT id, {_COLUMNS}, received_at FROM event_staging"
     )
     stored = [
-        StoredEvent(event_id, row[1], row[3], row[4], row[2], row[9])
+        _stored_event((event_id, row[1], row[3], row[4], row[2], row[9]))
         for event_id, row in zip(ids, rows, strict=True)
     ]
     if not keyed:
