@@ -206,3 +206,16 @@ def test_the_hot_statements_work_prepared_or_not(api, store, catalog, settings, 
     stored = Event.objects.filter(store=store, user_id="u1").order_by("timestamp", "id")
     assert [row.id for row in history] == [e.id for e in stored]
     assert [row.timestamp for row in history] == [e.timestamp for e in stored]
+
+
+def test_timestamps_are_read_as_utc_in_every_iso_form():
+    from core.validation import RowError, clean_timestamp
+
+    utc = datetime(2026, 11, 13, 21, 58, 24, 717944, tzinfo=UTC)
+    for sent in ("2026-11-13T21:58:24.717944+00:00", "2026-11-13T21:58:24.717944Z",
+                 "2026-11-13T22:58:24.717944+01:00", "2026-11-13T21:58:24.717944"):  # fmt: skip
+        cleaned = clean_timestamp(sent, "timestamp")
+        assert cleaned == utc and cleaned.utcoffset() == timedelta(0), sent
+    for refused in ("2026-11-13T21:58:24" + " " * 60, "2026-11-13T21:58:24\x00+00:00", "soon", True):
+        with pytest.raises(RowError):
+            clean_timestamp(refused, "timestamp")
