@@ -234,8 +234,8 @@ class NetworkCooccurrence:
         self.shrink = shrink
         self._sum = CountsTotal(n_canonical)
         self._total: sp.csr_matrix | None = None
-        self._built_from_counts = False
-        self.own_: MutableMapping[Any, StoreCounts] | Mapping[Any, StoreCounts] = {}
+        # the stores added here (a dict), or an engine's counts (from_counts: read on access)
+        self.own_: dict[Any, StoreCounts] | Mapping[Any, StoreCounts] = {}
 
     @classmethod
     def from_counts(
@@ -246,7 +246,6 @@ class NetworkCooccurrence:
         network._total = sp.csr_matrix(counts.total, dtype=np.float32)
         network._sum.mass = np.asarray(counts.mass, dtype=np.float32)
         network.own_ = counts.own
-        network._built_from_counts = True
         return network
 
     @property
@@ -267,7 +266,7 @@ class NetworkCooccurrence:
 
     def add_counts(self, store: object, counts: StoreCounts) -> NetworkCooccurrence:
         """One store's counts as `store_counts` makes them."""
-        if not isinstance(self.own_, MutableMapping) or self._built_from_counts:
+        if not isinstance(self.own_, dict):
             raise ValueError("a network built from an engine's counts takes no more stores")
         self.own_[store] = counts
         self._sum.add(counts)
