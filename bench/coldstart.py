@@ -9,11 +9,14 @@ hold: HR@10 and NDCG@10 of each such warm item in the item's top 10. Methods:
 - popularity: the most bought warm items;
 - content: the warm items nearest by content (TF-IDF of the attributes, reduced: ContentEmbedding), what
   serving falls back on today;
-- mapped: ContentToBehaviour, ridge regression from content to the warm items' co-occurrence factors;
-  its regularisation and factors tuned on a validation split (another share of the warm items held out
-  of the fit and evaluated the same way), never on the test items;
-- mapped + content: the two cosine scores added.
-Prints each method's figures per seed and their mean.
+- mapped: ContentToBehaviour, ridge regression from content to the warm items' co-occurrence factors,
+  each cold item's warm items nearest to its predicted factors (plus a share of their popularity), then
+  content's (as related answers a product with no events);
+- the same with the content scores added (the mapped ones weighed four times: what served before).
+The map's factors and penalty and the scoring are chosen on a validation split (another share of the warm
+items held out of the fit and evaluated the same way), never on the test items; the test figures are
+given for validation's choice and for training's settings (engine/coldstart.py's FACTORS, ALPHA,
+POPULARITY). Prints each method's figures per seed, the validation grid, and the means.
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 DATA = ROOT.parent / "shared" / "data" / "amazon-beauty"
 
-from recommendations.engine.coldstart import ContentToBehaviour  # noqa: E402
+from recommendations.engine.coldstart import (  # noqa: E402
+    ALPHA,
+    FACTORS,
+    POPULARITY,
+    ContentToBehaviour,
+    popularity_prior,
+)
 from recommendations.engine.content import ContentEmbedding  # noqa: E402
 
 K = 10
@@ -102,20 +111,33 @@ def evaluate(scores: np.ndarray, cold_items: np.ndarray, pairs: dict[int, list[i
 
 
 def method_scores(
-    name: str, content: np.ndarray, cold_items: np.ndarray, warm: np.ndarray, popularity: np.ndarray,
-    mapper: ContentToBehaviour | None, features: sp.csr_matrix | None = None, weight: float = 1.0,
+    name: str, content: np.ndarray, cold_items: np.ndarray, warm: np.ndarray, counts: np.ndarray,
+    mapper: ContentToBehaviour | None = None, features: sp.csr_matrix | None = None,
+    prior: float = POPULARITY, weight: float = 0.0,
 ) -> np.ndarray:  # fmt: skip
-    masked = np.where(warm, 0.0, -np.inf)  # only warm items are answered
+    """Scores of every item for each cold item (only warm items can be answered). `counts`: the warm
+    items' events; `prior`: the popularity prior's weight of the mapped neighbours; `weight`: 0 for the
+    mapped order alone (content after it, as served), else the mapped scores times it plus content's."""
+    masked = np.where(warm, 0.0, -np.inf)
     if name == "popularity":
-        return np.tile(popularity + masked, (len(cold_items), 1))
+        return np.tile(counts / max(counts.max(), 1) + masked, (len(cold_items), 1))
     by_content = content[cold_items] @ content.T + masked
     if name == "content":
         return by_content
     assert mapper is not None
-    mapped = mapper.neighbours(features, cold_items, k=500).tocsr()[cold_items].toarray()
-    if name == "mapped":
-        return mapped + masked
+    found = mapper.neighbours(features, cold_items, k=500, prior=popularity_prior(counts * warm, prior))
+    mapped = found.tocsr()[cold_items].toarray()
+    if weight == 0.0:  # as related answers a cold product: its mapped neighbours, then content's
+        return np.where(mapped > 0, 2.0 + mapped, np.maximum(by_content, -1.0)) + masked
     return weight * mapped + by_content
+
+
+# validation's grid: the map's factors and penalty, then how its neighbours are scored (the popularity
+# prior's weight with the mapped order alone; or mapped and content scores added, the mapped ones weighed
+# 4 and 16 times, as related answers cold products before)
+FACTORS_GRID = (128, 256, 512)
+ALPHA_GRID = (0.3, 1.0, 3.0)
+SCORING_GRID = [(prior, 0.0) for prior in (0.0, 0.05, 0.1, 0.2)] + [(POPULARITY, 4.0), (POPULARITY, 16.0)]
 
 
 def run(
@@ -133,38 +155,51 @@ def run(
     valid_cold[rng.choice(left, size=int(share * n_items), replace=False)] = True
 
     counts = np.bincount([i for s in sequences for i in s], minlength=n_items).astype(np.float32)
-    popularity = counts / counts.max()
     # tuning on validation: the fit never sees the validation or test items' interactions
     train_warm = ~test_cold & ~valid_cold
     train_sequences = [[i for i in s if not test_cold[i]] for s in sequences]
     cooc_valid = cooccurrence(train_sequences, n_items, ~train_warm)
     valid_pairs = adjacent_pairs(train_sequences, valid_cold, train_warm)
     valid_items = np.flatnonzero(valid_cold)
-    best, best_ndcg = (64, 1.0, 1.0), -1.0
-    for factors in (64, 128, 256):
-        for alpha in (0.1, 1.0, 10.0):
+    grid: dict[str, float] = {}
+    for factors in FACTORS_GRID:
+        for alpha in ALPHA_GRID:
             mapper = ContentToBehaviour(factors=factors, alpha=alpha).fit(features, cooc_valid, train_warm)
-            for weight in (0.25, 1.0, 4.0):
+            for prior, weight in SCORING_GRID:
                 scores = method_scores(
-                    "mapped + content", content, valid_items, train_warm, popularity, mapper, features, weight
+                    "mapped", content, valid_items, train_warm, counts, mapper, features, prior, weight
                 )
-                ndcg = evaluate(scores, valid_items, valid_pairs)[1]
-                if ndcg > best_ndcg:
-                    best, best_ndcg = (factors, alpha, weight), ndcg
-    # test: fit on every warm item
+                grid[f"{factors},{alpha},{prior},{weight}"] = evaluate(scores, valid_items, valid_pairs)[1]
+    best = max(grid, key=grid.__getitem__)
+    chosen = best.split(",")
+    # test: fit on every warm item, with validation's choice and with training's settings
     warm = ~test_cold
     cooc = cooccurrence(sequences, n_items, test_cold)
-    mapper = ContentToBehaviour(factors=best[0], alpha=best[1]).fit(features, cooc, warm)
     pairs = adjacent_pairs(sequences, test_cold, warm)
     items = np.flatnonzero(test_cold)
-    figures = {
-        "tuned": {"factors": best[0], "alpha": best[1], "weight": best[2]},
-        "pairs": sum(len(v) for v in pairs.values()),
-    }
-    for name in ("popularity", "content", "mapped", "mapped + content"):
-        scores = method_scores(name, content, items, warm, popularity, mapper, features, best[2])
+    figures: dict = {"tuned": best, "valid_ndcg": grid, "pairs": sum(len(v) for v in pairs.values())}
+    tuned = ContentToBehaviour(factors=int(chosen[0]), alpha=float(chosen[1])).fit(features, cooc, warm)
+    product = ContentToBehaviour().fit(features, cooc, warm)
+    for name, mapper, prior, weight in (
+        ("popularity", None, 0.0, 0.0),
+        ("content", None, 0.0, 0.0),
+        ("mapped, validation's choice", tuned, float(chosen[2]), float(chosen[3])),
+        ("mapped, training's settings", product, POPULARITY, 0.0),
+        ("the same + content, x4", product, POPULARITY, 4.0),
+    ):
+        name_of = name if mapper is None else "mapped"
+        scores = method_scores(name_of, content, items, warm, counts, mapper, features, prior, weight)
         figures[name] = evaluate(scores, items, pairs)
     return figures
+
+
+METHODS = (
+    "popularity",
+    "content",
+    "mapped, validation's choice",
+    "mapped, training's settings",
+    "the same + content, x4",
+)
 
 
 def main() -> None:
@@ -185,16 +220,26 @@ def main() -> None:
         began = time.perf_counter()
         figures = run(seed, args.share, sequences, content, features, n_items)
         results.append(figures)
-        print(f"seed {seed}: {figures['pairs']:,} pairs; tuned {figures['tuned']}; "
-              f"{time.perf_counter() - began:.0f} s", flush=True)  # fmt: skip
-        for name in ("popularity", "content", "mapped", "mapped + content"):
+        print(f"seed {seed}: {figures['pairs']:,} pairs; validation's choice (factors, alpha, prior, weight) "
+              f"{figures['tuned']}; {time.perf_counter() - began:.0f} s", flush=True)  # fmt: skip
+        for name in METHODS:
             hr, ndcg = figures[name]
-            print(f"  {name:<18} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
-    print("mean over seeds:")
-    for name in ("popularity", "content", "mapped", "mapped + content"):
+            print(f"  {name:<28} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
+    print(
+        "validation NDCG@10, mean over seeds (factors, alpha, prior, weight; weight 0: the mapped order "
+        "alone), the best ten and training's settings:"
+    )
+    grid = {key: float(np.mean([r["valid_ndcg"][key] for r in results])) for key in results[0]["valid_ndcg"]}
+    ordered = sorted(grid, key=grid.__getitem__, reverse=True)
+    product = f"{FACTORS},{ALPHA},{POPULARITY},0.0"
+    for place, key in enumerate(ordered):
+        if place < 10 or key == product:
+            print(f"  {place + 1:>3}. {key:<22} {grid[key]:.4f}{'  (training)' if key == product else ''}")
+    print("test, mean over seeds:")
+    for name in METHODS:
         hr = np.mean([r[name][0] for r in results])
         ndcg = np.mean([r[name][1] for r in results])
-        print(f"  {name:<18} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
+        print(f"  {name:<28} HR@10 {hr:.4f}  NDCG@10 {ndcg:.4f}")
 
 
 if __name__ == "__main__":

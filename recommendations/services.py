@@ -38,7 +38,7 @@ from events.models import EventType
 from events.selectors import shopper_codes, store_aliases, training_events
 from recommendations.artifacts import CATEGORY_SEPARATOR, artifact_dump
 from recommendations.engine.baskets import CategoryCompatibility, bought_together
-from recommendations.engine.coldstart import ContentToBehaviour
+from recommendations.engine.coldstart import ContentToBehaviour, popularity_prior
 from recommendations.engine.content import (
     CONTENT_NEIGHBOURS,
     CONTENT_WHEN_FEWER_THAN,
@@ -64,10 +64,7 @@ from tenants.services import audit_record
 
 logger = logging.getLogger(__name__)
 
-# cold products' neighbours from content (bench/coldstart.py tuned these on Amazon Beauty's validation
-# split: more factors did better, up to 256; 128 keeps training of large catalogs quick)
-COLD_FACTORS = 128
-COLD_ALPHA = 1.0
+# warm products a store needs before its products without events get neighbours mapped from content
 COLD_MIN_WARM = 20
 # two categories go together (complete-the-look) once bought in this many baskets together, above chance
 COMPATIBILITY_MIN_SUPPORT = 3
@@ -603,12 +600,13 @@ def _cold_neighbours(
     warm = counts > 0
     if cold_rows.size == 0 or warm.sum() < COLD_MIN_WARM:
         return {}
-    mapper = ContentToBehaviour(factors=COLD_FACTORS, alpha=COLD_ALPHA).fit(features, similar, warm)
+    mapper = ContentToBehaviour().fit(features, similar, warm)  # (factors and penalty: the engine's)
     if not mapper.fitted_:
         return {}
     # worked out here for every cold product: nearest among all warm items' factors is a pass over them
-    # (25 MB for 50,000 items), which on the request path halved computed related answers/s
-    return {"cold": mapper.neighbours(features, cold_rows, k=CONTENT_NEIGHBOURS).astype(np.float32)}
+    # (50 MB for 50,000 items), which on the request path halved computed related answers/s
+    cold = mapper.neighbours(features, cold_rows, k=CONTENT_NEIGHBOURS, prior=popularity_prior(counts))
+    return {"cold": cold.astype(np.float32)}
 
 
 def _content_neighbours(

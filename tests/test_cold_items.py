@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import scipy.sparse as sp
 
-from recommendations.engine.coldstart import ContentToBehaviour
+from recommendations.engine.coldstart import ContentToBehaviour, popularity_prior
 from tests.conftest import product
 from tests.test_recommendations import train
 
@@ -55,6 +55,14 @@ def test_a_product_without_events_is_related_to_what_shoppers_of_products_like_i
     assert kits, top  # nothing in a kit's text is like a hose's: it comes from what shoppers do
     assert kits[0]["reason"] == "shoppers of products like h9 chose this"
     assert not any(item_id[0] in "gb" for item_id in top)  # workwear is neither alike nor treated alike
+    # its mapped neighbours in their own order, then products alike only in text: a hose is not put above
+    # the kit shoppers treat as they treat it for reading like h9 (each kit i and hose i are alike to them)
+    everything = api.get("/api/v1/products/h9/related", limit=30).json()["items"]
+    mapped = [item["reason"] == "shoppers of products like h9 chose this" for item in everything]
+    assert any(mapped) and mapped == sorted(mapped, reverse=True), everything
+    score = {item["id"]: item["score"] for item in everything}
+    twins = [(f"h{i}", f"k{i}") for i in range(6) if f"h{i}" in score and f"k{i}" in score]
+    assert twins and all(score[hose] == score[kit] for hose, kit in twins), everything
 
 
 def test_the_map_recovers_behaviour_that_content_alone_does_not_show():
@@ -74,3 +82,27 @@ def test_the_map_recovers_behaviour_that_content_alone_does_not_show():
     mapper = ContentToBehaviour(factors=2, alpha=0.01).fit(content, sp.csr_matrix(blocks), warm)
     neighbours = mapper.neighbours(content, np.array([8]), k=4).tocsr()
     assert set(neighbours[8].indices.tolist()) == {0, 1, 2, 3}  # its block, not item 5 (same first word)
+
+
+def test_of_warm_items_about_as_near_the_popularity_prior_puts_the_more_taken_first():
+    # two blocks of warm items; within block 0, items 0 and 1 have the same content (so the same predicted
+    # nearness to a cold item like them), item 1 with far more events
+    content = np.zeros((7, 4), np.float32)
+    content[[0, 1], 0] = 1.0
+    content[2, 1] = 1.0
+    content[[3, 4, 5], 2] = 1.0
+    content[6, 0] = 1.0  # cold: reads like items 0 and 1
+    blocks = np.zeros((7, 7), np.float32)
+    blocks[:3, :3] = blocks[3:6, 3:6] = 1.0
+    np.fill_diagonal(blocks, 0)
+    warm = np.arange(7) < 6
+    mapper = ContentToBehaviour(factors=2, alpha=0.01).fit(content, sp.csr_matrix(blocks), warm)
+    counts = np.array([2, 200, 20, 50, 50, 50, 0])
+    plain = mapper.neighbours(content, np.array([6]), k=3).tocsr()[6]
+    assert np.isclose(plain[0, 0], plain[0, 1])  # as near as each other without the prior
+    prior = popularity_prior(counts)
+    assert prior[1] == np.float32(0.1) and prior[6] == 0.0 and 0 < prior[0] < prior[2] < prior[1]
+    ranked = mapper.neighbours(content, np.array([6]), k=3, prior=prior).tocsr()[6]
+    order = ranked.indices[np.argsort(-ranked.data)].tolist()
+    assert order[0] == 1 and set(order) == {0, 1, 2}  # the block, the most taken first
+    assert np.isclose(ranked[0, 1] - plain[0, 1], prior[1])

@@ -128,7 +128,8 @@ class ServingModel:
 
     def cold_neighbours(self, position: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """A product with no events: the `k` warm items nearest to its predicted factors, as (model
-        positions, cosine scores), best first; empty for any other product. Read from the version's `cold`
+        positions, scores: the cosine, plus a share of popularity since versions have `cold`), best first;
+        empty for any other product. Read from the version's `cold`
         matrix; versions trained before it hold the factors, and are searched here."""
         if self.cold is not None:
             start, end = self.cold.indptr[position], self.cold.indptr[position + 1]
