@@ -89,11 +89,11 @@ class ContentToBehaviour:
     ) -> sp.csr_matrix:
         """For the given items (rows of `content`), the `k` warm items nearest to their predicted factors
         (items that shoppers treat alike: the same items around them), as an items x items matrix of
-        cosine scores (only positive ones kept). On Amazon Beauty this found the items next to a new one in
-        shoppers' sequences better than the predicted co-occurrence row itself did (bench/coldstart.py).
-        `prior` (one value per item, as `content`'s rows): added to the cosine of each warm item with a
-        positive one, e.g. a small share of its popularity, so that of items about as near, the ones
-        shoppers take more come first."""
+        their cosine scores (plus `prior`), only items with a positive cosine kept. On Amazon Beauty this
+        found the items next to a new one in shoppers' sequences better than the predicted co-occurrence
+        row itself did (bench/coldstart.py). `prior` (one value per item, as `content`'s rows): added to
+        the cosine of each warm item with a positive one, e.g. a small share of its popularity, so that of
+        items about as near, the ones shoppers take more come first."""
         n = content.shape[0]
         if not self.fitted_ or len(rows) == 0:
             return sp.csr_matrix((n, n), dtype=np.float32)

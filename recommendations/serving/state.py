@@ -128,9 +128,9 @@ class ServingModel:
 
     def cold_neighbours(self, position: int, k: int) -> tuple[np.ndarray, np.ndarray]:
         """A product with no events: the `k` warm items nearest to its predicted factors, as (model
-        positions, scores: the cosine, plus a share of popularity since versions have `cold`), best first;
-        empty for any other product. Read from the version's `cold`
-        matrix; versions trained before it hold the factors, and are searched here."""
+        positions, scores), best first; empty for any other product. Read from the version's `cold` matrix
+        (cosine scores, plus the popularity prior in versions trained since 2026-12-06); versions trained
+        before it hold the factors, and are searched here (cosine scores)."""
         if self.cold is not None:
             start, end = self.cold.indptr[position], self.cold.indptr[position + 1]
             items, scores = self.cold.indices[start:end], self.cold.data[start:end]
