@@ -9,7 +9,8 @@ hold: HR@10 and NDCG@10 of each such warm item in the item's top 10. Methods:
 - popularity: the most bought warm items;
 - content: the warm items nearest by content (TF-IDF of the attributes, reduced: ContentEmbedding), what
   serving falls back on today;
-- mapped: ContentToBehaviour, ridge regression from content to the warm items' co-occurrence factors,
+- mapped: ContentToBehaviour, ridge regression from content to the factors of the warm items'
+  neighbours (the estimator's ItemCooccurrence, as training fits the map),
   each cold item's warm items nearest to its predicted factors (plus a share of their popularity), then
   content's (as related answers a product with no events);
 - the same with the content scores added (the mapped ones weighed four times: what served before).
@@ -43,6 +44,8 @@ from recommendations.engine.coldstart import (  # noqa: E402
     popularity_prior,
 )
 from recommendations.engine.content import ContentEmbedding  # noqa: E402
+from recommendations.engine.neighbors import ItemCooccurrence  # noqa: E402
+from recommendations.engine.recommender import SequentialItemKNN  # noqa: E402
 
 K = 10
 
@@ -62,7 +65,9 @@ def load() -> tuple[list[list[int]], list[str], int]:
 
 
 def cooccurrence(sequences: list[list[int]], n_items: int, exclude: np.ndarray) -> sp.csr_matrix:
-    """Item x item cosine of shoppers in common, without the excluded items' interactions."""
+    """Item x item neighbours as training gives the map (the estimator's `similar_`: ItemCooccurrence at
+    its default neighbours, alpha and shrink over log(1 + views) of each shopper), without the excluded
+    items' interactions."""
     rows, cols = [], []
     for user, sequence in enumerate(sequences):
         for item in sequence:
@@ -70,13 +75,10 @@ def cooccurrence(sequences: list[list[int]], n_items: int, exclude: np.ndarray) 
                 rows.append(user)
                 cols.append(item)
     users = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(sequences), n_items))
-    users.data[:] = 1.0
-    counts = np.asarray(users.sum(axis=0)).ravel()
-    together = (users.T @ users).tocsr()
-    together.setdiag(0)
-    together.eliminate_zeros()
-    scale = 1.0 / np.sqrt(np.maximum(counts, 1))
-    return sp.csr_matrix(sp.diags(scale) @ together @ sp.diags(scale))
+    users.data = np.log1p(users.data)  # (duplicates summed first: a shopper's count of an item)
+    defaults = SequentialItemKNN()
+    fitted = ItemCooccurrence(k=defaults.k, alpha=defaults.alpha, shrink=defaults.shrink).fit(users)
+    return sp.csr_matrix(fitted.similarity_)
 
 
 def adjacent_pairs(sequences: list[list[int]], cold: np.ndarray, warm: np.ndarray) -> dict[int, list[int]]:
@@ -137,7 +139,7 @@ def method_scores(
 # 4 and 16 times, as related answers cold products before)
 FACTORS_GRID = (128, 256, 512)
 ALPHA_GRID = (0.3, 1.0, 3.0)
-SCORING_GRID = [(prior, 0.0) for prior in (0.0, 0.05, 0.1, 0.2)] + [(POPULARITY, 4.0), (POPULARITY, 16.0)]
+SCORING_GRID = [(prior, 0.0) for prior in (0.0, 0.1, 0.3, 0.5, 0.8)] + [(POPULARITY, 4.0), (POPULARITY, 16.0)]
 
 
 def run(
@@ -235,6 +237,9 @@ def main() -> None:
     for place, key in enumerate(ordered):
         if place < 10 or key == product:
             print(f"  {place + 1:>3}. {key:<22} {grid[key]:.4f}{'  (training)' if key == product else ''}")
+    for factors in FACTORS_GRID:
+        key = max((k for k in grid if k.startswith(f"{factors},")), key=grid.__getitem__)
+        print(f"  best with {factors} factors: {key} {grid[key]:.4f}")
     print("test, mean over seeds:")
     for name in METHODS:
         hr = np.mean([r[name][0] for r in results])

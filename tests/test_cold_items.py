@@ -100,7 +100,7 @@ def test_of_warm_items_about_as_near_the_popularity_prior_puts_the_more_taken_fi
     counts = np.array([2, 200, 20, 50, 50, 50, 0])
     plain = mapper.neighbours(content, np.array([6]), k=3).tocsr()[6]
     assert np.isclose(plain[0, 0], plain[0, 1])  # as near as each other without the prior
-    prior = popularity_prior(counts)
+    prior = popularity_prior(counts, 0.1)
     assert prior[1] == np.float32(0.1) and prior[6] == 0.0 and 0 < prior[0] < prior[2] < prior[1]
     ranked = mapper.neighbours(content, np.array([6]), k=3, prior=prior).tocsr()[6]
     order = ranked.indices[np.argsort(-ranked.data)].tolist()
