@@ -106,3 +106,20 @@ def test_of_warm_items_about_as_near_the_popularity_prior_puts_the_more_taken_fi
     order = ranked.indices[np.argsort(-ranked.data)].tolist()
     assert order[0] == 1 and set(order) == {0, 1, 2}  # the block, the most taken first
     assert np.isclose(ranked[0, 1] - plain[0, 1], prior[1])
+
+
+def test_no_prior_makes_a_neighbour_of_an_item_the_cold_one_is_not_near():
+    class Map:  # predicts the factors (1, 0) for any content
+        def predict(self, rows: np.ndarray) -> np.ndarray:
+            return np.tile(np.array([1.0, 0.0], np.float32), (rows.shape[0], 1))
+
+    mapper = ContentToBehaviour(factors=2)
+    mapper.fitted_, mapper.map_ = True, Map()
+    mapper.warm_ = np.array([0, 1, 2])
+    # cosines with (1, 0): 0.6, 0 and -1
+    mapper.item_factors_ = np.array([[0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]], np.float32)
+    content = np.ones((4, 1), np.float32)
+    prior = np.array([0.0, 0.5, 0.5, 0.0], np.float32)
+    found = mapper.neighbours(content, np.array([3]), k=3, prior=prior).tocsr()[3]
+    assert found.indices.tolist() == [0] and np.isclose(found.data[0], 0.6)
+    assert mapper.neighbours(content, np.array([3]), k=3).tocsr()[3].indices.tolist() == [0]
