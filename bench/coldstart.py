@@ -163,7 +163,7 @@ def run(
     cooc_valid = cooccurrence(train_sequences, n_items, ~train_warm)
     valid_pairs = adjacent_pairs(train_sequences, valid_cold, train_warm)
     valid_items = np.flatnonzero(valid_cold)
-    grid: dict[str, float] = {}
+    grid: dict[tuple[int, float, float, float], float] = {}  # (factors, alpha, prior, weight) -> NDCG@10
     for factors in FACTORS_GRID:
         for alpha in ALPHA_GRID:
             mapper = ContentToBehaviour(factors=factors, alpha=alpha).fit(features, cooc_valid, train_warm)
@@ -171,21 +171,20 @@ def run(
                 scores = method_scores(
                     "mapped", content, valid_items, train_warm, counts, mapper, features, prior, weight
                 )
-                grid[f"{factors},{alpha},{prior},{weight}"] = evaluate(scores, valid_items, valid_pairs)[1]
+                grid[factors, alpha, prior, weight] = evaluate(scores, valid_items, valid_pairs)[1]
     best = max(grid, key=grid.__getitem__)
-    chosen = best.split(",")
     # test: fit on every warm item, with validation's choice and with training's settings
     warm = ~test_cold
     cooc = cooccurrence(sequences, n_items, test_cold)
     pairs = adjacent_pairs(sequences, test_cold, warm)
     items = np.flatnonzero(test_cold)
     figures: dict = {"tuned": best, "valid_ndcg": grid, "pairs": sum(len(v) for v in pairs.values())}
-    tuned = ContentToBehaviour(factors=int(chosen[0]), alpha=float(chosen[1])).fit(features, cooc, warm)
+    tuned = ContentToBehaviour(factors=best[0], alpha=best[1]).fit(features, cooc, warm)
     product = ContentToBehaviour().fit(features, cooc, warm)
     for name, mapper, prior, weight in (
         ("popularity", None, 0.0, 0.0),
         ("content", None, 0.0, 0.0),
-        ("mapped, validation's choice", tuned, float(chosen[2]), float(chosen[3])),
+        ("mapped, validation's choice", tuned, best[2], best[3]),
         ("mapped, training's settings", product, POPULARITY, 0.0),
         ("the same + content, x4", product, POPULARITY, 4.0),
     ):
@@ -233,12 +232,13 @@ def main() -> None:
     )
     grid = {key: float(np.mean([r["valid_ndcg"][key] for r in results])) for key in results[0]["valid_ndcg"]}
     ordered = sorted(grid, key=grid.__getitem__, reverse=True)
-    product = f"{FACTORS},{ALPHA},{POPULARITY},0.0"
+    product = (FACTORS, ALPHA, POPULARITY, 0.0)
     for place, key in enumerate(ordered):
         if place < 10 or key == product:
-            print(f"  {place + 1:>3}. {key:<22} {grid[key]:.4f}{'  (training)' if key == product else ''}")
+            named = ",".join(str(value) for value in key)
+            print(f"  {place + 1:>3}. {named:<22} {grid[key]:.4f}{'  (training)' if key == product else ''}")
     for factors in FACTORS_GRID:
-        key = max((k for k in grid if k.startswith(f"{factors},")), key=grid.__getitem__)
+        key = max((k for k in grid if k[0] == factors), key=grid.__getitem__)
         print(f"  best with {factors} factors: {key} {grid[key]:.4f}")
     print("test, mean over seeds:")
     for name in METHODS:

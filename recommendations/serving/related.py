@@ -44,6 +44,7 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
             product = int(model.products.ids[item])
             scores[product] = score
             reasons[product] = f"shoppers who viewed {external_id} also viewed this"
+    mapped: set[int] = set()  # a cold product's neighbours mapped from its content
     if not len(cf_items):
         # no events yet: the products shoppers treat like the products it reads like (its content's
         # predicted behaviour, learned at training)
@@ -52,7 +53,7 @@ def related(request: ServingRequest, external_id: str, options: Options) -> Answ
             product = int(model.products.ids[item])
             scores[product] = COLD_BASE + score
             reasons[product] = f"shoppers of products like {external_id} chose this"
-    mapped = set(scores) if not len(cf_items) else set()  # (a cold product's)
+            mapped.add(product)
     if len(cf_items) < max(options.limit, CONTENT_WHEN_FEWER_THAN):
         # few collaborative neighbours (a cold product): its nearest products by content (after a cold
         # product's mapped ones, which they do not reorder)
